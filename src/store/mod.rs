@@ -1,0 +1,269 @@
+//! The registry's storage, behind a small interface so that the engine can be swapped.
+//!
+//! [`Store`] is a handful of byte-level operations on named trees; [`Registry`] adds typed,
+//! versioned JSON records on top. Every write is flushed to disk before it returns: anything
+//! the daemon acts on after a crash must be on disk before it is acted on. Nothing here
+//! touches the network, so no store operation can span a Stripe call.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The store's schema version. A store written by a newer readerd is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The format version written into every record's envelope.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// The named trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tree {
+    Meta,
+    Merchants,
+    Locations,
+    Readers,
+    Payments,
+    /// API idempotency records (`Idempotency-Key` of POS clients).
+    Idempotency,
+    /// Processed webhook event ids.
+    WebhookEvents,
+    Refunds,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 8] = [
+        Tree::Meta,
+        Tree::Merchants,
+        Tree::Locations,
+        Tree::Readers,
+        Tree::Payments,
+        Tree::Idempotency,
+        Tree::WebhookEvents,
+        Tree::Refunds,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Merchants => "merchants",
+            Tree::Locations => "locations",
+            Tree::Readers => "readers",
+            Tree::Payments => "payments",
+            Tree::Idempotency => "idempotency",
+            Tree::WebhookEvents => "webhook_events",
+            Tree::Refunds => "refunds",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store engine: {0}")]
+    Engine(String),
+    #[error("the store at {path} has schema version {found}, newer than this readerd understands ({supported}); run a newer readerd or restore a backup")]
+    TooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("record {tree}/{key} is unreadable: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+/// Byte-level storage. Implementations flush every write before returning.
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes (replacing) and flushes.
+    fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Writes only if the key is absent, atomically; returns the existing value otherwise.
+    fn put_if_absent(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces `old` by `new` atomically if the current value is `old` (`None` = absent).
+    /// Returns `Ok(false)` when the current value differs.
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+    fn remove(&self, tree: Tree, key: &str) -> Result<(), StoreError>;
+    /// Every entry of a tree, in key order.
+    fn scan(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    /// Record format version.
+    v: u32,
+    data: T,
+}
+
+/// Typed, versioned records over a [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+impl Registry {
+    /// Opens (creating if needed) the sled store at `path`, checks and migrates its schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let store = SledStore::open(path)?;
+        Self::with_store(Arc::new(store), &path.display().to_string())
+    }
+
+    /// A throw-away store for tests and the demo.
+    pub fn temporary() -> Result<Self, StoreError> {
+        Self::with_store(Arc::new(SledStore::temporary()?), "<temporary>")
+    }
+
+    /// Wraps any engine; checks and migrates the schema version.
+    pub fn with_store(store: Arc<dyn Store>, path: &str) -> Result<Self, StoreError> {
+        let found = match store.get(Tree::Meta, "schema_version")? {
+            Some(bytes) => String::from_utf8_lossy(&bytes)
+                .parse::<u32>()
+                .map_err(|e| StoreError::Corrupt {
+                    tree: Tree::Meta.name(),
+                    key: "schema_version".into(),
+                    message: e.to_string(),
+                })?,
+            None => 0,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Migrations from older schemas go here, one step at a time. Version 0 is an empty
+        // (new) store, which needs none.
+        if found < SCHEMA_VERSION {
+            store.put(
+                Tree::Meta,
+                "schema_version",
+                SCHEMA_VERSION.to_string().as_bytes(),
+            )?;
+        }
+        Ok(Registry { store })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_json::to_vec(&Envelope {
+            v: RECORD_FORMAT,
+            data: value,
+        })
+        .expect("records serialise")
+    }
+
+    fn decode<T: DeserializeOwned>(tree: Tree, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            tree: tree.name(),
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        if env.v > RECORD_FORMAT {
+            return Err(StoreError::Corrupt {
+                tree: tree.name(),
+                key: key.to_string(),
+                message: format!("record format {} is newer than {}", env.v, RECORD_FORMAT),
+            });
+        }
+        Ok(env.data)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, tree: Tree, key: &str) -> Result<Option<T>, StoreError> {
+        match self.store.get(tree, key)? {
+            Some(b) => Ok(Some(Self::decode(tree, key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes and flushes.
+    pub fn put<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> Result<(), StoreError> {
+        self.store.put(tree, key, &Self::encode(value))
+    }
+
+    /// Writes only if absent; returns the existing record otherwise.
+    pub fn put_if_absent<T: Serialize + DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &T,
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.put_if_absent(tree, key, &Self::encode(value))? {
+            Some(b) => Ok(Some(Self::decode(tree, key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn remove(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
+        self.store.remove(tree, key)
+    }
+
+    /// Every record of a tree, in key order.
+    pub fn list<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
+        self.store
+            .scan(tree)?
+            .into_iter()
+            .map(|(k, b)| Self::decode(tree, &k, &b))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        n: u32,
+    }
+
+    #[test]
+    fn records_survive_reopen_and_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = Registry::open(dir.path()).unwrap();
+            r.put(Tree::Merchants, "m1", &Rec { n: 1 }).unwrap();
+            assert_eq!(
+                r.put_if_absent(Tree::Merchants, "m1", &Rec { n: 2 })
+                    .unwrap(),
+                Some(Rec { n: 1 })
+            );
+        }
+        {
+            let r = Registry::open(dir.path()).unwrap();
+            assert_eq!(
+                r.get::<Rec>(Tree::Merchants, "m1").unwrap(),
+                Some(Rec { n: 1 })
+            );
+            assert_eq!(r.list::<Rec>(Tree::Merchants).unwrap().len(), 1);
+            r.store().put(Tree::Meta, "schema_version", b"99").unwrap();
+        }
+        let err = Registry::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+}

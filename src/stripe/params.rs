@@ -1,0 +1,282 @@
+//! Typed request parameters for every endpoint readerd calls, each turned into [`Params`]
+//! in one place so that the exact bytes are tested and every name is checked against
+//! Stripe's OpenAPI description.
+
+use super::form::Params;
+use super::wire::{Address, CaptureMethod, Cart, Metadata, ProcessConfig, ReaderStatus};
+
+fn push_address(p: &mut Params, prefix: &str, a: &Address) {
+    p.push_opt(format!("{prefix}[line1]"), a.line1.as_ref())
+        .push_opt(format!("{prefix}[line2]"), a.line2.as_ref())
+        .push_opt(format!("{prefix}[city]"), a.city.as_ref())
+        .push_opt(format!("{prefix}[state]"), a.state.as_ref())
+        .push_opt(format!("{prefix}[postal_code]"), a.postal_code.as_ref())
+        .push_opt(format!("{prefix}[country]"), a.country.as_ref());
+}
+
+/// `POST /v1/terminal/locations`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateLocation {
+    pub display_name: String,
+    pub address: Address,
+    pub metadata: Metadata,
+}
+
+impl CreateLocation {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("display_name", &self.display_name);
+        push_address(&mut p, "address", &self.address);
+        p.push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/terminal/locations/{id}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateLocation {
+    pub display_name: Option<String>,
+    pub address: Option<Address>,
+    pub metadata: Metadata,
+}
+
+impl UpdateLocation {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("display_name", self.display_name.as_ref());
+        if let Some(a) = &self.address {
+            push_address(&mut p, "address", a);
+        }
+        p.push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegisterReader {
+    pub registration_code: String,
+    pub label: Option<String>,
+    pub location: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl RegisterReader {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("registration_code", &self.registration_code)
+            .push_opt("label", self.label.as_ref())
+            .push_opt("location", self.location.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers/{id}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateReader {
+    pub label: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl UpdateReader {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("label", self.label.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// Filters of `GET /v1/terminal/readers` (pagination is the client's business).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListReaders {
+    pub location: Option<String>,
+    pub status: Option<ReaderStatus>,
+    pub device_type: Option<String>,
+    pub serial_number: Option<String>,
+}
+
+impl ListReaders {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("location", self.location.as_ref())
+            .push_opt("status", self.status.as_ref())
+            .push_opt("device_type", self.device_type.as_ref())
+            .push_opt("serial_number", self.serial_number.as_ref());
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers/{id}/process_payment_intent`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessPaymentIntent {
+    pub payment_intent: String,
+    pub process_config: Option<ProcessConfig>,
+}
+
+impl ProcessPaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent);
+        if let Some(c) = &self.process_config {
+            p.push_opt("process_config[skip_tipping]", c.skip_tipping)
+                .push_opt(
+                    "process_config[tipping][amount_eligible]",
+                    c.tipping.as_ref().and_then(|t| t.amount_eligible),
+                )
+                .push_opt(
+                    "process_config[enable_customer_cancellation]",
+                    c.enable_customer_cancellation,
+                );
+        }
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers/{id}/set_reader_display` (`type=cart`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetReaderDisplay {
+    pub cart: Cart,
+}
+
+impl SetReaderDisplay {
+    pub fn to_params(&self) -> Params {
+        let c = &self.cart;
+        let mut p = Params::new();
+        p.push("type", "cart").push("cart[currency]", &c.currency);
+        p.push_indexed("cart[line_items]", c.line_items.len(), |i, it| {
+            let li = &c.line_items[i];
+            it.push("amount", li.amount)
+                .push("description", &li.description)
+                .push("quantity", li.quantity);
+        });
+        p.push_opt("cart[tax]", c.tax).push("cart[total]", c.total);
+        p
+    }
+}
+
+/// `POST /v1/test_helpers/terminal/readers/{id}/present_payment_method`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PresentPaymentMethod {
+    /// A test card number; `None` presents the default Visa.
+    pub card_present_number: Option<String>,
+    pub amount_tip: Option<i64>,
+}
+
+impl PresentPaymentMethod {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        if let Some(n) = &self.card_present_number {
+            p.push("type", "card_present")
+                .push("card_present[number]", n);
+        }
+        p.push_opt("amount_tip", self.amount_tip);
+        p
+    }
+}
+
+/// `POST /v1/payment_intents`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreatePaymentIntent {
+    pub amount: i64,
+    pub currency: String,
+    pub payment_method_types: Vec<String>,
+    pub capture_method: CaptureMethod,
+    pub application_fee_amount: Option<i64>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    /// Destination charges only: the connected account that receives the funds.
+    pub transfer_destination: Option<String>,
+    pub on_behalf_of: Option<String>,
+}
+
+impl CreatePaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("amount", self.amount)
+            .push("currency", &self.currency)
+            .push_list("payment_method_types", &self.payment_method_types)
+            .push("capture_method", &self.capture_method)
+            .push_opt("application_fee_amount", self.application_fee_amount)
+            .push_opt("description", self.description.as_ref())
+            .push_map("metadata", &self.metadata)
+            .push_opt(
+                "transfer_data[destination]",
+                self.transfer_destination.as_ref(),
+            )
+            .push_opt("on_behalf_of", self.on_behalf_of.as_ref());
+        p
+    }
+}
+
+/// `POST /v1/payment_intents/{id}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdatePaymentIntent {
+    pub amount: Option<i64>,
+    pub application_fee_amount: Option<i64>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl UpdatePaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("amount", self.amount)
+            .push_opt("application_fee_amount", self.application_fee_amount)
+            .push_opt("description", self.description.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/payment_intents/{id}/capture`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CapturePaymentIntent {
+    pub amount_to_capture: Option<i64>,
+    pub application_fee_amount: Option<i64>,
+}
+
+impl CapturePaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("amount_to_capture", self.amount_to_capture)
+            .push_opt("application_fee_amount", self.application_fee_amount);
+        p
+    }
+}
+
+/// `POST /v1/payment_intents/{id}/cancel`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CancelPaymentIntent {
+    /// `duplicate`, `fraudulent`, `requested_by_customer` or `abandoned`.
+    pub cancellation_reason: Option<String>,
+}
+
+impl CancelPaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("cancellation_reason", self.cancellation_reason.as_ref());
+        p
+    }
+}
+
+/// `POST /v1/refunds`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateRefund {
+    pub payment_intent: String,
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl CreateRefund {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent)
+            .push_opt("amount", self.amount)
+            .push_opt("reason", self.reason.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}

@@ -1,0 +1,714 @@
+//! Stripe's JSON objects as readerd reads them, and as the emulator writes them.
+//!
+//! One set of types serves both the client (which parses them) and the emulator (which
+//! serialises them), so the two cannot drift apart silently. Two rules follow from Stripe
+//! adding fields and enum values every month:
+//! - unknown fields are ignored when parsing (no `deny_unknown_fields` here);
+//! - enums are [`string_enum!`] types: known values get a variant, unknown values are kept
+//!   verbatim in `Other(String)` and written back unchanged.
+//!
+//! Only fields that Stripe documents are declared, so that what the emulator writes carries
+//! no field unknown to Stripe. Fields newer than the 2023 OpenAPI subset are marked.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Declares an enum that serialises as a string and keeps unknown values as data.
+#[macro_export]
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version of readerd does not know; kept verbatim.
+            Other(String),
+        }
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(s) => s.as_str(),
+                }
+            }
+        }
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match s.as_str() {
+                    $($text => Self::$variant,)+
+                    _ => Self::Other(s),
+                }
+            }
+        }
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self::from(s.to_string())
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.as_str().to_string()
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// Stripe metadata: string keys to string values.
+pub type Metadata = BTreeMap<String, String>;
+
+/// A field that holds an object's id, or the object itself when expanded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable<T> {
+    Id(String),
+    Object(Box<T>),
+}
+
+impl<T: HasId> Expandable<T> {
+    /// The id, whether or not the field was expanded.
+    pub fn id(&self) -> &str {
+        match self {
+            Expandable::Id(id) => id,
+            Expandable::Object(o) => o.object_id(),
+        }
+    }
+    /// The expanded object, if it was expanded.
+    pub fn object(&self) -> Option<&T> {
+        match self {
+            Expandable::Id(_) => None,
+            Expandable::Object(o) => Some(o),
+        }
+    }
+}
+
+/// Objects with an `id`.
+pub trait HasId {
+    fn object_id(&self) -> &str;
+}
+
+macro_rules! has_id {
+    ($($t:ty),+) => { $(impl HasId for $t { fn object_id(&self) -> &str { &self.id } })+ };
+}
+
+/// Any object reduced to its id (for expandable fields readerd never expands, such as
+/// `transfer_data.destination`, which fixtures show expanded to `{id, object}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+has_id!(
+    ObjectRef,
+    Account,
+    Location,
+    Reader,
+    PaymentIntent,
+    Charge,
+    Refund
+);
+
+/// `{"object": "list", "data": [...], "has_more", "url"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    #[serde(default = "list_object")]
+    pub object: String,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    #[serde(default)]
+    pub url: String,
+}
+
+fn list_object() -> String {
+    "list".to_string()
+}
+
+/// What a DELETE returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub id: String,
+    pub object: String,
+    pub deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<DeviceType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+string_enum!(
+    /// `error.type`.
+    ErrorType {
+        ApiError => "api_error",
+        CardError => "card_error",
+        IdempotencyError => "idempotency_error",
+        InvalidRequestError => "invalid_request_error",
+    }
+);
+
+/// Stripe's error object (the `error` member of an error response, a PaymentIntent's
+/// `last_payment_error`, a reader action's `api_error`). Everything but `type` is optional:
+/// fixtures carry objects with `type` alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorObject {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_log_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<String>,
+    /// The PaymentIntent involved, in full. Kept as raw JSON: it is informational only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method_type: Option<String>,
+}
+
+impl ApiErrorObject {
+    /// An error object with a type, code and message (the emulator's usual shape).
+    pub fn new(kind: ErrorType, code: Option<&str>, message: impl Into<String>) -> Self {
+        ApiErrorObject {
+            kind,
+            code: code.map(str::to_string),
+            decline_code: None,
+            message: Some(message.into()),
+            param: None,
+            doc_url: None,
+            request_log_url: None,
+            charge: None,
+            payment_intent: None,
+            payment_method_type: None,
+        }
+    }
+}
+
+/// `{"error": {...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ApiErrorObject,
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts
+
+string_enum!(
+    /// A capability's status on an account.
+    CapabilityStatus {
+        Active => "active",
+        Inactive => "inactive",
+        Pending => "pending",
+    }
+);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountCapabilities {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_payments: Option<CapabilityStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfers: Option<CapabilityStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BusinessProfile {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountRequirements {
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    #[serde(default)]
+    pub currently_due: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountController {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_controller: Option<bool>,
+}
+
+/// A Connect account (a merchant).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub object: String,
+    #[serde(default)]
+    pub business_profile: Option<BusinessProfile>,
+    #[serde(default)]
+    pub capabilities: Option<AccountCapabilities>,
+    #[serde(default)]
+    pub charges_enabled: Option<bool>,
+    #[serde(default)]
+    pub payouts_enabled: Option<bool>,
+    #[serde(default)]
+    pub details_submitted: Option<bool>,
+    #[serde(default)]
+    pub controller: Option<AccountController>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
+    pub default_currency: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    #[serde(default)]
+    pub requirements: Option<AccountRequirements>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
+impl Account {
+    /// `capabilities.card_payments == active`.
+    pub fn card_payments_active(&self) -> bool {
+        matches!(
+            self.capabilities
+                .as_ref()
+                .and_then(|c| c.card_payments.as_ref()),
+            Some(CapabilityStatus::Active)
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Locations
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub line1: Option<String>,
+    #[serde(default)]
+    pub line2: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// A Terminal location (`tml_…`), owned by the platform.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub id: String,
+    pub object: String,
+    pub address: Address,
+    #[serde(default)]
+    pub configuration_overrides: Option<String>,
+    pub display_name: String,
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+// ---------------------------------------------------------------------------------------
+// Readers
+
+string_enum!(
+    /// `reader.device_type`.
+    DeviceType {
+        BbposWiseposE => "bbpos_wisepos_e",
+        StripeS700 => "stripe_s700",
+        StripeS710 => "stripe_s710",
+        SimulatedWiseposE => "simulated_wisepos_e",
+        SimulatedStripeS700 => "simulated_stripe_s700",
+        SimulatedStripeS710 => "simulated_stripe_s710",
+        VerifoneP400 => "verifone_P400",
+    }
+);
+
+string_enum!(
+    /// `reader.status`.
+    ReaderStatus {
+        Online => "online",
+        Offline => "offline",
+    }
+);
+
+string_enum!(
+    /// `reader.action.type`.
+    ActionType {
+        ProcessPaymentIntent => "process_payment_intent",
+        ProcessSetupIntent => "process_setup_intent",
+        RefundPayment => "refund_payment",
+        SetReaderDisplay => "set_reader_display",
+        CollectPaymentMethod => "collect_payment_method",
+        ConfirmPaymentIntent => "confirm_payment_intent",
+        CollectInputs => "collect_inputs",
+    }
+);
+
+string_enum!(
+    /// `reader.action.status`.
+    ActionStatus {
+        InProgress => "in_progress",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TippingConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_eligible: Option<i64>,
+}
+
+/// `process_config` of `process_payment_intent`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_tipping: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tipping: Option<TippingConfig>,
+    /// Newer than the 2023 schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_customer_cancellation: Option<bool>,
+}
+
+/// `action.process_payment_intent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessPaymentIntentAction {
+    pub payment_intent: Expandable<PaymentIntent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_config: Option<ProcessConfig>,
+    /// The account the PaymentIntent belongs to (platform-owned-reader preview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CartLineItem {
+    pub amount: i64,
+    pub description: String,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cart {
+    pub currency: String,
+    pub line_items: Vec<CartLineItem>,
+    #[serde(default)]
+    pub tax: Option<i64>,
+    pub total: i64,
+}
+
+/// `action.set_reader_display`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetReaderDisplayAction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub cart: Option<Cart>,
+}
+
+/// `reader.action`: the reader's latest action, kept until replaced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReaderAction {
+    #[serde(rename = "type")]
+    pub kind: ActionType,
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub failure_code: Option<String>,
+    #[serde(default)]
+    pub failure_message: Option<String>,
+    /// Newer than the 2023 schema (2026-05-27.dahlia).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_error: Option<ApiErrorObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_payment_intent: Option<ProcessPaymentIntentAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_reader_display: Option<SetReaderDisplayAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_payment: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_setup_intent: Option<serde_json::Value>,
+}
+
+impl ReaderAction {
+    /// The PaymentIntent id of a `process_payment_intent` action.
+    pub fn payment_intent_id(&self) -> Option<&str> {
+        self.process_payment_intent
+            .as_ref()
+            .map(|p| p.payment_intent.id())
+    }
+}
+
+/// A Terminal reader (`tmr_…`), owned by the platform.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reader {
+    pub id: String,
+    pub object: String,
+    #[serde(default)]
+    pub action: Option<ReaderAction>,
+    #[serde(default)]
+    pub device_sw_version: Option<String>,
+    pub device_type: DeviceType,
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    pub label: String,
+    /// Milliseconds since the epoch (unlike other Stripe timestamps). Newer than the 2023 schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<i64>,
+    pub livemode: bool,
+    #[serde(default)]
+    pub location: Option<Expandable<Location>>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub serial_number: String,
+    #[serde(default)]
+    pub status: Option<ReaderStatus>,
+}
+
+// ---------------------------------------------------------------------------------------
+// PaymentIntents, charges, refunds
+
+string_enum!(
+    /// `payment_intent.status`.
+    PaymentIntentStatus {
+        RequiresPaymentMethod => "requires_payment_method",
+        RequiresConfirmation => "requires_confirmation",
+        RequiresAction => "requires_action",
+        Processing => "processing",
+        RequiresCapture => "requires_capture",
+        Canceled => "canceled",
+        Succeeded => "succeeded",
+    }
+);
+
+string_enum!(
+    /// `payment_intent.capture_method`.
+    CaptureMethod {
+        Automatic => "automatic",
+        AutomaticAsync => "automatic_async",
+        Manual => "manual",
+    }
+);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tip {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AmountDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tip: Option<Tip>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    pub destination: Expandable<ObjectRef>,
+}
+
+/// A PaymentIntent. For direct charges it lives on the merchant's connected account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_capturable: i64,
+    #[serde(default)]
+    pub amount_details: Option<AmountDetails>,
+    #[serde(default)]
+    pub amount_received: i64,
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+    #[serde(default)]
+    pub canceled_at: Option<i64>,
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
+    pub capture_method: CaptureMethod,
+    #[serde(default = "automatic")]
+    pub confirmation_method: String,
+    pub created: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub last_payment_error: Option<ApiErrorObject>,
+    #[serde(default)]
+    pub latest_charge: Option<Expandable<Charge>>,
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub on_behalf_of: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub payment_method: Option<Expandable<ObjectRef>>,
+    pub payment_method_types: Vec<String>,
+    pub status: PaymentIntentStatus,
+    #[serde(default)]
+    pub transfer_data: Option<TransferData>,
+}
+
+fn automatic() -> String {
+    "automatic".to_string()
+}
+
+impl PaymentIntent {
+    /// The on-reader tip, if one was recorded.
+    pub fn tip_amount(&self) -> Option<i64> {
+        self.amount_details.as_ref()?.tip.as_ref()?.amount
+    }
+}
+
+/// `charge.payment_method_details.card_present`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CardPresentDetails {
+    #[serde(default)]
+    pub amount_authorized: Option<i64>,
+    #[serde(default)]
+    pub brand: Option<String>,
+    /// Unix seconds after which an uncaptured authorisation is released.
+    #[serde(default)]
+    pub capture_before: Option<i64>,
+    #[serde(default)]
+    pub exp_month: i64,
+    #[serde(default)]
+    pub exp_year: i64,
+    #[serde(default)]
+    pub funding: Option<String>,
+    #[serde(default)]
+    pub incremental_authorization_supported: bool,
+    #[serde(default)]
+    pub last4: Option<String>,
+    #[serde(default)]
+    pub overcapture_supported: bool,
+    #[serde(default)]
+    pub read_method: Option<String>,
+    /// The reader used (newer than the 2023 schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<String>,
+    /// The reader's location (newer than the 2023 schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaymentMethodDetails {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_present: Option<CardPresentDetails>,
+}
+
+/// A charge (the PaymentIntent's `latest_charge`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_captured: i64,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    #[serde(default)]
+    pub captured: bool,
+    pub created: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub failure_code: Option<String>,
+    #[serde(default)]
+    pub failure_message: Option<String>,
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub paid: bool,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    #[serde(default)]
+    pub payment_method_details: Option<PaymentMethodDetails>,
+    #[serde(default)]
+    pub refunded: bool,
+    pub status: String,
+}
+
+/// A refund.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub charge: Option<String>,
+    pub created: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_attributes: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A webhook event. `account` is set for events from connected accounts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub object: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    pub created: i64,
+    pub data: EventData,
+    pub livemode: bool,
+    #[serde(default)]
+    pub pending_webhooks: i64,
+    #[serde(default)]
+    pub request: Option<EventRequest>,
+}
