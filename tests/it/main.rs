@@ -1,0 +1,3 @@
+//! readerd's integration tests: one binary, one module per boundary.
+
+mod common;
