@@ -3,5 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod metrics;
 pub mod store;
 pub mod stripe;
+pub mod systemd;
