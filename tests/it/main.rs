@@ -2,3 +2,4 @@
 
 mod common;
 mod stripe_client;
+mod stripe_wire_fixtures;

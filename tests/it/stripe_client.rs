@@ -878,3 +878,69 @@ async fn the_secret_key_appears_in_no_debug_log_or_error() {
         assert!(!t.contains("SuperSecret"), "secret key leaked: {t}");
     }
 }
+
+// The client-side limiter ----------------------------------------------------------------
+
+/// When each attempt was sent (virtual time), from the observer.
+#[derive(Default)]
+struct SendTimes(Mutex<Vec<tokio::time::Instant>>);
+
+impl RequestObserver for SendTimes {
+    fn on_attempt(&self, r: &AttemptRecord<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now() - r.latency);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limiter_holds_a_burst_under_its_rate() {
+    let server = Server::start(vec![ok(reader_json("tmr_1"))]).await;
+    let mut cfg = config(server.base());
+    cfg.requests_per_second = 10;
+    let sends = Arc::new(SendTimes::default());
+    let c = StripeClient::new(cfg).unwrap().with_observer(sends.clone());
+    let start = tokio::time::Instant::now();
+    let burst = (0..30).map(|i| {
+        let c = c.clone();
+        async move { c.retrieve_reader(&format!("tmr_{i}")).await }
+    });
+    let results = futures_util::future::join_all(burst).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(
+        server.seen().len(),
+        30,
+        "every request went out, none was lost"
+    );
+    let mut at: Vec<Duration> = sends.0.lock().unwrap().iter().map(|t| *t - start).collect();
+    at.sort();
+    assert_eq!(at.len(), 30);
+    // No one-second window holds more than the rate.
+    for (i, t) in at.iter().enumerate() {
+        let in_window = at[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 10,
+            "{in_window} requests in the second from {t:?}: {at:?}"
+        );
+    }
+    // 30 requests at 10/s: the last one leaves about 2.9 s after the first.
+    assert!(at[29] >= Duration::from_millis(2900), "{at:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limiter_does_not_delay_an_unhurried_caller() {
+    let server = Server::start(vec![ok(reader_json("tmr_1"))]).await;
+    let mut cfg = config(server.base());
+    cfg.requests_per_second = 2;
+    let c = StripeClient::new(cfg).unwrap();
+    for _ in 0..3 {
+        let before = tokio::time::Instant::now();
+        c.retrieve_reader("tmr_1").await.unwrap();
+        assert!(before.elapsed() < Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
