@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod metrics;
 pub mod payments;
 pub mod store;
 pub mod stripe;
+pub mod systemd;

@@ -1,3 +1,5 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod stripe_client;
+mod stripe_wire_fixtures;
