@@ -298,6 +298,11 @@ impl Engine {
     pub async fn start(&self) -> Result<usize, PaymentError> {
         let payments: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
         let mut resumed = 0;
+        for p in &payments {
+            if let Some(pi) = &p.payment_intent {
+                self.index_intent(pi, &p.id);
+            }
+        }
         let mut open: Vec<Payment> = payments
             .into_iter()
             .filter(|p| !p.status.is_final())
@@ -427,6 +432,18 @@ impl Engine {
             .lock()
             .expect("intent index")
             .insert(pi.to_string(), payment.to_string());
+    }
+
+    /// Our payment of a PaymentIntent, if it is one of ours.
+    pub(crate) fn payment_for_intent(&self, pi: &str) -> Option<Payment> {
+        let id = self
+            .inner
+            .by_intent
+            .lock()
+            .expect("intent index")
+            .get(pi)
+            .cloned()?;
+        self.get(&id).ok().flatten()
     }
 
     pub(crate) fn slot(&self, reader: &str) -> Arc<ReaderSlot> {
@@ -1129,7 +1146,7 @@ fn validate(
     if let (Some(m), Some(r)) = (merchant_country, &reader.country) {
         if !m.eq_ignore_ascii_case(r) {
             return Err(PaymentError::invalid(
-                "location_country_mismatch",
+                "country_mismatch",
                 format!(
                     "reader {} is at a location in {r}, but merchant {} is in {m}; Stripe requires the same country",
                     reader.id, req.merchant
@@ -1214,7 +1231,7 @@ mod tests {
         assert!(matches!(
             validate(&req(1250, "eur"), &Some("DE".into()), &ok),
             Err(PaymentError::Invalid {
-                code: "location_country_mismatch",
+                code: "country_mismatch",
                 ..
             })
         ));

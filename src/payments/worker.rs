@@ -388,6 +388,22 @@ impl Flow<'_> {
             if a.kind == ActionType::ProcessPaymentIntent && a.payment_intent_id() == Some(pi) {
                 return Ok(Preflight::Ours);
             }
+            if let Some(stale) = a
+                .payment_intent_id()
+                .and_then(|x| self.e.payment_for_intent(x))
+            {
+                if stale.status.is_final() {
+                    // Left behind by one of our own payments that is over (its reader went
+                    // away mid-action): ours to clear.
+                    tracing::info!(reader = %self.slot.id, payment = %stale.id, "clearing a stale action of a finished payment");
+                    let _ = self.cancel_action().await;
+                    if n > 3 {
+                        sleep(backoff(n)).await;
+                    }
+                    n += 1;
+                    continue;
+                }
+            }
             if a.kind == ActionType::SetReaderDisplay && *self.slot_shows_our_cart() {
                 // Our own cart display: clear it, it never blocks a payment.
                 let _ = self.cancel_action().await;
