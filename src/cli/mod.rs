@@ -16,10 +16,14 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// The stateful Stripe emulator as a standalone server.
+    Sim(crate::sim::SimArgs),
+}
 
 /// Entry point of the binary.
-#[allow(unreachable_code)] // until the first command lands
 pub fn main() -> ExitCode {
-    match Cli::parse().command {}
+    match Cli::parse().command {
+        Command::Sim(args) => crate::sim::run(args),
+    }
 }
