@@ -2,4 +2,5 @@
 
 mod common;
 mod stripe_client;
+mod stripe_openapi_params;
 mod stripe_wire_fixtures;

@@ -20,15 +20,15 @@ const KEY: &str = "sk_test_51SuperSecretKeyThatMustNeverLeak";
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
-struct Seen {
-    method: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
     /// Path and query string, as sent.
-    target: String,
+    pub(crate) target: String,
     /// Lower-cased names.
-    headers: BTreeMap<String, String>,
-    body: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
     /// Virtual time since the server started.
-    at: Duration,
+    pub(crate) at: Duration,
 }
 
 impl Seen {
@@ -39,7 +39,7 @@ impl Seen {
 
 /// What the server does with the next request.
 #[derive(Clone, Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Json {
         status: u16,
         headers: Vec<(&'static str, String)>,
@@ -51,7 +51,7 @@ enum Reply {
     Hang,
 }
 
-fn ok(body: serde_json::Value) -> Reply {
+pub(crate) fn ok(body: serde_json::Value) -> Reply {
     Reply::Json {
         status: 200,
         headers: vec![("request-id", "req_ok".into())],
@@ -74,13 +74,13 @@ fn err(status: u16, code: &str, headers: &[(&'static str, &str)]) -> Reply {
 /// A scripted HTTP/1.1 server: answers requests in order from its script (the last entry
 /// repeats) and records every request. Every response closes its connection, so each
 /// attempt is one connection and nothing depends on pooling.
-struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Server {
-    async fn start(script: Vec<Reply>) -> Server {
+    pub(crate) async fn start(script: Vec<Reply>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -102,11 +102,11 @@ impl Server {
         Server { addr, seen }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -192,7 +192,7 @@ async fn serve_one(
     }
 }
 
-fn config(base: String) -> ClientConfig {
+pub(crate) fn config(base: String) -> ClientConfig {
     let mut c = ClientConfig::new(base, SecretKey::new(KEY));
     c.requests_per_second = 1000;
     c
@@ -202,7 +202,7 @@ fn client(server: &Server) -> StripeClient {
     StripeClient::new(config(server.base())).unwrap()
 }
 
-fn reader_json(id: &str) -> serde_json::Value {
+pub(crate) fn reader_json(id: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "terminal.reader", "action": null, "device_sw_version": null,
         "device_type": "simulated_wisepos_e", "ip_address": "0.0.0.0", "label": "Front desk",
@@ -211,7 +211,7 @@ fn reader_json(id: &str) -> serde_json::Value {
     })
 }
 
-fn location_json(id: &str) -> serde_json::Value {
+pub(crate) fn location_json(id: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "terminal.location",
         "address": {"city": "Berlin", "country": "DE", "line1": "Hauptstr. 1", "line2": null,
@@ -220,7 +220,7 @@ fn location_json(id: &str) -> serde_json::Value {
     })
 }
 
-fn pi_json(id: &str, status: &str) -> serde_json::Value {
+pub(crate) fn pi_json(id: &str, status: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "payment_intent", "amount": 1250, "amount_capturable": 0,
         "amount_received": 0, "capture_method": "automatic", "created": 1_700_000_000,
