@@ -1,6 +1,6 @@
 //! The Stripe client: transport, retries, rate limiting and one method per endpoint.
 //!
-//! Every call goes through [`StripeClient::execute`]: wait for a permit from the client-side
+//! Every call goes through one private `execute` loop: wait for a permit from the client-side
 //! rate limiter, send one attempt, classify a failure with [`super::error::classify`], and
 //! retry with exponential backoff and jitter while the rule allows, always with the caller's
 //! own idempotency key. The client never invents an idempotency key: a key the caller did
