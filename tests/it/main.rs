@@ -1,3 +1,4 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod fleet_config;
