@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fleet;
+pub mod metrics;
 pub mod store;
 pub mod stripe;
+pub mod systemd;
 pub mod telemetry;

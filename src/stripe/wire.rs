@@ -320,7 +320,8 @@ pub struct Location {
     pub id: String,
     pub object: String,
     pub address: Address,
-    #[serde(default)]
+    /// Present only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_overrides: Option<String>,
     pub display_name: String,
     pub livemode: bool,

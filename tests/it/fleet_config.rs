@@ -18,7 +18,10 @@ fn readerd(args: &[&str], env_key: Option<&str>) -> Output {
 fn check(dir: &Path, toml: &str, env_key: Option<&str>) -> (i32, String) {
     let path = dir.join("readerd.toml");
     std::fs::write(&path, toml).unwrap();
-    let out = readerd(&["check-config", "--config", path.to_str().unwrap()], env_key);
+    let out = readerd(
+        &["check-config", "--config", path.to_str().unwrap()],
+        env_key,
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -46,7 +49,10 @@ fn check_config_accepts_a_usable_config_and_its_secret_file() {
 fn check_config_refuses_with_64_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
-        ("[api]\nlisten = \"127.0.0.1:7700\"\nbacklog = 5\n", "backlog"),
+        (
+            "[api]\nlisten = \"127.0.0.1:7700\"\nbacklog = 5\n",
+            "backlog",
+        ),
         ("[api]\nlisten = \"localhost\"\n", "listen"),
         ("[sync]\ninterval = \"often\"\n", "interval"),
         ("[stripe]\nsecret_key = \"sk_test_inline\"\n", "secret_key"),
@@ -94,8 +100,14 @@ fn run_refuses_a_bad_config_before_binding_anything() {
         ),
     )
     .unwrap();
-    let out = readerd(&["run", "--config", path.to_str().unwrap()], Some("sk_test_env"));
+    let out = readerd(
+        &["run", "--config", path.to_str().unwrap()],
+        Some("sk_test_env"),
+    );
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("api.max_body_bytes"));
-    assert!(!store.exists(), "the store must not be created for a refused config");
+    assert!(
+        !store.exists(),
+        "the store must not be created for a refused config"
+    );
 }

@@ -2,3 +2,6 @@
 
 mod common;
 mod fleet_config;
+mod stripe_client;
+mod stripe_openapi_params;
+mod stripe_wire_fixtures;
