@@ -8,6 +8,17 @@
 //!
 //! Time is read from `tokio::time` everywhere (backoff elapsed time, the limiter's clock,
 //! sleeps), so tests run under tokio's paused clock.
+//!
+//! What a returned error means for the caller (the retries are already spent):
+//! - [`Disposition::Definitive`]: Stripe decided (a decline, `terminal_reader_busy`,
+//!   `terminal_reader_timeout`, `resource_missing`, …); act on the code.
+//! - [`Disposition::Transient`] / [`Disposition::RateLimited`]: the request did not take
+//!   effect, or may be replayed safely with the same key; try again later with the SAME key.
+//!   Exception: a 5xx on a POST sent without a key is returned at once and may have taken
+//!   effect: reconcile, as for an unknown outcome.
+//! - [`Disposition::OutcomeUnknown`]: the request may have been carried out (timeout or
+//!   connection lost after sending, or a 2xx whose body was unreadable). Reconcile by
+//!   reading the object (reader action, PaymentIntent), never by sending a new key blindly.
 
 use super::error::{classify, retry_allowed, Disposition, StripeError};
 use super::form::Params;

@@ -944,3 +944,78 @@ async fn the_limiter_does_not_delay_an_unhurried_caller() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn reader_commands_wait_longer_than_ordinary_calls() {
+    let server = Server::start(vec![Reply::Hang]).await;
+    let mut cfg = config(server.base());
+    cfg.max_attempts = 1;
+    let c = StripeClient::new(cfg).unwrap();
+
+    let t = tokio::time::Instant::now();
+    let e = c.retrieve_reader("tmr_1").await.unwrap_err();
+    assert!(matches!(e, StripeError::NoResponse(_)), "{e:?}");
+    let ordinary = t.elapsed();
+    assert!(
+        ordinary >= Duration::from_secs(30) && ordinary < Duration::from_secs(31),
+        "{ordinary:?}"
+    );
+
+    let t = tokio::time::Instant::now();
+    let e = c
+        .process_payment_intent(
+            "tmr_1",
+            &ProcessPaymentIntent {
+                payment_intent: "pi_1".into(),
+                process_config: None,
+            },
+            &RequestOptions::platform().key("ppi:1"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StripeError::NoResponse(_)), "{e:?}");
+    assert_eq!(e.disposition(), Disposition::OutcomeUnknown);
+    let reader = t.elapsed();
+    assert!(
+        reader >= Duration::from_secs(80) && reader < Duration::from_secs(81),
+        "{reader:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_success_is_outcome_unknown() {
+    let server = Server::start(vec![Reply::Json {
+        status: 200,
+        headers: vec![("request-id", "req_garbled".into())],
+        body: "<html>proxy</html>".into(),
+    }])
+    .await;
+    let e = client(&server)
+        .create_payment_intent(&create_pi(), &RequestOptions::account("acct_1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StripeError::Decode { status: 200, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.request_id(), Some("req_garbled"));
+    assert_eq!(e.disposition(), Disposition::OutcomeUnknown);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn bad_settings_are_refused_up_front() {
+    let mut c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new(KEY));
+    c.requests_per_second = 0;
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let mut c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new(KEY));
+    c.max_attempts = 0;
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let c = ClientConfig::new("ftp://example", SecretKey::new(KEY));
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new("sk_test_\nsplit"));
+    match StripeClient::new(c) {
+        Err(e @ StripeError::Config(_)) => assert!(!e.to_string().contains("split")),
+        other => panic!("{other:?}"),
+    }
+}
