@@ -425,7 +425,7 @@ impl StripeClient {
             Ok((status, request_id, body)) => {
                 serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
                     status,
-                    message: format!("{e}"),
+                    message: self.scrub(e.to_string()),
                     request_id,
                 })
             }
@@ -539,16 +539,19 @@ impl StripeClient {
         });
         let rate_limited_reason = header_str(&headers, "stripe-rate-limited-reason");
         match serde_json::from_slice::<ErrorEnvelope>(&body) {
-            Ok(env) => Err(StripeError::Api {
+            Ok(mut env) => Err(StripeError::Api {
                 status,
-                error: Box::new(env.error),
+                error: {
+                    env.error.message = env.error.message.map(|m| self.scrub(m));
+                    Box::new(env.error)
+                },
                 request_id,
                 should_retry,
                 rate_limited_reason,
             }),
             Err(e) => Err(StripeError::Decode {
                 status,
-                message: format!("error body is not a Stripe error object: {e}"),
+                message: self.scrub(format!("error body is not a Stripe error object: {e}")),
                 request_id,
             }),
         }
@@ -564,17 +567,24 @@ impl StripeClient {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        // Belt and braces: no error text may carry the key, whatever a library printed.
-        let key = self.config.secret_key.expose();
-        if !key.is_empty() {
-            text = text.replace(key, "<redacted>");
-        }
+        let text = self.scrub(text);
         if e.is_builder() {
             StripeError::Config(text)
         } else if e.is_connect() {
             StripeError::Connect(text)
         } else {
             StripeError::NoResponse(text)
+        }
+    }
+
+    /// Removes the secret key from text that leaves the client (errors, logs): belt and
+    /// braces against a library, a proxy or a server that echoes it.
+    fn scrub(&self, text: String) -> String {
+        let key = self.config.secret_key.expose();
+        if !key.is_empty() && text.contains(key) {
+            text.replace(key, "<redacted>")
+        } else {
+            text
         }
     }
 

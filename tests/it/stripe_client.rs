@@ -855,6 +855,29 @@ async fn the_secret_key_appears_in_no_debug_log_or_error() {
     let dropping = Server::start(vec![Reply::Drop]).await;
     let e = client(&dropping).delete_reader("tmr_1").await.unwrap_err();
     texts.push(format!("{e:?} {e}"));
+    // A server that echoes the key, in an error message and in a body that does not parse.
+    let echo = Server::start(vec![
+        Reply::Json {
+            status: 401,
+            headers: vec![],
+            body: json!({"error": {"type": "invalid_request_error",
+                "message": format!("Invalid API Key provided: {KEY}")}})
+            .to_string(),
+        },
+        Reply::Json {
+            status: 200,
+            headers: vec![],
+            body: json!({"id": "acct_1", "object": "account", "created": KEY}).to_string(),
+        },
+    ])
+    .await;
+    let c = client(&echo);
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    texts.push(format!("{e:?} {e}"));
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert!(matches!(e, StripeError::Decode { .. }), "{e:?}");
+    texts.push(format!("{e:?} {e}"));
     let log = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
     let ours: Vec<&str> = log.lines().filter(|l| l.contains("acct_secrecy")).collect();
     assert_eq!(
