@@ -1042,3 +1042,46 @@ fn bad_settings_are_refused_up_front() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_expanded_latest_charge_reads_its_card_present_details() {
+    let mut pi = pi_json("pi_1", "requires_capture");
+    pi["capture_method"] = json!("manual");
+    pi["amount_capturable"] = json!(1250);
+    pi["amount_details"] = json!({"tip": {"amount": 150}});
+    pi["latest_charge"] = json!({
+        "id": "ch_1", "object": "charge", "amount": 1250, "amount_captured": 0,
+        "amount_refunded": 0, "captured": false, "created": 1_700_000_000, "currency": "eur",
+        "livemode": false, "metadata": {}, "paid": true, "payment_intent": "pi_1",
+        "refunded": false, "status": "succeeded", "failure_code": null,
+        "payment_method_details": {"type": "card_present", "card_present": {
+            "amount_authorized": 1250, "brand": "visa", "capture_before": 1_700_400_000,
+            "exp_month": 12, "exp_year": 2030, "funding": "credit", "last4": "4242",
+            "incremental_authorization_supported": false, "overcapture_supported": false,
+            "read_method": "contactless_emv", "reader": "tmr_1", "location": "tml_1",
+            "receipt": {"account_type": "credit"}
+        }}
+    });
+    let server = Server::start(vec![ok(pi)]).await;
+    let pi = client(&server)
+        .retrieve_payment_intent(
+            "pi_1",
+            &["latest_charge"],
+            &RequestOptions::account("acct_1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pi.status, PaymentIntentStatus::RequiresCapture);
+    assert_eq!(pi.tip_amount(), Some(150));
+    let charge = pi.latest_charge.as_ref().unwrap();
+    assert_eq!(charge.id(), "ch_1");
+    let card = charge
+        .object()
+        .and_then(|c| c.payment_method_details.as_ref())
+        .and_then(|d| d.card_present.as_ref())
+        .unwrap();
+    assert_eq!(card.capture_before, Some(1_700_400_000));
+    assert_eq!(card.brand.as_deref(), Some("visa"));
+    assert_eq!(card.last4.as_deref(), Some("4242"));
+    assert_eq!(card.reader.as_deref(), Some("tmr_1"));
+}
