@@ -303,7 +303,9 @@ mod tests {
     #[test]
     fn one_shot_rules_fire_exactly_n_times_on_matching_requests() {
         let mut f = Faults {
-            rules: vec![FaultRule::new(FaultKind::DropAfter, "POST", "/v1/payment_intents").times(2)],
+            rules: vec![
+                FaultRule::new(FaultKind::DropAfter, "POST", "/v1/payment_intents").times(2),
+            ],
             ..Faults::default()
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -313,7 +315,10 @@ mod tests {
             let d = f.decide("POST", "/v1/payment_intents", &mut rng);
             assert_eq!(d.outcome, Outcome::DropAfter);
         }
-        assert_eq!(f.decide("POST", "/v1/payment_intents", &mut rng).outcome, Outcome::None);
+        assert_eq!(
+            f.decide("POST", "/v1/payment_intents", &mut rng).outcome,
+            Outcome::None
+        );
         assert!(f.rules.is_empty());
     }
 
@@ -328,8 +333,12 @@ mod tests {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             (0..64)
                 .map(|_| {
-                    f.decide("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", &mut rng)
-                        .outcome
+                    f.decide(
+                        "POST",
+                        "/v1/terminal/readers/tmr_1/process_payment_intent",
+                        &mut rng,
+                    )
+                    .outcome
                 })
                 .collect::<Vec<_>>()
         };

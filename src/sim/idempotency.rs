@@ -11,8 +11,14 @@ type Slot = (Option<String>, String);
 
 #[derive(Clone, Debug)]
 enum Entry {
-    Running { fingerprint: String },
-    Done { fingerprint: String, status: u16, body: String },
+    Running {
+        fingerprint: String,
+    },
+    Done {
+        fingerprint: String,
+        status: u16,
+        body: String,
+    },
 }
 
 /// What to do with a request that carries an idempotency key.

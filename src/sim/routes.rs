@@ -134,7 +134,7 @@ struct Answer {
 }
 
 fn error_body(e: &SimError, request_id: &str) -> String {
-    let mut err = e.error.clone();
+    let mut err = (*e.error).clone();
     err.request_log_url = Some(format!(
         "https://dashboard.stripe.com/test/logs/{request_id}"
     ));
@@ -197,7 +197,19 @@ async fn api(
         replayed: false,
         request_id: request_id.clone(),
     };
-    let (answer, dropped) = pipeline(&shared, &conn, &method, &uri, &body, &headers, &account, &key, &request_id, &mut record).await;
+    let (answer, dropped) = pipeline(
+        &shared,
+        &conn,
+        &method,
+        &uri,
+        &body,
+        &headers,
+        &account,
+        &key,
+        &request_id,
+        &mut record,
+    )
+    .await;
     record.status = if dropped { 0 } else { answer.status };
     lock(&shared.log).push(record);
     if dropped {
@@ -236,7 +248,8 @@ async fn pipeline(
         );
         e.status = 429;
         let mut a = error_answer(&e, request_id);
-        a.headers.push(("stripe-rate-limited-reason", "global-rate".into()));
+        a.headers
+            .push(("stripe-rate-limited-reason", "global-rate".into()));
         (a, false)
     };
     {
@@ -326,7 +339,10 @@ async fn pipeline(
         }
         Outcome::DropBefore => {
             abandon();
-            return (error_answer(&SimError::api(500, "dropped"), request_id), true);
+            return (
+                error_answer(&SimError::api(500, "dropped"), request_id),
+                true,
+            );
         }
         _ => {}
     }
@@ -409,10 +425,9 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "cancel_action"]) => {
             st.cancel_action(scope, id, f)
         }
-        (
-            "POST",
-            ["v1", "test_helpers", "terminal", "readers", id, "present_payment_method"],
-        ) => st.present_payment_method(scope, id, f),
+        ("POST", ["v1", "test_helpers", "terminal", "readers", id, "present_payment_method"]) => {
+            st.present_payment_method(scope, id, f)
+        }
 
         ("POST", ["v1", "payment_intents"]) => st.create_intent(scope, f),
         ("GET", ["v1", "payment_intents"]) => st.list_intents(scope, f),
@@ -425,7 +440,10 @@ fn dispatch(
         ("GET", ["v1", "refunds"]) => st.list_refunds(scope, f),
         ("GET", ["v1", "refunds", id]) => st.get_refund(scope, id),
 
-        _ => Err(SimError::unrecognized(method, &format!("/{}", segs.join("/")))),
+        _ => Err(SimError::unrecognized(
+            method,
+            &format!("/{}", segs.join("/")),
+        )),
     }
 }
 
@@ -443,12 +461,11 @@ fn sim_error(status: StatusCode, msg: impl Into<String>) -> Response {
     )
 }
 
-fn json_body(body: &Bytes) -> Result<Value, Response> {
+fn json_body(body: &Bytes) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| sim_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> Response {
@@ -480,9 +497,13 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
         ("POST", ["readers", id, "present"]) => {
             let v = match json_body(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
             };
-            let number = v.get("number").and_then(Value::as_str).unwrap_or(super::DEFAULT_CARD).to_string();
+            let number = v
+                .get("number")
+                .and_then(Value::as_str)
+                .unwrap_or(super::DEFAULT_CARD)
+                .to_string();
             let tip = v.get("amount_tip").and_then(Value::as_i64).unwrap_or(0);
             with_state(&mut |st| {
                 let Some(owner) = st.readers.get(*id).map(|r| r.owner.clone()) else {
@@ -506,12 +527,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
         ("POST", ["faults"]) => {
             let v = match json_body(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
             };
             match serde_json::from_value::<Faults>(v) {
                 Ok(f) => {
                     *lock(&shared.faults) = f.clone();
-                    json_response(StatusCode::OK, serde_json::to_value(f).unwrap_or(Value::Null))
+                    json_response(
+                        StatusCode::OK,
+                        serde_json::to_value(f).unwrap_or(Value::Null),
+                    )
                 }
                 Err(e) => sim_error(StatusCode::BAD_REQUEST, format!("invalid faults: {e}")),
             }
@@ -519,18 +543,25 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
         ("POST", ["rate-limit"]) => {
             let v = match json_body(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
             };
-            let per_second = v.get("per_second").and_then(Value::as_u64).map(|n| n as u32);
+            let per_second = v
+                .get("per_second")
+                .and_then(Value::as_u64)
+                .map(|n| n as u32);
             lock(&shared.rate).0 = per_second;
             json_response(StatusCode::OK, json!({"per_second": per_second}))
         }
         ("POST", ["accounts"]) => {
             let v = match json_body(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
             };
-            let country = v.get("country").and_then(Value::as_str).unwrap_or("US").to_ascii_uppercase();
+            let country = v
+                .get("country")
+                .and_then(Value::as_str)
+                .unwrap_or("US")
+                .to_ascii_uppercase();
             let currency = v
                 .get("default_currency")
                 .and_then(Value::as_str)
@@ -543,32 +574,52 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                 .unwrap_or(CapabilityStatus::Active);
             with_state(&mut |st| {
                 let a = st.add_account(&country, &currency, Some(status.clone()));
-                json_response(StatusCode::OK, serde_json::to_value(a).unwrap_or(Value::Null))
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_value(a).unwrap_or(Value::Null),
+                )
             })
         }
         ("POST", ["accounts", id, "capabilities"]) => {
             let v = match json_body(body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
             };
             let Some(status) = v.get("card_payments").and_then(Value::as_str) else {
-                return sim_error(StatusCode::BAD_REQUEST, "expected {\"card_payments\": \"active\" | \"inactive\" | \"pending\"}");
+                return sim_error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"card_payments\": \"active\" | \"inactive\" | \"pending\"}",
+                );
             };
             if !matches!(status, "active" | "inactive" | "pending") {
-                return sim_error(StatusCode::BAD_REQUEST, "card_payments must be active, inactive or pending");
+                return sim_error(
+                    StatusCode::BAD_REQUEST,
+                    "card_payments must be active, inactive or pending",
+                );
             }
-            with_state(&mut |st| match st.set_capability(id, CapabilityStatus::from(status)) {
-                Some(a) => json_response(StatusCode::OK, serde_json::to_value(a).unwrap_or(Value::Null)),
-                None => sim_error(StatusCode::NOT_FOUND, format!("No such account: '{id}'")),
-            })
+            with_state(
+                &mut |st| match st.set_capability(id, CapabilityStatus::from(status)) {
+                    Some(a) => json_response(
+                        StatusCode::OK,
+                        serde_json::to_value(a).unwrap_or(Value::Null),
+                    ),
+                    None => sim_error(StatusCode::NOT_FOUND, format!("No such account: '{id}'")),
+                },
+            )
         }
         ("GET", ["stats"]) => with_state(&mut |st| {
             json_response(StatusCode::OK, json!({"payment_intents": st.stats()}))
         }),
         ("GET", ["events"]) => with_state(&mut |st| {
-            json_response(StatusCode::OK, serde_json::to_value(&st.events).unwrap_or(Value::Null))
+            json_response(
+                StatusCode::OK,
+                serde_json::to_value(&st.events).unwrap_or(Value::Null),
+            )
         }),
-        _ => sim_error(StatusCode::NOT_FOUND, format!("unknown control route {method} /_sim/{rest}")),
+        _ => sim_error(
+            StatusCode::NOT_FOUND,
+            format!("unknown control route {method} /_sim/{rest}"),
+        ),
     }
 }
 
@@ -630,7 +681,10 @@ pub(crate) struct KillableStream {
 }
 
 fn killed() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "dropped by fault injection")
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "dropped by fault injection",
+    )
 }
 
 impl AsyncRead for KillableStream {

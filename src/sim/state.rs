@@ -27,7 +27,7 @@ pub const API_VERSION: &str = "2026-07-29.dahlia";
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimError {
     pub status: u16,
-    pub error: ApiErrorObject,
+    pub error: Box<ApiErrorObject>,
     /// Whether the response is stored under an idempotency key. Parameter validation
     /// failures are not: Stripe stores nothing when validation fails.
     pub store: bool,
@@ -37,11 +37,14 @@ impl SimError {
     fn new(status: u16, kind: ErrorType, code: Option<&str>, msg: impl Into<String>) -> Self {
         let mut error = ApiErrorObject::new(kind, code, msg);
         if let Some(c) = code {
-            error.doc_url = Some(format!("https://stripe.com/docs/error-codes/{}", c.replace('_', "-")));
+            error.doc_url = Some(format!(
+                "https://stripe.com/docs/error-codes/{}",
+                c.replace('_', "-")
+            ));
         }
         SimError {
             status,
-            error,
+            error: Box::new(error),
             store: true,
         }
     }
@@ -429,9 +432,7 @@ impl TestCard {
             "5200828282828210" => ("mastercard", "debit"),
             "5105105105105100" => ("mastercard", "prepaid"),
             "4506445006931933" => ("interac", "debit"),
-            "6280000360000978" | "4000050360000001" | "5555050360000080" => {
-                ("eftpos_au", "debit")
-            }
+            "6280000360000978" | "4000050360000001" | "5555050360000080" => ("eftpos_au", "debit"),
             d if d.starts_with("34") || d.starts_with("37") => ("amex", "credit"),
             d if d.starts_with("6011") || d.starts_with("65") => ("discover", "credit"),
             d if d.starts_with("30") || d.starts_with("36") || d.starts_with("38") => {
@@ -477,7 +478,9 @@ impl TestCard {
 fn decline_message(code: &str, decline: Option<&str>) -> &'static str {
     match (code, decline) {
         ("expired_card", _) => "Your card has expired.",
-        ("processing_error", _) => "An error occurred while processing your card. Try again in a little bit.",
+        ("processing_error", _) => {
+            "An error occurred while processing your card. Try again in a little bit."
+        }
         (_, Some("insufficient_funds")) => "Your card has insufficient funds.",
         (_, Some("lost_card")) | (_, Some("stolen_card")) => "Your card was declined.",
         (_, Some("incorrect_pin")) => "The PIN entered is incorrect.",
@@ -774,7 +777,7 @@ impl State {
             return paginate::<Account>(vec![], f, "/v1/accounts");
         }
         let mut items: Vec<_> = self.accounts.values().collect();
-        items.sort_by(|a, b| b.seq.cmp(&a.seq));
+        items.sort_by_key(|r| std::cmp::Reverse(r.seq));
         let items = items
             .into_iter()
             .map(|r| (r.obj.id.clone(), r.obj.clone()))
@@ -903,7 +906,7 @@ impl State {
             .values()
             .filter(|r| &r.owner == scope)
             .collect();
-        items.sort_by(|a, b| b.seq.cmp(&a.seq));
+        items.sort_by_key(|r| std::cmp::Reverse(r.seq));
         let items = items
             .into_iter()
             .map(|r| (r.obj.id.clone(), r.obj.clone()))
@@ -1110,9 +1113,8 @@ impl State {
             .values()
             .filter(|r| &r.owner == scope)
             .filter(|r| {
-                f.str(&["location"]).is_none_or(|l| {
-                    r.obj.location.as_ref().map(|x| x.id()) == Some(l)
-                })
+                f.str(&["location"])
+                    .is_none_or(|l| r.obj.location.as_ref().map(|x| x.id()) == Some(l))
             })
             .filter(|r| {
                 f.str(&["device_type"])
@@ -1128,7 +1130,7 @@ impl State {
             })
             .map(|r| (r.seq, r.obj.id.clone()))
             .collect();
-        recs.sort_by(|a, b| b.0.cmp(&a.0));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.0));
         let items = recs
             .into_iter()
             .map(|(_, id)| (id.clone(), self.reader_view(&id, &expand)))
@@ -1150,11 +1152,9 @@ impl State {
             return Err(SimError::reader_offline());
         }
         if rec.authorizing.is_some()
-            || rec
-                .obj
-                .action
-                .as_ref()
-                .is_some_and(|a| a.status == ActionStatus::InProgress && a.kind != ActionType::SetReaderDisplay)
+            || rec.obj.action.as_ref().is_some_and(|a| {
+                a.status == ActionStatus::InProgress && a.kind != ActionType::SetReaderDisplay
+            })
         {
             return Err(SimError::reader_busy());
         }
@@ -1180,19 +1180,26 @@ impl State {
             tipping: tip_eligible.map(|a| TippingConfig {
                 amount_eligible: Some(a),
             }),
-            enable_customer_cancellation: f.bool(&["process_config", "enable_customer_cancellation"])?,
+            enable_customer_cancellation: f
+                .bool(&["process_config", "enable_customer_cancellation"])?,
         };
         let reader_owner = self.reader_mut(scope, id)?.owner.clone();
         // The PaymentIntent: on the reader's own account, or (preview) on a connected
         // account of this platform when the reader belongs to the platform.
         let (pi_owner, status, types) = match self.intents.get(&pi_id) {
-            Some(r) if r.owner == reader_owner || (reader_owner.is_none() && r.owner.is_some()) => (
-                r.owner.clone(),
-                r.obj.status.clone(),
-                r.obj.payment_method_types.clone(),
-            ),
+            Some(r) if r.owner == reader_owner || (reader_owner.is_none() && r.owner.is_some()) => {
+                (
+                    r.owner.clone(),
+                    r.obj.status.clone(),
+                    r.obj.payment_method_types.clone(),
+                )
+            }
             _ => {
-                return Err(SimError::no_such("payment_intent", &pi_id, Some("payment_intent")))
+                return Err(SimError::no_such(
+                    "payment_intent",
+                    &pi_id,
+                    Some("payment_intent"),
+                ))
             }
         };
         let rec = self.reader_ready(scope, id)?;
@@ -1264,19 +1271,30 @@ impl State {
         let tax = f.int(&["cart", "tax"])?;
         let mut line_items = Vec::new();
         if let Some(items) = f.0.get("cart").and_then(|c| c.get("line_items")) {
-            let items = as_list(items).ok_or_else(|| {
-                SimError::param(None, "cart[line_items]", "Invalid array")
-            })?;
+            let items = as_list(items)
+                .ok_or_else(|| SimError::param(None, "cart[line_items]", "Invalid array"))?;
             for (i, item) in items.into_iter().enumerate() {
                 let field = Form(item.clone());
                 let name = |k: &str| format!("cart[line_items][{i}][{k}]");
                 let amount = field
                     .int(&["amount"])
-                    .map_err(|_| SimError::param(Some("parameter_invalid_integer"), &name("amount"), "Invalid integer"))?
+                    .map_err(|_| {
+                        SimError::param(
+                            Some("parameter_invalid_integer"),
+                            &name("amount"),
+                            "Invalid integer",
+                        )
+                    })?
                     .ok_or_else(|| SimError::missing(&name("amount")))?;
                 let quantity = field
                     .int(&["quantity"])
-                    .map_err(|_| SimError::param(Some("parameter_invalid_integer"), &name("quantity"), "Invalid integer"))?
+                    .map_err(|_| {
+                        SimError::param(
+                            Some("parameter_invalid_integer"),
+                            &name("quantity"),
+                            "Invalid integer",
+                        )
+                    })?
                     .ok_or_else(|| SimError::missing(&name("quantity")))?;
                 let description = field
                     .str(&["description"])
@@ -1335,7 +1353,13 @@ impl State {
         id: &str,
         f: &Form,
     ) -> Res<Value> {
-        f.only(&["type", "card_present", "interac_present", "card", "amount_tip"])?;
+        f.only(&[
+            "type",
+            "card_present",
+            "interac_present",
+            "card",
+            "amount_tip",
+        ])?;
         let expand = Self::check_expand(f, Self::READER_EXPAND)?;
         let tip = f.int(&["amount_tip"])?.unwrap_or(0);
         if tip < 0 {
@@ -1350,13 +1374,13 @@ impl State {
             "card_present" => f.str(&["card_present", "number"]),
             "interac_present" => f.str(&["interac_present", "number"]),
             "card" => Some(f.req_str(&["card", "number"])?),
-            other => {
-                return Err(SimError::param(
-                    None,
-                    "type",
-                    format!("Invalid type: must be one of card, card_present, or interac_present ({other})"),
-                ))
-            }
+            other => return Err(SimError::param(
+                None,
+                "type",
+                format!(
+                    "Invalid type: must be one of card, card_present, or interac_present ({other})"
+                ),
+            )),
         };
         let default = if kind == "interac_present" {
             "4506445006931933"
@@ -1369,7 +1393,13 @@ impl State {
     }
 
     /// Starts the authorisation of `card` on the reader's in-progress payment.
-    pub fn present(&mut self, scope: &Option<String>, id: &str, card: TestCard, tip: i64) -> Res<()> {
+    pub fn present(
+        &mut self,
+        scope: &Option<String>,
+        id: &str,
+        card: TestCard,
+        tip: i64,
+    ) -> Res<()> {
         let zero = self.auth_delay_zero;
         let rec = self.reader_mut(scope, id)?;
         if !rec.online {
@@ -1414,7 +1444,13 @@ impl State {
         };
         let online = rec.online;
         let location = rec.obj.location.as_ref().map(|l| l.id().to_string());
-        let Some(pi_id) = rec.obj.action.as_ref().and_then(|a| a.payment_intent_id()).map(str::to_string) else {
+        let Some(pi_id) = rec
+            .obj
+            .action
+            .as_ref()
+            .and_then(|a| a.payment_intent_id())
+            .map(str::to_string)
+        else {
             return;
         };
         let now = now_secs();
@@ -1424,112 +1460,117 @@ impl State {
             return;
         };
         let owner = pi_rec.owner.clone();
-        let result: Result<(), ApiErrorObject> = if pi_rec.obj.status
-            != PaymentIntentStatus::RequiresPaymentMethod
-        {
-            Err(ApiErrorObject::new(
-                ErrorType::InvalidRequestError,
-                Some("intent_invalid_state"),
-                format!("The PaymentIntent has a status of {} and can no longer be processed.", pi_rec.obj.status),
-            ))
-        } else {
-            let pi = &mut pi_rec.obj;
-            let amount = pi.amount + pending.tip;
-            let card = &pending.card;
-            let details = CardPresentDetails {
-                amount_authorized: Some(amount),
-                brand: Some(card.brand.to_string()),
-                capture_before: Some(if card.brand == "visa" {
-                    now + 4 * 86400 + 18 * 3600
-                } else {
-                    now + 2 * 86400
-                }),
-                exp_month: 12,
-                exp_year: 2030,
-                funding: Some(card.funding.to_string()),
-                incremental_authorization_supported: false,
-                last4: Some(card.last4()),
-                overcapture_supported: false,
-                read_method: Some("contactless_emv".into()),
-                reader: Some(reader_id.to_string()),
-                location: location.clone(),
-            };
-            let automatic = pi.capture_method != CaptureMethod::Manual;
-            let mut charge = Charge {
-                id: charge_id.clone(),
-                object: "charge".into(),
-                amount,
-                amount_captured: 0,
-                amount_refunded: 0,
-                captured: false,
-                created: now,
-                currency: pi.currency.clone(),
-                failure_code: None,
-                failure_message: None,
-                livemode: false,
-                metadata: pi.metadata.clone(),
-                paid: false,
-                payment_intent: Some(pi.id.clone()),
-                payment_method_details: Some(PaymentMethodDetails {
-                    kind: "card_present".into(),
-                    card_present: Some(details),
-                }),
-                refunded: false,
-                status: "failed".into(),
-            };
-            pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
-            let r = match card.outcome(amount) {
-                Some((code, decline)) => {
-                    let msg = decline_message(code, decline);
-                    charge.failure_code = Some(code.to_string());
-                    charge.failure_message = Some(msg.to_string());
-                    let mut err = ApiErrorObject::new(ErrorType::CardError, Some(code), msg);
-                    err.decline_code = decline.map(str::to_string);
-                    err.charge = Some(charge_id.clone());
-                    err.payment_method_type = Some("card_present".into());
-                    err.doc_url = Some(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")));
-                    pi.last_payment_error = Some(err.clone());
-                    pi.payment_method = None;
-                    Err(err)
-                }
-                None => {
-                    if pending.tip > 0 {
-                        pi.amount = amount;
-                        pi.amount_details = Some(AmountDetails {
-                            tip: Some(Tip {
-                                amount: Some(pending.tip),
-                            }),
-                        });
-                    }
-                    charge.paid = true;
-                    charge.status = "succeeded".into();
-                    pi.last_payment_error = None;
-                    pi.payment_method = Some(Expandable::Id(pm_id));
-                    if automatic {
-                        charge.captured = true;
-                        charge.amount_captured = amount;
-                        pi.status = PaymentIntentStatus::Succeeded;
-                        pi.amount_received = amount;
-                        pi.amount_capturable = 0;
+        let result: Result<(), ApiErrorObject> =
+            if pi_rec.obj.status != PaymentIntentStatus::RequiresPaymentMethod {
+                Err(ApiErrorObject::new(
+                    ErrorType::InvalidRequestError,
+                    Some("intent_invalid_state"),
+                    format!(
+                        "The PaymentIntent has a status of {} and can no longer be processed.",
+                        pi_rec.obj.status
+                    ),
+                ))
+            } else {
+                let pi = &mut pi_rec.obj;
+                let amount = pi.amount + pending.tip;
+                let card = &pending.card;
+                let details = CardPresentDetails {
+                    amount_authorized: Some(amount),
+                    brand: Some(card.brand.to_string()),
+                    capture_before: Some(if card.brand == "visa" {
+                        now + 4 * 86400 + 18 * 3600
                     } else {
-                        pi.status = PaymentIntentStatus::RequiresCapture;
-                        pi.amount_capturable = amount;
+                        now + 2 * 86400
+                    }),
+                    exp_month: 12,
+                    exp_year: 2030,
+                    funding: Some(card.funding.to_string()),
+                    incremental_authorization_supported: false,
+                    last4: Some(card.last4()),
+                    overcapture_supported: false,
+                    read_method: Some("contactless_emv".into()),
+                    reader: Some(reader_id.to_string()),
+                    location: location.clone(),
+                };
+                let automatic = pi.capture_method != CaptureMethod::Manual;
+                let mut charge = Charge {
+                    id: charge_id.clone(),
+                    object: "charge".into(),
+                    amount,
+                    amount_captured: 0,
+                    amount_refunded: 0,
+                    captured: false,
+                    created: now,
+                    currency: pi.currency.clone(),
+                    failure_code: None,
+                    failure_message: None,
+                    livemode: false,
+                    metadata: pi.metadata.clone(),
+                    paid: false,
+                    payment_intent: Some(pi.id.clone()),
+                    payment_method_details: Some(PaymentMethodDetails {
+                        kind: "card_present".into(),
+                        card_present: Some(details),
+                    }),
+                    refunded: false,
+                    status: "failed".into(),
+                };
+                pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
+                let r = match card.outcome(amount) {
+                    Some((code, decline)) => {
+                        let msg = decline_message(code, decline);
+                        charge.failure_code = Some(code.to_string());
+                        charge.failure_message = Some(msg.to_string());
+                        let mut err = ApiErrorObject::new(ErrorType::CardError, Some(code), msg);
+                        err.decline_code = decline.map(str::to_string);
+                        err.charge = Some(charge_id.clone());
+                        err.payment_method_type = Some("card_present".into());
+                        err.doc_url = Some(format!(
+                            "https://stripe.com/docs/error-codes/{}",
+                            code.replace('_', "-")
+                        ));
+                        pi.last_payment_error = Some(err.clone());
+                        pi.payment_method = None;
+                        Err(err)
                     }
-                    Ok(())
-                }
+                    None => {
+                        if pending.tip > 0 {
+                            pi.amount = amount;
+                            pi.amount_details = Some(AmountDetails {
+                                tip: Some(Tip {
+                                    amount: Some(pending.tip),
+                                }),
+                            });
+                        }
+                        charge.paid = true;
+                        charge.status = "succeeded".into();
+                        pi.last_payment_error = None;
+                        pi.payment_method = Some(Expandable::Id(pm_id));
+                        if automatic {
+                            charge.captured = true;
+                            charge.amount_captured = amount;
+                            pi.status = PaymentIntentStatus::Succeeded;
+                            pi.amount_received = amount;
+                            pi.amount_capturable = 0;
+                        } else {
+                            pi.status = PaymentIntentStatus::RequiresCapture;
+                            pi.amount_capturable = amount;
+                        }
+                        Ok(())
+                    }
+                };
+                let seq = self.seq + 1;
+                self.seq = seq;
+                self.charges.insert(
+                    charge_id.clone(),
+                    Rec {
+                        owner: owner.clone(),
+                        seq,
+                        obj: charge,
+                    },
+                );
+                r
             };
-            let seq = self.seq + 1;
-            self.seq = seq;
-            self.charges.insert(
-                charge_id.clone(),
-                Rec {
-                    owner: owner.clone(),
-                    seq,
-                    obj: charge,
-                },
-            );
-            r
-        };
         let pi_view = self.intents.get(&pi_id).map(|r| to_value(&r.obj));
         let pi_status = self.intents.get(&pi_id).map(|r| r.obj.status.clone());
         match (&result, pi_view) {
@@ -1616,7 +1657,10 @@ impl State {
             return Err(SimError::param(
                 Some("amount_too_small"),
                 param,
-                format!("Amount must be at least {} {currency}", minimum_amount(currency)),
+                format!(
+                    "Amount must be at least {} {currency}",
+                    minimum_amount(currency)
+                ),
             ));
         }
         if amount > 99_999_999 {
@@ -1677,10 +1721,14 @@ impl State {
     pub fn create_intent(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
         f.only(Self::PI_PARAMS)?;
         let expand = Self::check_expand(f, Self::PI_EXPAND)?;
-        let amount = f.int(&["amount"])?.ok_or_else(|| SimError::missing("amount"))?;
+        let amount = f
+            .int(&["amount"])?
+            .ok_or_else(|| SimError::missing("amount"))?;
         let currency = Self::currency_param(f)?.ok_or_else(|| SimError::missing("currency"))?;
         Self::validate_amount(amount, &currency, "amount")?;
-        let types = f.list("payment_method_types").unwrap_or_else(|| vec!["card".into()]);
+        let types = f
+            .list("payment_method_types")
+            .unwrap_or_else(|| vec!["card".into()]);
         let capture_method = match f.str(&["capture_method"]).unwrap_or("automatic") {
             c @ ("automatic" | "automatic_async" | "manual") => CaptureMethod::from(c),
             other => {
@@ -1740,7 +1788,9 @@ impl State {
             object: "payment_intent".into(),
             amount,
             amount_capturable: 0,
-            amount_details: Some(AmountDetails { tip: Some(Tip { amount: None }) }),
+            amount_details: Some(AmountDetails {
+                tip: Some(Tip { amount: None }),
+            }),
             amount_received: 0,
             application_fee_amount: fee,
             canceled_at: None,
@@ -1791,7 +1841,8 @@ impl State {
         let types = f.list("payment_method_types");
         let rec = self.intent_mut(scope, id)?;
         let pi = &mut rec.obj;
-        let money_change = amount.is_some() || currency.is_some() || capture.is_some() || types.is_some();
+        let money_change =
+            amount.is_some() || currency.is_some() || capture.is_some() || types.is_some();
         let open = matches!(
             pi.status,
             PaymentIntentStatus::RequiresPaymentMethod
@@ -1799,8 +1850,10 @@ impl State {
                 | PaymentIntentStatus::RequiresAction
         );
         if (money_change && !open)
-            || matches!(pi.status, PaymentIntentStatus::Canceled | PaymentIntentStatus::Succeeded)
-                && fee.is_some()
+            || matches!(
+                pi.status,
+                PaymentIntentStatus::Canceled | PaymentIntentStatus::Succeeded
+            ) && fee.is_some()
         {
             return Err(SimError::invalid(
                 Some("payment_intent_unexpected_state"),
@@ -1813,7 +1866,11 @@ impl State {
         }
         if let Some(c) = &capture {
             if !matches!(c.as_str(), "automatic" | "automatic_async" | "manual") {
-                return Err(SimError::param(None, "capture_method", format!("Invalid capture_method ({c})")));
+                return Err(SimError::param(
+                    None,
+                    "capture_method",
+                    format!("Invalid capture_method ({c})"),
+                ));
             }
         }
         let mut metadata = pi.metadata.clone();
@@ -1847,8 +1904,12 @@ impl State {
             .iter()
             .filter_map(|e| e.strip_prefix("data.").map(str::to_string))
             .collect();
-        let mut recs: Vec<_> = self.intents.values().filter(|r| &r.owner == scope).collect();
-        recs.sort_by(|a, b| b.seq.cmp(&a.seq));
+        let mut recs: Vec<_> = self
+            .intents
+            .values()
+            .filter(|r| &r.owner == scope)
+            .collect();
+        recs.sort_by_key(|r| std::cmp::Reverse(r.seq));
         let items = recs
             .into_iter()
             .map(|r| (r.obj.id.clone(), self.intent_view(&r.obj.id, &expand)))
@@ -1981,7 +2042,10 @@ impl State {
         }
         let reason = f.str(&["reason"]).map(str::to_string);
         if let Some(r) = &reason {
-            if !matches!(r.as_str(), "duplicate" | "fraudulent" | "requested_by_customer") {
+            if !matches!(
+                r.as_str(),
+                "duplicate" | "fraudulent" | "requested_by_customer"
+            ) {
                 return Err(SimError::param(
                     None,
                     "reason",
@@ -1991,7 +2055,9 @@ impl State {
         }
         let charge_id = match (f.str(&["payment_intent"]), f.str(&["charge"])) {
             (Some(pi), _) => {
-                let rec = self.intent_mut(scope, pi).map_err(|e| e.with_param("payment_intent"))?;
+                let rec = self
+                    .intent_mut(scope, pi)
+                    .map_err(|e| e.with_param("payment_intent"))?;
                 match &rec.obj.latest_charge {
                     Some(c) if rec.obj.status == PaymentIntentStatus::Succeeded => c.id().to_string(),
                     _ => {
@@ -2081,7 +2147,7 @@ impl State {
                     .is_none_or(|p| r.obj.payment_intent.as_deref() == Some(p))
             })
             .collect();
-        recs.sort_by(|a, b| b.seq.cmp(&a.seq));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.seq));
         let items = recs
             .into_iter()
             .map(|r| (r.obj.id.clone(), r.obj.clone()))
@@ -2117,17 +2183,35 @@ mod tests {
         let visa = TestCard::from_number(DEFAULT_CARD).unwrap();
         assert_eq!(visa.brand, "visa");
         assert_eq!(visa.outcome(1000), None);
-        assert_eq!(visa.outcome(1005), Some(("card_declined", Some("generic_decline"))));
-        assert_eq!(visa.outcome(1001), Some(("card_declined", Some("call_issuer"))));
-        assert_eq!(visa.outcome(1002), Some(("card_declined", Some("offline_pin_required"))));
+        assert_eq!(
+            visa.outcome(1005),
+            Some(("card_declined", Some("generic_decline")))
+        );
+        assert_eq!(
+            visa.outcome(1001),
+            Some(("card_declined", Some("call_issuer")))
+        );
+        assert_eq!(
+            visa.outcome(1002),
+            Some(("card_declined", Some("offline_pin_required")))
+        );
         let pin = TestCard::from_number("4001007020000002").unwrap();
         assert_eq!(pin.outcome(1002), None);
         let nsf = TestCard::from_number("4000000000009995").unwrap();
-        assert_eq!(nsf.outcome(1000), Some(("card_declined", Some("insufficient_funds"))));
+        assert_eq!(
+            nsf.outcome(1000),
+            Some(("card_declined", Some("insufficient_funds")))
+        );
         let exp = TestCard::from_number("4000000000000069").unwrap();
         assert_eq!(exp.outcome(1000), Some(("expired_card", None)));
-        assert_eq!(TestCard::from_number("378282246310005").unwrap().brand, "amex");
-        assert_eq!(TestCard::from_number("5555555555554444").unwrap().brand, "mastercard");
+        assert_eq!(
+            TestCard::from_number("378282246310005").unwrap().brand,
+            "amex"
+        );
+        assert_eq!(
+            TestCard::from_number("5555555555554444").unwrap().brand,
+            "mastercard"
+        );
         assert!(TestCard::from_number("12ab").is_err());
     }
 }

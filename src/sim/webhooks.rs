@@ -106,7 +106,10 @@ async fn deliver(client: &reqwest::Client, target: &WebhookTarget, body: &[u8]) 
         .post(&target.url)
         .header("Content-Type", "application/json; charset=utf-8")
         .header("Stripe-Signature", signature)
-        .header("User-Agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+        .header(
+            "User-Agent",
+            "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        )
         .body(body.to_vec())
         .send()
         .await;

@@ -1,5 +1,9 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod fleet_config;
 mod sim_client;
 mod sim_conformance;
+mod stripe_client;
+mod stripe_openapi_params;
+mod stripe_wire_fixtures;

@@ -184,7 +184,8 @@ impl Api {
     pub async fn present(&self, reader: &str, number: Option<&str>) -> Resp {
         let mut p = Params::new();
         if let Some(n) = number {
-            p.push("type", "card_present").push("card_present[number]", n);
+            p.push("type", "card_present")
+                .push("card_present[number]", n);
         }
         self.post(
             &format!("/v1/test_helpers/terminal/readers/{reader}/present_payment_method"),
@@ -205,7 +206,11 @@ impl Api {
 
     pub async fn get_reader(&self, reader: &str) -> Value {
         let v = self
-            .get(&format!("/v1/terminal/readers/{reader}"), &Params::new(), None)
+            .get(
+                &format!("/v1/terminal/readers/{reader}"),
+                &Params::new(),
+                None,
+            )
             .await
             .ok();
         check("terminal.reader", &v);

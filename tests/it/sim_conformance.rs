@@ -86,7 +86,10 @@ async fn registration_codes_give_simulated_device_types_and_others_are_refused()
     let e = api
         .post(
             "/v1/terminal/readers",
-            &params(&[("registration_code", "simulated-wpe"), ("location", "tml_nope")]),
+            &params(&[
+                ("registration_code", "simulated-wpe"),
+                ("location", "tml_nope"),
+            ]),
             None,
         )
         .await
@@ -140,14 +143,21 @@ async fn locations_and_readers_have_crud_and_cursor_pagination() {
     let v = api
         .post(
             &path,
-            &params(&[("display_name", "Renamed"), ("metadata[a]", "1"), ("metadata[b]", "2")]),
+            &params(&[
+                ("display_name", "Renamed"),
+                ("metadata[a]", "1"),
+                ("metadata[b]", "2"),
+            ]),
             None,
         )
         .await
         .ok();
     check("terminal.location", &v);
     assert_eq!(v["display_name"], "Renamed");
-    let v = api.post(&path, &params(&[("metadata[a]", "")]), None).await.ok();
+    let v = api
+        .post(&path, &params(&[("metadata[a]", "")]), None)
+        .await
+        .ok();
     assert_eq!(v["metadata"], serde_json::json!({"b": "2"}));
     let d = api.delete(&path, None).await.ok();
     assert_eq!(d["deleted"], true);
@@ -210,7 +220,11 @@ async fn accounts_are_created_listed_and_their_capability_gates_payments() {
     assert_eq!(l["data"][0]["id"], a.as_str());
     // Without the capability requested it is not active.
     let v = api
-        .post("/v1/accounts", &params(&[("type", "custom"), ("country", "US")]), None)
+        .post(
+            "/v1/accounts",
+            &params(&[("type", "custom"), ("country", "US")]),
+            None,
+        )
         .await
         .ok();
     check("account", &v);
@@ -249,12 +263,20 @@ async fn payment_intent_parameters_are_validated_like_stripe() {
     let (_sim, api) = instant().await;
     let a = api.account("US").await;
     let e = api
-        .post("/v1/payment_intents", &params(&[("currency", "usd")]), Some(&a))
+        .post(
+            "/v1/payment_intents",
+            &params(&[("currency", "usd")]),
+            Some(&a),
+        )
         .await
         .err(400, Some("parameter_missing"));
     assert_eq!(e["param"], "amount");
     let e = api
-        .post("/v1/payment_intents", &params(&[("amount", "10"), ("currency", "usd")]), Some(&a))
+        .post(
+            "/v1/payment_intents",
+            &params(&[("amount", "10"), ("currency", "usd")]),
+            Some(&a),
+        )
         .await
         .err(400, Some("amount_too_small"));
     assert_eq!(e["param"], "amount");
@@ -299,7 +321,11 @@ async fn payment_intent_parameters_are_validated_like_stripe() {
     // A fee on a platform charge needs a destination.
     api.post(
         "/v1/payment_intents",
-        &params(&[("amount", "1000"), ("currency", "usd"), ("application_fee_amount", "10")]),
+        &params(&[
+            ("amount", "1000"),
+            ("currency", "usd"),
+            ("application_fee_amount", "10"),
+        ]),
         None,
     )
     .await
@@ -334,7 +360,10 @@ async fn payment_intent_parameters_are_validated_like_stripe() {
         .ok();
     check("payment_intent", &u);
     assert_eq!(u["amount"], 1500);
-    let l = api.get("/v1/payment_intents", &Params::new(), None).await.ok();
+    let l = api
+        .get("/v1/payment_intents", &Params::new(), None)
+        .await
+        .ok();
     check("list", &l);
     assert_eq!(l["data"].as_array().unwrap().len(), 1);
 }
@@ -348,13 +377,22 @@ async fn automatic_capture_succeeds_on_a_platform_reader_for_a_connected_account
     check("terminal.reader", &v);
     assert_eq!(v["action"]["type"], "process_payment_intent");
     assert_eq!(v["action"]["status"], "in_progress");
-    assert_eq!(v["action"]["process_payment_intent"]["payment_intent"], pi.as_str());
-    assert_eq!(v["action"]["process_payment_intent"]["account"], w.account.as_str());
+    assert_eq!(
+        v["action"]["process_payment_intent"]["payment_intent"],
+        pi.as_str()
+    );
+    assert_eq!(
+        v["action"]["process_payment_intent"]["account"],
+        w.account.as_str()
+    );
     let mut p = Params::new();
     p.push("amount_tip", 150);
     let v = api
         .post(
-            &format!("/v1/test_helpers/terminal/readers/{}/present_payment_method", w.reader),
+            &format!(
+                "/v1/test_helpers/terminal/readers/{}/present_payment_method",
+                w.reader
+            ),
             &p,
             None,
         )
@@ -399,7 +437,10 @@ async fn a_decline_returns_the_intent_for_a_retry_on_the_same_payment_intent() {
     let v = api.get_intent(Some(&w.account), &pi).await;
     assert_eq!(v["status"], "requires_payment_method");
     assert_eq!(v["last_payment_error"]["code"], "card_declined");
-    assert_eq!(v["last_payment_error"]["decline_code"], "insufficient_funds");
+    assert_eq!(
+        v["last_payment_error"]["decline_code"],
+        "insufficient_funds"
+    );
     assert_eq!(v["latest_charge"]["status"], "failed");
     // The same PaymentIntent goes back to the reader and succeeds.
     api.process(&w.reader, &pi).await.ok();
@@ -412,14 +453,39 @@ async fn a_decline_returns_the_intent_for_a_retry_on_the_same_payment_intent() {
 
     // The other test cards and test amounts.
     for (card, amount, code, decline) in [
-        ("4000000000000002", 1000, "card_declined", Some("generic_decline")),
+        (
+            "4000000000000002",
+            1000,
+            "card_declined",
+            Some("generic_decline"),
+        ),
         ("4000000000009987", 1000, "card_declined", Some("lost_card")),
-        ("4000000000009979", 1000, "card_declined", Some("stolen_card")),
+        (
+            "4000000000009979",
+            1000,
+            "card_declined",
+            Some("stolen_card"),
+        ),
         ("4000000000000069", 1000, "expired_card", None),
         ("4000000000000119", 1000, "processing_error", None),
-        ("4242424242424242", 1005, "card_declined", Some("generic_decline")),
-        ("4242424242424242", 1001, "card_declined", Some("call_issuer")),
-        ("4242424242424242", 1075, "card_declined", Some("pin_try_exceeded")),
+        (
+            "4242424242424242",
+            1005,
+            "card_declined",
+            Some("generic_decline"),
+        ),
+        (
+            "4242424242424242",
+            1001,
+            "card_declined",
+            Some("call_issuer"),
+        ),
+        (
+            "4242424242424242",
+            1075,
+            "card_declined",
+            Some("pin_try_exceeded"),
+        ),
     ] {
         let pi = api.intent(Some(&w.account), amount, "automatic").await;
         api.process(&w.reader, &pi).await.ok();
@@ -472,9 +538,13 @@ async fn manual_capture_partial_capture_and_refund_limits() {
     api.post(&path, &Params::new(), a)
         .await
         .err(400, Some("payment_intent_unexpected_state"));
-    api.post(&format!("/v1/payment_intents/{pi}/cancel"), &Params::new(), a)
-        .await
-        .err(400, Some("payment_intent_unexpected_state"));
+    api.post(
+        &format!("/v1/payment_intents/{pi}/cancel"),
+        &Params::new(),
+        a,
+    )
+    .await
+    .err(400, Some("payment_intent_unexpected_state"));
     // Refunds add up to at most what was captured.
     let mut p = rp.clone();
     p.push("amount", 3001);
@@ -528,20 +598,38 @@ async fn cancel_action_before_the_card_then_cancel_the_payment_intent() {
     assert_eq!(v["cancellation_reason"], "requested_by_customer");
     assert!(v["canceled_at"].is_i64());
     // A canceled PaymentIntent can no longer be processed, captured or canceled.
-    let e = api.process(&w.reader, &pi).await.err(400, Some("intent_invalid_state"));
-    assert!(e["message"].as_str().unwrap().contains("requires_payment_method"));
-    api.post(&format!("/v1/payment_intents/{pi}/capture"), &Params::new(), a)
+    let e = api
+        .process(&w.reader, &pi)
         .await
-        .err(400, Some("payment_intent_unexpected_state"));
-    api.post(&format!("/v1/payment_intents/{pi}/cancel"), &Params::new(), a)
-        .await
-        .err(400, Some("payment_intent_unexpected_state"));
+        .err(400, Some("intent_invalid_state"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("requires_payment_method"));
+    api.post(
+        &format!("/v1/payment_intents/{pi}/capture"),
+        &Params::new(),
+        a,
+    )
+    .await
+    .err(400, Some("payment_intent_unexpected_state"));
+    api.post(
+        &format!("/v1/payment_intents/{pi}/cancel"),
+        &Params::new(),
+        a,
+    )
+    .await
+    .err(400, Some("payment_intent_unexpected_state"));
     // Cancelling an authorised PaymentIntent releases the hold.
     let pi = api.intent(a, 1000, "manual").await;
     api.process(&w.reader, &pi).await.ok();
     api.present(&w.reader, None).await.ok();
     let v = api
-        .post(&format!("/v1/payment_intents/{pi}/cancel"), &Params::new(), a)
+        .post(
+            &format!("/v1/payment_intents/{pi}/cancel"),
+            &Params::new(),
+            a,
+        )
         .await
         .ok();
     assert_eq!(v["status"], "canceled");
@@ -563,12 +651,19 @@ async fn reader_display_and_action_is_kept_until_replaced() {
                 .push("quantity", 1);
         });
     let v = api
-        .post(&format!("/v1/terminal/readers/{}/set_reader_display", w.reader), &p, None)
+        .post(
+            &format!("/v1/terminal/readers/{}/set_reader_display", w.reader),
+            &p,
+            None,
+        )
         .await
         .ok();
     check("terminal.reader", &v);
     assert_eq!(v["action"]["type"], "set_reader_display");
-    assert_eq!(v["action"]["set_reader_display"]["cart"]["line_items"][1]["description"], "Cake");
+    assert_eq!(
+        v["action"]["set_reader_display"]["cart"]["line_items"][1]["description"],
+        "Cake"
+    );
     // A payment replaces the display.
     let pi = api.intent(Some(&w.account), 1000, "automatic").await;
     api.process(&w.reader, &pi).await.ok();
@@ -615,7 +710,11 @@ async fn offline_readers_refuse_commands_until_back_online() {
     let w = world(&api).await;
     let pi = api.intent(Some(&w.account), 1000, "automatic").await;
     let r = reqwest::Client::new()
-        .post(format!("{}/_sim/readers/{}/offline", sim.base_url(), w.reader))
+        .post(format!(
+            "{}/_sim/readers/{}/offline",
+            sim.base_url(),
+            w.reader
+        ))
         .send()
         .await
         .unwrap();
@@ -630,7 +729,11 @@ async fn offline_readers_refuse_commands_until_back_online() {
         .await
         .err(400, Some("terminal_reader_offline"));
     let l = api
-        .get("/v1/terminal/readers", &params(&[("status", "offline")]), None)
+        .get(
+            "/v1/terminal/readers",
+            &params(&[("status", "offline")]),
+            None,
+        )
         .await
         .ok();
     assert_eq!(l["data"].as_array().unwrap().len(), 1);
@@ -647,8 +750,12 @@ async fn idempotency_replays_refuses_mismatches_and_stores_no_validation_failure
     p.push("amount", 1000)
         .push("currency", "usd")
         .push_list("payment_method_types", &["card_present"]);
-    let first = api.post_key("/v1/payment_intents", &p, Some(&a), "key-1").await;
-    let second = api.post_key("/v1/payment_intents", &p, Some(&a), "key-1").await;
+    let first = api
+        .post_key("/v1/payment_intents", &p, Some(&a), "key-1")
+        .await;
+    let second = api
+        .post_key("/v1/payment_intents", &p, Some(&a), "key-1")
+        .await;
     assert_eq!(first.status, 200);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(first.body, second.body);
@@ -669,13 +776,17 @@ async fn idempotency_replays_refuses_mismatches_and_stores_no_validation_failure
     // Keys are per account: the platform may use the same key for something else.
     let mut p3 = p.clone();
     p3.push("description", "platform");
-    api.post_key("/v1/payment_intents", &p3, None, "key-1").await.ok();
+    api.post_key("/v1/payment_intents", &p3, None, "key-1")
+        .await
+        .ok();
     // A validation failure stores nothing: the key is free for the corrected request.
     let bad = params(&[("currency", "usd")]);
     api.post_key("/v1/payment_intents", &bad, Some(&a), "key-2")
         .await
         .err(400, Some("parameter_missing"));
-    api.post_key("/v1/payment_intents", &p, Some(&a), "key-2").await.ok();
+    api.post_key("/v1/payment_intents", &p, Some(&a), "key-2")
+        .await
+        .ok();
     // An execution error is stored and replayed.
     let w_loc = api.location("HQ", "US").await;
     let reader = api.reader(&w_loc).await;
@@ -693,7 +804,9 @@ async fn idempotency_replays_refuses_mismatches_and_stores_no_validation_failure
     r.err(400, Some("terminal_reader_offline"));
     api.post_key(&path, &pp, None, "ppi-2").await.ok();
     let log = sim.requests();
-    assert!(log.iter().any(|r| r.idempotency_key.as_deref() == Some("ppi-2") && r.status == 200));
+    assert!(log
+        .iter()
+        .any(|r| r.idempotency_key.as_deref() == Some("ppi-2") && r.status == 200));
 }
 
 #[tokio::test]
@@ -707,9 +820,13 @@ async fn every_object_is_scoped_to_the_account_addressed() {
         api.get(&format!("/v1/payment_intents/{pi}"), &Params::new(), acct)
             .await
             .err(404, Some("resource_missing"));
-        api.post(&format!("/v1/payment_intents/{pi}/cancel"), &Params::new(), acct)
-            .await
-            .err(404, Some("resource_missing"));
+        api.post(
+            &format!("/v1/payment_intents/{pi}/cancel"),
+            &Params::new(),
+            acct,
+        )
+        .await
+        .err(404, Some("resource_missing"));
     }
     // Platform readers and locations do not exist on a connected account.
     api.get(
@@ -742,14 +859,25 @@ async fn every_object_is_scoped_to_the_account_addressed() {
     assert!(l["data"].as_array().unwrap().is_empty());
     // A platform PaymentIntent is not the connected account's.
     let own = api.intent(None, 1000, "automatic").await;
-    api.get(&format!("/v1/payment_intents/{own}"), &Params::new(), Some(&w.account))
-        .await
-        .err(404, Some("resource_missing"));
+    api.get(
+        &format!("/v1/payment_intents/{own}"),
+        &Params::new(),
+        Some(&w.account),
+    )
+    .await
+    .err(404, Some("resource_missing"));
     // A connected account sees only itself.
-    api.get(&format!("/v1/accounts/{b}"), &Params::new(), Some(&w.account))
+    api.get(
+        &format!("/v1/accounts/{b}"),
+        &Params::new(),
+        Some(&w.account),
+    )
+    .await
+    .err(404, Some("resource_missing"));
+    let me = api
+        .get("/v1/account", &Params::new(), Some(&w.account))
         .await
-        .err(404, Some("resource_missing"));
-    let me = api.get("/v1/account", &Params::new(), Some(&w.account)).await.ok();
+        .ok();
     assert_eq!(me["id"], w.account.as_str());
 }
 
@@ -759,7 +887,9 @@ async fn the_request_log_has_the_documented_keys() {
     let a = api.account("US").await;
     let mut p = Params::new();
     p.push("amount", 1000).push("currency", "usd");
-    api.post_key("/v1/payment_intents", &p, Some(&a), "k-log").await.ok();
+    api.post_key("/v1/payment_intents", &p, Some(&a), "k-log")
+        .await
+        .ok();
     let log: Vec<Value> = reqwest::Client::new()
         .get(format!("{}/_sim/requests", sim.base_url()))
         .send()

@@ -1,0 +1,765 @@
+//! Prometheus metrics: a small registry of labelled counters, gauges and histograms, the
+//! series readerd exports, and their rendering in the Prometheus text format (`GET /metrics`).
+//!
+//! One [`Metrics`] per daemon, shared as `Arc<Metrics>` (it sits in the API state and is
+//! handed to the Stripe client, the payment workers, the fleet and the webhook intake).
+//! Events are recorded where they happen through the typed methods below (`stripe_request`,
+//! `payment_status`, `webhook_rejected`, …), so label names and values stay consistent.
+//! State that is better read than tracked (readers' live state, authorisations and the time
+//! left before `capture_before`) is filled in at scrape time by collectors that the owning
+//! module registers with [`Metrics::add_collector`].
+//!
+//! Labels carry ids the operator already knows (merchant ids, reader ids, payment ids of
+//! open authorisations); never amounts, tokens, keys or card data. Stripe paths are reduced
+//! to templates (`/v1/payment_intents/{id}/capture`) to keep the number of series bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Latency buckets for Stripe requests (seconds); reader commands may take up to 80 s.
+const STRIPE_LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 80.0];
+/// Buckets for the client-side rate limiter's waits (seconds).
+const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Hist {
+    /// Per bucket (not cumulative); rendered cumulatively.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// One metric name with its label names and one value per label set.
+#[derive(Debug)]
+struct Family<V> {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, V>>,
+}
+
+impl<V: Clone> Family<V> {
+    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Family {
+            name,
+            help,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn key(&self, labels: &[&str]) -> Option<Vec<String>> {
+        if labels.len() != self.labels.len() {
+            debug_assert!(false, "{}: wrong number of labels", self.name);
+            return None;
+        }
+        Some(labels.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn with(&self, labels: &[&str], init: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
+        if let Some(key) = self.key(labels) {
+            let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+            f(values.entry(key).or_insert_with(init));
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Vec<String>, V)> {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn get(&self, labels: &[&str]) -> Option<V> {
+        let key = self.key(labels)?;
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
+
+/// A monotonically increasing count per label set.
+#[derive(Debug)]
+pub struct CounterVec(Family<f64>);
+
+impl CounterVec {
+    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        CounterVec(Family::new(name, help, labels))
+    }
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1.0);
+    }
+    /// Adds `v` (ignored unless positive: counters never go down).
+    pub fn add(&self, labels: &[&str], v: f64) {
+        if v > 0.0 {
+            self.0.with(labels, || 0.0, |c| *c += v);
+        }
+    }
+    pub fn get(&self, labels: &[&str]) -> f64 {
+        self.0.get(labels).unwrap_or(0.0)
+    }
+}
+
+/// A value per label set that goes up and down.
+#[derive(Debug)]
+pub struct GaugeVec(Family<f64>);
+
+impl GaugeVec {
+    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        GaugeVec(Family::new(name, help, labels))
+    }
+    pub fn set(&self, labels: &[&str], v: f64) {
+        self.0.with(labels, || 0.0, |g| *g = v);
+    }
+    pub fn add(&self, labels: &[&str], v: f64) {
+        self.0.with(labels, || 0.0, |g| *g += v);
+    }
+    pub fn get(&self, labels: &[&str]) -> Option<f64> {
+        self.0.get(labels)
+    }
+    /// Drops one label set (a reader that was removed, a capture that happened).
+    pub fn remove(&self, labels: &[&str]) {
+        if let Some(key) = self.0.key(labels) {
+            self.0
+                .values
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+    }
+    /// Replaces every label set at once: for collectors that recompute a gauge from state.
+    pub fn replace_all<'a>(&self, entries: impl IntoIterator<Item = (Vec<&'a str>, f64)>) {
+        let mut fresh = BTreeMap::new();
+        for (labels, v) in entries {
+            if let Some(key) = self.0.key(&labels) {
+                fresh.insert(key, v);
+            }
+        }
+        *self.0.values.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+}
+
+/// A distribution per label set, in fixed buckets.
+#[derive(Debug)]
+pub struct HistogramVec {
+    family: Family<Hist>,
+    bounds: &'static [f64],
+}
+
+impl HistogramVec {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        bounds: &'static [f64],
+    ) -> Self {
+        HistogramVec {
+            family: Family::new(name, help, labels),
+            bounds,
+        }
+    }
+    pub fn observe(&self, labels: &[&str], v: f64) {
+        let n = self.bounds.len();
+        let idx = self.bounds.iter().position(|b| v <= *b).unwrap_or(n);
+        self.family.with(
+            labels,
+            || Hist {
+                counts: vec![0; n + 1],
+                sum: 0.0,
+                count: 0,
+            },
+            |h| {
+                h.counts[idx] += 1;
+                h.sum += v;
+                h.count += 1;
+            },
+        );
+    }
+    /// Number of observations for a label set.
+    pub fn count(&self, labels: &[&str]) -> u64 {
+        self.family.get(labels).map(|h| h.count).unwrap_or(0)
+    }
+}
+
+type Collector = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// The daemon's metrics. See the module docs and `docs/OPERATIONS.md` for what each means.
+pub struct Metrics {
+    /// `readerd_payments_total{merchant,status}`: payments that entered each status.
+    pub payments: CounterVec,
+    /// `readerd_payments_current{merchant,status}`: payments now in each non-final status.
+    pub payments_current: GaugeVec,
+    /// `readerd_stripe_requests_total{endpoint,method,status}`: every attempt, with Stripe's
+    /// HTTP status or `error` (no response: connection failure, timeout).
+    pub stripe_requests: CounterVec,
+    /// `readerd_stripe_request_duration_seconds{endpoint}`.
+    pub stripe_request_duration: HistogramVec,
+    /// `readerd_stripe_retries_total{endpoint,reason}`: attempts after the first.
+    pub stripe_retries: CounterVec,
+    /// `readerd_stripe_rate_limiter_wait_seconds`: waits for a permit of the client-side
+    /// limiter (its `_count` is the number of requests that had to wait).
+    pub rate_limiter_wait: HistogramVec,
+    /// `readerd_stripe_degraded`: 1 while Stripe is failing or slow for many requests.
+    pub stripe_degraded: GaugeVec,
+    /// `readerd_reader_online{reader}`.
+    pub reader_online: GaugeVec,
+    /// `readerd_reader_busy{reader}`: 1 while the reader holds an action.
+    pub reader_busy: GaugeVec,
+    /// `readerd_reader_queue_depth{reader}`: commands waiting for the reader.
+    pub reader_queue_depth: GaugeVec,
+    /// `readerd_reader_last_seen_age_seconds{reader}`.
+    pub reader_last_seen_age: GaugeVec,
+    /// `readerd_authorizations_awaiting_capture{merchant}`.
+    pub authorizations_awaiting_capture: GaugeVec,
+    /// `readerd_authorization_capture_seconds_left{merchant,payment}`: time left before
+    /// `capture_before`, after which the authorisation lapses.
+    pub capture_seconds_left: GaugeVec,
+    /// `readerd_webhook_events_accepted_total{type}`.
+    pub webhooks_accepted: CounterVec,
+    /// `readerd_webhook_events_rejected_total{reason}`.
+    pub webhooks_rejected: CounterVec,
+    /// `readerd_api_requests_rejected_total{reason}`: e.g. `shutting_down`, `queue_full`.
+    pub api_rejections: CounterVec,
+    /// `readerd_config_reloads_total{result}`.
+    pub config_reloads: CounterVec,
+    build_info: GaugeVec,
+    start_time: GaugeVec,
+    collectors: Mutex<Vec<Collector>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            payments: CounterVec::new(
+                "readerd_payments_total",
+                "Payments that entered each status.",
+                &["merchant", "status"],
+            ),
+            payments_current: GaugeVec::new(
+                "readerd_payments_current",
+                "Payments currently in each non-final status.",
+                &["merchant", "status"],
+            ),
+            stripe_requests: CounterVec::new(
+                "readerd_stripe_requests_total",
+                "Stripe API request attempts by endpoint and HTTP status (error = no response).",
+                &["endpoint", "method", "status"],
+            ),
+            stripe_request_duration: HistogramVec::new(
+                "readerd_stripe_request_duration_seconds",
+                "Latency of Stripe API request attempts.",
+                &["endpoint"],
+                STRIPE_LATENCY_BUCKETS,
+            ),
+            stripe_retries: CounterVec::new(
+                "readerd_stripe_retries_total",
+                "Stripe API request attempts after the first, by endpoint and reason.",
+                &["endpoint", "reason"],
+            ),
+            rate_limiter_wait: HistogramVec::new(
+                "readerd_stripe_rate_limiter_wait_seconds",
+                "Time requests waited for the client-side Stripe rate limiter.",
+                &[],
+                RATE_LIMIT_WAIT_BUCKETS,
+            ),
+            stripe_degraded: GaugeVec::new(
+                "readerd_stripe_degraded",
+                "1 while Stripe is failing or slow for many requests.",
+                &[],
+            ),
+            reader_online: GaugeVec::new(
+                "readerd_reader_online",
+                "1 if the reader is online and seen recently.",
+                &["reader"],
+            ),
+            reader_busy: GaugeVec::new(
+                "readerd_reader_busy",
+                "1 while the reader holds an action.",
+                &["reader"],
+            ),
+            reader_queue_depth: GaugeVec::new(
+                "readerd_reader_queue_depth",
+                "Commands waiting for the reader.",
+                &["reader"],
+            ),
+            reader_last_seen_age: GaugeVec::new(
+                "readerd_reader_last_seen_age_seconds",
+                "Seconds since Stripe last heard from the reader.",
+                &["reader"],
+            ),
+            authorizations_awaiting_capture: GaugeVec::new(
+                "readerd_authorizations_awaiting_capture",
+                "Authorised payments waiting for a manual capture.",
+                &["merchant"],
+            ),
+            capture_seconds_left: GaugeVec::new(
+                "readerd_authorization_capture_seconds_left",
+                "Seconds left before the authorisation's capture_before (negative: lapsed).",
+                &["merchant", "payment"],
+            ),
+            webhooks_accepted: CounterVec::new(
+                "readerd_webhook_events_accepted_total",
+                "Stripe webhook events accepted, by event type.",
+                &["type"],
+            ),
+            webhooks_rejected: CounterVec::new(
+                "readerd_webhook_events_rejected_total",
+                "Stripe webhook events rejected, by reason.",
+                &["reason"],
+            ),
+            api_rejections: CounterVec::new(
+                "readerd_api_requests_rejected_total",
+                "API requests refused by the daemon's own state, by reason.",
+                &["reason"],
+            ),
+            config_reloads: CounterVec::new(
+                "readerd_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result.",
+                &["result"],
+            ),
+            build_info: GaugeVec::new(
+                "readerd_build_info",
+                "Always 1; the version label says which readerd runs.",
+                &["version"],
+            ),
+            start_time: GaugeVec::new(
+                "readerd_start_time_seconds",
+                "Start time of the daemon, seconds since the Unix epoch.",
+                &[],
+            ),
+            collectors: Mutex::new(Vec::new()),
+        };
+        m.build_info.set(&[env!("CARGO_PKG_VERSION")], 1.0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        m.start_time.set(&[], now.as_secs_f64());
+        m.stripe_degraded.set(&[], 0.0);
+        m
+    }
+
+    // Recording ------------------------------------------------------------------------
+
+    /// A payment entered `status`.
+    pub fn payment_status(&self, merchant: &str, status: &str) {
+        self.payments.inc(&[merchant, status]);
+    }
+
+    /// One attempt of a Stripe request finished: `status` is Stripe's HTTP status, or `None`
+    /// when no response arrived.
+    pub fn stripe_request(&self, method: &str, path: &str, status: Option<u16>, elapsed: Duration) {
+        let endpoint = endpoint_template(path);
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.stripe_requests.inc(&[&endpoint, method, &status]);
+        self.stripe_request_duration
+            .observe(&[&endpoint], elapsed.as_secs_f64());
+    }
+
+    /// A Stripe request is being retried; `reason` is the classification that allowed it
+    /// (e.g. `transient`, `rate_limited`).
+    pub fn stripe_retry(&self, path: &str, reason: &str) {
+        self.stripe_retries.inc(&[&endpoint_template(path), reason]);
+    }
+
+    /// A request waited `waited` for the client-side rate limiter.
+    pub fn rate_limiter_waited(&self, waited: Duration) {
+        self.rate_limiter_wait.observe(&[], waited.as_secs_f64());
+    }
+
+    /// Stripe entered or left the degraded state.
+    pub fn set_stripe_degraded(&self, degraded: bool) {
+        self.stripe_degraded
+            .set(&[], if degraded { 1.0 } else { 0.0 });
+    }
+
+    /// A reader's live state.
+    pub fn set_reader(&self, reader: &str, online: bool, busy: bool, queue_depth: usize) {
+        self.reader_online
+            .set(&[reader], if online { 1.0 } else { 0.0 });
+        self.reader_busy
+            .set(&[reader], if busy { 1.0 } else { 0.0 });
+        self.reader_queue_depth.set(&[reader], queue_depth as f64);
+    }
+
+    /// A reader left the registry.
+    pub fn remove_reader(&self, reader: &str) {
+        for g in [
+            &self.reader_online,
+            &self.reader_busy,
+            &self.reader_queue_depth,
+            &self.reader_last_seen_age,
+        ] {
+            g.remove(&[reader]);
+        }
+    }
+
+    pub fn webhook_accepted(&self, event_type: &str) {
+        self.webhooks_accepted.inc(&[event_type]);
+    }
+
+    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`.
+    pub fn webhook_rejected(&self, reason: &str) {
+        self.webhooks_rejected.inc(&[reason]);
+    }
+
+    pub fn api_rejected(&self, reason: &str) {
+        self.api_rejections.inc(&[reason]);
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads.inc(&[if ok { "ok" } else { "error" }]);
+    }
+
+    /// Registers a function that refreshes state-derived gauges right before each scrape.
+    /// It must be quick and must not block on the network.
+    pub fn add_collector(&self, f: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    // Rendering ------------------------------------------------------------------------
+
+    /// Runs the collectors, then renders every series in the Prometheus text format.
+    pub fn render(&self) -> String {
+        {
+            let collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
+            for c in collectors.iter() {
+                c(self);
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        let simple: [(&Family<f64>, Kind); 17] = [
+            (&self.build_info.0, Kind::Gauge),
+            (&self.start_time.0, Kind::Gauge),
+            (&self.payments.0, Kind::Counter),
+            (&self.payments_current.0, Kind::Gauge),
+            (&self.stripe_requests.0, Kind::Counter),
+            (&self.stripe_retries.0, Kind::Counter),
+            (&self.stripe_degraded.0, Kind::Gauge),
+            (&self.reader_online.0, Kind::Gauge),
+            (&self.reader_busy.0, Kind::Gauge),
+            (&self.reader_queue_depth.0, Kind::Gauge),
+            (&self.reader_last_seen_age.0, Kind::Gauge),
+            (&self.authorizations_awaiting_capture.0, Kind::Gauge),
+            (&self.capture_seconds_left.0, Kind::Gauge),
+            (&self.webhooks_accepted.0, Kind::Counter),
+            (&self.webhooks_rejected.0, Kind::Counter),
+            (&self.api_rejections.0, Kind::Counter),
+            (&self.config_reloads.0, Kind::Counter),
+        ];
+        for (family, kind) in simple {
+            render_simple(&mut out, family, kind);
+        }
+        render_histogram(&mut out, &self.stripe_request_duration);
+        render_histogram(&mut out, &self.rate_limiter_wait);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {}", kind.name());
+}
+
+fn render_simple(out: &mut String, f: &Family<f64>, kind: Kind) {
+    header(out, f.name, f.help, kind);
+    for (values, v) in f.snapshot() {
+        let _ = writeln!(
+            out,
+            "{}{} {}",
+            f.name,
+            label_set(f.labels, &values, None),
+            number(v)
+        );
+    }
+}
+
+fn render_histogram(out: &mut String, h: &HistogramVec) {
+    let f = &h.family;
+    header(out, f.name, f.help, Kind::Histogram);
+    for (values, hist) in f.snapshot() {
+        let mut cumulative = 0;
+        for (i, bound) in h.bounds.iter().enumerate() {
+            cumulative += hist.counts[i];
+            let le = number(*bound);
+            let _ = writeln!(
+                out,
+                "{}_bucket{} {cumulative}",
+                f.name,
+                label_set(f.labels, &values, Some(&le))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{}_bucket{} {}",
+            f.name,
+            label_set(f.labels, &values, Some("+Inf")),
+            hist.count
+        );
+        let ls = label_set(f.labels, &values, None);
+        let _ = writeln!(out, "{}_sum{ls} {}", f.name, number(hist.sum));
+        let _ = writeln!(out, "{}_count{ls} {}", f.name, hist.count);
+    }
+}
+
+fn label_set(names: &[&str], values: &[String], le: Option<&str>) -> String {
+    if names.is_empty() && le.is_none() {
+        return String::new();
+    }
+    let mut s = String::from("{");
+    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{n}=\"{}\"", escape_label(v));
+    }
+    if let Some(le) = le {
+        if !names.is_empty() {
+            s.push(',');
+        }
+        let _ = write!(s, "le=\"{le}\"");
+    }
+    s.push('}');
+    s
+}
+
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A Stripe request path reduced to its endpoint: query dropped, object ids replaced by
+/// `{id}` (`/v1/terminal/readers/tmr_X/process_payment_intent` →
+/// `/v1/terminal/readers/{id}/process_payment_intent`). Stripe's collection names are
+/// lowercase words; its ids carry a known prefix or digits.
+pub fn endpoint_template(path: &str) -> String {
+    const PREFIXES: &[&str] = &[
+        "acct_", "tml_", "tmr_", "pi_", "re_", "ch_", "pm_", "evt_", "cus_", "py_", "txn_",
+    ];
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            let is_id = seg
+                .chars()
+                .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                || PREFIXES
+                    .iter()
+                    .any(|p| seg.starts_with(p) && seg.len() > p.len());
+            if is_id && seg != "v1" {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect();
+    segments.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_templates() {
+        for (path, want) in [
+            ("/v1/payment_intents", "/v1/payment_intents"),
+            (
+                "/v1/payment_intents/pi_3MtwBwLkdIwHu7ix28a3tqPa/capture",
+                "/v1/payment_intents/{id}/capture",
+            ),
+            (
+                "/v1/terminal/readers/tmr_abc/process_payment_intent",
+                "/v1/terminal/readers/{id}/process_payment_intent",
+            ),
+            (
+                "/v1/test_helpers/terminal/readers/tmr_FDOt2wlRZEdpd7/present_payment_method",
+                "/v1/test_helpers/terminal/readers/{id}/present_payment_method",
+            ),
+            ("/v1/accounts/acct_1032D82eZvKYlo2C", "/v1/accounts/{id}"),
+            (
+                "/v1/terminal/locations?limit=100&starting_after=tml_1",
+                "/v1/terminal/locations",
+            ),
+            ("/v1/refunds", "/v1/refunds"),
+        ] {
+            assert_eq!(endpoint_template(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn renders_counters_gauges_and_labels_in_text_format() {
+        let m = Metrics::new();
+        m.payment_status("bakery", "succeeded");
+        m.payment_status("bakery", "succeeded");
+        m.payment_status("café \"the\" one", "queued");
+        m.set_reader("tmr_1", true, false, 2);
+        let out = m.render();
+        assert!(out.contains("# TYPE readerd_payments_total counter\n"));
+        assert!(
+            out.contains("readerd_payments_total{merchant=\"bakery\",status=\"succeeded\"} 2\n")
+        );
+        assert!(out.contains(
+            "readerd_payments_total{merchant=\"café \\\"the\\\" one\",status=\"queued\"} 1\n"
+        ));
+        assert!(out.contains("readerd_reader_online{reader=\"tmr_1\"} 1\n"));
+        assert!(out.contains("readerd_reader_busy{reader=\"tmr_1\"} 0\n"));
+        assert!(out.contains("readerd_reader_queue_depth{reader=\"tmr_1\"} 2\n"));
+        assert!(out.contains("readerd_stripe_degraded 0\n"));
+        assert!(out.contains(&format!(
+            "readerd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        m.remove_reader("tmr_1");
+        assert!(!m.render().contains("tmr_1"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let m = Metrics::new();
+        let path = "/v1/payment_intents/pi_1/capture";
+        m.stripe_request("POST", path, Some(200), Duration::from_millis(30));
+        m.stripe_request("POST", path, Some(200), Duration::from_millis(300));
+        m.stripe_request("POST", path, None, Duration::from_secs(100));
+        m.stripe_retry(path, "transient");
+        let out = m.render();
+        let e = "endpoint=\"/v1/payment_intents/{id}/capture\"";
+        assert!(out.contains(&format!(
+            "readerd_stripe_requests_total{{{e},method=\"POST\",status=\"200\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_requests_total{{{e},method=\"POST\",status=\"error\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_bucket{{{e},le=\"0.05\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_bucket{{{e},le=\"0.5\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_bucket{{{e},le=\"80\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_bucket{{{e},le=\"+Inf\"}} 3\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_count{{{e}}} 3\n"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_request_duration_seconds_sum{{{e}}} 100.33"
+        )));
+        assert!(out.contains(&format!(
+            "readerd_stripe_retries_total{{{e},reason=\"transient\"}} 1\n"
+        )));
+        m.rate_limiter_waited(Duration::from_millis(40));
+        let out = m.render();
+        assert!(out.contains("readerd_stripe_rate_limiter_wait_seconds_bucket{le=\"0.01\"} 0\n"));
+        assert!(out.contains("readerd_stripe_rate_limiter_wait_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(out.contains("readerd_stripe_rate_limiter_wait_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn collectors_refresh_state_gauges_at_scrape_time() {
+        let m = Metrics::new();
+        let open = std::sync::Arc::new(Mutex::new(vec![("bakery", "pay_1", 120.0)]));
+        let src = open.clone();
+        m.add_collector(move |m| {
+            let open = src.lock().unwrap();
+            m.capture_seconds_left.replace_all(
+                open.iter()
+                    .map(|(merchant, pay, left)| (vec![*merchant, *pay], *left)),
+            );
+        });
+        assert!(m.render().contains(
+            "readerd_authorization_capture_seconds_left{merchant=\"bakery\",payment=\"pay_1\"} 120\n"
+        ));
+        open.lock().unwrap().clear();
+        assert!(!m.render().contains("pay_1"));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let m = Metrics::new();
+        let out = m.render();
+        let types: Vec<&str> = out.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut names: Vec<&str> = types.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert_eq!(n, 19);
+        assert_eq!(out.lines().filter(|l| l.starts_with("# HELP ")).count(), n);
+    }
+
+    #[test]
+    fn counters_never_decrease() {
+        let m = Metrics::new();
+        m.webhooks_rejected.add(&["bad_signature"], -3.0);
+        m.webhook_rejected("bad_signature");
+        assert_eq!(m.webhooks_rejected.get(&["bad_signature"]), 1.0);
+    }
+}
