@@ -1,9 +1,40 @@
 //! The Stripe client: transport, retries, rate limiting and one method per endpoint.
-//! (Interface fixed here; the transport is filled in by the foundation work.)
+//!
+//! Every call goes through one private `execute` loop: wait for a permit from the client-side
+//! rate limiter, send one attempt, classify a failure with [`super::error::classify`], and
+//! retry with exponential backoff and jitter while the rule allows, always with the caller's
+//! own idempotency key. The client never invents an idempotency key: a key the caller did
+//! not persist could not be repeated after a crash.
+//!
+//! Time is read from `tokio::time` everywhere (backoff elapsed time, the limiter's clock,
+//! sleeps), so tests run under tokio's paused clock.
+//!
+//! What a returned error means for the caller (the retries are already spent):
+//! - [`Disposition::Definitive`]: Stripe decided (a decline, `terminal_reader_busy`,
+//!   `terminal_reader_timeout`, `resource_missing`, …); act on the code.
+//! - [`Disposition::Transient`] / [`Disposition::RateLimited`]: the request did not take
+//!   effect, or may be replayed safely with the same key; try again later with the SAME key.
+//!   Exception: a 5xx on a POST sent without a key is returned at once and may have taken
+//!   effect: reconcile, as for an unknown outcome.
+//! - [`Disposition::OutcomeUnknown`]: the request may have been carried out (timeout or
+//!   connection lost after sending, or a 2xx whose body was unreadable). Reconcile by
+//!   reading the object (reader action, PaymentIntent), never by sending a new key blindly.
 
-use super::error::StripeError;
+use super::error::{classify, retry_allowed, Disposition, StripeError};
+use super::form::Params;
 use super::params::*;
 use super::wire::*;
+use backoff::backoff::Backoff;
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The platform's secret key. Its `Debug` never shows the key.
@@ -96,29 +127,511 @@ impl RequestOptions {
     }
 }
 
-/// A Stripe API client. Cheap to clone; clones share the connection pool and rate limiter.
+/// What one attempt looked like, for metrics. Never carries the key.
 #[derive(Clone, Debug)]
+pub struct AttemptRecord<'a> {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: &'a str,
+    /// The endpoint with its ids as placeholders (`/v1/terminal/readers/{id}`): a label of
+    /// low cardinality.
+    pub endpoint: &'static str,
+    /// The path actually requested.
+    pub path: &'a str,
+    /// `Stripe-Account`, when sent.
+    pub account: Option<&'a str>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The HTTP status, when a response came back.
+    pub status: Option<u16>,
+    pub latency: Duration,
+    pub request_id: Option<&'a str>,
+    /// `None` on success; the classification of the failure otherwise.
+    pub failure: Option<Disposition>,
+}
+
+/// A hook told about every attempt (for metrics). Must not block.
+pub trait RequestObserver: Send + Sync + 'static {
+    fn on_attempt(&self, record: &AttemptRecord<'_>);
+}
+
+/// The rate limiter's clock: tokio's, so that a paused test clock drives it too.
+#[derive(Clone, Debug)]
+struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl GovernorClock for TokioClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(tokio::time::Instant::now().saturating_duration_since(self.origin))
+    }
+}
+
+/// The backoff's clock: tokio's, for the same reason.
+#[derive(Clone, Debug, Default)]
+struct TokioBackoffClock;
+
+impl backoff::Clock for TokioBackoffClock {
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+
+/// First retry waits about this long (±50 % jitter), doubling up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// A limiter said no: wait at least this long before trying again.
+const RATE_LIMITED_MIN_WAIT: Duration = Duration::from_secs(1);
+/// Items per page when listing (Stripe's maximum).
+const PAGE_SIZE: u32 = 100;
+
+/// A Stripe API client. Cheap to clone; clones share the connection pool and rate limiter.
+#[derive(Clone)]
 pub struct StripeClient {
-    config: std::sync::Arc<ClientConfig>,
+    config: Arc<ClientConfig>,
+    http: reqwest::Client,
+    /// `Bearer <key>`, marked sensitive so that no `Debug` of a request shows it.
+    auth: HeaderValue,
+    /// `api_base` without a trailing slash.
+    base: Arc<str>,
+    limiter: Arc<Limiter>,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+impl std::fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeClient")
+            .field("config", &self.config)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 type Result<T> = std::result::Result<T, StripeError>;
 
-#[allow(unused_variables)]
+/// One logical request, as sent on every attempt.
+struct Call<'a> {
+    method: Method,
+    endpoint: &'static str,
+    path: String,
+    /// The form body of a POST, the query string of a GET or DELETE.
+    params: Params,
+    account: Option<&'a str>,
+    /// Sent on POST only.
+    idempotency_key: Option<&'a str>,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    /// Sending it again cannot do the work twice: reads and deletes by nature, POSTs
+    /// because Stripe replays the stored result for the same key.
+    fn repeatable(&self) -> bool {
+        self.method != Method::POST || self.idempotency_key.is_some()
+    }
+}
+
+/// Percent-encodes an id for use as one path segment.
+fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 impl StripeClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
+        let rps = NonZeroU32::new(config.requests_per_second)
+            .ok_or_else(|| StripeError::Config("requests_per_second must be at least 1".into()))?;
+        if config.max_attempts == 0 {
+            return Err(StripeError::Config(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let base = config.api_base.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base)
+            .map_err(|e| StripeError::Config(format!("api_base `{base}`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(StripeError::Config(format!(
+                "api_base `{base}`: scheme must be http or https"
+            )));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose()))
+            .map_err(|_| {
+                StripeError::Config("the secret key is not a valid header value".into())
+            })?;
+        auth.set_sensitive(true);
+        let version = HeaderValue::from_str(&config.stripe_version).map_err(|_| {
+            StripeError::Config(format!("stripe_version `{}`", config.stripe_version))
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Stripe-Version", version);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("readerd/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| StripeError::Config(format!("http client: {e}")))?;
+        // One permit every 1/rps seconds, no burst beyond that: any one-second window holds
+        // at most rps + 1 requests, which keeps a fleet-wide burst under Stripe's limits.
+        let quota = Quota::with_period(Duration::from_secs(1) / rps.get())
+            .ok_or_else(|| StripeError::Config("requests_per_second too large".into()))?;
+        let limiter = RateLimiter::direct_with_clock(
+            quota,
+            TokioClock {
+                origin: tokio::time::Instant::now(),
+            },
+        );
         Ok(StripeClient {
-            config: std::sync::Arc::new(config),
+            base: Arc::from(base),
+            config: Arc::new(config),
+            http,
+            auth,
+            limiter: Arc::new(limiter),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` about every attempt (for metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
 
+    // Transport -------------------------------------------------------------------------
+
+    fn call<'a>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: String,
+        params: Params,
+        o: Option<&'a RequestOptions>,
+    ) -> Call<'a> {
+        Call {
+            idempotency_key: if method == Method::POST {
+                o.and_then(|o| o.idempotency_key.as_deref())
+            } else {
+                None
+            },
+            method,
+            endpoint,
+            path,
+            params,
+            account: o.and_then(|o| o.account.as_deref()),
+            timeout: self.config.request_timeout,
+        }
+    }
+
+    /// A reader command: the reader acknowledges slowly, so the long timeout applies.
+    fn reader_command<'a>(
+        &self,
+        endpoint: &'static str,
+        path: String,
+        params: Params,
+        o: &'a RequestOptions,
+    ) -> Call<'a> {
+        let mut c = self.call(Method::POST, endpoint, path, params, Some(o));
+        c.timeout = self.config.reader_timeout;
+        c
+    }
+
+    /// Waits for a permit from the client-side limiter.
+    async fn acquire_permit(&self) {
+        while let Err(not_until) = self.limiter.check() {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    fn new_backoff(&self) -> backoff::exponential::ExponentialBackoff<TokioBackoffClock> {
+        let clock = TokioBackoffClock;
+        backoff::exponential::ExponentialBackoff {
+            current_interval: INITIAL_BACKOFF,
+            initial_interval: INITIAL_BACKOFF,
+            randomization_factor: 0.5,
+            multiplier: 2.0,
+            max_interval: MAX_BACKOFF,
+            start_time: backoff::Clock::now(&clock),
+            max_elapsed_time: Some(self.config.max_elapsed),
+            clock,
+        }
+    }
+
+    /// Sends `call` until it succeeds or the retry rule says stop.
+    async fn execute<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = self.new_backoff();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.acquire_permit().await;
+            let err = match self.attempt(&call, attempt).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let disposition = classify(&err);
+            if !retry_allowed(&err, call.repeatable()) || attempt >= self.config.max_attempts {
+                return Err(err);
+            }
+            let Some(mut wait) = backoff.next_backoff() else {
+                return Err(err);
+            };
+            if disposition == Disposition::RateLimited {
+                wait = (wait * 2).max(RATE_LIMITED_MIN_WAIT);
+            }
+            if started.elapsed() + wait > self.config.max_elapsed {
+                return Err(err);
+            }
+            tracing::debug!(
+                method = %call.method,
+                path = %call.path,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                disposition = ?disposition,
+                "stripe request will be retried"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One HTTP exchange.
+    async fn attempt<T: DeserializeOwned>(&self, call: &Call<'_>, attempt: u32) -> Result<T> {
+        let sent = tokio::time::Instant::now();
+        let outcome = self.exchange(call).await;
+        let latency = sent.elapsed();
+        let (status, request_id) = match &outcome {
+            Ok((status, request_id, _)) => (Some(*status), request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let result = match outcome {
+            Ok((status, request_id, body)) => {
+                serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
+                    status,
+                    message: self.scrub(e.to_string()),
+                    request_id,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        let failure = result.as_ref().err().map(classify);
+        self.record(
+            call,
+            attempt,
+            status,
+            latency,
+            request_id.as_deref(),
+            failure,
+        );
+        result
+    }
+
+    fn record(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        status: Option<u16>,
+        latency: Duration,
+        request_id: Option<&str>,
+        failure: Option<Disposition>,
+    ) {
+        let latency_ms = latency.as_millis() as u64;
+        let account = call.account.unwrap_or("");
+        let request_id_field = request_id.unwrap_or("");
+        let status_field = status.unwrap_or(0);
+        match failure {
+            None if call.method == Method::POST => tracing::info!(
+                method = %call.method, path = %call.path, account, status = status_field,
+                attempt, latency_ms, request_id = request_id_field,
+                idempotency_key = call.idempotency_key.unwrap_or(""),
+                "stripe request"
+            ),
+            None => tracing::debug!(
+                method = %call.method, path = %call.path, account, status = status_field,
+                attempt, latency_ms, request_id = request_id_field,
+                "stripe request"
+            ),
+            Some(d) => tracing::warn!(
+                method = %call.method, path = %call.path, account, status = status_field,
+                attempt, latency_ms, request_id = request_id_field,
+                idempotency_key = call.idempotency_key.unwrap_or(""),
+                disposition = ?d,
+                "stripe request failed"
+            ),
+        }
+        if let Some(observer) = &self.observer {
+            observer.on_attempt(&AttemptRecord {
+                method: call.method.as_str(),
+                endpoint: call.endpoint,
+                path: &call.path,
+                account: call.account,
+                attempt,
+                status,
+                latency,
+                request_id,
+                failure,
+            });
+        }
+    }
+
+    /// Sends once; returns the status, request id and body of a 2xx, or the error.
+    async fn exchange(&self, call: &Call<'_>) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let mut url = format!("{}{}", self.base, call.path);
+        let mut req = if call.method == Method::POST {
+            self.http
+                .post(&url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(call.params.encode())
+        } else {
+            if !call.params.is_empty() {
+                url.push('?');
+                url.push_str(&call.params.encode());
+            }
+            self.http.request(call.method.clone(), &url)
+        };
+        req = req
+            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
+            .timeout(call.timeout);
+        if let Some(account) = call.account {
+            req = req.header("Stripe-Account", account);
+        }
+        if let Some(key) = call.idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let request_id = header_str(&headers, "request-id");
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?
+            .to_vec();
+        if (200..300).contains(&status) {
+            return Ok((status, request_id, body));
+        }
+        let should_retry = header_str(&headers, "stripe-should-retry").and_then(|v| {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }
+        });
+        let rate_limited_reason = header_str(&headers, "stripe-rate-limited-reason");
+        match serde_json::from_slice::<ErrorEnvelope>(&body) {
+            Ok(mut env) => Err(StripeError::Api {
+                status,
+                error: {
+                    env.error.message = env.error.message.map(|m| self.scrub(m));
+                    Box::new(env.error)
+                },
+                request_id,
+                should_retry,
+                rate_limited_reason,
+            }),
+            Err(e) => Err(StripeError::Decode {
+                status,
+                message: self.scrub(format!("error body is not a Stripe error object: {e}")),
+                request_id,
+            }),
+        }
+    }
+
+    /// Maps a transport failure: no connection means the request never left; anything
+    /// later means it may have reached Stripe.
+    fn transport_error(&self, e: reqwest::Error) -> StripeError {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        let text = self.scrub(text);
+        if e.is_builder() {
+            StripeError::Config(text)
+        } else if e.is_connect() {
+            StripeError::Connect(text)
+        } else {
+            StripeError::NoResponse(text)
+        }
+    }
+
+    /// Removes the secret key from text that leaves the client (errors, logs): belt and
+    /// braces against a library, a proxy or a server that echoes it.
+    fn scrub(&self, text: String) -> String {
+        let key = self.config.secret_key.expose();
+        if !key.is_empty() && text.contains(key) {
+            text.replace(key, "<redacted>")
+        } else {
+            text
+        }
+    }
+
+    /// Every item of a list endpoint, following `has_more` with `starting_after`.
+    async fn list_all<T: DeserializeOwned + HasId>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        filter: Params,
+        o: Option<&RequestOptions>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut params = filter.clone();
+            params.push("limit", PAGE_SIZE);
+            params.push_opt("starting_after", after.as_ref());
+            let page: List<T> = self
+                .execute(self.call(Method::GET, endpoint, path.to_string(), params, o))
+                .await?;
+            let more = page.has_more;
+            out.extend(page.data);
+            let last = out.last().map(|t| t.object_id().to_string());
+            match (more, last) {
+                (true, Some(last)) if after.as_deref() != Some(last.as_str()) => after = Some(last),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// The path `/v1/<prefix>/<id><suffix>` with the id escaped.
+fn path(prefix: &str, id: &str, suffix: &str) -> String {
+    format!("{prefix}/{}{suffix}", segment(id))
+}
+
+impl StripeClient {
     // Accounts ------------------------------------------------------------------------
     pub async fn retrieve_account(&self, id: &str) -> Result<Account> {
-        todo!()
+        self.execute(self.call(
+            Method::GET,
+            "/v1/accounts/{id}",
+            path("/v1/accounts", id, ""),
+            Params::new(),
+            None,
+        ))
+        .await
     }
 
     // Locations (platform) --------------------------------------------------------------
@@ -127,10 +640,24 @@ impl StripeClient {
         p: &CreateLocation,
         o: &RequestOptions,
     ) -> Result<Location> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/locations",
+            "/v1/terminal/locations".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     pub async fn retrieve_location(&self, id: &str) -> Result<Location> {
-        todo!()
+        self.execute(self.call(
+            Method::GET,
+            "/v1/terminal/locations/{id}",
+            path("/v1/terminal/locations", id, ""),
+            Params::new(),
+            None,
+        ))
+        .await
     }
     pub async fn update_location(
         &self,
@@ -138,22 +665,56 @@ impl StripeClient {
         p: &UpdateLocation,
         o: &RequestOptions,
     ) -> Result<Location> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/locations/{id}",
+            path("/v1/terminal/locations", id, ""),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     /// Every location, all pages.
     pub async fn list_locations(&self) -> Result<Vec<Location>> {
-        todo!()
+        self.list_all(
+            "/v1/terminal/locations",
+            "/v1/terminal/locations",
+            Params::new(),
+            None,
+        )
+        .await
     }
     pub async fn delete_location(&self, id: &str) -> Result<Deleted> {
-        todo!()
+        self.execute(self.call(
+            Method::DELETE,
+            "/v1/terminal/locations/{id}",
+            path("/v1/terminal/locations", id, ""),
+            Params::new(),
+            None,
+        ))
+        .await
     }
 
     // Readers (platform) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/readers",
+            "/v1/terminal/readers".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     pub async fn retrieve_reader(&self, id: &str) -> Result<Reader> {
-        todo!()
+        self.execute(self.call(
+            Method::GET,
+            "/v1/terminal/readers/{id}",
+            path("/v1/terminal/readers", id, ""),
+            Params::new(),
+            None,
+        ))
+        .await
     }
     pub async fn update_reader(
         &self,
@@ -161,14 +722,34 @@ impl StripeClient {
         p: &UpdateReader,
         o: &RequestOptions,
     ) -> Result<Reader> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/readers/{id}",
+            path("/v1/terminal/readers", id, ""),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     /// Every reader matching the filter, all pages.
     pub async fn list_readers(&self, filter: &ListReaders) -> Result<Vec<Reader>> {
-        todo!()
+        self.list_all(
+            "/v1/terminal/readers",
+            "/v1/terminal/readers",
+            filter.to_params(),
+            None,
+        )
+        .await
     }
     pub async fn delete_reader(&self, id: &str) -> Result<Deleted> {
-        todo!()
+        self.execute(self.call(
+            Method::DELETE,
+            "/v1/terminal/readers/{id}",
+            path("/v1/terminal/readers", id, ""),
+            Params::new(),
+            None,
+        ))
+        .await
     }
     /// Reader command (long timeout).
     pub async fn process_payment_intent(
@@ -177,11 +758,23 @@ impl StripeClient {
         p: &ProcessPaymentIntent,
         o: &RequestOptions,
     ) -> Result<Reader> {
-        todo!()
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/process_payment_intent",
+            path("/v1/terminal/readers", reader, "/process_payment_intent"),
+            p.to_params(),
+            o,
+        ))
+        .await
     }
     /// Reader command (long timeout).
     pub async fn cancel_action(&self, reader: &str, o: &RequestOptions) -> Result<Reader> {
-        todo!()
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/cancel_action",
+            path("/v1/terminal/readers", reader, "/cancel_action"),
+            Params::new(),
+            o,
+        ))
+        .await
     }
     /// Reader command (long timeout).
     pub async fn set_reader_display(
@@ -190,7 +783,13 @@ impl StripeClient {
         p: &SetReaderDisplay,
         o: &RequestOptions,
     ) -> Result<Reader> {
-        todo!()
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/set_reader_display",
+            path("/v1/terminal/readers", reader, "/set_reader_display"),
+            p.to_params(),
+            o,
+        ))
+        .await
     }
     /// Test helper: the customer taps a card.
     pub async fn present_payment_method(
@@ -199,7 +798,17 @@ impl StripeClient {
         p: &PresentPaymentMethod,
         o: &RequestOptions,
     ) -> Result<Reader> {
-        todo!()
+        self.execute(self.reader_command(
+            "/v1/test_helpers/terminal/readers/{id}/present_payment_method",
+            path(
+                "/v1/test_helpers/terminal/readers",
+                reader,
+                "/present_payment_method",
+            ),
+            p.to_params(),
+            o,
+        ))
+        .await
     }
 
     // PaymentIntents (o.account = the connected account for direct charges) ------------
@@ -208,7 +817,14 @@ impl StripeClient {
         p: &CreatePaymentIntent,
         o: &RequestOptions,
     ) -> Result<PaymentIntent> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/payment_intents",
+            "/v1/payment_intents".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     /// `expand` such as `["latest_charge"]`.
     pub async fn retrieve_payment_intent(
@@ -217,7 +833,16 @@ impl StripeClient {
         expand: &[&str],
         o: &RequestOptions,
     ) -> Result<PaymentIntent> {
-        todo!()
+        let mut params = Params::new();
+        params.push_list("expand", expand);
+        self.execute(self.call(
+            Method::GET,
+            "/v1/payment_intents/{id}",
+            path("/v1/payment_intents", id, ""),
+            params,
+            Some(o),
+        ))
+        .await
     }
     pub async fn update_payment_intent(
         &self,
@@ -225,11 +850,24 @@ impl StripeClient {
         p: &UpdatePaymentIntent,
         o: &RequestOptions,
     ) -> Result<PaymentIntent> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/payment_intents/{id}",
+            path("/v1/payment_intents", id, ""),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     /// Every PaymentIntent of the account, all pages.
     pub async fn list_payment_intents(&self, o: &RequestOptions) -> Result<Vec<PaymentIntent>> {
-        todo!()
+        self.list_all(
+            "/v1/payment_intents",
+            "/v1/payment_intents",
+            Params::new(),
+            Some(o),
+        )
+        .await
     }
     pub async fn capture_payment_intent(
         &self,
@@ -237,7 +875,14 @@ impl StripeClient {
         p: &CapturePaymentIntent,
         o: &RequestOptions,
     ) -> Result<PaymentIntent> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/payment_intents/{id}/capture",
+            path("/v1/payment_intents", id, "/capture"),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
     pub async fn cancel_payment_intent(
         &self,
@@ -245,11 +890,25 @@ impl StripeClient {
         p: &CancelPaymentIntent,
         o: &RequestOptions,
     ) -> Result<PaymentIntent> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/payment_intents/{id}/cancel",
+            path("/v1/payment_intents", id, "/cancel"),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
 
     // Refunds ---------------------------------------------------------------------------
     pub async fn create_refund(&self, p: &CreateRefund, o: &RequestOptions) -> Result<Refund> {
-        todo!()
+        self.execute(self.call(
+            Method::POST,
+            "/v1/refunds",
+            "/v1/refunds".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
     }
 }

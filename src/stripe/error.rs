@@ -92,16 +92,31 @@ impl StripeError {
 }
 
 /// The retry rule, in one place. `Stripe-Should-Retry` wins over status codes.
+///
+/// | failure | disposition |
+/// | --- | --- |
+/// | connection refused, DNS, TLS handshake (`Connect`: never sent) | transient |
+/// | timeout or connection lost after sending (`NoResponse`) | outcome unknown |
+/// | `Stripe-Should-Retry: true` / `false` | transient / definitive |
+/// | 429 with `Stripe-Rate-Limited-Reason` (a limiter) | rate-limited |
+/// | 429 `lock_timeout` (object lock contention) | transient |
+/// | any other 429 (`rate_limit`) | rate-limited |
+/// | 409 (same key in flight, conflict) | transient |
+/// | 5xx | transient |
+/// | any other status | definitive |
+/// | a body that is not Stripe's: 2xx (the work was done, its result unread) | outcome unknown |
+/// | a body that is not Stripe's with an error status (a proxy's page) | as its status |
+/// | bad client settings | definitive |
 pub fn classify(err: &StripeError) -> Disposition {
     match err {
         StripeError::Connect(_) => Disposition::Transient,
         StripeError::NoResponse(_) => Disposition::OutcomeUnknown,
         StripeError::Config(_) => Disposition::Definitive,
         StripeError::Decode { status, .. } => {
-            if *status >= 500 {
-                Disposition::Transient
-            } else {
+            if *status < 400 {
                 Disposition::OutcomeUnknown
+            } else {
+                by_status(*status, None, false)
             }
         }
         StripeError::Api {
@@ -110,20 +125,243 @@ pub fn classify(err: &StripeError) -> Disposition {
             should_retry,
             rate_limited_reason,
             ..
-        } => {
-            match should_retry {
-                Some(true) => return Disposition::Transient,
-                Some(false) => return Disposition::Definitive,
-                None => {}
-            }
-            match *status {
-                409 => Disposition::Transient,
-                429 if error.code.as_deref() == Some("lock_timeout") => Disposition::Transient,
-                429 if rate_limited_reason.is_some() => Disposition::RateLimited,
-                429 => Disposition::RateLimited,
-                s if s >= 500 => Disposition::Transient,
-                _ => Disposition::Definitive,
-            }
+        } => match should_retry {
+            Some(true) => Disposition::Transient,
+            Some(false) => Disposition::Definitive,
+            None => by_status(
+                *status,
+                error.code.as_deref(),
+                rate_limited_reason.is_some(),
+            ),
+        },
+    }
+}
+
+fn by_status(status: u16, code: Option<&str>, rate_limited: bool) -> Disposition {
+    match status {
+        429 if rate_limited => Disposition::RateLimited,
+        429 if code == Some("lock_timeout") => Disposition::Transient,
+        429 => Disposition::RateLimited,
+        409 => Disposition::Transient,
+        s if s >= 500 => Disposition::Transient,
+        _ => Disposition::Definitive,
+    }
+}
+
+/// Whether the client may send a failed request again, with the same idempotency key.
+///
+/// `repeatable`: sending the request twice cannot do its work twice (a GET or DELETE, or a
+/// POST carrying an idempotency key, whose stored result Stripe replays).
+///
+/// - transient: yes, except a 5xx (without `Stripe-Should-Retry: true`) on a request that is
+///   not repeatable: Stripe may have done the work, and without a key a second send could do
+///   it again, so the caller must reconcile;
+/// - rate-limited: yes (nothing happened), after a longer wait;
+/// - outcome unknown: only when repeatable;
+/// - definitive: never.
+pub fn retry_allowed(err: &StripeError, repeatable: bool) -> bool {
+    match classify(err) {
+        Disposition::Definitive => false,
+        Disposition::RateLimited => true,
+        Disposition::OutcomeUnknown => repeatable,
+        Disposition::Transient => repeatable || !may_have_executed(err),
+    }
+}
+
+/// A server error that Stripe did not mark as safe to retry: the work may have been done.
+fn may_have_executed(err: &StripeError) -> bool {
+    match err {
+        StripeError::Api {
+            status,
+            should_retry,
+            ..
+        } => *status >= 500 && *should_retry != Some(true),
+        StripeError::Decode { status, .. } => *status >= 500,
+        StripeError::NoResponse(_) => true,
+        StripeError::Connect(_) | StripeError::Config(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::wire::{ApiErrorObject, ErrorType};
+    use Disposition::*;
+
+    fn api(
+        status: u16,
+        code: Option<&str>,
+        retry: Option<bool>,
+        reason: Option<&str>,
+    ) -> StripeError {
+        StripeError::Api {
+            status,
+            error: Box::new(ApiErrorObject::new(
+                ErrorType::InvalidRequestError,
+                code,
+                "m",
+            )),
+            request_id: Some("req_1".into()),
+            should_retry: retry,
+            rate_limited_reason: reason.map(str::to_string),
+        }
+    }
+
+    fn decode(status: u16) -> StripeError {
+        StripeError::Decode {
+            status,
+            message: "not json".into(),
+            request_id: None,
+        }
+    }
+
+    /// Every row of the rule: (error, disposition, retried when repeatable, retried when not).
+    #[test]
+    fn classify_table() {
+        let rows: Vec<(&str, StripeError, Disposition, bool, bool)> = vec![
+            (
+                "connect",
+                StripeError::Connect("refused".into()),
+                Transient,
+                true,
+                true,
+            ),
+            (
+                "no response",
+                StripeError::NoResponse("timeout".into()),
+                OutcomeUnknown,
+                true,
+                false,
+            ),
+            (
+                "config",
+                StripeError::Config("bad".into()),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "400",
+                api(400, Some("parameter_missing"), None, None),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "400 reader busy",
+                api(400, Some("terminal_reader_busy"), None, None),
+                Definitive,
+                false,
+                false,
+            ),
+            ("401", api(401, None, None, None), Definitive, false, false),
+            (
+                "402 card",
+                api(402, Some("card_declined"), None, None),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "404",
+                api(404, Some("resource_missing"), None, None),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "409",
+                api(409, Some("idempotency_key_in_use"), None, None),
+                Transient,
+                true,
+                true,
+            ),
+            ("424", api(424, None, None, None), Definitive, false, false),
+            (
+                "429 lock_timeout",
+                api(429, Some("lock_timeout"), None, None),
+                Transient,
+                true,
+                true,
+            ),
+            (
+                "429 rate_limit",
+                api(429, Some("rate_limit"), None, None),
+                RateLimited,
+                true,
+                true,
+            ),
+            (
+                "429 limiter",
+                api(429, Some("rate_limit"), None, Some("global-rate")),
+                RateLimited,
+                true,
+                true,
+            ),
+            (
+                "429 limiter wins over lock",
+                api(
+                    429,
+                    Some("lock_timeout"),
+                    None,
+                    Some("endpoint-concurrency"),
+                ),
+                RateLimited,
+                true,
+                true,
+            ),
+            ("500", api(500, None, None, None), Transient, true, false),
+            ("503", api(503, None, None, None), Transient, true, false),
+            (
+                "should-retry true on 400",
+                api(400, None, Some(true), None),
+                Transient,
+                true,
+                true,
+            ),
+            (
+                "should-retry true on 500",
+                api(500, None, Some(true), None),
+                Transient,
+                true,
+                true,
+            ),
+            (
+                "should-retry false on 500",
+                api(500, None, Some(false), None),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "should-retry false on 409",
+                api(409, None, Some(false), None),
+                Definitive,
+                false,
+                false,
+            ),
+            (
+                "should-retry false on 429 lock",
+                api(429, Some("lock_timeout"), Some(false), None),
+                Definitive,
+                false,
+                false,
+            ),
+            ("unreadable 200", decode(200), OutcomeUnknown, true, false),
+            ("unreadable 404", decode(404), Definitive, false, false),
+            ("unreadable 409", decode(409), Transient, true, true),
+            ("unreadable 429", decode(429), RateLimited, true, true),
+            ("unreadable 502", decode(502), Transient, true, false),
+        ];
+        for (name, err, want, repeatable, not_repeatable) in rows {
+            assert_eq!(classify(&err), want, "{name}");
+            assert_eq!(err.disposition(), want, "{name}");
+            assert_eq!(retry_allowed(&err, true), repeatable, "{name} (repeatable)");
+            assert_eq!(
+                retry_allowed(&err, false),
+                not_repeatable,
+                "{name} (not repeatable)"
+            );
         }
     }
 }

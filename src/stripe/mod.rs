@@ -10,4 +10,4 @@ pub mod webhook;
 pub mod wire;
 
 pub use client::{ClientConfig, RequestOptions, SecretKey, StripeClient};
-pub use error::{classify, Disposition, StripeError};
+pub use error::{classify, retry_allowed, Disposition, StripeError};
