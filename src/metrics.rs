@@ -667,6 +667,16 @@ fn number(v: f64) -> String {
     }
 }
 
+/// The Stripe client reports every attempt and every rate-limiter wait here.
+impl crate::stripe::client::RequestObserver for Metrics {
+    fn on_attempt(&self, r: &crate::stripe::client::AttemptRecord<'_>) {
+        self.stripe_request(r.method, r.endpoint, r.attempt, r.status, r.latency);
+    }
+    fn on_rate_limit_wait(&self, waited: Duration) {
+        self.rate_limiter_waited(waited);
+    }
+}
+
 /// A Stripe request path reduced to its endpoint: query dropped, object ids replaced by
 /// `{id}` (`/v1/terminal/readers/tmr_X/process_payment_intent` →
 /// `/v1/terminal/readers/{id}/process_payment_intent`). Stripe's collection names are
