@@ -775,48 +775,9 @@ async fn the_observer_sees_every_attempt() {
     );
 }
 
-/// A `MakeWriter` that keeps everything written, to search the logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Everything this test binary logs. A global subscriber, because a thread-scoped one can
-/// miss events whose callsites other tests registered first.
-fn global_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in the test binary");
-        logs
-    })
-    .clone()
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_secret_key_appears_in_no_debug_log_or_error() {
-    let logs = global_logs();
+    let logs = crate::common::captured_logs();
 
     let server = Server::start(vec![
         err(500, "api_error", &[]),
@@ -878,7 +839,7 @@ async fn the_secret_key_appears_in_no_debug_log_or_error() {
     let e = c.retrieve_account("acct_1").await.unwrap_err();
     assert!(matches!(e, StripeError::Decode { .. }), "{e:?}");
     texts.push(format!("{e:?} {e}"));
-    let log = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    let log = logs.text();
     let ours: Vec<&str> = log.lines().filter(|l| l.contains("acct_secrecy")).collect();
     assert_eq!(
         ours.len(),
