@@ -152,6 +152,8 @@ pub struct AttemptRecord<'a> {
 /// A hook told about every attempt (for metrics). Must not block.
 pub trait RequestObserver: Send + Sync + 'static {
     fn on_attempt(&self, record: &AttemptRecord<'_>);
+    /// A request waited `waited` for the client-side rate limiter before its attempt.
+    fn on_rate_limit_wait(&self, _waited: Duration) {}
 }
 
 /// The rate limiter's clock: tokio's, so that a paused test clock drives it too.
@@ -355,9 +357,18 @@ impl StripeClient {
 
     /// Waits for a permit from the client-side limiter.
     async fn acquire_permit(&self) {
+        let mut waited = Duration::ZERO;
         while let Err(not_until) = self.limiter.check() {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            let wait = not_until
+                .wait_time_from(self.limiter.clock().now())
+                .max(Duration::from_millis(1));
+            tokio::time::sleep(wait).await;
+            waited += wait;
+        }
+        if !waited.is_zero() {
+            if let Some(observer) = &self.observer {
+                observer.on_rate_limit_wait(waited);
+            }
         }
     }
 
