@@ -2,9 +2,15 @@
 //! merchants. See `docs/ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod fleet;
 pub mod metrics;
 pub mod payments;
+pub mod sim;
 pub mod store;
 pub mod stripe;
 pub mod systemd;
+pub mod telemetry;

@@ -44,9 +44,11 @@ impl From<PaymentError> for ApiError {
             PaymentError::Forbidden { code, message } => {
                 ApiError::new(StatusCode::FORBIDDEN, code, message)
             }
-            PaymentError::NotFound(kind) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {kind}"))
-            }
+            PaymentError::NotFound(kind) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such {kind}"),
+            ),
             PaymentError::Conflict { code, message } => {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
@@ -168,7 +170,9 @@ async fn list(
         status,
         scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
     };
-    Ok(Json(engine.list(&filter)?.iter().map(payment_json).collect()))
+    Ok(Json(
+        engine.list(&filter)?.iter().map(payment_json).collect(),
+    ))
 }
 
 async fn show(
@@ -327,7 +331,9 @@ async fn display(
         return Err(ApiError::not_found("merchant", &merchant));
     }
     if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_lowercase()) {
-        return Err(ApiError::bad_request("currency must be lower-case, such as \"eur\""));
+        return Err(ApiError::bad_request(
+            "currency must be lower-case, such as \"eur\"",
+        ));
     }
     if b.line_items.is_empty() || b.total < 0 {
         return Err(ApiError::bad_request(

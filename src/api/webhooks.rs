@@ -73,7 +73,10 @@ async fn receive(
         .put_if_absent(Tree::WebhookEvents, &event.id, &seen)?
         .is_some()
     {
-        return Ok((StatusCode::OK, Json(json!({"received": true, "duplicate": true}))));
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"received": true, "duplicate": true})),
+        ));
     }
     hint(&engine, &event);
     Ok((StatusCode::OK, Json(json!({"received": true}))))

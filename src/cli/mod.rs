@@ -1,7 +1,12 @@
 //! The command line: the daemon, the emulator, the demo, and the API client commands.
 //! Each command's arguments live beside the code that runs it.
 
+pub mod client;
+pub mod fleet;
+pub mod payments;
+
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -16,10 +21,44 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Validate a config file and the secrets it points to (exit 0, or 64).
+    CheckConfig {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Merchants (Connect accounts) the daemon charges for.
+    Merchants(fleet::MerchantsCmd),
+    /// Terminal locations.
+    Locations(fleet::LocationsCmd),
+    /// Smart readers.
+    Readers(fleet::ReadersCmd),
+    /// The stateful Stripe emulator as a standalone server.
+    Sim(crate::sim::SimArgs),
+    /// Take a payment and follow it live.
+    Pay(payments::PayCmd),
+    /// Payments: list, show, cancel, capture, retry, refund, follow.
+    Payments(payments::PaymentsCmd),
+    /// Benchmark the payment flow against the in-process emulator.
+    Bench(crate::payments::bench::BenchArgs),
+}
 
 /// Entry point of the binary.
-#[allow(unreachable_code)] // until the first command lands
 pub fn main() -> ExitCode {
-    match Cli::parse().command {}
+    match Cli::parse().command {
+        Command::Run { config } => crate::daemon::run(&config),
+        Command::CheckConfig { config } => crate::daemon::check_config(&config),
+        Command::Merchants(c) => c.run(),
+        Command::Locations(c) => c.run(),
+        Command::Readers(c) => c.run(),
+        Command::Sim(args) => crate::sim::run(args),
+        Command::Pay(c) => c.run(),
+        Command::Payments(c) => c.run(),
+        Command::Bench(a) => crate::payments::bench::main(a),
+    }
 }

@@ -142,8 +142,12 @@ pub fn describe(p: &Value) -> String {
     let status = p["status"].as_str().unwrap_or("?");
     let waiting = p["waiting_for"].as_str();
     let mut s = match (status, waiting) {
-        ("queued", Some("reader_busy")) => "queued: the reader is busy with another action…".to_string(),
-        ("queued", Some("reader_offline")) => "queued: the reader is offline, waiting for it…".to_string(),
+        ("queued", Some("reader_busy")) => {
+            "queued: the reader is busy with another action…".to_string()
+        }
+        ("queued", Some("reader_offline")) => {
+            "queued: the reader is offline, waiting for it…".to_string()
+        }
         ("queued", _) => "queued: waiting for the reader…".to_string(),
         ("processing", Some("card")) => "processing: waiting for card…".to_string(),
         ("processing", Some("authorisation")) => "processing: authorising…".to_string(),
@@ -153,11 +157,14 @@ pub fn describe(p: &Value) -> String {
         ("processing", _) => "processing…".to_string(),
         ("requires_capture", _) => format!(
             "authorised: capture before {}",
-            p["capture_before"].as_str().unwrap_or("the authorisation expires")
+            p["capture_before"]
+                .as_str()
+                .unwrap_or("the authorisation expires")
         ),
         ("succeeded", _) => format!(
             "succeeded: {} {} captured",
-            p["amount_captured"], p["currency"].as_str().unwrap_or("")
+            p["amount_captured"],
+            p["currency"].as_str().unwrap_or("")
         ),
         (other, _) => other.to_string(),
     };
@@ -182,7 +189,11 @@ fn settled(status: &str) -> bool {
 
 /// Follows a payment until it settles (final, declined or authorised), printing each change.
 /// With `cancel_on_interrupt`, Ctrl-C asks the daemon to cancel and keeps following.
-pub async fn follow(c: &ApiClient, id: &str, cancel_on_interrupt: bool) -> Result<Value, ClientError> {
+pub async fn follow(
+    c: &ApiClient,
+    id: &str,
+    cancel_on_interrupt: bool,
+) -> Result<Value, ClientError> {
     let tty = std::io::stdout().is_terminal();
     let mut last_line = String::new();
     let mut interrupted = false;
@@ -243,7 +254,11 @@ impl PaymentsCmd {
                     status,
                 } => {
                     let mut q = Vec::new();
-                    for (k, v) in [("merchant", merchant), ("reader", reader), ("status", status)] {
+                    for (k, v) in [
+                        ("merchant", merchant),
+                        ("reader", reader),
+                        ("status", status),
+                    ] {
                         if let Some(v) = v {
                             q.push(format!("{k}={v}"));
                         }
@@ -259,7 +274,8 @@ impl PaymentsCmd {
                         return Ok(());
                     }
                     let mut t = Table::new(&[
-                        "ID", "STATUS", "MERCHANT", "READER", "AMOUNT", "CAPTURED", "REFUNDED", "CREATED",
+                        "ID", "STATUS", "MERCHANT", "READER", "AMOUNT", "CAPTURED", "REFUNDED",
+                        "CREATED",
                     ]);
                     for p in v.as_array().into_iter().flatten() {
                         t.row(vec![

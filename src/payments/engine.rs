@@ -191,8 +191,9 @@ pub(crate) struct Inner {
     pub stripe: StripeClient,
     pub directory: Arc<dyn Directory>,
     pub config: EngineConfig,
-    /// Serialises read-modify-write of payment and refund records (never held across I/O).
-    write_lock: Mutex<()>,
+    /// Serialise read-modify-write of payment and refund records, per payment (never held
+    /// across a network call).
+    write_locks: Vec<Mutex<()>>,
     /// Serialises capture/cancel/refund requests per payment (held across Stripe calls, but
     /// no store lock is).
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -269,7 +270,7 @@ impl Engine {
                 stripe,
                 directory,
                 config,
-                write_lock: Mutex::new(()),
+                write_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 op_locks: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
                 by_intent: Mutex::new(HashMap::new()),
@@ -372,13 +373,23 @@ impl Engine {
         Ok(out)
     }
 
+    /// The lock for read-modify-write of one payment's records (sharded by id, so that
+    /// payments on different readers never wait for each other's disk flushes).
+    fn write_lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let i = (h.finish() as usize) % self.inner.write_locks.len();
+        self.inner.write_locks[i].lock().expect("write lock")
+    }
+
     /// Read-modify-write of one payment; publishes the result.
     pub(crate) fn update<F>(&self, id: &str, f: F) -> Result<Payment, PaymentError>
     where
         F: FnOnce(&mut Payment) -> Result<(), PaymentError>,
     {
         let p = {
-            let _g = self.inner.write_lock.lock().expect("write lock");
+            let _g = self.write_lock(id);
             let mut p: Payment = self
                 .inner
                 .registry
@@ -967,7 +978,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let rec = {
-            let _g = self.inner.write_lock.lock().expect("write lock");
+            let _g = self.write_lock(&rec.payment);
             let all: Vec<(String, Vec<u8>)> = self.inner.registry.store().scan(Tree::Refunds)?;
             let mut updated = rec.clone();
             updated.status = status;

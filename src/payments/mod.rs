@@ -6,10 +6,14 @@
 //! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile.
 //! - [`worker`]: one task per reader carrying each payment through the reader.
 //! - [`stats`]: request counts and the daemon's own latencies.
+//! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
+//! - [`bench`]: `readerd bench`.
 
+pub mod bench;
 pub mod directory;
 pub mod engine;
 pub mod machine;
+pub mod plugin;
 pub mod queue;
 pub mod stats;
 pub mod worker;
@@ -19,3 +23,4 @@ pub use engine::{
     CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive, RefundRecord,
 };
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
+pub use plugin::PaymentsPlugin;

@@ -6,7 +6,7 @@ use super::engine::{Engine, EngineConfig};
 use super::machine::ChargeType;
 use crate::api::AppState;
 use crate::daemon::{DaemonError, Plugin, PluginParts, Shutdown};
-use crate::fleet::{records, Fleet, LiveState, ReaderLive};
+use crate::fleet::{self as fleet_mod, Fleet, LiveState, ReaderLive};
 use futures_util::future::BoxFuture;
 use std::sync::{Arc, OnceLock};
 
@@ -20,8 +20,8 @@ impl Directory for FleetDirectory {
             id: m.id.clone(),
             account: m.account.clone(),
             charge_type: match m.charge_type {
-                records::ChargeType::Direct => ChargeType::Direct,
-                records::ChargeType::Destination => ChargeType::Destination,
+                fleet_mod::ChargeType::Direct => ChargeType::Direct,
+                fleet_mod::ChargeType::Destination => ChargeType::Destination,
             },
             enabled: m.can_charge(),
             country: m.country.clone(),
@@ -74,14 +74,15 @@ impl LiveState for Live {
 /// The payments plugin. Keeps a handle on the engine it starts, for the demo and tests.
 #[derive(Clone, Default)]
 pub struct PaymentsPlugin {
-    config: EngineConfig,
+    /// Overrides `[payments]` of the daemon's config when set.
+    config: Option<EngineConfig>,
     engine: Arc<OnceLock<Engine>>,
 }
 
 impl PaymentsPlugin {
     pub fn new(config: EngineConfig) -> Self {
         PaymentsPlugin {
-            config,
+            config: Some(config),
             engine: Arc::new(OnceLock::new()),
         }
     }
@@ -102,7 +103,10 @@ impl Plugin for PaymentsPlugin {
         state: AppState,
         _shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<PluginParts, DaemonError>> {
-        let config = self.config.clone();
+        let config = self
+            .config
+            .clone()
+            .unwrap_or_else(|| state.config.payments.engine());
         let slot = self.engine.clone();
         Box::pin(async move {
             let directory = Arc::new(FleetDirectory(state.fleet.clone()));

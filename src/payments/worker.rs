@@ -55,6 +55,14 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
         *slot.current.lock().expect("current") = Some(job.id().to_string());
         match &job {
             Job::Payment { id, .. } => {
+                // The daemon's own latency is measured from here: time spent waiting behind
+                // other payments on the same reader is the reader's, not the daemon's.
+                engine
+                    .inner
+                    .stats
+                    .lock()
+                    .expect("stats")
+                    .accepted(id, std::time::Instant::now());
                 let flow = Flow {
                     e: &engine,
                     slot: &slot,

@@ -1,5 +1,11 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod fleet_config;
+mod payments_api;
+mod payments_flow;
+mod sim_client;
+mod sim_conformance;
 mod stripe_client;
+mod stripe_openapi_params;
 mod stripe_wire_fixtures;

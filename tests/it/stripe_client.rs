@@ -20,15 +20,15 @@ const KEY: &str = "sk_test_51SuperSecretKeyThatMustNeverLeak";
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
-struct Seen {
-    method: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
     /// Path and query string, as sent.
-    target: String,
+    pub(crate) target: String,
     /// Lower-cased names.
-    headers: BTreeMap<String, String>,
-    body: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
     /// Virtual time since the server started.
-    at: Duration,
+    pub(crate) at: Duration,
 }
 
 impl Seen {
@@ -39,7 +39,7 @@ impl Seen {
 
 /// What the server does with the next request.
 #[derive(Clone, Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Json {
         status: u16,
         headers: Vec<(&'static str, String)>,
@@ -51,7 +51,7 @@ enum Reply {
     Hang,
 }
 
-fn ok(body: serde_json::Value) -> Reply {
+pub(crate) fn ok(body: serde_json::Value) -> Reply {
     Reply::Json {
         status: 200,
         headers: vec![("request-id", "req_ok".into())],
@@ -74,13 +74,13 @@ fn err(status: u16, code: &str, headers: &[(&'static str, &str)]) -> Reply {
 /// A scripted HTTP/1.1 server: answers requests in order from its script (the last entry
 /// repeats) and records every request. Every response closes its connection, so each
 /// attempt is one connection and nothing depends on pooling.
-struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Server {
-    async fn start(script: Vec<Reply>) -> Server {
+    pub(crate) async fn start(script: Vec<Reply>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -102,11 +102,11 @@ impl Server {
         Server { addr, seen }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -192,7 +192,7 @@ async fn serve_one(
     }
 }
 
-fn config(base: String) -> ClientConfig {
+pub(crate) fn config(base: String) -> ClientConfig {
     let mut c = ClientConfig::new(base, SecretKey::new(KEY));
     c.requests_per_second = 1000;
     c
@@ -202,7 +202,7 @@ fn client(server: &Server) -> StripeClient {
     StripeClient::new(config(server.base())).unwrap()
 }
 
-fn reader_json(id: &str) -> serde_json::Value {
+pub(crate) fn reader_json(id: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "terminal.reader", "action": null, "device_sw_version": null,
         "device_type": "simulated_wisepos_e", "ip_address": "0.0.0.0", "label": "Front desk",
@@ -211,7 +211,7 @@ fn reader_json(id: &str) -> serde_json::Value {
     })
 }
 
-fn location_json(id: &str) -> serde_json::Value {
+pub(crate) fn location_json(id: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "terminal.location",
         "address": {"city": "Berlin", "country": "DE", "line1": "Hauptstr. 1", "line2": null,
@@ -220,7 +220,7 @@ fn location_json(id: &str) -> serde_json::Value {
     })
 }
 
-fn pi_json(id: &str, status: &str) -> serde_json::Value {
+pub(crate) fn pi_json(id: &str, status: &str) -> serde_json::Value {
     json!({
         "id": id, "object": "payment_intent", "amount": 1250, "amount_capturable": 0,
         "amount_received": 0, "capture_method": "automatic", "created": 1_700_000_000,
@@ -775,48 +775,9 @@ async fn the_observer_sees_every_attempt() {
     );
 }
 
-/// A `MakeWriter` that keeps everything written, to search the logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Everything this test binary logs. A global subscriber, because a thread-scoped one can
-/// miss events whose callsites other tests registered first.
-fn global_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in the test binary");
-        logs
-    })
-    .clone()
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_secret_key_appears_in_no_debug_log_or_error() {
-    let logs = global_logs();
+    let logs = crate::common::captured_logs();
 
     let server = Server::start(vec![
         err(500, "api_error", &[]),
@@ -855,7 +816,30 @@ async fn the_secret_key_appears_in_no_debug_log_or_error() {
     let dropping = Server::start(vec![Reply::Drop]).await;
     let e = client(&dropping).delete_reader("tmr_1").await.unwrap_err();
     texts.push(format!("{e:?} {e}"));
-    let log = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    // A server that echoes the key, in an error message and in a body that does not parse.
+    let echo = Server::start(vec![
+        Reply::Json {
+            status: 401,
+            headers: vec![],
+            body: json!({"error": {"type": "invalid_request_error",
+                "message": format!("Invalid API Key provided: {KEY}")}})
+            .to_string(),
+        },
+        Reply::Json {
+            status: 200,
+            headers: vec![],
+            body: json!({"id": "acct_1", "object": "account", "created": KEY}).to_string(),
+        },
+    ])
+    .await;
+    let c = client(&echo);
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    texts.push(format!("{e:?} {e}"));
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert!(matches!(e, StripeError::Decode { .. }), "{e:?}");
+    texts.push(format!("{e:?} {e}"));
+    let log = logs.text();
     let ours: Vec<&str> = log.lines().filter(|l| l.contains("acct_secrecy")).collect();
     assert_eq!(
         ours.len(),
@@ -943,4 +927,122 @@ async fn the_limiter_does_not_delay_an_unhurried_caller() {
         assert!(before.elapsed() < Duration::from_millis(10));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reader_commands_wait_longer_than_ordinary_calls() {
+    let server = Server::start(vec![Reply::Hang]).await;
+    let mut cfg = config(server.base());
+    cfg.max_attempts = 1;
+    let c = StripeClient::new(cfg).unwrap();
+
+    let t = tokio::time::Instant::now();
+    let e = c.retrieve_reader("tmr_1").await.unwrap_err();
+    assert!(matches!(e, StripeError::NoResponse(_)), "{e:?}");
+    let ordinary = t.elapsed();
+    assert!(
+        ordinary >= Duration::from_secs(30) && ordinary < Duration::from_secs(31),
+        "{ordinary:?}"
+    );
+
+    let t = tokio::time::Instant::now();
+    let e = c
+        .process_payment_intent(
+            "tmr_1",
+            &ProcessPaymentIntent {
+                payment_intent: "pi_1".into(),
+                process_config: None,
+            },
+            &RequestOptions::platform().key("ppi:1"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StripeError::NoResponse(_)), "{e:?}");
+    assert_eq!(e.disposition(), Disposition::OutcomeUnknown);
+    let reader = t.elapsed();
+    assert!(
+        reader >= Duration::from_secs(80) && reader < Duration::from_secs(81),
+        "{reader:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_success_is_outcome_unknown() {
+    let server = Server::start(vec![Reply::Json {
+        status: 200,
+        headers: vec![("request-id", "req_garbled".into())],
+        body: "<html>proxy</html>".into(),
+    }])
+    .await;
+    let e = client(&server)
+        .create_payment_intent(&create_pi(), &RequestOptions::account("acct_1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StripeError::Decode { status: 200, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.request_id(), Some("req_garbled"));
+    assert_eq!(e.disposition(), Disposition::OutcomeUnknown);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn bad_settings_are_refused_up_front() {
+    let mut c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new(KEY));
+    c.requests_per_second = 0;
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let mut c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new(KEY));
+    c.max_attempts = 0;
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let c = ClientConfig::new("ftp://example", SecretKey::new(KEY));
+    assert!(matches!(StripeClient::new(c), Err(StripeError::Config(_))));
+    let c = ClientConfig::new("http://127.0.0.1:1", SecretKey::new("sk_test_\nsplit"));
+    match StripeClient::new(c) {
+        Err(e @ StripeError::Config(_)) => assert!(!e.to_string().contains("split")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_expanded_latest_charge_reads_its_card_present_details() {
+    let mut pi = pi_json("pi_1", "requires_capture");
+    pi["capture_method"] = json!("manual");
+    pi["amount_capturable"] = json!(1250);
+    pi["amount_details"] = json!({"tip": {"amount": 150}});
+    pi["latest_charge"] = json!({
+        "id": "ch_1", "object": "charge", "amount": 1250, "amount_captured": 0,
+        "amount_refunded": 0, "captured": false, "created": 1_700_000_000, "currency": "eur",
+        "livemode": false, "metadata": {}, "paid": true, "payment_intent": "pi_1",
+        "refunded": false, "status": "succeeded", "failure_code": null,
+        "payment_method_details": {"type": "card_present", "card_present": {
+            "amount_authorized": 1250, "brand": "visa", "capture_before": 1_700_400_000,
+            "exp_month": 12, "exp_year": 2030, "funding": "credit", "last4": "4242",
+            "incremental_authorization_supported": false, "overcapture_supported": false,
+            "read_method": "contactless_emv", "reader": "tmr_1", "location": "tml_1",
+            "receipt": {"account_type": "credit"}
+        }}
+    });
+    let server = Server::start(vec![ok(pi)]).await;
+    let pi = client(&server)
+        .retrieve_payment_intent(
+            "pi_1",
+            &["latest_charge"],
+            &RequestOptions::account("acct_1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pi.status, PaymentIntentStatus::RequiresCapture);
+    assert_eq!(pi.tip_amount(), Some(150));
+    let charge = pi.latest_charge.as_ref().unwrap();
+    assert_eq!(charge.id(), "ch_1");
+    let card = charge
+        .object()
+        .and_then(|c| c.payment_method_details.as_ref())
+        .and_then(|d| d.card_present.as_ref())
+        .unwrap();
+    assert_eq!(card.capture_before, Some(1_700_400_000));
+    assert_eq!(card.brand.as_deref(), Some("visa"));
+    assert_eq!(card.last4.as_deref(), Some("4242"));
+    assert_eq!(card.reader.as_deref(), Some("tmr_1"));
 }

@@ -1,0 +1,170 @@
+//! The API's error: a status, a machine-readable code and a message for the client, plus an
+//! optional detail for the log only. Serialised as `{"error": {"code", "message"}}`.
+
+use crate::fleet::FleetError;
+use crate::store::StoreError;
+use crate::stripe::error::{Disposition, StripeError};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable, machine-readable (`not_found`, `invalid_request`, `stripe_unavailable`, …).
+    pub code: String,
+    /// For the client: what went wrong and, where it helps, what to do.
+    pub message: String,
+    /// For the log only (never sent).
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            internal: None,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404 `not_found` for an object of `kind`.
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {kind} {id:?}"),
+        )
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 503 `stripe_unavailable`.
+    pub fn stripe_unavailable(detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stripe_unavailable",
+            format!("Stripe could not be reached; try again later ({detail})"),
+        );
+        e.internal = Some(detail);
+        e
+    }
+
+    /// 500 `internal`; the detail goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the daemon's log",
+        );
+        e.internal = Some(detail.into());
+        e
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), code = %self.code, detail = self.internal.as_deref().unwrap_or(""), "{}", self.message);
+        } else {
+            tracing::debug!(status = self.status.as_u16(), code = %self.code, "{}", self.message);
+        }
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(format!("store: {e}"))
+    }
+}
+
+impl From<StripeError> for ApiError {
+    /// Stripe's definitive refusals become 400 (or 404 for a missing object) with Stripe's
+    /// code and message; anything that may succeed later is 503.
+    fn from(e: StripeError) -> Self {
+        match e.disposition() {
+            Disposition::Definitive => {}
+            Disposition::RateLimited => {
+                return ApiError::stripe_unavailable(format!("rate limited by Stripe: {e}"))
+            }
+            Disposition::Transient | Disposition::OutcomeUnknown => {
+                return ApiError::stripe_unavailable(e.to_string())
+            }
+        }
+        match &e {
+            StripeError::Api { status, error, .. } => {
+                let message = error
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "(no message)".to_string());
+                match *status {
+                    401 => {
+                        let mut err = ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "stripe_auth",
+                            format!("Stripe refused the platform key: {message}"),
+                        );
+                        err.internal = Some(e.to_string());
+                        err
+                    }
+                    _ => {
+                        let status = if *status == 404 {
+                            StatusCode::NOT_FOUND
+                        } else {
+                            StatusCode::BAD_REQUEST
+                        };
+                        let code = error
+                            .code
+                            .clone()
+                            .unwrap_or_else(|| "stripe_refused".to_string());
+                        ApiError::new(status, code, format!("Stripe refused: {message}"))
+                    }
+                }
+            }
+            StripeError::Config(m) => ApiError::internal(format!("stripe client: {m}")),
+            other => ApiError::stripe_unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::NotFound { kind, id } => ApiError::not_found(kind, &id),
+            FleetError::Invalid(m) => ApiError::bad_request(m),
+            FleetError::Conflict(m) => ApiError::conflict(m),
+            e @ FleetError::CountryMismatch { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "country_mismatch", e.to_string())
+            }
+            e @ FleetError::AccountUnusable { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "account_unusable", e.to_string())
+            }
+            FleetError::Stripe(s) => s.into(),
+            FleetError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Fleet routes: merchants (admin), locations and readers (admin to change, pos may read
+//! what concerns its merchants).
+//!
+//! What a pos client sees: a location grouped under another merchant, or a reader whose
+//! allowlist names none of its merchants, does not exist for it (404, absent from lists);
+//! a reader's allowlist is shown reduced to the pos client's own merchants.
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::json::{timestamp, ApiJson};
+use super::{AppState, Caller};
+use crate::fleet::{
+    AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
+    ReaderRecord, SyncReport, Upsert,
+};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/merchants", post(add_merchant).get(list_merchants))
+        .route("/v1/merchants/{id}", get(show_merchant))
+        .route("/v1/merchants/{id}/check", post(check_merchant))
+        .route("/v1/locations", post(create_location).get(list_locations))
+        .route("/v1/locations/{id}", get(show_location))
+        .route("/v1/readers", post(register_reader).get(list_readers))
+        .route("/v1/readers/sync", post(sync_readers))
+        .route("/v1/readers/{id}", get(show_reader).post(update_reader))
+}
+
+// Wire shapes ---------------------------------------------------------------------------
+
+/// `POST /v1/merchants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMerchantBody {
+    pub id: String,
+    pub account: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default = "default_charge_type")]
+    pub charge_type: ChargeType,
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+}
+
+fn default_charge_type() -> ChargeType {
+    ChargeType::Direct
+}
+
+/// A merchant in API answers.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MerchantView {
+    pub id: String,
+    pub account: String,
+    pub display_name: String,
+    pub charge_type: ChargeType,
+    pub application_fee_amount: Option<i64>,
+    pub country: Option<String>,
+    pub default_currency: Option<String>,
+    /// Stripe's `capabilities.card_payments` (`active`, `inactive`, `pending`, `none`).
+    pub card_payments: String,
+    pub card_payments_active: bool,
+    pub charges_enabled: bool,
+    /// Whether payments may be taken (card_payments active and charges enabled); when
+    /// false, payments for this merchant fail with `merchant_not_enabled`.
+    pub can_charge: bool,
+    pub disabled_reason: Option<String>,
+    pub check_error: Option<String>,
+    pub checked_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&MerchantRecord> for MerchantView {
+    fn from(m: &MerchantRecord) -> Self {
+        MerchantView {
+            id: m.id.clone(),
+            account: m.account.clone(),
+            display_name: m.display_name.clone(),
+            charge_type: m.charge_type,
+            application_fee_amount: m.application_fee_amount,
+            country: m.country.clone(),
+            default_currency: m.default_currency.clone(),
+            card_payments: m.card_payments.clone(),
+            card_payments_active: m.card_payments == "active",
+            charges_enabled: m.charges_enabled,
+            can_charge: m.can_charge(),
+            disabled_reason: m.disabled_reason.clone(),
+            check_error: m.check_error.clone(),
+            checked_at: timestamp(m.checked_at),
+            created_at: timestamp(m.created_at),
+            updated_at: timestamp(m.updated_at),
+        }
+    }
+}
+
+/// An address, in requests and answers.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    #[serde(default)]
+    pub line1: Option<String>,
+    #[serde(default)]
+    pub line2: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+impl From<&AddressRecord> for AddressBody {
+    fn from(a: &AddressRecord) -> Self {
+        AddressBody {
+            line1: a.line1.clone(),
+            line2: a.line2.clone(),
+            city: a.city.clone(),
+            state: a.state.clone(),
+            postal_code: a.postal_code.clone(),
+            country: a.country.clone(),
+        }
+    }
+}
+
+/// `POST /v1/locations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLocationBody {
+    pub display_name: String,
+    pub address: AddressBody,
+    #[serde(default)]
+    pub merchant: Option<String>,
+}
+
+/// A location in API answers.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct LocationView {
+    pub id: String,
+    pub display_name: String,
+    pub address: AddressBody,
+    pub merchant: Option<String>,
+    /// Deleted on Stripe (seen missing by a sync).
+    pub gone: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&LocationRecord> for LocationView {
+    fn from(l: &LocationRecord) -> Self {
+        LocationView {
+            id: l.id.clone(),
+            display_name: l.display_name.clone(),
+            address: (&l.address).into(),
+            merchant: l.merchant.clone(),
+            gone: l.gone,
+            created_at: timestamp(l.created_at),
+            updated_at: timestamp(l.updated_at),
+        }
+    }
+}
+
+/// `POST /v1/readers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterReaderBody {
+    pub registration_code: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    pub location: String,
+    /// The merchants it may serve; absent = every merchant.
+    #[serde(default)]
+    pub merchants: Option<Vec<String>>,
+}
+
+/// `POST /v1/readers/{id}`: `{"merchants": [...]}` sets the allowlist, `{"merchants": null}`
+/// clears it (the reader then serves every merchant).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateReaderBody {
+    #[serde(default, deserialize_with = "present")]
+    pub merchants: Option<Option<Vec<String>>>,
+}
+
+/// Tells a field that is present but `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A reader in API answers: the registry entry with its live state.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReaderView {
+    pub id: String,
+    pub label: String,
+    pub location: Option<String>,
+    pub serial_number: String,
+    pub device_type: String,
+    /// `online` or `offline`, as Stripe last reported it.
+    pub status: String,
+    /// When the reader last reported to Stripe.
+    pub last_seen_at: Option<String>,
+    /// An action of ours is in flight on it.
+    pub busy: bool,
+    /// Commands waiting for it.
+    pub queue_depth: usize,
+    /// The merchants it may serve; `null` = every merchant.
+    pub merchants: Option<Vec<String>>,
+    /// Deleted on Stripe (seen missing by a sync).
+    pub gone: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderView {
+    let live = state.live.reader(&r.id);
+    ReaderView {
+        id: r.id.clone(),
+        label: r.label.clone(),
+        location: r.location.clone(),
+        serial_number: r.serial_number.clone(),
+        device_type: r.device_type.clone(),
+        status: r.status.clone(),
+        last_seen_at: r.last_seen_at.map(timestamp),
+        busy: live.busy,
+        queue_depth: live.queue_depth,
+        merchants: r.merchants.as_ref().map(|list| {
+            list.iter()
+                .filter(|m| caller.may_see_merchant(m))
+                .cloned()
+                .collect()
+        }),
+        gone: r.gone,
+        created_at: timestamp(r.created_at),
+        updated_at: timestamp(r.updated_at),
+    }
+}
+
+fn location_visible(caller: &Caller, l: &LocationRecord) -> bool {
+    l.merchant
+        .as_deref()
+        .is_none_or(|m| caller.may_see_merchant(m))
+}
+
+fn reader_visible(caller: &Caller, r: &ReaderRecord) -> bool {
+    match &r.merchants {
+        None => true,
+        Some(list) => list.iter().any(|m| caller.may_see_merchant(m)),
+    }
+}
+
+/// The caller's `Idempotency-Key`, scoped to the caller, for Stripe calls it causes.
+fn caller_key(caller: &Caller, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key must be 1 to 200 visible characters")
+                })?;
+            Ok(Some(format!("{}:{k}", caller.name)))
+        }
+    }
+}
+
+// Merchants -----------------------------------------------------------------------------
+
+async fn add_merchant(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    ApiJson(body): ApiJson<AddMerchantBody>,
+) -> Result<Response, ApiError> {
+    let (record, how) = state
+        .fleet
+        .add_merchant(NewMerchant {
+            id: body.id,
+            account: body.account,
+            display_name: body.display_name,
+            charge_type: body.charge_type,
+            application_fee_amount: body.application_fee_amount,
+        })
+        .await?;
+    let status = match how {
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Updated => StatusCode::OK,
+    };
+    Ok((status, Json(MerchantView::from(&record))).into_response())
+}
+
+async fn list_merchants(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<MerchantView>>, ApiError> {
+    Ok(Json(
+        state
+            .fleet
+            .merchants()?
+            .iter()
+            .map(MerchantView::from)
+            .collect(),
+    ))
+}
+
+async fn show_merchant(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<MerchantView>, ApiError> {
+    let m = state
+        .fleet
+        .merchant(&id)?
+        .ok_or_else(|| ApiError::not_found("merchant", &id))?;
+    Ok(Json((&m).into()))
+}
+
+async fn check_merchant(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<MerchantView>, ApiError> {
+    let m = state.fleet.check_merchant(&id).await?;
+    Ok(Json((&m).into()))
+}
+
+// Locations -----------------------------------------------------------------------------
+
+async fn create_location(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateLocationBody>,
+) -> Result<(StatusCode, Json<LocationView>), ApiError> {
+    let key = caller_key(&caller, &headers)?;
+    let a = body.address;
+    let record = state
+        .fleet
+        .create_location(
+            NewLocation {
+                display_name: body.display_name,
+                address: AddressRecord {
+                    line1: a.line1,
+                    line2: a.line2,
+                    city: a.city,
+                    state: a.state,
+                    postal_code: a.postal_code,
+                    country: a.country,
+                },
+                merchant: body.merchant,
+            },
+            key.as_deref(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json((&record).into())))
+}
+
+async fn list_locations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<LocationView>>, ApiError> {
+    Ok(Json(
+        state
+            .fleet
+            .locations()?
+            .iter()
+            .filter(|l| location_visible(&caller, l))
+            .map(LocationView::from)
+            .collect(),
+    ))
+}
+
+async fn show_location(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LocationView>, ApiError> {
+    let l = state
+        .fleet
+        .location(&id)?
+        .filter(|l| location_visible(&caller, l))
+        .ok_or_else(|| ApiError::not_found("location", &id))?;
+    Ok(Json((&l).into()))
+}
+
+// Readers -------------------------------------------------------------------------------
+
+async fn register_reader(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterReaderBody>,
+) -> Result<(StatusCode, Json<ReaderView>), ApiError> {
+    let key = caller_key(&caller, &headers)?;
+    let record = state
+        .fleet
+        .register_reader(
+            NewReader {
+                registration_code: body.registration_code,
+                label: body.label,
+                location: body.location,
+                merchants: body.merchants,
+            },
+            key.as_deref(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(reader_view(&state, &caller, &record)),
+    ))
+}
+
+async fn list_readers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ReaderView>>, ApiError> {
+    Ok(Json(
+        state
+            .fleet
+            .readers()?
+            .iter()
+            .filter(|r| reader_visible(&caller, r))
+            .map(|r| reader_view(&state, &caller, r))
+            .collect(),
+    ))
+}
+
+async fn show_reader(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReaderView>, ApiError> {
+    let r = state
+        .fleet
+        .find_reader(&id)?
+        .filter(|r| reader_visible(&caller, r))
+        .ok_or_else(|| ApiError::not_found("reader", &id))?;
+    Ok(Json(reader_view(&state, &caller, &r)))
+}
+
+async fn update_reader(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateReaderBody>,
+) -> Result<Json<ReaderView>, ApiError> {
+    let Some(merchants) = body.merchants else {
+        return Err(ApiError::bad_request(
+            "nothing to update: give `merchants` (a list, or null to serve every merchant)",
+        ));
+    };
+    let r = state
+        .fleet
+        .find_reader(&id)?
+        .ok_or_else(|| ApiError::not_found("reader", &id))?;
+    let r = state.fleet.set_reader_merchants(&r.id, merchants)?;
+    Ok(Json(reader_view(&state, &caller, &r)))
+}
+
+async fn sync_readers(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<SyncReport>, ApiError> {
+    Ok(Json(state.fleet.sync().await?))
+}

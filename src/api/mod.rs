@@ -1,0 +1,84 @@
+//! The daemon's HTTP API (axum): authentication, the error shape, strict JSON bodies, the
+//! fleet routes and the operational probes.
+//!
+//! Composition: [`AppState`] holds the shared services (cheap to clone, everything behind
+//! `Arc`). [`router`] builds the complete API from the fleet and ops routes plus any number
+//! of extra `Router<AppState>`s that daemon plugins contribute (payments, webhooks,
+//! metrics; see `daemon::Plugin`). Handlers of every module use the same extractors:
+//! [`Caller`] for authentication and scope, [`ApiJson`] for bodies, [`ApiError`] for errors.
+//!
+//! List endpoints answer a bare JSON array; times are RFC 3339 UTC strings
+//! ([`json::timestamp`]).
+
+pub mod auth;
+pub mod error;
+pub mod fleet;
+pub mod json;
+pub mod ops;
+pub mod payments;
+pub mod webhooks;
+
+pub use auth::{Auth, Caller};
+pub use error::ApiError;
+pub use json::{ApiJson, BodyLimit};
+
+use crate::config::{Config, WebhookSecret};
+use crate::fleet::{Fleet, LiveState, StripeHealth};
+use crate::store::Registry;
+use crate::stripe::StripeClient;
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use axum::Router;
+use std::sync::Arc;
+
+/// The services every handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub registry: Registry,
+    pub stripe: StripeClient,
+    pub fleet: Arc<Fleet>,
+    pub health: Arc<StripeHealth>,
+    /// Busy and queue depth per reader; the payment workers replace the idle default.
+    pub live: Arc<dyn LiveState>,
+    /// `stripe.webhook_secret_file`'s content, when configured.
+    pub webhook_secret: Option<WebhookSecret>,
+    pub body_limit: BodyLimit,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for BodyLimit {
+    fn from_ref(s: &AppState) -> Self {
+        s.body_limit
+    }
+}
+
+/// The complete API: fleet and ops routes, then `extra` (each plugin's routes), with JSON
+/// 404/405 answers for everything else.
+pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
+    let mut r = Router::new().merge(fleet::routes()).merge(ops::routes());
+    for e in extra {
+        r = r.merge(e);
+    }
+    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .with_state(state)
+}

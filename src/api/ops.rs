@@ -1,0 +1,69 @@
+//! Probes for supervisors and load balancers (no token): `GET /healthz` (the process
+//! answers) and `GET /readyz` (the store answers and Stripe was reachable).
+//!
+//! `/readyz` must not spend Stripe's read allocation on every probe: while the last Stripe
+//! call succeeded it answers from that; only when Stripe was unreachable (or never called)
+//! does it ask Stripe again, at most once per [`PROBE_EVERY`].
+
+use super::error::ApiError;
+use super::AppState;
+use crate::store::Tree;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The least time between two Stripe probes made by `/readyz`.
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// How long a probe may take before Stripe counts as unreachable.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let registry = state.registry.clone();
+    let store =
+        tokio::task::spawn_blocking(move || registry.store().get(Tree::Meta, "schema_version"))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Err(e) = store {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store does not answer: {e}"),
+        ));
+    }
+    let health = state.fleet.health();
+    let needs_probe = match health.status() {
+        Some(Ok(())) => false,
+        None => true,
+        Some(Err(_)) => health.age().is_none_or(|a| a >= PROBE_EVERY),
+    };
+    if needs_probe {
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, state.stripe.list_locations()).await;
+        match probe {
+            Ok(r) => health.observe(&r),
+            Err(_) => health.observe::<()>(&Err(crate::stripe::StripeError::NoResponse(format!(
+                "no answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )))),
+        }
+    }
+    match health.status() {
+        Some(Ok(())) => Ok(Json(
+            json!({"status": "ready", "store": "ok", "stripe": "ok"}),
+        )),
+        Some(Err(detail)) => Err(ApiError::stripe_unavailable(detail)),
+        None => Err(ApiError::stripe_unavailable("not contacted yet")),
+    }
+}

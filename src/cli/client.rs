@@ -1,0 +1,254 @@
+//! The API client behind the command-line commands (`readerd merchants …`, `readers …`,
+//! `locations …`, and the payment commands): one place for the address, the token, the
+//! error shape and `--json` output.
+
+use clap::Args;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::process::ExitCode;
+
+/// The default API address (the daemon's default `api.listen`).
+pub const DEFAULT_API: &str = "http://127.0.0.1:7700";
+
+/// Options shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The daemon's API.
+    #[arg(long, global = true, default_value = DEFAULT_API, env = "READERD_API")]
+    pub api: String,
+    /// The bearer token (prefer the environment variable: arguments show in `ps`).
+    #[arg(long, global = true, env = "READERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A failed API call, as shown to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with its error envelope.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach the readerd API at {api}: {message}")]
+    Unreachable { api: String, message: String },
+    #[error("unexpected answer from the API: {0}")]
+    Unexpected(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    /// Prints the error plainly and gives the exit code (1 for API refusals and usage, 69
+    /// `EX_UNAVAILABLE` when the API cannot be reached).
+    pub fn report(&self) -> ExitCode {
+        eprintln!("readerd: {self}");
+        match self {
+            ClientError::Unreachable { .. } => ExitCode::from(69),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// A small client of the daemon's API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(args: &ApiArgs) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok(ApiClient {
+            base: args.api.trim_end_matches('/').to_string(),
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            api: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Unreachable {
+            api: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|_| {
+                ClientError::Unexpected(format!(
+                    "{status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ))
+            })?
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let err = &value["error"];
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: err["code"].as_str().unwrap_or("unknown").to_string(),
+            message: err["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.chars().take(200).collect()),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// A POST with an `Idempotency-Key`.
+    pub async fn post_idempotent<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        self.send(req).await
+    }
+
+    /// A POST without a body.
+    pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.url(path))).await
+    }
+}
+
+/// Decodes an answer into a typed view.
+pub fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Unexpected(e.to_string()))
+}
+
+/// Prints JSON for scripts.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// Runs an async client command on a small runtime and turns its error into an exit code.
+pub fn block_on<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("readerd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+/// A plain text table: columns padded to their widest cell.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Table {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) -> &mut Self {
+        self.rows.push(cells);
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (c, w) in widths.iter().enumerate() {
+                let cell = r.get(c).map(String::as_str).unwrap_or("");
+                if c + 1 == cols {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<w$}  "));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// `-` for an absent value.
+pub fn or_dash(v: Option<impl ToString>) -> String {
+    v.map(|s| s.to_string()).unwrap_or_else(|| "-".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let mut t = Table::new(&["ID", "LABEL"]);
+        t.row(vec!["tmr_1".into(), "front".into()]);
+        t.row(vec!["tmr_12345".into(), "-".into()]);
+        assert_eq!(
+            t.render(),
+            "ID         LABEL\ntmr_1      front\ntmr_12345  -\n"
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! The daemon's life: start-up in a fixed order, the background loops, and shutdown.
+//!
+//! Start-up order (`readerd run`): tracing; config validated (exit 64 on a bad one, before
+//! anything is bound or opened); secrets read; store opened; the listener bound; plugins
+//! started; the API served; then the initial sync, in the background, so that the API is up
+//! even while Stripe is unreachable.
+//!
+//! [`Daemon::start`] takes an already-bound listener and returns a [`DaemonHandle`] with its
+//! address and a shutdown switch, so tests (and the demo) run whole daemons in-process on
+//! `127.0.0.1:0`. `run` adds the signal handling (SIGTERM, SIGINT) around it.
+//!
+//! Plugins ([`Plugin`]) are how the modules built on the fleet join in: each gets the core
+//! [`AppState`] and the shutdown signal at start-up and returns its routes, optionally the
+//! readers' live state, and the tasks the daemon must wait for on shutdown.
+//! [`default_plugins`] lists those that `readerd run` and the test helpers use.
+
+use crate::api::{self, AppState, Auth, BodyLimit};
+use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
+use crate::fleet::{Fleet, Idle, LiveState, StripeHealth};
+use crate::store::{Registry, StoreError};
+use crate::stripe::StripeClient;
+use axum::Router;
+use futures_util::future::BoxFuture;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot bind {addr}: {message}")]
+    Bind { addr: String, message: String },
+    #[error("stripe client: {0}")]
+    Stripe(#[from] crate::stripe::StripeError),
+    #[error("plugin {name}: {message}")]
+    Plugin { name: &'static str, message: String },
+}
+
+/// A shutdown signal: cheap to clone, awaited by every long-running task.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// The switch that fires a [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+/// A connected signal and switch.
+pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger { tx }, Shutdown { rx })
+}
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn is_fired(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once the shutdown is fired (or its switch is dropped).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+/// What a plugin adds to the daemon.
+#[derive(Default)]
+pub struct PluginParts {
+    /// Routes merged into the API (handlers use `State<AppState>`, [`api::Caller`],
+    /// [`api::ApiJson`] and [`api::ApiError`]).
+    pub routes: Option<Router<AppState>>,
+    /// The readers' live state (busy, queue depth); the last plugin to give one wins.
+    pub live: Option<Arc<dyn LiveState>>,
+    /// Tasks that end on [`Shutdown`]; the daemon waits for them when stopping.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// A module that joins the daemon at start-up (payments, webhooks, metrics).
+pub trait Plugin: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Called once, after the store is open and before the API serves its first request.
+    /// A plugin that must recover state (e.g. unfinished payments) does it here or in a
+    /// task it returns.
+    fn start(
+        &self,
+        state: AppState,
+        shutdown: Shutdown,
+    ) -> BoxFuture<'static, Result<PluginParts, DaemonError>>;
+}
+
+/// The plugins every daemon runs (`readerd run`, the demo, the test helpers).
+pub fn default_plugins() -> Vec<Arc<dyn Plugin>> {
+    vec![Arc::new(crate::payments::PaymentsPlugin::default())]
+}
+
+/// A daemon to start: its config, its secrets and its plugins.
+pub struct Daemon {
+    config: Config,
+    secrets: Secrets,
+    plugins: Vec<Arc<dyn Plugin>>,
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct DaemonHandle {
+    /// The API's address (useful with a listener bound to port 0).
+    pub addr: SocketAddr,
+    /// The core services, for tests and the demo.
+    pub state: AppState,
+    trigger: ShutdownTrigger,
+    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How long shutdown waits for open requests and tasks before abandoning them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Daemon {
+    /// A daemon with [`default_plugins`].
+    pub fn new(config: Config, secrets: Secrets) -> Self {
+        Daemon {
+            config,
+            secrets,
+            plugins: default_plugins(),
+        }
+    }
+
+    /// Adds a plugin (after the default ones).
+    pub fn plugin(mut self, p: Arc<dyn Plugin>) -> Self {
+        self.plugins.push(p);
+        self
+    }
+
+    /// Opens the store, starts plugins and background loops, and serves the API on
+    /// `listener`. The config must already be validated.
+    pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
+        let Daemon {
+            config,
+            secrets,
+            plugins,
+        } = self;
+        let path = config.store.path.clone();
+        let registry = tokio::task::spawn_blocking(move || Registry::open(&path))
+            .await
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
+        Self::start_with_registry(config, secrets, plugins, registry, listener).await
+    }
+
+    /// As [`Daemon::start`], on a registry that is already open (the demo's temporary one).
+    pub async fn start_on(
+        self,
+        registry: Registry,
+        listener: TcpListener,
+    ) -> Result<DaemonHandle, DaemonError> {
+        Self::start_with_registry(self.config, self.secrets, self.plugins, registry, listener).await
+    }
+
+    async fn start_with_registry(
+        config: Config,
+        secrets: Secrets,
+        plugins: Vec<Arc<dyn Plugin>>,
+        registry: Registry,
+        listener: TcpListener,
+    ) -> Result<DaemonHandle, DaemonError> {
+        let addr = listener.local_addr().map_err(|e| DaemonError::Bind {
+            addr: "listener".into(),
+            message: e.to_string(),
+        })?;
+        let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?;
+        let health = Arc::new(StripeHealth::default());
+        let fleet = Arc::new(Fleet::new(registry.clone(), stripe.clone(), health.clone()));
+        let mut state = AppState {
+            auth: Arc::new(Auth::new(&config.api.clients)),
+            body_limit: BodyLimit(config.api.max_body_bytes),
+            config: Arc::new(config),
+            registry,
+            stripe,
+            fleet,
+            health,
+            live: Arc::new(Idle),
+            webhook_secret: secrets.webhook_secret.clone(),
+        };
+        let (trigger, shutdown) = shutdown_pair();
+
+        let mut routes = Vec::new();
+        let mut tasks = Vec::new();
+        let mut live = None;
+        for p in &plugins {
+            let parts = p.start(state.clone(), shutdown.clone()).await?;
+            routes.extend(parts.routes);
+            if parts.live.is_some() {
+                live = parts.live;
+            }
+            tasks.extend(parts.tasks);
+            tracing::info!(plugin = p.name(), "plugin started");
+        }
+        if let Some(l) = live {
+            state.live = l;
+        }
+
+        let app = api::router(state.clone(), routes);
+        let serve_shutdown = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { serve_shutdown.wait().await })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+        tracing::info!(%addr, "API listening");
+
+        tasks.push(tokio::spawn(sync_loop(
+            state.fleet.clone(),
+            state.config.sync.interval.0,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(merchant_loop(
+            state.fleet.clone(),
+            state.config.merchants.recheck_interval.0,
+            shutdown.clone(),
+        )));
+
+        Ok(DaemonHandle {
+            addr,
+            state,
+            trigger,
+            server,
+            tasks,
+        })
+    }
+}
+
+impl DaemonHandle {
+    /// Asks everything to stop (returns at once; see [`DaemonHandle::join`]).
+    pub fn shutdown(&self) {
+        self.trigger.fire();
+    }
+
+    /// Waits for the API and every task to stop, abandoning them after [`SHUTDOWN_GRACE`].
+    pub async fn join(self) {
+        let all = async {
+            let _ = self.server.await;
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            tracing::warn!("shutdown grace period over; abandoning open connections and tasks");
+        }
+    }
+
+    /// [`DaemonHandle::shutdown`] then [`DaemonHandle::join`].
+    pub async fn stop(self) {
+        self.shutdown();
+        self.join().await;
+    }
+}
+
+/// Syncs at once, then every `interval`; after a failure, again within a minute.
+async fn sync_loop(fleet: Arc<Fleet>, interval: Duration, shutdown: Shutdown) {
+    let retry = interval.min(Duration::from_secs(60));
+    loop {
+        let next = match fleet.sync().await {
+            Ok(_) => interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet sync failed; retrying in {} s", retry.as_secs());
+                retry
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// Re-checks every merchant's account every `interval` (not at start-up: adding a
+/// merchant just checked it).
+async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        fleet.check_all_merchants().await;
+    }
+}
+
+/// `readerd check-config --config PATH`: 0 when the config and its secrets are usable,
+/// 64 with the reason otherwise.
+pub fn check_config(path: &Path) -> ExitCode {
+    let result = Config::load(path).and_then(|c| c.load_secrets().map(|s| (c, s)));
+    match result {
+        Ok((c, s)) => {
+            println!(
+                "{}: OK (api {} with {} client(s), store {}, stripe {}{})",
+                path.display(),
+                c.api.listen,
+                c.api.clients.len(),
+                c.store.path.display(),
+                c.stripe.api_base,
+                if s.webhook_secret.is_some() {
+                    ", webhooks on"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("readerd: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// `readerd run --config PATH`.
+pub fn run(path: &Path) -> ExitCode {
+    // The config is read before tracing starts only to learn the log settings; a bad one
+    // is still reported through tracing's default set-up.
+    let config = match Config::load(path) {
+        Ok(c) => {
+            crate::telemetry::init(&c.log);
+            c
+        }
+        Err(e) => {
+            crate::telemetry::init_default();
+            tracing::error!("{e}");
+            eprintln!("readerd: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let secrets = match config.load_secrets() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("readerd: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("readerd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listen = config.api.listen;
+        let path = config.store.path.clone();
+        let registry = match tokio::task::spawn_blocking(move || Registry::open(&path)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!("cannot open the store: {e}");
+                eprintln!("readerd: cannot open the store: {e}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("readerd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot bind {listen}: {e}");
+                eprintln!("readerd: cannot bind {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let handle = match Daemon::new(config, secrets)
+            .start_on(registry, listener)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("readerd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        handle.stop().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,721 @@
+//! The fleet: merchants, locations and readers, kept in the registry and in step with Stripe.
+//!
+//! [`Fleet`] is the one place that changes these records. Every change follows the same
+//! order: the Stripe call first, then the registry write. A crash in between leaves Stripe
+//! ahead of the registry, which the next sync heals (it imports what it finds); the registry
+//! never holds an entry that Stripe refused. No store operation spans a network call: lists
+//! and reads from Stripe finish before the short, lock-protected registry updates begin.
+//!
+//! Live state that only the payment workers know (busy, queue depth) comes in through the
+//! [`LiveState`] trait, so that this module does not depend on payments.
+
+mod records;
+mod sync;
+
+pub use records::{AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord};
+pub use sync::SyncReport;
+
+use crate::store::{Registry, StoreError, Tree};
+use crate::stripe::error::{Disposition, StripeError};
+use crate::stripe::params::{CreateLocation, RegisterReader};
+use crate::stripe::wire::{self, Account};
+use crate::stripe::{RequestOptions, StripeClient};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Merchant ids: 1 to 64 of `A-Z a-z 0-9 - _`.
+pub fn validate_merchant_id(id: &str) -> Result<(), FleetError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(FleetError::Invalid(format!(
+            "merchant id {id:?} must be 1 to 64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// Why a fleet operation failed. The API turns each into a status and a code.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// No such object (or, for a pos client, not one it may see).
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// Bad input caught before Stripe was asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request contradicts what the registry already holds.
+    #[error("{0}")]
+    Conflict(String),
+    /// A location in one country for a merchant whose account is in another.
+    #[error("location country {location} does not match merchant {merchant}'s account country {account}: Stripe requires the location of a reader to be in the country of the account that receives the funds")]
+    CountryMismatch {
+        location: String,
+        merchant: String,
+        account: String,
+    },
+    /// The account exists but can never take payments (Stripe rejected it).
+    #[error("account {account} is unusable: {reason}")]
+    AccountUnusable { account: String, reason: String },
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What only the payment workers know about a reader right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderLive {
+    /// An action of ours is in flight on it.
+    pub busy: bool,
+    /// Commands waiting for it (the one in flight excluded).
+    pub queue_depth: usize,
+}
+
+/// A source of [`ReaderLive`]; the payment workers provide one.
+pub trait LiveState: Send + Sync + 'static {
+    fn reader(&self, reader_id: &str) -> ReaderLive;
+}
+
+/// The live state when nothing runs on the readers: idle, empty queues.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Idle;
+
+impl LiveState for Idle {
+    fn reader(&self, _reader_id: &str) -> ReaderLive {
+        ReaderLive::default()
+    }
+}
+
+/// Whether Stripe answered lately, as seen by every call the daemon makes (`/readyz`).
+#[derive(Debug, Default)]
+pub struct StripeHealth {
+    last: Mutex<Option<Observation>>,
+}
+
+#[derive(Clone, Debug)]
+struct Observation {
+    reachable: bool,
+    at: Instant,
+    detail: String,
+}
+
+impl StripeHealth {
+    /// Records a call's outcome. Any answer from Stripe below 500 counts as reachable.
+    pub fn observe<T>(&self, result: &Result<T, StripeError>) {
+        let (reachable, detail) = match result {
+            Ok(_) => (true, String::new()),
+            Err(e) => match e {
+                StripeError::Api { status, .. } if *status < 500 => (true, String::new()),
+                other => (false, other.to_string()),
+            },
+        };
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(Observation {
+                reachable,
+                at: Instant::now(),
+                detail,
+            });
+        }
+    }
+
+    /// `Some(true)` when the last call reached Stripe, `Some(false)` with the reason when it
+    /// did not, `None` before any call.
+    pub fn status(&self) -> Option<Result<(), String>> {
+        let g = self.last.lock().ok()?;
+        g.as_ref().map(|o| {
+            if o.reachable {
+                Ok(())
+            } else {
+                Err(o.detail.clone())
+            }
+        })
+    }
+
+    /// How long ago the last call was, if any.
+    pub fn age(&self) -> Option<Duration> {
+        let g = self.last.lock().ok()?;
+        g.as_ref().map(|o| o.at.elapsed())
+    }
+}
+
+/// A new merchant, as the operator describes it.
+#[derive(Clone, Debug)]
+pub struct NewMerchant {
+    pub id: String,
+    pub account: String,
+    pub display_name: Option<String>,
+    pub charge_type: ChargeType,
+    pub application_fee_amount: Option<i64>,
+}
+
+/// A new location.
+#[derive(Clone, Debug)]
+pub struct NewLocation {
+    pub display_name: String,
+    pub address: AddressRecord,
+    pub merchant: Option<String>,
+}
+
+/// A reader to register.
+#[derive(Clone, Debug)]
+pub struct NewReader {
+    pub registration_code: String,
+    pub label: Option<String>,
+    pub location: String,
+    pub merchants: Option<Vec<String>>,
+}
+
+/// Whether an add created the merchant or updated an existing entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Updated,
+}
+
+/// The fleet service. Shared by the API handlers, the background loops and the payment
+/// workers (which read merchants and readers through it).
+pub struct Fleet {
+    registry: Registry,
+    stripe: StripeClient,
+    health: Arc<StripeHealth>,
+    /// One sync at a time (manual and periodic).
+    sync_lock: tokio::sync::Mutex<()>,
+    /// Serialises read-modify-write of registry records; never held across an await.
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fleet")
+    }
+}
+
+/// A fresh idempotency key for a fleet POST to Stripe. When the API caller supplied its own
+/// `Idempotency-Key`, the Stripe key is derived from it so that the caller's retry of a
+/// timed-out request creates nothing twice.
+fn stripe_key(op: &str, caller_key: Option<&str>) -> String {
+    match caller_key {
+        Some(k) => format!("readerd:{op}:{k}"),
+        None => {
+            let bytes: [u8; 16] = rand::random();
+            format!("readerd:{op}:{}", hex::encode(bytes))
+        }
+    }
+}
+
+impl Fleet {
+    pub fn new(registry: Registry, stripe: StripeClient, health: Arc<StripeHealth>) -> Self {
+        Fleet {
+            registry,
+            stripe,
+            health,
+            sync_lock: tokio::sync::Mutex::new(()),
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn stripe(&self) -> &StripeClient {
+        &self.stripe
+    }
+
+    pub fn health(&self) -> &Arc<StripeHealth> {
+        &self.health
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves no half-written record (each write is one
+        // put), so a poisoned lock is safe to take over.
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn observed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StripeError>>,
+    ) -> Result<T, StripeError> {
+        let r = fut.await;
+        self.health.observe(&r);
+        r
+    }
+
+    // Merchants -------------------------------------------------------------------------
+
+    pub fn merchants(&self) -> Result<Vec<MerchantRecord>, FleetError> {
+        Ok(self.registry.list(Tree::Merchants)?)
+    }
+
+    pub fn merchant(&self, id: &str) -> Result<Option<MerchantRecord>, FleetError> {
+        Ok(self.registry.get(Tree::Merchants, id)?)
+    }
+
+    /// Adds a merchant after looking its account up on Stripe. Adding an existing id again
+    /// with the same account updates its settings; with another account it is a conflict.
+    pub async fn add_merchant(
+        &self,
+        new: NewMerchant,
+    ) -> Result<(MerchantRecord, Upsert), FleetError> {
+        validate_merchant_id(&new.id)?;
+        if !new.account.starts_with("acct_") {
+            return Err(FleetError::Invalid(format!(
+                "account {:?} is not a Stripe account id (acct_…)",
+                new.account
+            )));
+        }
+        if matches!(new.application_fee_amount, Some(a) if a < 0) {
+            return Err(FleetError::Invalid(
+                "application_fee_amount must not be negative".into(),
+            ));
+        }
+        if let Some(existing) = self.merchant(&new.id)? {
+            if existing.account != new.account {
+                return Err(FleetError::Conflict(format!(
+                    "merchant {:?} already exists with account {}",
+                    new.id, existing.account
+                )));
+            }
+        }
+        let account = self
+            .observed(self.stripe.retrieve_account(&new.account))
+            .await?;
+        if let Some(reason) = account
+            .requirements
+            .as_ref()
+            .and_then(|r| r.disabled_reason.as_deref())
+            .filter(|r| r.starts_with("rejected"))
+        {
+            return Err(FleetError::AccountUnusable {
+                account: new.account,
+                reason: format!("Stripe rejected it ({reason})"),
+            });
+        }
+        let now = now_ms();
+        let _w = self.writing();
+        let existing = self.merchant(&new.id)?;
+        let display_name = new
+            .display_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| existing.as_ref().map(|e| e.display_name.clone()))
+            .or_else(|| {
+                account
+                    .business_profile
+                    .as_ref()
+                    .and_then(|b| b.name.clone())
+            })
+            .unwrap_or_else(|| new.id.clone());
+        let mut record = MerchantRecord {
+            id: new.id.clone(),
+            account: new.account.clone(),
+            display_name,
+            charge_type: new.charge_type,
+            application_fee_amount: new.application_fee_amount,
+            country: None,
+            default_currency: None,
+            card_payments: String::new(),
+            charges_enabled: false,
+            disabled_reason: None,
+            check_error: None,
+            checked_at: now,
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        apply_account(&mut record, &account, now);
+        if let Some(e) = &existing {
+            if e.account != record.account {
+                // Another add won the race with a different account.
+                return Err(FleetError::Conflict(format!(
+                    "merchant {:?} already exists with account {}",
+                    new.id, e.account
+                )));
+            }
+        }
+        self.registry.put(Tree::Merchants, &record.id, &record)?;
+        let how = if existing.is_some() {
+            Upsert::Updated
+        } else {
+            Upsert::Created
+        };
+        tracing::info!(merchant = %record.id, account = %record.account, card_payments = %record.card_payments, charges_enabled = record.charges_enabled, "merchant {}", if how == Upsert::Created { "added" } else { "updated" });
+        Ok((record, how))
+    }
+
+    /// Re-reads a merchant's account from Stripe and records what it says. A definitive
+    /// refusal (the account is gone or no longer connected) is recorded and flags the
+    /// merchant as unable to charge; an unreachable Stripe changes nothing and is returned.
+    pub async fn check_merchant(&self, id: &str) -> Result<MerchantRecord, FleetError> {
+        let m = self.merchant(id)?.ok_or_else(|| FleetError::NotFound {
+            kind: "merchant",
+            id: id.to_string(),
+        })?;
+        let result = self
+            .observed(self.stripe.retrieve_account(&m.account))
+            .await;
+        let now = now_ms();
+        let _w = self.writing();
+        let mut record = self.merchant(id)?.ok_or_else(|| FleetError::NotFound {
+            kind: "merchant",
+            id: id.to_string(),
+        })?;
+        match result {
+            Ok(account) => {
+                let before = record.clone();
+                apply_account(&mut record, &account, now);
+                if before.can_charge() != record.can_charge() {
+                    tracing::warn!(merchant = %record.id, card_payments = %record.card_payments, charges_enabled = record.charges_enabled, "merchant can_charge changed to {}", record.can_charge());
+                }
+            }
+            Err(e) if e.disposition() == Disposition::Definitive => {
+                tracing::warn!(merchant = %record.id, error = %e, "merchant account refused by Stripe");
+                record.check_error = Some(e.to_string());
+                record.charges_enabled = false;
+                record.updated_at = now;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.registry.put(Tree::Merchants, &record.id, &record)?;
+        Ok(record)
+    }
+
+    /// Re-checks every merchant; failures are logged and do not stop the others.
+    pub async fn check_all_merchants(&self) -> usize {
+        let ids: Vec<String> = match self.merchants() {
+            Ok(list) => list.into_iter().map(|m| m.id).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list merchants for the re-check");
+                return 0;
+            }
+        };
+        let mut ok = 0;
+        for id in ids {
+            match self.check_merchant(&id).await {
+                Ok(_) => ok += 1,
+                Err(e) => tracing::warn!(merchant = %id, error = %e, "merchant re-check failed"),
+            }
+        }
+        ok
+    }
+
+    // Locations -------------------------------------------------------------------------
+
+    pub fn locations(&self) -> Result<Vec<LocationRecord>, FleetError> {
+        Ok(self.registry.list(Tree::Locations)?)
+    }
+
+    pub fn location(&self, id: &str) -> Result<Option<LocationRecord>, FleetError> {
+        Ok(self.registry.get(Tree::Locations, id)?)
+    }
+
+    /// Creates a location on Stripe (as the platform), then records it.
+    pub async fn create_location(
+        &self,
+        new: NewLocation,
+        caller_key: Option<&str>,
+    ) -> Result<LocationRecord, FleetError> {
+        if new.display_name.trim().is_empty() {
+            return Err(FleetError::Invalid("display_name must not be empty".into()));
+        }
+        let country = match new.address.country.as_deref().map(str::trim) {
+            Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                c.to_ascii_uppercase()
+            }
+            Some(c) => {
+                return Err(FleetError::Invalid(format!(
+                    "address.country {c:?} is not a two-letter ISO country code"
+                )))
+            }
+            None => return Err(FleetError::Invalid("address.country is required".into())),
+        };
+        let mut address = new.address.clone();
+        address.country = Some(country.clone());
+        let mut metadata = wire::Metadata::new();
+        if let Some(mid) = &new.merchant {
+            let m = self.merchant(mid)?.ok_or_else(|| FleetError::NotFound {
+                kind: "merchant",
+                id: mid.clone(),
+            })?;
+            if let Some(mc) = &m.country {
+                if !mc.eq_ignore_ascii_case(&country) {
+                    return Err(FleetError::CountryMismatch {
+                        location: country,
+                        merchant: m.id,
+                        account: mc.to_ascii_uppercase(),
+                    });
+                }
+            }
+            metadata.insert("readerd_merchant".into(), mid.clone());
+        }
+        let params = CreateLocation {
+            display_name: new.display_name.clone(),
+            address: to_wire_address(&address),
+            metadata,
+        };
+        let opts = RequestOptions::platform().key(stripe_key("location", caller_key));
+        let loc = self
+            .observed(self.stripe.create_location(&params, &opts))
+            .await?;
+        let now = now_ms();
+        let _w = self.writing();
+        let existing = self.location(&loc.id)?;
+        let (mut record, _) = location_record(&loc, existing.as_ref(), now);
+        if record.merchant.is_none() {
+            record.merchant = new.merchant.clone();
+        }
+        self.registry.put(Tree::Locations, &record.id, &record)?;
+        tracing::info!(location = %record.id, merchant = ?record.merchant, "location created");
+        Ok(record)
+    }
+
+    // Readers ---------------------------------------------------------------------------
+
+    pub fn readers(&self) -> Result<Vec<ReaderRecord>, FleetError> {
+        Ok(self.registry.list(Tree::Readers)?)
+    }
+
+    pub fn reader(&self, id: &str) -> Result<Option<ReaderRecord>, FleetError> {
+        Ok(self.registry.get(Tree::Readers, id)?)
+    }
+
+    /// A reader by id (`tmr_…`) or, failing that, by its label (present readers first).
+    pub fn find_reader(&self, id_or_label: &str) -> Result<Option<ReaderRecord>, FleetError> {
+        if let Some(r) = self.reader(id_or_label)? {
+            return Ok(Some(r));
+        }
+        let mut matches: Vec<ReaderRecord> = self
+            .readers()?
+            .into_iter()
+            .filter(|r| r.label == id_or_label)
+            .collect();
+        matches.sort_by_key(|r| (r.gone, std::cmp::Reverse(r.updated_at)));
+        Ok(matches.into_iter().next())
+    }
+
+    fn check_merchant_list(&self, list: &Option<Vec<String>>) -> Result<(), FleetError> {
+        if let Some(list) = list {
+            for m in list {
+                if self.merchant(m)?.is_none() {
+                    return Err(FleetError::NotFound {
+                        kind: "merchant",
+                        id: m.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a reader on Stripe (as the platform), then records it.
+    pub async fn register_reader(
+        &self,
+        new: NewReader,
+        caller_key: Option<&str>,
+    ) -> Result<ReaderRecord, FleetError> {
+        if new.registration_code.trim().is_empty() {
+            return Err(FleetError::Invalid(
+                "registration_code must not be empty".into(),
+            ));
+        }
+        if new.location.trim().is_empty() {
+            return Err(FleetError::Invalid("location must not be empty".into()));
+        }
+        self.check_merchant_list(&new.merchants)?;
+        let params = RegisterReader {
+            registration_code: new.registration_code.clone(),
+            label: new.label.clone().filter(|l| !l.is_empty()),
+            location: Some(new.location.clone()),
+            metadata: Default::default(),
+        };
+        let opts = RequestOptions::platform().key(stripe_key("reader", caller_key));
+        let reader = self
+            .observed(self.stripe.register_reader(&params, &opts))
+            .await?;
+        let now = now_ms();
+        let _w = self.writing();
+        let existing = self.reader(&reader.id)?;
+        let (mut record, _) = reader_record(&reader, existing.as_ref(), now);
+        if existing.is_none() || new.merchants.is_some() {
+            record.merchants = new.merchants.clone();
+        }
+        self.registry.put(Tree::Readers, &record.id, &record)?;
+        tracing::info!(reader = %record.id, label = %record.label, location = ?record.location, "reader registered");
+        Ok(record)
+    }
+
+    /// Sets (or, with `None`, clears) a reader's allowlist of merchants.
+    pub fn set_reader_merchants(
+        &self,
+        id: &str,
+        merchants: Option<Vec<String>>,
+    ) -> Result<ReaderRecord, FleetError> {
+        self.check_merchant_list(&merchants)?;
+        let _w = self.writing();
+        let mut r = self.reader(id)?.ok_or_else(|| FleetError::NotFound {
+            kind: "reader",
+            id: id.to_string(),
+        })?;
+        r.merchants = merchants;
+        r.updated_at = now_ms();
+        self.registry.put(Tree::Readers, &r.id, &r)?;
+        Ok(r)
+    }
+
+    /// Records what a fresh read of a reader says (status, last seen, label, location). The
+    /// payment workers call this with the readers they retrieve anyway, so that the listed
+    /// state stays fresh without any extra Stripe read.
+    pub fn observe_reader(&self, reader: &wire::Reader) -> Result<ReaderRecord, FleetError> {
+        let now = now_ms();
+        let _w = self.writing();
+        let existing = self.reader(&reader.id)?;
+        let (record, changed) = reader_record(reader, existing.as_ref(), now);
+        if changed {
+            self.registry.put(Tree::Readers, &record.id, &record)?;
+        }
+        Ok(record)
+    }
+
+    /// Pulls every platform location and reader from Stripe into the registry.
+    pub async fn sync(&self) -> Result<SyncReport, FleetError> {
+        sync::run(self).await
+    }
+}
+
+/// Copies what readerd keeps of an account into a merchant record.
+fn apply_account(record: &mut MerchantRecord, account: &Account, now: i64) {
+    record.country = account.country.as_ref().map(|c| c.to_ascii_uppercase());
+    record.default_currency = account.default_currency.clone();
+    record.card_payments = account
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.card_payments.as_ref())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "none".to_string());
+    record.charges_enabled = account.charges_enabled.unwrap_or(false);
+    record.disabled_reason = account
+        .requirements
+        .as_ref()
+        .and_then(|r| r.disabled_reason.clone());
+    record.check_error = None;
+    record.checked_at = now;
+    record.updated_at = now;
+}
+
+fn to_wire_address(a: &AddressRecord) -> wire::Address {
+    wire::Address {
+        city: a.city.clone(),
+        country: a.country.clone(),
+        line1: a.line1.clone(),
+        line2: a.line2.clone(),
+        postal_code: a.postal_code.clone(),
+        state: a.state.clone(),
+    }
+}
+
+fn from_wire_address(a: &wire::Address) -> AddressRecord {
+    AddressRecord {
+        line1: a.line1.clone(),
+        line2: a.line2.clone(),
+        city: a.city.clone(),
+        state: a.state.clone(),
+        postal_code: a.postal_code.clone(),
+        country: a.country.clone(),
+    }
+}
+
+/// A location record from Stripe's object, keeping what only the registry knows. The flag
+/// says whether it is new or changed.
+pub(crate) fn location_record(
+    loc: &wire::Location,
+    existing: Option<&LocationRecord>,
+    now: i64,
+) -> (LocationRecord, bool) {
+    let mut rec = LocationRecord {
+        id: loc.id.clone(),
+        display_name: loc.display_name.clone(),
+        address: from_wire_address(&loc.address),
+        merchant: loc
+            .metadata
+            .get("readerd_merchant")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .or_else(|| existing.and_then(|e| e.merchant.clone())),
+        gone: false,
+        synced_at: now,
+        created_at: existing.map(|e| e.created_at).unwrap_or(now),
+        updated_at: now,
+    };
+    let changed = match existing {
+        None => true,
+        Some(e) => {
+            let mut same = rec.clone();
+            same.synced_at = e.synced_at;
+            same.updated_at = e.updated_at;
+            same != *e
+        }
+    };
+    if !changed {
+        if let Some(e) = existing {
+            rec.updated_at = e.updated_at;
+        }
+    }
+    (rec, changed)
+}
+
+/// A reader record from Stripe's object, keeping what only the registry knows (the
+/// allowlist, first-seen time). The flag says whether anything Stripe reports changed (or
+/// the record is new), that is whether it is worth a write.
+pub(crate) fn reader_record(
+    r: &wire::Reader,
+    existing: Option<&ReaderRecord>,
+    now: i64,
+) -> (ReaderRecord, bool) {
+    let mut rec = ReaderRecord {
+        id: r.id.clone(),
+        label: r.label.clone(),
+        location: r.location.as_ref().map(|l| l.id().to_string()),
+        serial_number: r.serial_number.clone(),
+        device_type: r.device_type.as_str().to_string(),
+        status: r
+            .status
+            .as_ref()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "offline".to_string()),
+        last_seen_at: r.last_seen_at.or(existing.and_then(|e| e.last_seen_at)),
+        merchants: existing.and_then(|e| e.merchants.clone()),
+        gone: false,
+        synced_at: now,
+        created_at: existing.map(|e| e.created_at).unwrap_or(now),
+        updated_at: now,
+    };
+    let changed = match existing {
+        None => true,
+        Some(e) => {
+            let mut same = rec.clone();
+            same.synced_at = e.synced_at;
+            same.updated_at = e.updated_at;
+            same != *e
+        }
+    };
+    if !changed {
+        if let Some(e) = existing {
+            rec.updated_at = e.updated_at;
+        }
+    }
+    (rec, changed)
+}

@@ -1,0 +1,115 @@
+//! The sync: pull every platform location and reader from Stripe into the registry.
+//!
+//! It costs two list calls (one read per page of 100), never a read per reader, so it can
+//! run every few minutes within Stripe's read allocation. The Stripe reads finish before
+//! the registry is touched. A record missing from Stripe's lists is marked `gone` only if
+//! it was last written before the sync began, so a reader registered while the lists were
+//! in flight is not mistaken for a deleted one.
+
+use super::{
+    location_record, now_ms, reader_record, Fleet, FleetError, LocationRecord, ReaderRecord,
+};
+use crate::store::Tree;
+use crate::stripe::params::ListReaders;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// What one sync changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub locations: Counts,
+    pub readers: Counts,
+}
+
+/// Added, changed and gone objects of one kind; `unchanged` were confirmed as they were.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub added: usize,
+    pub updated: usize,
+    pub gone: usize,
+    pub unchanged: usize,
+}
+
+pub(super) async fn run(fleet: &Fleet) -> Result<SyncReport, FleetError> {
+    let _one_at_a_time = fleet.sync_lock.lock().await;
+    let started = now_ms();
+    let locations = fleet.observed(fleet.stripe.list_locations()).await?;
+    let readers = fleet
+        .observed(fleet.stripe.list_readers(&ListReaders::default()))
+        .await?;
+
+    let now = now_ms();
+    let mut report = SyncReport::default();
+    let _w = fleet.writing();
+
+    let known: HashMap<String, LocationRecord> = fleet
+        .locations()?
+        .into_iter()
+        .map(|l| (l.id.clone(), l))
+        .collect();
+    let mut seen = HashSet::new();
+    for loc in &locations {
+        seen.insert(loc.id.clone());
+        let existing = known.get(&loc.id);
+        let (record, changed) = location_record(loc, existing, now);
+        if changed {
+            fleet.registry.put(Tree::Locations, &record.id, &record)?;
+            if existing.is_some() {
+                report.locations.updated += 1;
+            } else {
+                report.locations.added += 1;
+            }
+        } else {
+            report.locations.unchanged += 1;
+        }
+    }
+    for (id, mut rec) in known {
+        if !seen.contains(&id) && !rec.gone && rec.updated_at < started {
+            rec.gone = true;
+            rec.updated_at = now;
+            fleet.registry.put(Tree::Locations, &id, &rec)?;
+            report.locations.gone += 1;
+        }
+    }
+
+    let known: HashMap<String, ReaderRecord> = fleet
+        .readers()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let mut seen = HashSet::new();
+    for r in &readers {
+        seen.insert(r.id.clone());
+        let existing = known.get(&r.id);
+        let (record, changed) = reader_record(r, existing, now);
+        if changed {
+            fleet.registry.put(Tree::Readers, &record.id, &record)?;
+            if existing.is_some() {
+                report.readers.updated += 1;
+            } else {
+                report.readers.added += 1;
+            }
+        } else {
+            report.readers.unchanged += 1;
+        }
+    }
+    for (id, mut rec) in known {
+        if !seen.contains(&id) && !rec.gone && rec.updated_at < started {
+            rec.gone = true;
+            rec.status = "offline".to_string();
+            rec.updated_at = now;
+            fleet.registry.put(Tree::Readers, &id, &rec)?;
+            report.readers.gone += 1;
+        }
+    }
+    tracing::info!(
+        locations_added = report.locations.added,
+        locations_updated = report.locations.updated,
+        locations_gone = report.locations.gone,
+        readers_added = report.readers.added,
+        readers_updated = report.readers.updated,
+        readers_gone = report.readers.gone,
+        "fleet synced with Stripe"
+    );
+    Ok(report)
+}

@@ -1,0 +1,648 @@
+//! Every request the client can send, checked against Stripe's OpenAPI description
+//! (`../shared/stripe-fixtures/openapi-terminal-subset.json`).
+//!
+//! The client sends each request, with every option set, to a recording loopback server;
+//! each recorded request is matched to its operation in the spec, its body (POST) or query
+//! (GET, DELETE) is decoded back into a tree, and every parameter name, nesting, type,
+//! enum value and required parameter is checked the way a validating server would. What
+//! Stripe added after the 2023 subset is named in [`NEWER_THAN_SUBSET`] with the fact that
+//! allows it, so a typo still fails.
+
+use crate::common::fixtures_dir;
+use crate::stripe_client::{config, location_json, ok, pi_json, reader_json, Server};
+use readerd::stripe::form;
+use readerd::stripe::params::*;
+use readerd::stripe::wire::*;
+use readerd::stripe::{RequestOptions, StripeClient};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Operations and parameters newer than the 2023-09 subset, each with the fact from
+/// Stripe's API reference that allows it.
+const NEWER_THAN_SUBSET: &[(&str, &str, &str)] = &[
+    // API reference, "Hand off a PaymentIntent to a Reader": process_config has
+    // `enable_customer_cancellation` (boolean), added after 2023-09.
+    (
+        "POST",
+        "/v1/terminal/readers/{reader}/process_payment_intent",
+        "process_config[enable_customer_cancellation]",
+    ),
+];
+
+/// `POST /v1/refunds` is outside the subset (it holds Terminal and PaymentIntents only).
+/// Its parameters as Stripe's API reference ("Create a refund") gives them, for the ones
+/// readerd sends.
+fn refunds_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "payment_intent": {"type": "string", "maxLength": 5000},
+            "amount": {"type": "integer"},
+            "reason": {"type": "string", "enum": ["duplicate", "fraudulent", "requested_by_customer"]},
+            "metadata": {"anyOf": [
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                {"type": "string", "enum": [""]}
+            ]},
+            "expand": {"type": "array", "items": {"type": "string", "maxLength": 5000}}
+        }
+    })
+}
+
+struct Spec {
+    doc: Value,
+}
+
+impl Spec {
+    fn load() -> Option<Spec> {
+        let dir = fixtures_dir()?;
+        let text = std::fs::read_to_string(dir.join("openapi-terminal-subset.json")).unwrap();
+        Some(Spec {
+            doc: serde_json::from_str(&text).unwrap(),
+        })
+    }
+
+    fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let name = r
+                    .strip_prefix("#/components/schemas/")
+                    .unwrap_or_else(|| panic!("unexpected $ref {r}"));
+                self.resolve(&self.doc["components"]["schemas"][name])
+            }
+            None => schema,
+        }
+    }
+
+    /// The path template and operation for a concrete path.
+    fn operation(&self, method: &str, path: &str) -> Option<(String, &Value)> {
+        let segs: Vec<&str> = path.split('/').collect();
+        let paths = self.doc["paths"].as_object().unwrap();
+        for (template, ops) in paths {
+            let t: Vec<&str> = template.split('/').collect();
+            let matches = t.len() == segs.len()
+                && t.iter()
+                    .zip(&segs)
+                    .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')));
+            if matches {
+                if let Some(op) = ops.get(method.to_ascii_lowercase()) {
+                    return Some((template.clone(), op));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Checks `value` (a decoded form tree: strings, arrays, maps) against `schema`.
+fn check(
+    spec: &Spec,
+    schema: &Value,
+    value: &Value,
+    at: &str,
+    allowed: &[&str],
+    errs: &mut Vec<String>,
+) {
+    let schema = spec.resolve(schema);
+    if let Some(alts) = schema.get("anyOf").and_then(Value::as_array) {
+        let mut why = Vec::new();
+        for alt in alts {
+            let mut e = Vec::new();
+            check(spec, alt, value, at, allowed, &mut e);
+            if e.is_empty() {
+                return;
+            }
+            why.extend(e);
+        }
+        errs.push(format!("{at}: fits no alternative ({})", why.join("; ")));
+        return;
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    match value {
+        Value::Object(map) if ty == Some("array") => match form::as_list(value) {
+            Some(items) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    check(
+                        spec,
+                        &schema["items"],
+                        v,
+                        &format!("{at}[{i}]"),
+                        allowed,
+                        errs,
+                    );
+                }
+            }
+            None => errs.push(format!("{at}: an array sent as a hash {map:?}")),
+        },
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties").filter(|v| v.is_object());
+            if ty != Some("object") && props.is_none() && extra.is_none() {
+                errs.push(format!("{at}: a hash where the spec wants {schema}"));
+                return;
+            }
+            for req in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let req = req.as_str().unwrap();
+                if !map.contains_key(req) {
+                    errs.push(format!("{at}: required `{req}` missing"));
+                }
+            }
+            for (k, v) in map {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}[{k}]")
+                };
+                if allowed.contains(&here.as_str()) {
+                    continue;
+                }
+                match (props.and_then(|p| p.get(k)), extra) {
+                    (Some(s), _) => check(spec, s, v, &here, allowed, errs),
+                    (None, Some(s)) => check(spec, s, v, &here, allowed, errs),
+                    (None, None) => errs.push(format!("{here}: unknown parameter")),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if ty != Some("array") {
+                errs.push(format!("{at}: an array where the spec wants {schema}"));
+                return;
+            }
+            for (i, v) in items.iter().enumerate() {
+                check(
+                    spec,
+                    &schema["items"],
+                    v,
+                    &format!("{at}[{i}]"),
+                    allowed,
+                    errs,
+                );
+            }
+        }
+        Value::String(s) => {
+            let fits = match ty {
+                Some("string") => true,
+                Some("integer") => s.parse::<i64>().is_ok(),
+                Some("number") => s.parse::<f64>().is_ok(),
+                Some("boolean") => s == "true" || s == "false",
+                _ => false,
+            };
+            if !fits {
+                errs.push(format!("{at}: `{s}` is not a {ty:?}"));
+                return;
+            }
+            if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+                if !values.iter().any(|v| v == s) {
+                    errs.push(format!("{at}: `{s}` is not one of {values:?}"));
+                }
+            }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
+                if s.chars().count() as u64 > max {
+                    errs.push(format!("{at}: longer than {max}"));
+                }
+            }
+        }
+        other => errs.push(format!("{at}: unexpected {other}")),
+    }
+}
+
+/// Validates one recorded request; returns the operation it matched and its errors.
+fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec<String>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut errs = Vec::new();
+    let (template, op) = match spec.operation(method, path) {
+        Some(found) => (found.0, Some(found.1)),
+        None if method == "POST" && path == "/v1/refunds" => ("/v1/refunds".to_string(), None),
+        None => {
+            return (
+                format!("{method} {path}"),
+                vec![format!("{method} {path}: no such operation")],
+            )
+        }
+    };
+    let allowed: Vec<&str> = NEWER_THAN_SUBSET
+        .iter()
+        .filter(|(m, t, _)| *m == method && *t == template)
+        .map(|(_, _, p)| *p)
+        .collect();
+    if method == "POST" {
+        if !query.is_empty() {
+            errs.push(format!("{template}: POST with a query string `{query}`"));
+        }
+        let tree = form::decode(body).unwrap_or_else(|e| panic!("{template}: {e}"));
+        let schema = match op {
+            Some(op) => {
+                op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].clone()
+            }
+            None => refunds_schema(),
+        };
+        check(spec, &schema, &tree, "", &allowed, &mut errs);
+    } else {
+        assert_eq!(body, "", "{method} {template} carries a body");
+        let op = op.unwrap();
+        let tree = form::decode(query).unwrap_or_else(|e| panic!("{template}: {e}"));
+        let params: BTreeMap<&str, &Value> = op
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .map(|p| (p["name"].as_str().unwrap(), p))
+            .collect();
+        for (name, p) in &params {
+            if p["required"] == true && tree.get(*name).is_none() {
+                errs.push(format!("{template}: required query `{name}` missing"));
+            }
+        }
+        for (k, v) in tree.as_object().unwrap() {
+            match params.get(k.as_str()) {
+                Some(p) => check(spec, &p["schema"], v, k, &allowed, &mut errs),
+                None if allowed.contains(&k.as_str()) => {}
+                None => errs.push(format!("{k}: unknown query parameter")),
+            }
+        }
+    }
+    (format!("{method} {template}"), errs)
+}
+
+fn full_metadata() -> Metadata {
+    BTreeMap::from([
+        ("readerd_payment".to_string(), "pay_1".to_string()),
+        ("note".to_string(), "a b&c".to_string()),
+    ])
+}
+
+fn full_address() -> Address {
+    Address {
+        city: Some("Berlin".into()),
+        country: Some("DE".into()),
+        line1: Some("Hauptstr. 1".into()),
+        line2: Some("Hinterhaus".into()),
+        postal_code: Some("10115".into()),
+        state: Some("BE".into()),
+    }
+}
+
+/// Sends every request the client has, with every option set, and returns what the server saw.
+async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
+    let list_readers = json!({"object": "list", "url": "/v1/terminal/readers", "has_more": true,
+        "data": [reader_json("tmr_1")]});
+    let list_readers_end = json!({"object": "list", "url": "/v1/terminal/readers", "has_more": false,
+        "data": [reader_json("tmr_2")]});
+    let list_locations = json!({"object": "list", "url": "/v1/terminal/locations", "has_more": true,
+        "data": [location_json("tml_1")]});
+    let list_locations_end = json!({"object": "list", "url": "/v1/terminal/locations",
+        "has_more": false, "data": [location_json("tml_2")]});
+    let list_pis = json!({"object": "list", "url": "/v1/payment_intents", "has_more": true,
+        "data": [pi_json("pi_1", "succeeded")]});
+    let list_pis_end = json!({"object": "list", "url": "/v1/payment_intents", "has_more": false,
+        "data": [pi_json("pi_2", "succeeded")]});
+    let deleted_location = json!({"id": "tml_1", "object": "terminal.location", "deleted": true});
+    let deleted_reader = json!({"id": "tmr_1", "object": "terminal.reader", "deleted": true});
+    let refund = json!({"id": "re_1", "object": "refund", "amount": 100, "created": 1,
+        "currency": "eur", "payment_intent": "pi_1", "status": "succeeded"});
+    let server = Server::start(vec![
+        ok(json!({"id": "acct_1", "object": "account"})),
+        ok(location_json("tml_1")),
+        ok(location_json("tml_1")),
+        ok(location_json("tml_1")),
+        ok(list_locations),
+        ok(list_locations_end),
+        ok(deleted_location),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(list_readers),
+        ok(list_readers_end),
+        ok(deleted_reader),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(pi_json("pi_1", "requires_payment_method")),
+        ok(pi_json("pi_1", "requires_payment_method")),
+        ok(pi_json("pi_1", "requires_payment_method")),
+        ok(list_pis),
+        ok(list_pis_end),
+        ok(pi_json("pi_1", "succeeded")),
+        ok(pi_json("pi_1", "canceled")),
+        ok(refund),
+    ])
+    .await;
+    let c = StripeClient::new(config(server.base())).unwrap();
+    let acct = RequestOptions::account("acct_1").key("k");
+    let platform = RequestOptions::platform().key("k");
+    let full = !minimal;
+    let some = |v: &str| full.then(|| v.to_string());
+    let meta = if full {
+        full_metadata()
+    } else {
+        Metadata::new()
+    };
+
+    c.retrieve_account("acct_1").await.unwrap();
+    c.create_location(
+        &CreateLocation {
+            display_name: "Bakery".into(),
+            address: if full {
+                full_address()
+            } else {
+                Address {
+                    country: Some("DE".into()),
+                    ..Default::default()
+                }
+            },
+            metadata: meta.clone(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.retrieve_location("tml_1").await.unwrap();
+    c.update_location(
+        "tml_1",
+        &UpdateLocation {
+            display_name: some("Bakery 2"),
+            address: full.then(full_address),
+            metadata: meta.clone(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.list_locations().await.unwrap();
+    c.delete_location("tml_1").await.unwrap();
+
+    c.register_reader(
+        &RegisterReader {
+            registration_code: "simulated-wpe".into(),
+            label: some("Front desk"),
+            location: some("tml_1"),
+            metadata: meta.clone(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.retrieve_reader("tmr_1").await.unwrap();
+    c.update_reader(
+        "tmr_1",
+        &UpdateReader {
+            label: some("Back desk"),
+            metadata: meta.clone(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.list_readers(&ListReaders {
+        location: some("tml_1"),
+        status: full.then_some(ReaderStatus::Online),
+        device_type: some("simulated_wisepos_e"),
+        serial_number: some("sim-1"),
+    })
+    .await
+    .unwrap();
+    c.delete_reader("tmr_1").await.unwrap();
+    c.process_payment_intent(
+        "tmr_1",
+        &ProcessPaymentIntent {
+            payment_intent: "pi_1".into(),
+            process_config: full.then_some(ProcessConfig {
+                skip_tipping: Some(false),
+                tipping: Some(TippingConfig {
+                    amount_eligible: Some(1000),
+                }),
+                enable_customer_cancellation: Some(true),
+            }),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.set_reader_display(
+        "tmr_1",
+        &SetReaderDisplay {
+            cart: Cart {
+                currency: "eur".into(),
+                line_items: vec![
+                    CartLineItem {
+                        amount: 450,
+                        description: "Tea".into(),
+                        quantity: 1,
+                    },
+                    CartLineItem {
+                        amount: 300,
+                        description: "Cake".into(),
+                        quantity: 2,
+                    },
+                ],
+                tax: full.then_some(50),
+                total: 1100,
+            },
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.present_payment_method(
+        "tmr_1",
+        &PresentPaymentMethod {
+            card_present_number: some("4000000000009995"),
+            amount_tip: full.then_some(200),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.cancel_action("tmr_1", &platform).await.unwrap();
+
+    c.create_payment_intent(
+        &CreatePaymentIntent {
+            amount: 1250,
+            currency: "eur".into(),
+            payment_method_types: vec!["card_present".into()],
+            capture_method: CaptureMethod::Manual,
+            application_fee_amount: full.then_some(50),
+            description: some("Two coffees"),
+            metadata: meta.clone(),
+            transfer_destination: some("acct_2"),
+            on_behalf_of: some("acct_2"),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.retrieve_payment_intent(
+        "pi_1",
+        if full {
+            &["latest_charge", "payment_method"]
+        } else {
+            &[]
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.update_payment_intent(
+        "pi_1",
+        &UpdatePaymentIntent {
+            amount: full.then_some(1500),
+            application_fee_amount: full.then_some(60),
+            description: some("Three coffees"),
+            metadata: meta.clone(),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.list_payment_intents(&acct).await.unwrap();
+    c.capture_payment_intent(
+        "pi_1",
+        &CapturePaymentIntent {
+            amount_to_capture: full.then_some(1000),
+            application_fee_amount: full.then_some(40),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.cancel_payment_intent(
+        "pi_1",
+        &CancelPaymentIntent {
+            cancellation_reason: some("abandoned"),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.create_refund(
+        &CreateRefund {
+            payment_intent: "pi_1".into(),
+            amount: full.then_some(100),
+            reason: some("requested_by_customer"),
+            metadata: meta,
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    server.seen()
+}
+
+/// Every operation the client can call, as `METHOD template`.
+const ALL_OPERATIONS: &[&str] = &[
+    "GET /v1/accounts/{account}",
+    "POST /v1/terminal/locations",
+    "GET /v1/terminal/locations/{location}",
+    "POST /v1/terminal/locations/{location}",
+    "GET /v1/terminal/locations",
+    "DELETE /v1/terminal/locations/{location}",
+    "POST /v1/terminal/readers",
+    "GET /v1/terminal/readers/{reader}",
+    "POST /v1/terminal/readers/{reader}",
+    "GET /v1/terminal/readers",
+    "DELETE /v1/terminal/readers/{reader}",
+    "POST /v1/terminal/readers/{reader}/process_payment_intent",
+    "POST /v1/terminal/readers/{reader}/set_reader_display",
+    "POST /v1/test_helpers/terminal/readers/{reader}/present_payment_method",
+    "POST /v1/terminal/readers/{reader}/cancel_action",
+    "POST /v1/payment_intents",
+    "GET /v1/payment_intents/{intent}",
+    "POST /v1/payment_intents/{intent}",
+    "GET /v1/payment_intents",
+    "POST /v1/payment_intents/{intent}/capture",
+    "POST /v1/payment_intents/{intent}/cancel",
+    "POST /v1/refunds",
+];
+
+async fn check_all(minimal: bool) {
+    let Some(spec) = Spec::load() else { return };
+    let seen = send_everything(minimal).await;
+    let mut covered = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for r in &seen {
+        let (op, errs) = validate(&spec, &r.method, &r.target, &r.body);
+        for e in errs {
+            failures.push(format!("{op}: {e}\n    sent: {} {}", r.target, r.body));
+        }
+        covered.insert(op);
+    }
+    assert!(
+        failures.is_empty(),
+        "requests the spec refuses:\n{}",
+        failures.join("\n")
+    );
+    let want: std::collections::BTreeSet<String> =
+        ALL_OPERATIONS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(covered, want, "operations covered");
+    // Pagination was exercised with its cursor on every list.
+    for list in [
+        "/v1/terminal/readers?",
+        "/v1/terminal/locations?",
+        "/v1/payment_intents?",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|r| r.target.starts_with(list) && r.target.contains("starting_after=")),
+            "{list} not paginated"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_request_with_every_option_fits_the_spec() {
+    check_all(false).await;
+}
+
+#[tokio::test]
+async fn every_request_with_only_required_options_fits_the_spec() {
+    check_all(true).await;
+}
+
+/// The checker is not vacuous: it refuses what a validating server refuses.
+#[test]
+fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
+    let Some(spec) = Spec::load() else { return };
+    let bad = [
+        ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "payment_intent=pi_1&process_config[skip_tiping]=true"),
+        ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "payment_intent=pi_1&process_config[skip_tipping]=yes"),
+        ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "process_config[skip_tipping]=true"),
+        ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "payment_intent=pi_1&process_config[enable_customer_cancelation]=true"),
+        ("POST", "/v1/payment_intents", "amount=12.50&currency=eur"),
+        ("POST", "/v1/payment_intents", "amount=1250&currency=eur&capture_method=manuel"),
+        ("POST", "/v1/payment_intents", "amount=1250&currency=eur&transfer_data[amount]=5"),
+        ("POST", "/v1/payment_intents", "amount=1250&currency=eur&payment_method_types=card_present"),
+        ("POST", "/v1/terminal/locations", "display_name=x&address[line1]=y"),
+        ("POST", "/v1/terminal/readers/tmr_1/set_reader_display", "type=cart&cart[currency]=eur&cart[total]=1&cart[line_items][0][amount]=1&cart[line_items][0][quantity]=1"),
+        ("POST", "/v1/refunds", "payment_intent=pi_1&reason=changed_mind"),
+        ("POST", "/v1/refunds", "payment_intent=pi_1&amount_refunded=1"),
+        ("GET", "/v1/terminal/readers?status=busy", ""),
+        ("GET", "/v1/terminal/readers?limit=100&starting_afterr=tmr_1", ""),
+        ("GET", "/v1/payment_intents/pi_1?expand=latest_charge", ""),
+        ("POST", "/v1/terminal/readers/tmr_1/reboot", ""),
+    ];
+    for (method, target, body) in bad {
+        let (op, errs) = validate(&spec, method, target, body);
+        assert!(!errs.is_empty(), "{op} accepted `{target}` `{body}`");
+    }
+    // And accepts the same requests written right.
+    let good = [
+        ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "payment_intent=pi_1&process_config[skip_tipping]=true&process_config[enable_customer_cancellation]=false"),
+        ("POST", "/v1/payment_intents", "amount=1250&currency=eur&capture_method=manual&transfer_data[destination]=acct_1&payment_method_types[]=card_present&metadata[a]=b"),
+        ("POST", "/v1/payment_intents/pi_1", "application_fee_amount=&metadata="),
+        ("GET", "/v1/terminal/readers?status=online&limit=100&starting_after=tmr_1&expand[]=data.location", ""),
+    ];
+    for (method, target, body) in good {
+        let (op, errs) = validate(&spec, method, target, body);
+        assert!(
+            errs.is_empty(),
+            "{op} refused `{target}` `{body}`: {errs:?}"
+        );
+    }
+}
