@@ -1374,13 +1374,15 @@ impl State {
             "card_present" => f.str(&["card_present", "number"]),
             "interac_present" => f.str(&["interac_present", "number"]),
             "card" => Some(f.req_str(&["card", "number"])?),
-            other => return Err(SimError::param(
-                None,
-                "type",
-                format!(
+            other => {
+                return Err(SimError::param(
+                    None,
+                    "type",
+                    format!(
                     "Invalid type: must be one of card, card_present, or interac_present ({other})"
                 ),
-            )),
+                ))
+            }
         };
         let default = if kind == "interac_present" {
             "4506445006931933"
