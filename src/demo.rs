@@ -321,14 +321,29 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
 
     println!("\n1. A payment: 12.50 EUR on till-1, the customer taps a Visa");
     let p = c
-        .post_idempotent("/v1/payments", &create(1250, "automatic", "till-1"), Some(&token_key()))
+        .post_idempotent(
+            "/v1/payments",
+            &create(1250, "automatic", "till-1"),
+            Some(&token_key()),
+        )
         .await?;
-    let p = follow_with(&c, p["id"].as_str().unwrap_or_default(), |_| async { Ok(()) }).await?;
-    check("success", p["status"] == "succeeded" && p["amount_captured"] == 1250, &p);
+    let p = follow_with(&c, p["id"].as_str().unwrap_or_default(), |_| async {
+        Ok(())
+    })
+    .await?;
+    check(
+        "success",
+        p["status"] == "succeeded" && p["amount_captured"] == 1250,
+        &p,
+    );
 
     println!("2. A decline, then a retry on the same PaymentIntent: 20.00 EUR on till-2");
     let p = c
-        .post_idempotent("/v1/payments", &create(2000, "automatic", "till-2"), Some(&token_key()))
+        .post_idempotent(
+            "/v1/payments",
+            &create(2000, "automatic", "till-2"),
+            Some(&token_key()),
+        )
         .await?;
     let id = p["id"].as_str().unwrap_or_default().to_string();
     let reader = till(1);
@@ -355,13 +370,20 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
 
     println!("3. A manual capture: 42.00 EUR authorised on till-1, 40.00 captured");
     let p = c
-        .post_idempotent("/v1/payments", &create(4200, "manual", "till-1"), Some(&token_key()))
+        .post_idempotent(
+            "/v1/payments",
+            &create(4200, "manual", "till-1"),
+            Some(&token_key()),
+        )
         .await?;
     let id = p["id"].as_str().unwrap_or_default().to_string();
     let a = follow_with(&c, &id, |_| async { Ok(()) }).await?;
     let authorised = a["status"] == "requires_capture";
     let p = c
-        .post(&format!("/v1/payments/{id}/capture"), &json!({"amount": 4000}))
+        .post(
+            &format!("/v1/payments/{id}/capture"),
+            &json!({"amount": 4000}),
+        )
         .await?;
     println!("    {}", describe(&p));
     check(
@@ -372,7 +394,11 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
 
     println!("4. A cancel: 9.00 EUR on till-2, cancelled before the card");
     let p = c
-        .post_idempotent("/v1/payments", &create(900, "automatic", "till-2"), Some(&token_key()))
+        .post_idempotent(
+            "/v1/payments",
+            &create(900, "automatic", "till-2"),
+            Some(&token_key()),
+        )
         .await?;
     let id = p["id"].as_str().unwrap_or_default().to_string();
     let mut sent = false;
