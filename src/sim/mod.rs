@@ -53,7 +53,8 @@ pub struct SimConfig {
     /// Seeds ids and every fault draw: the same seed and requests give the same run.
     pub seed: u64,
     /// How long an authorisation takes after the card is presented (`cancel_action` is
-    /// `terminal_reader_busy` meanwhile). Zero finishes it inside the present call.
+    /// `terminal_reader_busy` meanwhile). Zero (the default, as Stripe's simulated readers
+    /// behave) finishes it inside the present call.
     pub auth_delay: Duration,
     /// When set, a reader given `process_payment_intent` taps the default Visa by itself
     /// after this delay (for the demo). Simulated readers on Stripe never do this.
@@ -69,7 +70,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             seed: 1,
-            auth_delay: Duration::from_millis(200),
+            auth_delay: Duration::ZERO,
             auto_present: None,
             webhook: None,
             faults: Faults::default(),
@@ -348,8 +349,10 @@ pub struct SimArgs {
     /// Seed for ids and fault draws (same seed + same requests = same run).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// How long an authorisation takes after a card is presented (e.g. `2s`, `500ms`).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long an authorisation takes after a card is presented (e.g. `2s`, `500ms`);
+    /// `cancel_action` is terminal_reader_busy meanwhile. 0s = inside the present call, as
+    /// Stripe's simulated readers do.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub auth_delay: Duration,
     /// Tap the default Visa by itself this long after `process_payment_intent` (demo mode).
     #[arg(long, value_parser = humantime::parse_duration)]

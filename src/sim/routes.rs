@@ -60,7 +60,15 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     if let Some(rest) = path.strip_prefix("/_sim/") {
-        return control(&shared, &method, rest, &body);
+        let request_id = {
+            let mut st = lock(&shared.state);
+            super::state::random_id(&mut st.rng, "req", 14)
+        };
+        let mut resp = control(&shared, &method, rest, &body);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("request-id", v);
+        }
+        return resp;
     }
     api(shared, conn, method, uri, headers, body).await
 }
@@ -260,10 +268,17 @@ async fn pipeline(
             }
         }
     }
+    // GET and DELETE carry parameters in the query string; a POST may carry some there too.
+    let query = uri.query().unwrap_or("");
     let raw = if *method == Method::POST {
-        String::from_utf8_lossy(body).into_owned()
+        let body = String::from_utf8_lossy(body);
+        match (query.is_empty(), body.is_empty()) {
+            (true, _) => body.into_owned(),
+            (false, true) => query.to_string(),
+            (false, false) => format!("{query}&{body}"),
+        }
     } else {
-        uri.query().unwrap_or("").to_string()
+        query.to_string()
     };
     let form = match decode(&raw) {
         Ok(v) => Form::new(v),

@@ -1195,11 +1195,10 @@ impl State {
                 )
             }
             _ => {
-                return Err(SimError::no_such(
-                    "payment_intent",
-                    &pi_id,
-                    Some("payment_intent"),
-                ))
+                // A missing object named by a parameter is a 400, unlike one in the path.
+                return Err(
+                    SimError::no_such("payment_intent", &pi_id, Some("payment_intent")).status(400),
+                );
             }
         };
         let rec = self.reader_ready(scope, id)?;
@@ -2059,7 +2058,7 @@ impl State {
             (Some(pi), _) => {
                 let rec = self
                     .intent_mut(scope, pi)
-                    .map_err(|e| e.with_param("payment_intent"))?;
+                    .map_err(|e| e.with_param("payment_intent").status(400))?;
                 match &rec.obj.latest_charge {
                     Some(c) if rec.obj.status == PaymentIntentStatus::Succeeded => c.id().to_string(),
                     _ => {
@@ -2077,7 +2076,7 @@ impl State {
         let refund_id = self.id("re");
         let ch = match self.charges.get_mut(&charge_id) {
             Some(c) if &c.owner == scope => c,
-            _ => return Err(SimError::no_such("charge", &charge_id, Some("charge"))),
+            _ => return Err(SimError::no_such("charge", &charge_id, Some("charge")).status(400)),
         };
         if !ch.obj.captured {
             return Err(SimError::invalid(

@@ -4,6 +4,8 @@ mod common;
 mod fleet_config;
 mod sim_client;
 mod sim_conformance;
+mod sim_faults;
+mod sim_webhooks;
 mod stripe_client;
 mod stripe_openapi_params;
 mod stripe_wire_fixtures;
