@@ -2,6 +2,8 @@
 
 mod common;
 mod fleet_config;
+mod payments_api;
+mod payments_flow;
 mod sim_client;
 mod sim_conformance;
 mod sim_faults;
