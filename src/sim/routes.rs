@@ -219,7 +219,23 @@ async fn api(
     )
     .await;
     record.status = if dropped { 0 } else { answer.status };
-    lock(&shared.log).push(record);
+    tracing::info!(
+        method = %record.method,
+        path = %record.path,
+        account = record.account.as_deref().unwrap_or(""),
+        status = record.status,
+        fault = record.fault.as_deref().unwrap_or(""),
+        replayed = record.replayed,
+        request_id = %record.request_id,
+        "sim request"
+    );
+    {
+        let mut log = lock(&shared.log);
+        if log.len() >= super::MAX_LOG {
+            log.drain(..super::MAX_LOG / 10);
+        }
+        log.push(record);
+    }
     if dropped {
         conn.kill.store(true, Ordering::SeqCst);
     }
@@ -533,6 +549,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                         json!({"error": e.error}),
                     ),
                 }
+            })
+        }
+        ("POST", ["readers", id, "customer-cancel"]) => {
+            with_state(&mut |st| match st.customer_cancel(id) {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(e) => json_response(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    json!({"error": e.error}),
+                ),
             })
         }
         ("GET", ["faults"]) => json_response(
