@@ -53,7 +53,8 @@ pub struct SimConfig {
     /// Seeds ids and every fault draw: the same seed and requests give the same run.
     pub seed: u64,
     /// How long an authorisation takes after the card is presented (`cancel_action` is
-    /// `terminal_reader_busy` meanwhile). Zero finishes it inside the present call.
+    /// `terminal_reader_busy` meanwhile). Zero (the default, as Stripe's simulated readers
+    /// behave) finishes it inside the present call.
     pub auth_delay: Duration,
     /// When set, a reader given `process_payment_intent` taps the default Visa by itself
     /// after this delay (for the demo). Simulated readers on Stripe never do this.
@@ -69,7 +70,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             seed: 1,
-            auth_delay: Duration::from_millis(200),
+            auth_delay: Duration::ZERO,
             auto_present: None,
             webhook: None,
             faults: Faults::default(),
@@ -96,6 +97,10 @@ pub struct RequestRecord {
     pub replayed: bool,
     pub request_id: String,
 }
+
+/// The request log and the event list keep at most this many entries (the oldest tenth
+/// goes when it is reached), so a long-running emulator does not grow without bound.
+pub const MAX_LOG: usize = 100_000;
 
 /// State shared by the server, its timers and the handle.
 pub(crate) struct Shared {
@@ -324,6 +329,15 @@ impl SimHandle {
         self.with_state(|st| st.stats())
     }
 
+    /// The customer presses cancel on `reader` while it waits for a card: the action fails
+    /// with `customer_canceled`.
+    pub fn customer_cancel(&self, reader: &str) -> Result<Reader, SimError> {
+        self.with_state(|st| {
+            let v = st.customer_cancel(reader)?;
+            serde_json::from_value(v).map_err(|e| SimError::api(500, e.to_string()))
+        })
+    }
+
     /// Every event created so far (whether or not a webhook endpoint is configured).
     pub fn events(&self) -> Vec<Event> {
         self.with_state(|st| st.events.clone())
@@ -348,8 +362,10 @@ pub struct SimArgs {
     /// Seed for ids and fault draws (same seed + same requests = same run).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// How long an authorisation takes after a card is presented (e.g. `2s`, `500ms`).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long an authorisation takes after a card is presented (e.g. `2s`, `500ms`);
+    /// `cancel_action` is terminal_reader_busy meanwhile. 0s = inside the present call, as
+    /// Stripe's simulated readers do.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub auth_delay: Duration,
     /// Tap the default Visa by itself this long after `process_payment_intent` (demo mode).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -450,6 +466,7 @@ pub fn run(args: SimArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::telemetry::init_default();
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

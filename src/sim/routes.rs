@@ -60,7 +60,15 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     if let Some(rest) = path.strip_prefix("/_sim/") {
-        return control(&shared, &method, rest, &body);
+        let request_id = {
+            let mut st = lock(&shared.state);
+            super::state::random_id(&mut st.rng, "req", 14)
+        };
+        let mut resp = control(&shared, &method, rest, &body);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("request-id", v);
+        }
+        return resp;
     }
     api(shared, conn, method, uri, headers, body).await
 }
@@ -211,7 +219,23 @@ async fn api(
     )
     .await;
     record.status = if dropped { 0 } else { answer.status };
-    lock(&shared.log).push(record);
+    tracing::info!(
+        method = %record.method,
+        path = %record.path,
+        account = record.account.as_deref().unwrap_or(""),
+        status = record.status,
+        fault = record.fault.as_deref().unwrap_or(""),
+        replayed = record.replayed,
+        request_id = %record.request_id,
+        "sim request"
+    );
+    {
+        let mut log = lock(&shared.log);
+        if log.len() >= super::MAX_LOG {
+            log.drain(..super::MAX_LOG / 10);
+        }
+        log.push(record);
+    }
     if dropped {
         conn.kill.store(true, Ordering::SeqCst);
     }
@@ -260,10 +284,17 @@ async fn pipeline(
             }
         }
     }
+    // GET and DELETE carry parameters in the query string; a POST may carry some there too.
+    let query = uri.query().unwrap_or("");
     let raw = if *method == Method::POST {
-        String::from_utf8_lossy(body).into_owned()
+        let body = String::from_utf8_lossy(body);
+        match (query.is_empty(), body.is_empty()) {
+            (true, _) => body.into_owned(),
+            (false, true) => query.to_string(),
+            (false, false) => format!("{query}&{body}"),
+        }
     } else {
-        uri.query().unwrap_or("").to_string()
+        query.to_string()
     };
     let form = match decode(&raw) {
         Ok(v) => Form::new(v),
@@ -518,6 +549,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                         json!({"error": e.error}),
                     ),
                 }
+            })
+        }
+        ("POST", ["readers", id, "customer-cancel"]) => {
+            with_state(&mut |st| match st.customer_cancel(id) {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(e) => json_response(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    json!({"error": e.error}),
+                ),
             })
         }
         ("GET", ["faults"]) => json_response(

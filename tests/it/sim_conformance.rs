@@ -569,7 +569,7 @@ async fn manual_capture_partial_capture_and_refund_limits() {
     // Refunds of a connected account's payment are not the platform's.
     api.post("/v1/refunds", &rp, None)
         .await
-        .err(404, Some("resource_missing"));
+        .err(400, Some("resource_missing"));
 }
 
 #[tokio::test]
@@ -845,6 +845,13 @@ async fn every_object_is_scoped_to_the_account_addressed() {
     )
     .await
     .err(404, Some("resource_missing"));
+    // The platform reader, without the header, takes it (the preview flow); a PaymentIntent
+    // it cannot see at all is a missing parameter object.
+    let e = api
+        .process(&w.reader, "pi_missing")
+        .await
+        .err(400, Some("resource_missing"));
+    assert_eq!(e["param"], "payment_intent");
     api.get(
         &format!("/v1/terminal/locations/{}", w.location),
         &Params::new(),
@@ -945,4 +952,274 @@ fn the_shape_check_refuses_fields_unknown_to_stripe() {
         "failure_message": null, "process_payment_intent": {"payment_intent": "pi_1", "owner": "x"}
     });
     assert!(std::panic::catch_unwind(|| check("terminal.reader", &bad_action)).is_err());
+}
+
+#[tokio::test]
+async fn the_stripe_client_reads_everything_the_emulator_writes() {
+    use readerd::stripe::params::*;
+    use readerd::stripe::wire::{Address, CaptureMethod, PaymentIntentStatus};
+    use readerd::stripe::{ClientConfig, RequestOptions, SecretKey, StripeClient};
+    let (sim, api) = instant().await;
+    let acct = api.account("US").await;
+    let client = StripeClient::new(ClientConfig::new(
+        sim.base_url(),
+        SecretKey::new("sk_test_client"),
+    ))
+    .unwrap();
+    let platform = RequestOptions::platform();
+    let on_acct = RequestOptions::account(&acct);
+    let account = client.retrieve_account(&acct).await.unwrap();
+    assert!(account.card_payments_active());
+    let loc = client
+        .create_location(
+            &CreateLocation {
+                display_name: "HQ".into(),
+                address: Address {
+                    country: Some("US".into()),
+                    line1: Some("1 Main St".into()),
+                    ..Address::default()
+                },
+                ..CreateLocation::default()
+            },
+            &platform.clone().key("loc-1"),
+        )
+        .await
+        .unwrap();
+    let reader = client
+        .register_reader(
+            &RegisterReader {
+                registration_code: "simulated-s700".into(),
+                label: Some("Till 1".into()),
+                location: Some(loc.id.clone()),
+                ..RegisterReader::default()
+            },
+            &platform.clone().key("rdr-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .list_readers(&ListReaders::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(client.list_locations().await.unwrap().len(), 1);
+    let pi = client
+        .create_payment_intent(
+            &CreatePaymentIntent {
+                amount: 1250,
+                currency: "usd".into(),
+                payment_method_types: vec!["card_present".into()],
+                capture_method: CaptureMethod::Manual,
+                application_fee_amount: Some(50),
+                description: None,
+                metadata: Default::default(),
+                transfer_destination: None,
+                on_behalf_of: None,
+            },
+            &on_acct.clone().key("pi-1"),
+        )
+        .await
+        .unwrap();
+    let r = client
+        .process_payment_intent(
+            &reader.id,
+            &ProcessPaymentIntent {
+                payment_intent: pi.id.clone(),
+                process_config: None,
+            },
+            &platform.clone().key("ppi-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.action.as_ref().unwrap().payment_intent_id(),
+        Some(pi.id.as_str())
+    );
+    client
+        .present_payment_method(
+            &reader.id,
+            &PresentPaymentMethod {
+                card_present_number: None,
+                amount_tip: Some(100),
+            },
+            &platform.clone().key("present-1"),
+        )
+        .await
+        .unwrap();
+    let got = client
+        .retrieve_payment_intent(&pi.id, &["latest_charge"], &on_acct)
+        .await
+        .unwrap();
+    assert_eq!(got.status, PaymentIntentStatus::RequiresCapture);
+    assert_eq!(got.tip_amount(), Some(100));
+    let charge = got.latest_charge.as_ref().unwrap().object().unwrap();
+    let cp = charge
+        .payment_method_details
+        .as_ref()
+        .unwrap()
+        .card_present
+        .as_ref()
+        .unwrap();
+    assert_eq!(cp.reader.as_deref(), Some(reader.id.as_str()));
+    let captured = client
+        .capture_payment_intent(
+            &pi.id,
+            &CapturePaymentIntent {
+                amount_to_capture: Some(1000),
+                application_fee_amount: None,
+            },
+            &on_acct.clone().key("cap-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(captured.amount_received, 1000);
+    let refund = client
+        .create_refund(
+            &CreateRefund {
+                payment_intent: pi.id.clone(),
+                amount: Some(400),
+                reason: None,
+                metadata: Default::default(),
+            },
+            &on_acct.clone().key("re-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refund.amount, 400);
+    assert_eq!(
+        client.list_payment_intents(&on_acct).await.unwrap().len(),
+        1
+    );
+    // The platform cannot see the connected account's PaymentIntent.
+    let e = client
+        .retrieve_payment_intent(&pi.id, &[], &platform)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("resource_missing"));
+    let deleted = client.delete_reader(&reader.id).await.unwrap();
+    assert!(deleted.deleted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_present_taps_the_default_card_by_itself() {
+    let sim = spawn(SimConfig {
+        auth_delay: Duration::from_secs(1),
+        auto_present: Some(Duration::from_secs(2)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi).await.ok();
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi).await["status"],
+        "requires_payment_method"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let v = api.get_intent(Some(&w.account), &pi).await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(
+        v["latest_charge"]["payment_method_details"]["card_present"]["last4"],
+        "4242"
+    );
+    // A cancelled action is not tapped later.
+    let pi2 = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi2).await.ok();
+    api.cancel_action(&w.reader).await.ok();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi2).await["status"],
+        "requires_payment_method"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_loses_its_link_while_authorising_reports_connection_error() {
+    let sim = spawn(SimConfig {
+        auth_delay: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "manual").await;
+    api.process(&w.reader, &pi).await.ok();
+    api.present(&w.reader, None).await.ok();
+    assert!(sim.set_reader_online(&w.reader, false));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The payment went through; the reader could not say so.
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi).await["status"],
+        "requires_capture"
+    );
+    assert_eq!(
+        api.get_reader(&w.reader).await["action"]["status"],
+        "in_progress"
+    );
+    assert!(sim.set_reader_online(&w.reader, true));
+    let v = api.get_reader(&w.reader).await;
+    assert_eq!(v["action"]["status"], "failed");
+    assert_eq!(v["action"]["failure_code"], "connection_error");
+    let kinds: Vec<String> = sim.events().iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("terminal.reader.action_failed")
+    );
+}
+
+#[tokio::test]
+async fn the_customer_can_cancel_on_the_reader_and_control_routes_present_cards() {
+    let (sim, api) = instant().await;
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi).await.ok();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!(
+            "{}/_sim/readers/{}/customer-cancel",
+            sim.base_url(),
+            w.reader
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = api.get_reader(&w.reader).await;
+    assert_eq!(v["action"]["status"], "failed");
+    assert_eq!(v["action"]["failure_code"], "customer_canceled");
+    assert!(v["action"]["api_error"].is_null());
+    assert!(sim.customer_cancel(&w.reader).is_err());
+    // The same PaymentIntent again, the card tapped through the control route with a tip.
+    api.process(&w.reader, &pi).await.ok();
+    let r = http
+        .post(format!(
+            "{}/_sim/readers/{}/present",
+            sim.base_url(),
+            w.reader
+        ))
+        .body(r#"{"number": "378282246310005", "amount_tip": 200}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("request-id").is_some());
+    let v = api.get_intent(Some(&w.account), &pi).await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["amount"], 1200);
+    assert_eq!(
+        v["latest_charge"]["payment_method_details"]["card_present"]["brand"],
+        "amex"
+    );
+    let r = http
+        .post(format!("{}/_sim/readers/tmr_nope/present", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
