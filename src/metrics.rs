@@ -13,7 +13,7 @@
 //! open authorisations); never amounts, tokens, keys or card data. Stripe paths are reduced
 //! to templates (`/v1/payment_intents/{id}/capture`) to keep the number of series bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -220,7 +220,7 @@ pub struct Metrics {
     pub stripe_requests: CounterVec,
     /// `readerd_stripe_request_duration_seconds{endpoint}`.
     pub stripe_request_duration: HistogramVec,
-    /// `readerd_stripe_retries_total{endpoint,reason}`: attempts after the first.
+    /// `readerd_stripe_retries_total{endpoint}`: attempts after the first.
     pub stripe_retries: CounterVec,
     /// `readerd_stripe_rate_limiter_wait_seconds`: waits for a permit of the client-side
     /// limiter (its `_count` is the number of requests that had to wait).
@@ -251,6 +251,7 @@ pub struct Metrics {
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
+    degradation: Mutex<Degradation>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -291,8 +292,8 @@ impl Metrics {
             ),
             stripe_retries: CounterVec::new(
                 "readerd_stripe_retries_total",
-                "Stripe API request attempts after the first, by endpoint and reason.",
-                &["endpoint", "reason"],
+                "Stripe API request attempts after the first (retries), by endpoint.",
+                &["endpoint"],
             ),
             rate_limiter_wait: HistogramVec::new(
                 "readerd_stripe_rate_limiter_wait_seconds",
@@ -366,6 +367,7 @@ impl Metrics {
                 &[],
             ),
             collectors: Mutex::new(Vec::new()),
+            degradation: Mutex::new(Degradation::default()),
         };
         m.build_info.set(&[env!("CARGO_PKG_VERSION")], 1.0);
         let now = SystemTime::now()
@@ -383,20 +385,55 @@ impl Metrics {
         self.payments.inc(&[merchant, status]);
     }
 
-    /// One attempt of a Stripe request finished: `status` is Stripe's HTTP status, or `None`
-    /// when no response arrived.
-    pub fn stripe_request(&self, method: &str, path: &str, status: Option<u16>, elapsed: Duration) {
+    /// Attempt number `attempt` (1 = the first) of a Stripe request finished: `path` is the
+    /// requested path or its template, `status` Stripe's HTTP status, or `None` when no
+    /// response arrived.
+    pub fn stripe_request(
+        &self,
+        method: &str,
+        path: &str,
+        attempt: u32,
+        status: Option<u16>,
+        elapsed: Duration,
+    ) {
         let endpoint = endpoint_template(path);
-        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-        self.stripe_requests.inc(&[&endpoint, method, &status]);
+        let status_label = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.stripe_requests
+            .inc(&[&endpoint, method, &status_label]);
         self.stripe_request_duration
             .observe(&[&endpoint], elapsed.as_secs_f64());
+        if attempt > 1 {
+            self.stripe_retries.inc(&[&endpoint]);
+        }
+        // No answer, a 5xx, a 429 or a very slow answer: Stripe is not serving us well.
+        let bad = match status {
+            None => true,
+            Some(s) => s >= 500 || s == 429,
+        } || elapsed >= DEGRADED_SLOW;
+        let change = self
+            .degradation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(tokio::time::Instant::now(), bad);
+        match change {
+            Some(true) => {
+                tracing::warn!("Stripe degraded: most recent requests failed or stalled");
+                self.set_stripe_degraded(true);
+            }
+            Some(false) => {
+                tracing::info!("Stripe recovered");
+                self.set_stripe_degraded(false);
+            }
+            None => {}
+        }
     }
 
-    /// A Stripe request is being retried; `reason` is the classification that allowed it
-    /// (e.g. `transient`, `rate_limited`).
-    pub fn stripe_retry(&self, path: &str, reason: &str) {
-        self.stripe_retries.inc(&[&endpoint_template(path), reason]);
+    /// Whether Stripe is currently considered degraded (see [`Degradation`]).
+    pub fn stripe_is_degraded(&self) -> bool {
+        self.degradation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .degraded
     }
 
     /// A request waited `waited` for the client-side rate limiter.
@@ -496,6 +533,44 @@ impl Metrics {
     }
 }
 
+/// An answer slower than this counts against Stripe's health.
+const DEGRADED_SLOW: Duration = Duration::from_secs(10);
+/// The window over which Stripe's health is judged.
+const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
+/// At least this many bad attempts in the window, and at least half of all attempts in it,
+/// make Stripe degraded; a few scattered failures (a reader timeout, one 500) do not.
+const DEGRADED_MIN_BAD: usize = 5;
+
+/// Field note 15: fleet-wide Stripe stalls must be visible. Tracks the outcomes of recent
+/// Stripe attempts and flips between healthy and degraded.
+#[derive(Debug, Default)]
+struct Degradation {
+    recent: VecDeque<(tokio::time::Instant, bool)>,
+    degraded: bool,
+}
+
+impl Degradation {
+    /// Records one attempt; returns the new state when it changed.
+    fn record(&mut self, now: tokio::time::Instant, bad: bool) -> Option<bool> {
+        self.recent.push_back((now, bad));
+        while let Some((at, _)) = self.recent.front() {
+            if now.saturating_duration_since(*at) > DEGRADED_WINDOW || self.recent.len() > 1000 {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        let bad_count = self.recent.iter().filter(|(_, b)| *b).count();
+        let degraded = bad_count >= DEGRADED_MIN_BAD && bad_count * 2 >= self.recent.len();
+        if degraded != self.degraded {
+            self.degraded = degraded;
+            Some(degraded)
+        } else {
+            None
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {name} {}", kind.name());
@@ -592,6 +667,16 @@ fn number(v: f64) -> String {
     }
 }
 
+/// The Stripe client reports every attempt and every rate-limiter wait here.
+impl crate::stripe::client::RequestObserver for Metrics {
+    fn on_attempt(&self, r: &crate::stripe::client::AttemptRecord<'_>) {
+        self.stripe_request(r.method, r.endpoint, r.attempt, r.status, r.latency);
+    }
+    fn on_rate_limit_wait(&self, waited: Duration) {
+        self.rate_limiter_waited(waited);
+    }
+}
+
 /// A Stripe request path reduced to its endpoint: query dropped, object ids replaced by
 /// `{id}` (`/v1/terminal/readers/tmr_X/process_payment_intent` →
 /// `/v1/terminal/readers/{id}/process_payment_intent`). Stripe's collection names are
@@ -682,10 +767,9 @@ mod tests {
     fn histograms_are_cumulative_with_sum_and_count() {
         let m = Metrics::new();
         let path = "/v1/payment_intents/pi_1/capture";
-        m.stripe_request("POST", path, Some(200), Duration::from_millis(30));
-        m.stripe_request("POST", path, Some(200), Duration::from_millis(300));
-        m.stripe_request("POST", path, None, Duration::from_secs(100));
-        m.stripe_retry(path, "transient");
+        m.stripe_request("POST", path, 1, Some(200), Duration::from_millis(30));
+        m.stripe_request("POST", path, 1, None, Duration::from_secs(100));
+        m.stripe_request("POST", path, 2, Some(200), Duration::from_millis(300));
         let out = m.render();
         let e = "endpoint=\"/v1/payment_intents/{id}/capture\"";
         assert!(out.contains(&format!(
@@ -712,9 +796,7 @@ mod tests {
         assert!(out.contains(&format!(
             "readerd_stripe_request_duration_seconds_sum{{{e}}} 100.33"
         )));
-        assert!(out.contains(&format!(
-            "readerd_stripe_retries_total{{{e},reason=\"transient\"}} 1\n"
-        )));
+        assert!(out.contains(&format!("readerd_stripe_retries_total{{{e}}} 1\n")));
         m.rate_limiter_waited(Duration::from_millis(40));
         let out = m.render();
         assert!(out.contains("readerd_stripe_rate_limiter_wait_seconds_bucket{le=\"0.01\"} 0\n"));
@@ -753,6 +835,33 @@ mod tests {
         assert_eq!(names.len(), n);
         assert_eq!(n, 19);
         assert_eq!(out.lines().filter(|l| l.starts_with("# HELP ")).count(), n);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stripe_degrades_on_repeated_failures_and_recovers() {
+        let m = Metrics::new();
+        let p = "/v1/payment_intents";
+        let ok = Duration::from_millis(100);
+        // Scattered failures among successes: healthy.
+        for i in 0..20 {
+            let status = if i % 5 == 0 { Some(500) } else { Some(200) };
+            m.stripe_request("GET", p, 1, status, ok);
+        }
+        assert!(!m.stripe_is_degraded());
+        // A stall: timeouts and 503s.
+        for _ in 0..15 {
+            m.stripe_request("GET", p, 1, None, Duration::from_secs(30));
+            m.stripe_request("GET", p, 2, Some(503), ok);
+        }
+        assert!(m.stripe_is_degraded());
+        assert!(m.render().contains("readerd_stripe_degraded 1\n"));
+        // A minute later, Stripe answers again.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for _ in 0..3 {
+            m.stripe_request("GET", p, 1, Some(200), ok);
+        }
+        assert!(!m.stripe_is_degraded());
+        assert!(m.render().contains("readerd_stripe_degraded 0\n"));
     }
 
     #[test]

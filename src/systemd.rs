@@ -10,11 +10,13 @@
 //!
 //! A watchdog ping must mean "the daemon is doing its work", not "the runtime can still run
 //! a timer task". So each long-running loop holds a [`Heartbeat`] from the daemon's
-//! [`Liveness`] and ticks it every round (idle loops wake at least every few seconds to do
-//! so); [`run_watchdog`] pings only while every registered loop has ticked within the
-//! watchdog interval. A loop that panics leaves its heartbeat behind, stale for good, so a
-//! dead worker ends in a watchdog restart instead of a daemon that answers `/healthz` and
-//! never finishes a payment.
+//! [`Liveness`] and ticks it every round (idle loops wake periodically to do so). Each loop
+//! declares its budget: the longest it may legitimately go without a tick, which for a loop
+//! that calls Stripe includes Stripe's own timeouts and retries (a Stripe stall must not
+//! restart the daemon; field note 15). [`run_watchdog`] pings only while every registered
+//! loop is within its budget. A loop that panics leaves its heartbeat behind, stale for
+//! good, so a dead worker ends in a watchdog restart instead of a daemon that answers
+//! `/healthz` and never finishes a payment.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -194,6 +196,8 @@ struct Beat {
     /// Milliseconds since `origin` at the last tick.
     last_ms: AtomicU64,
     origin: Instant,
+    /// The longest silence that still counts as alive.
+    budget: Duration,
 }
 
 impl Beat {
@@ -244,13 +248,14 @@ impl Liveness {
         Self::default()
     }
 
-    /// Registers a loop (ticked now).
-    pub fn register(&self, name: impl Into<String>) -> Heartbeat {
+    /// Registers a loop (ticked now) that ticks at least once every `budget`.
+    pub fn register(&self, name: impl Into<String>, budget: Duration) -> Heartbeat {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let beat = Arc::new(Beat {
             name: name.into(),
             last_ms: AtomicU64::new(0),
             origin: Instant::now(),
+            budget,
         });
         self.inner
             .loops
@@ -264,15 +269,15 @@ impl Liveness {
         }
     }
 
-    /// The loops that have not ticked within `max_age`, by name.
-    pub fn stale(&self, max_age: Duration) -> Vec<String> {
+    /// The loops that have not ticked within their budget, by name.
+    pub fn stale(&self) -> Vec<String> {
         let now = Instant::now();
         self.inner
             .loops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|b| b.age(now) > max_age)
+            .filter(|b| b.age(now) > b.budget)
             .map(|b| b.name.clone())
             .collect()
     }
@@ -291,10 +296,9 @@ impl Liveness {
     }
 }
 
-/// Pings systemd's watchdog every `interval / 2` while every loop in `liveness` has ticked
-/// within `interval / 2`, and stays silent (with a warning naming the stale loops) otherwise,
-/// so that systemd restarts a daemon whose loops have stopped. Runs until `shutdown`
-/// resolves. Loops must therefore tick more often than every `interval / 2`.
+/// Pings systemd's watchdog every `interval / 2` while every loop in `liveness` is within
+/// its budget, and stays silent (with a warning naming the stale loops) otherwise, so that
+/// systemd restarts a daemon whose loops have stopped. Runs until `shutdown` resolves.
 pub async fn run_watchdog(
     notifier: Notifier,
     interval: Duration,
@@ -311,7 +315,7 @@ pub async fn run_watchdog(
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        let stale = liveness.stale(period);
+        let stale = liveness.stale();
         if stale.is_empty() {
             if was_stale {
                 tracing::info!("all loops alive again; watchdog pings resumed");
@@ -419,18 +423,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn liveness_reports_loops_that_stopped_ticking() {
         let live = Liveness::new();
-        let a = live.register("reader-worker tmr_1");
-        let b = live.register("poller");
+        let a = live.register("reader-worker tmr_1", Duration::from_secs(5));
+        let b = live.register("poller", Duration::from_secs(5));
+        let slow = live.register("sync", Duration::from_secs(300));
         tokio::time::advance(Duration::from_secs(10)).await;
         a.tick();
-        assert_eq!(
-            live.stale(Duration::from_secs(5)),
-            vec!["poller".to_string()]
-        );
+        assert_eq!(live.stale(), vec!["poller".to_string()]);
         b.tick();
-        assert!(live.stale(Duration::from_secs(5)).is_empty());
+        assert!(live.stale().is_empty());
+        tokio::time::advance(Duration::from_secs(300)).await;
+        a.tick();
+        b.tick();
+        assert_eq!(live.stale(), vec!["sync".to_string()]);
+        slow.tick();
         drop(b);
-        assert_eq!(live.len(), 1);
+        assert_eq!(live.len(), 2);
         assert_eq!(a.name(), "reader-worker tmr_1");
     }
 
@@ -439,15 +446,12 @@ mod tests {
         let live = Liveness::new();
         let l2 = live.clone();
         let task = tokio::spawn(async move {
-            let _hb = l2.register("doomed");
+            let _hb = l2.register("doomed", Duration::from_secs(5));
             panic!("loop failed");
         });
         assert!(task.await.is_err());
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(
-            live.stale(Duration::from_secs(5)),
-            vec!["doomed".to_string()]
-        );
+        assert_eq!(live.stale(), vec!["doomed".to_string()]);
     }
 
     /// The watchdog pings while loops tick and falls silent once one stops.
@@ -458,7 +462,7 @@ mod tests {
         sock.set_nonblocking(true).unwrap();
         let n = Notifier::connect(&path).unwrap();
         let live = Liveness::new();
-        let hb = live.register("worker");
+        let hb = live.register("worker", Duration::from_secs(5));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let wd = tokio::spawn(run_watchdog(
             n,

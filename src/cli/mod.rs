@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod fleet;
+pub mod payments;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,16 @@ pub enum Command {
     Locations(fleet::LocationsCmd),
     /// Smart readers.
     Readers(fleet::ReadersCmd),
+    /// The stateful Stripe emulator as a standalone server.
+    Sim(crate::sim::SimArgs),
+    /// Everything on one machine: emulator, daemon, two merchants, two readers.
+    Demo(crate::demo::DemoArgs),
+    /// Take a payment and follow it live.
+    Pay(payments::PayCmd),
+    /// Payments: list, show, cancel, capture, retry, refund, follow.
+    Payments(payments::PaymentsCmd),
+    /// Benchmark the payment flow against the in-process emulator.
+    Bench(crate::payments::bench::BenchArgs),
 }
 
 /// Entry point of the binary.
@@ -47,5 +58,10 @@ pub fn main() -> ExitCode {
         Command::Merchants(c) => c.run(),
         Command::Locations(c) => c.run(),
         Command::Readers(c) => c.run(),
+        Command::Sim(args) => crate::sim::run(args),
+        Command::Demo(a) => crate::demo::main(a),
+        Command::Pay(c) => c.run(),
+        Command::Payments(c) => c.run(),
+        Command::Bench(a) => crate::payments::bench::main(a),
     }
 }

@@ -1,6 +1,6 @@
 //! The Stripe client: transport, retries, rate limiting and one method per endpoint.
 //!
-//! Every call goes through [`StripeClient::execute`]: wait for a permit from the client-side
+//! Every call goes through one private `execute` loop: wait for a permit from the client-side
 //! rate limiter, send one attempt, classify a failure with [`super::error::classify`], and
 //! retry with exponential backoff and jitter while the rule allows, always with the caller's
 //! own idempotency key. The client never invents an idempotency key: a key the caller did
@@ -152,6 +152,8 @@ pub struct AttemptRecord<'a> {
 /// A hook told about every attempt (for metrics). Must not block.
 pub trait RequestObserver: Send + Sync + 'static {
     fn on_attempt(&self, record: &AttemptRecord<'_>);
+    /// A request waited `waited` for the client-side rate limiter before its attempt.
+    fn on_rate_limit_wait(&self, _waited: Duration) {}
 }
 
 /// The rate limiter's clock: tokio's, so that a paused test clock drives it too.
@@ -355,9 +357,18 @@ impl StripeClient {
 
     /// Waits for a permit from the client-side limiter.
     async fn acquire_permit(&self) {
+        let mut waited = Duration::ZERO;
         while let Err(not_until) = self.limiter.check() {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            let wait = not_until
+                .wait_time_from(self.limiter.clock().now())
+                .max(Duration::from_millis(1));
+            tokio::time::sleep(wait).await;
+            waited += wait;
+        }
+        if !waited.is_zero() {
+            if let Some(observer) = &self.observer {
+                observer.on_rate_limit_wait(waited);
+            }
         }
     }
 
@@ -425,7 +436,7 @@ impl StripeClient {
             Ok((status, request_id, body)) => {
                 serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
                     status,
-                    message: format!("{e}"),
+                    message: self.scrub(e.to_string()),
                     request_id,
                 })
             }
@@ -539,16 +550,19 @@ impl StripeClient {
         });
         let rate_limited_reason = header_str(&headers, "stripe-rate-limited-reason");
         match serde_json::from_slice::<ErrorEnvelope>(&body) {
-            Ok(env) => Err(StripeError::Api {
+            Ok(mut env) => Err(StripeError::Api {
                 status,
-                error: Box::new(env.error),
+                error: {
+                    env.error.message = env.error.message.map(|m| self.scrub(m));
+                    Box::new(env.error)
+                },
                 request_id,
                 should_retry,
                 rate_limited_reason,
             }),
             Err(e) => Err(StripeError::Decode {
                 status,
-                message: format!("error body is not a Stripe error object: {e}"),
+                message: self.scrub(format!("error body is not a Stripe error object: {e}")),
                 request_id,
             }),
         }
@@ -564,17 +578,24 @@ impl StripeClient {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        // Belt and braces: no error text may carry the key, whatever a library printed.
-        let key = self.config.secret_key.expose();
-        if !key.is_empty() {
-            text = text.replace(key, "<redacted>");
-        }
+        let text = self.scrub(text);
         if e.is_builder() {
             StripeError::Config(text)
         } else if e.is_connect() {
             StripeError::Connect(text)
         } else {
             StripeError::NoResponse(text)
+        }
+    }
+
+    /// Removes the secret key from text that leaves the client (errors, logs): belt and
+    /// braces against a library, a proxy or a server that echoes it.
+    fn scrub(&self, text: String) -> String {
+        let key = self.config.secret_key.expose();
+        if !key.is_empty() && text.contains(key) {
+            text.replace(key, "<redacted>")
+        } else {
+            text
         }
     }
 

@@ -4,7 +4,7 @@
 //! serialises them), so the two cannot drift apart silently. Two rules follow from Stripe
 //! adding fields and enum values every month:
 //! - unknown fields are ignored when parsing (no `deny_unknown_fields` here);
-//! - enums are [`string_enum!`] types: known values get a variant, unknown values are kept
+//! - enums are `string_enum!` types: known values get a variant, unknown values are kept
 //!   verbatim in `Other(String)` and written back unchanged.
 //!
 //! Only fields that Stripe documents are declared, so that what the emulator writes carries
@@ -125,6 +125,16 @@ pub struct List<T> {
     pub has_more: bool,
     #[serde(default)]
     pub url: String,
+}
+
+/// Reads `null` as the type's default (for fields Stripe documents as nullable where an
+/// empty value means the same).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn list_object() -> String {
@@ -666,7 +676,8 @@ pub struct Refund {
     pub charge: Option<String>,
     pub created: i64,
     pub currency: String,
-    #[serde(default)]
+    /// Nullable on refunds (unlike most objects): `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     #[serde(default)]
     pub payment_intent: Option<String>,

@@ -775,48 +775,9 @@ async fn the_observer_sees_every_attempt() {
     );
 }
 
-/// A `MakeWriter` that keeps everything written, to search the logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Everything this test binary logs. A global subscriber, because a thread-scoped one can
-/// miss events whose callsites other tests registered first.
-fn global_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in the test binary");
-        logs
-    })
-    .clone()
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_secret_key_appears_in_no_debug_log_or_error() {
-    let logs = global_logs();
+    let logs = crate::common::captured_logs();
 
     let server = Server::start(vec![
         err(500, "api_error", &[]),
@@ -855,7 +816,30 @@ async fn the_secret_key_appears_in_no_debug_log_or_error() {
     let dropping = Server::start(vec![Reply::Drop]).await;
     let e = client(&dropping).delete_reader("tmr_1").await.unwrap_err();
     texts.push(format!("{e:?} {e}"));
-    let log = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    // A server that echoes the key, in an error message and in a body that does not parse.
+    let echo = Server::start(vec![
+        Reply::Json {
+            status: 401,
+            headers: vec![],
+            body: json!({"error": {"type": "invalid_request_error",
+                "message": format!("Invalid API Key provided: {KEY}")}})
+            .to_string(),
+        },
+        Reply::Json {
+            status: 200,
+            headers: vec![],
+            body: json!({"id": "acct_1", "object": "account", "created": KEY}).to_string(),
+        },
+    ])
+    .await;
+    let c = client(&echo);
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    texts.push(format!("{e:?} {e}"));
+    let e = c.retrieve_account("acct_1").await.unwrap_err();
+    assert!(matches!(e, StripeError::Decode { .. }), "{e:?}");
+    texts.push(format!("{e:?} {e}"));
+    let log = logs.text();
     let ours: Vec<&str> = log.lines().filter(|l| l.contains("acct_secrecy")).collect();
     assert_eq!(
         ours.len(),
@@ -1018,4 +1002,47 @@ fn bad_settings_are_refused_up_front() {
         Err(e @ StripeError::Config(_)) => assert!(!e.to_string().contains("split")),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_expanded_latest_charge_reads_its_card_present_details() {
+    let mut pi = pi_json("pi_1", "requires_capture");
+    pi["capture_method"] = json!("manual");
+    pi["amount_capturable"] = json!(1250);
+    pi["amount_details"] = json!({"tip": {"amount": 150}});
+    pi["latest_charge"] = json!({
+        "id": "ch_1", "object": "charge", "amount": 1250, "amount_captured": 0,
+        "amount_refunded": 0, "captured": false, "created": 1_700_000_000, "currency": "eur",
+        "livemode": false, "metadata": {}, "paid": true, "payment_intent": "pi_1",
+        "refunded": false, "status": "succeeded", "failure_code": null,
+        "payment_method_details": {"type": "card_present", "card_present": {
+            "amount_authorized": 1250, "brand": "visa", "capture_before": 1_700_400_000,
+            "exp_month": 12, "exp_year": 2030, "funding": "credit", "last4": "4242",
+            "incremental_authorization_supported": false, "overcapture_supported": false,
+            "read_method": "contactless_emv", "reader": "tmr_1", "location": "tml_1",
+            "receipt": {"account_type": "credit"}
+        }}
+    });
+    let server = Server::start(vec![ok(pi)]).await;
+    let pi = client(&server)
+        .retrieve_payment_intent(
+            "pi_1",
+            &["latest_charge"],
+            &RequestOptions::account("acct_1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pi.status, PaymentIntentStatus::RequiresCapture);
+    assert_eq!(pi.tip_amount(), Some(150));
+    let charge = pi.latest_charge.as_ref().unwrap();
+    assert_eq!(charge.id(), "ch_1");
+    let card = charge
+        .object()
+        .and_then(|c| c.payment_method_details.as_ref())
+        .and_then(|d| d.card_present.as_ref())
+        .unwrap();
+    assert_eq!(card.capture_before, Some(1_700_400_000));
+    assert_eq!(card.brand.as_deref(), Some("visa"));
+    assert_eq!(card.last4.as_deref(), Some("4242"));
+    assert_eq!(card.reader.as_deref(), Some("tmr_1"));
 }

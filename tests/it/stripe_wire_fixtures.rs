@@ -286,3 +286,15 @@ where
     assert_eq!(again, parsed);
     parsed
 }
+
+#[test]
+fn a_refund_with_stripes_nullable_fields_null_parses() {
+    // The schema marks refund `metadata`, `charge`, `payment_intent`, `reason`, `status`
+    // nullable.
+    let v = json!({"id": "re_1", "object": "refund", "amount": 100, "created": 1,
+        "currency": "eur", "metadata": null, "charge": null, "payment_intent": null,
+        "reason": null, "status": null, "balance_transaction": null});
+    let r: Refund = serde_json::from_value(v).unwrap();
+    assert!(r.metadata.is_empty());
+    assert_eq!(r.amount, 100);
+}
