@@ -335,16 +335,14 @@ pub fn check_config(path: &Path) -> ExitCode {
 
 /// `readerd run --config PATH`.
 pub fn run(path: &Path) -> ExitCode {
-    // The config is read before tracing starts only to learn the log settings; a bad one
-    // is still reported through tracing's default set-up.
+    // The config is read first only to learn the log settings; a bad one is reported on
+    // stderr before any tracing is set up.
     let config = match Config::load(path) {
         Ok(c) => {
             crate::telemetry::init(&c.log);
             c
         }
         Err(e) => {
-            crate::telemetry::init_default();
-            tracing::error!("{e}");
             eprintln!("readerd: {e}");
             return ExitCode::from(EX_CONFIG);
         }
@@ -353,7 +351,6 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("readerd: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -363,7 +360,7 @@ pub fn run(path: &Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("readerd: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -374,11 +371,10 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::error!("cannot open the store: {e}");
-                eprintln!("readerd: cannot open the store: {e}");
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                eprintln!("readerd: {e}");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -386,7 +382,6 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot bind {listen}: {e}");
-                eprintln!("readerd: cannot bind {listen}: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -397,7 +392,6 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("readerd: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -318,26 +318,24 @@ async fn pipeline(
         return rate_limited(record);
     }
     let fingerprint = format!("{method} {path} {}", form.0);
-    if let Some(k) = key {
-        let begin = lock(&shared.keys).begin(&scope, k, &fingerprint);
-        match begin {
-            Begin::Run => {}
+    // What the key says, when there is one: run, or answer without running.
+    let settled: Option<Answer> = match key {
+        None => None,
+        Some(k) => match lock(&shared.keys).begin(&scope, k, &fingerprint) {
+            Begin::Run => None,
             Begin::Replay { status, body } => {
                 record.replayed = true;
-                record.fault = None;
-                let a = Answer {
+                Some(Answer {
                     status,
                     body,
                     headers: vec![("idempotent-replayed", "true".into())],
-                };
-                return (a, false);
+                })
             }
-            Begin::Mismatch => {
-                record.fault = None;
-                return fail(SimError::idempotency(format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.")));
-            }
+            Begin::Mismatch => Some(error_answer(
+                &SimError::idempotency(format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.")),
+                request_id,
+            )),
             Begin::InUse => {
-                record.fault = None;
                 let mut e = SimError::invalid(
                     Some("idempotency_key_in_use"),
                     "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
@@ -345,18 +343,21 @@ async fn pipeline(
                 e.status = 409;
                 let mut a = error_answer(&e, request_id);
                 a.headers.push(("stripe-should-retry", "true".into()));
-                return (a, false);
+                Some(a)
             }
-        }
-    }
+        },
+    };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
     let abandon = || {
         if let Some(k) = key {
-            lock(&shared.keys).abandon(&scope, k);
+            if settled.is_none() {
+                lock(&shared.keys).abandon(&scope, k);
+            }
         }
     };
+    // Transport faults hit any request, replays included; they never touch a stored key.
     match decision.outcome {
         Outcome::Error(status) => {
             abandon();
@@ -375,7 +376,18 @@ async fn pipeline(
                 true,
             );
         }
+        Outcome::DropAfter if settled.is_some() => {
+            return (
+                error_answer(&SimError::api(500, "dropped"), request_id),
+                true,
+            );
+        }
         _ => {}
+    }
+    if let Some(answer) = settled {
+        // A reader fault needs a reader command to act on; an answered key runs nothing.
+        record.fault = None;
+        return (answer, false);
     }
     let result = {
         let mut st = lock(&shared.state);

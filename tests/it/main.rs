@@ -1,10 +1,15 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod fleet_api;
+mod fleet_auth;
+mod fleet_cli;
 mod fleet_config;
+mod fleet_daemon;
 mod payments_api;
 mod payments_crash;
 mod payments_flow;
+mod sim_cli;
 mod sim_client;
 mod sim_conformance;
 mod sim_faults;

@@ -1,7 +1,7 @@
 //! Webhooks from the emulator: signed as Stripe signs them, from the right account,
 //! retried while the endpoint fails, and duplicated when asked to.
 
-use crate::sim_client::{world, Api};
+use crate::sim_client::{check_any, world, Api};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -114,6 +114,9 @@ async fn events_are_signed_scoped_and_retried_until_delivered() {
     assert!(got
         .iter()
         .all(|e| e.id.starts_with("evt_") && e.object == "event"));
+    for e in &got {
+        check_any(&e.data.object);
+    }
     // The request that caused it is named.
     assert!(got[0]
         .request
