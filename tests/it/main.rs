@@ -9,6 +9,7 @@ mod fleet_daemon;
 mod payments_api;
 mod payments_crash;
 mod payments_flow;
+mod sim_cli;
 mod sim_client;
 mod sim_conformance;
 mod sim_faults;
