@@ -84,6 +84,8 @@ pub struct Config {
     #[serde(default)]
     pub merchants: MerchantsConfig,
     #[serde(default)]
+    pub payments: PaymentsConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -223,6 +225,57 @@ impl Default for MerchantsConfig {
     fn default() -> Self {
         MerchantsConfig {
             recheck_interval: Duration::from_secs(3600).into(),
+        }
+    }
+}
+
+/// `[payments]`: the per-reader queues and the flow's waits and deadlines.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// Payments and displays that may wait for one reader; more are refused with 429.
+    pub queue_capacity: usize,
+    /// Fastest reader poll while an action is in progress (it slows to `poll_max`).
+    pub poll_min: HumanDuration,
+    pub poll_max: HumanDuration,
+    /// No sign of life from the reader this long after a dispatch: reported as not
+    /// picked up.
+    pub pickup_timeout: HumanDuration,
+    /// An action still in progress after this long is cancelled; the PaymentIntent decides.
+    pub action_deadline: HumanDuration,
+    /// How long to wait for someone else's action on a reader before failing `reader_busy`.
+    pub busy_wait: HumanDuration,
+    /// How long to wait for an offline reader before failing `reader_offline`.
+    pub offline_wait: HumanDuration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        let e = crate::payments::EngineConfig::default();
+        PaymentsConfig {
+            queue_capacity: e.queue_capacity,
+            poll_min: e.poll_min.into(),
+            poll_max: e.poll_max.into(),
+            pickup_timeout: e.pickup_timeout.into(),
+            action_deadline: e.action_deadline.into(),
+            busy_wait: e.busy_wait.into(),
+            offline_wait: e.offline_wait.into(),
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// The engine's settings.
+    pub fn engine(&self) -> crate::payments::EngineConfig {
+        crate::payments::EngineConfig {
+            queue_capacity: self.queue_capacity,
+            poll_min: self.poll_min.0,
+            poll_max: self.poll_max.0,
+            pickup_timeout: self.pickup_timeout.0,
+            action_deadline: self.action_deadline.0,
+            busy_wait: self.busy_wait.0,
+            offline_wait: self.offline_wait.0,
+            ..crate::payments::EngineConfig::default()
         }
     }
 }

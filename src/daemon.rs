@@ -108,7 +108,7 @@ pub trait Plugin: Send + Sync + 'static {
 
 /// The plugins every daemon runs (`readerd run`, the demo, the test helpers).
 pub fn default_plugins() -> Vec<Arc<dyn Plugin>> {
-    Vec::new()
+    vec![Arc::new(crate::payments::PaymentsPlugin::default())]
 }
 
 /// A daemon to start: its config, its secrets and its plugins.

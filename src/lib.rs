@@ -8,6 +8,8 @@ pub mod config;
 pub mod daemon;
 pub mod fleet;
 pub mod metrics;
+pub mod payments;
+pub mod sim;
 pub mod store;
 pub mod stripe;
 pub mod systemd;

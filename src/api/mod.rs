@@ -15,6 +15,8 @@ pub mod error;
 pub mod fleet;
 pub mod json;
 pub mod ops;
+pub mod payments;
+pub mod webhooks;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod fleet;
+pub mod payments;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,14 @@ pub enum Command {
     Locations(fleet::LocationsCmd),
     /// Smart readers.
     Readers(fleet::ReadersCmd),
+    /// The stateful Stripe emulator as a standalone server.
+    Sim(crate::sim::SimArgs),
+    /// Take a payment and follow it live.
+    Pay(payments::PayCmd),
+    /// Payments: list, show, cancel, capture, retry, refund, follow.
+    Payments(payments::PaymentsCmd),
+    /// Benchmark the payment flow against the in-process emulator.
+    Bench(crate::payments::bench::BenchArgs),
 }
 
 /// Entry point of the binary.
@@ -47,5 +56,9 @@ pub fn main() -> ExitCode {
         Command::Merchants(c) => c.run(),
         Command::Locations(c) => c.run(),
         Command::Readers(c) => c.run(),
+        Command::Sim(args) => crate::sim::run(args),
+        Command::Pay(c) => c.run(),
+        Command::Payments(c) => c.run(),
+        Command::Bench(a) => crate::payments::bench::main(a),
     }
 }

@@ -14,8 +14,24 @@ fn engine(e: sled::Error) -> StoreError {
 }
 
 impl SledStore {
+    /// Opens the store at `path`. sled releases its file lock from a background thread
+    /// after the last handle is dropped, so a reopen right after a close (a restart in the
+    /// same process, or a quick service restart) retries for a short while before giving up.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::from_db(sled::open(path).map_err(engine)?)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return Self::from_db(db),
+                // sled reports a held lock as an `Other` I/O error with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        }
     }
 
     pub fn temporary() -> Result<Self, StoreError> {

@@ -1,0 +1,363 @@
+//! The payment routes: create (with `Idempotency-Key`), read, list, follow (Server-Sent
+//! Events), cancel, capture, retry, refund, and cart display on a reader.
+//!
+//! Scope: a pos client acts only for its merchants, and a payment of any other merchant is
+//! answered as if it did not exist (404). Handlers validate and translate; the decisions
+//! live in [`crate::payments::Engine`].
+
+use super::json::parse_body;
+use super::{ApiError, ApiJson, AppState, Caller};
+use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, RefundRecord};
+use crate::payments::{Engine, Payment, Status};
+use crate::stripe::wire::{Cart, CartLineItem};
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+
+/// The payment routes; the engine rides along as an extension.
+pub fn routes(engine: Engine) -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments", post(create).get(list))
+        .route("/v1/payments/{id}", get(show))
+        .route("/v1/payments/{id}/events", get(events))
+        .route("/v1/payments/{id}/cancel", post(cancel))
+        .route("/v1/payments/{id}/capture", post(capture))
+        .route("/v1/payments/{id}/retry", post(retry))
+        .route("/v1/payments/{id}/refunds", post(refund))
+        .route("/v1/readers/{id}/display", post(display))
+        .layer(Extension(engine))
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::Invalid { code, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            PaymentError::Forbidden { code, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, code, message)
+            }
+            PaymentError::NotFound(kind) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such {kind}"),
+            ),
+            PaymentError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            PaymentError::QueueFull(q) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", q.to_string())
+            }
+            PaymentError::Stripe(s) => s.into(),
+            PaymentError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The contract's payment object, plus what helps to follow it (history, what it waits
+/// for, the authorisation's deadline).
+pub fn payment_json(p: &Payment) -> Value {
+    json!({
+        "id": p.id,
+        "object": "payment",
+        "status": p.status,
+        "merchant": p.merchant,
+        "reader": p.reader,
+        "amount": p.amount,
+        "currency": p.currency,
+        "capture": p.capture,
+        "description": p.description,
+        "metadata": p.metadata,
+        "payment_intent": p.payment_intent,
+        "amount_captured": p.amount_captured,
+        "amount_refunded": p.amount_refunded,
+        "tip": p.tip,
+        "failure": p.failure,
+        "capture_before": p.capture_before.map(|s| super::json::timestamp(s * 1000)),
+        "cancel_requested": p.cancel_requested,
+        "waiting_for": p.waiting_for,
+        "attempts": p.attempt,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+        "history": p.history,
+    })
+}
+
+fn refund_json(r: &RefundRecord) -> Value {
+    json!({
+        "id": r.id,
+        "object": "refund",
+        "payment": r.payment,
+        "amount": r.amount,
+        "status": r.status,
+        "refund": r.refund,
+        "created_at": r.created_at,
+    })
+}
+
+/// The payment, if the caller may see it (404 otherwise, whoever's it is).
+fn visible(engine: &Engine, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
+    match engine.get(id)? {
+        Some(p) if caller.may_see_merchant(&p.merchant) => Ok(p),
+        _ => Err(ApiError::not_found("payment", id)),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| ApiError::bad_request("unreadable Idempotency-Key header")),
+    }
+}
+
+/// An optional JSON body: empty means the defaults.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
+async fn create(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreatePayment>,
+) -> Result<Response, ApiError> {
+    if !caller.may_see_merchant(&req.merchant) {
+        return Err(ApiError::not_found("merchant", &req.merchant));
+    }
+    let key = idempotency_key(&headers)?;
+    let p = engine.create(req, &caller.name, key.as_deref())?;
+    Ok((StatusCode::CREATED, Json(payment_json(&p))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    merchant: Option<String>,
+    reader: Option<String>,
+    status: Option<String>,
+}
+
+async fn list(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown status {s:?}; one of queued, processing, requires_capture, succeeded, declined, canceled, failed"
+            ))
+        })?),
+    };
+    let filter = PaymentFilter {
+        merchant: q.merchant.filter(|s| !s.is_empty()),
+        reader: q.reader.filter(|s| !s.is_empty()),
+        status,
+        scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
+    };
+    Ok(Json(
+        engine.list(&filter)?.iter().map(payment_json).collect(),
+    ))
+}
+
+async fn show(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(payment_json(&visible(&engine, &caller, &id)?)))
+}
+
+/// Server-Sent Events: the payment as it is now, then one event per status change; the
+/// stream ends after a final status.
+async fn events(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Subscribe before reading, so that no change falls between the two.
+    let rx = engine.subscribe();
+    let current = visible(&engine, &caller, &id)?;
+    struct St {
+        rx: tokio::sync::broadcast::Receiver<Payment>,
+        first: Option<Payment>,
+        last: Option<Status>,
+        done: bool,
+        engine: Engine,
+        id: String,
+    }
+    let st = St {
+        rx,
+        first: Some(current),
+        last: None,
+        done: false,
+        engine,
+        id,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let next = match st.first.take() {
+            Some(p) => p,
+            None => loop {
+                match st.rx.recv().await {
+                    Ok(p) if p.id == st.id && Some(p.status) != st.last => break p,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed some: the record tells where it stands now.
+                        match st.engine.get(&st.id) {
+                            Ok(Some(p)) if Some(p.status) != st.last => break p,
+                            _ => continue,
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        };
+        st.last = Some(next.status);
+        st.done = next.status.is_final();
+        let ev = Event::default()
+            .event("status")
+            .data(payment_json(&next).to_string());
+        Some((Ok::<Event, Infallible>(ev), st))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn cancel(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    visible(&engine, &caller, &id)?;
+    Ok(Json(payment_json(&engine.cancel(&id).await?)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+async fn capture(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    visible(&engine, &caller, &id)?;
+    let b: AmountBody = optional_body(&body)?;
+    Ok(Json(payment_json(&engine.capture(&id, b.amount).await?)))
+}
+
+async fn retry(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    visible(&engine, &caller, &id)?;
+    Ok(Json(payment_json(&engine.retry(&id).await?)))
+}
+
+async fn refund(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    visible(&engine, &caller, &id)?;
+    let b: AmountBody = optional_body(&body)?;
+    let key = idempotency_key(&headers)?;
+    let (p, r) = engine
+        .refund(&id, b.amount, &caller.name, key.as_deref())
+        .await?;
+    let mut out = refund_json(&r);
+    out["payment_object"] = payment_json(&p);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisplayBody {
+    currency: String,
+    line_items: Vec<LineItem>,
+    #[serde(default)]
+    tax: Option<i64>,
+    total: i64,
+    /// The merchant the display is for (fair ordering in the reader's queue); a pos client
+    /// with one merchant may leave it out.
+    #[serde(default)]
+    merchant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineItem {
+    description: String,
+    amount: i64,
+    quantity: i64,
+}
+
+async fn display(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(reader): Path<String>,
+    ApiJson(b): ApiJson<DisplayBody>,
+) -> Result<Response, ApiError> {
+    let merchant = match (&b.merchant, caller.merchants.first()) {
+        (Some(m), _) => m.clone(),
+        (None, Some(m)) if !caller.is_admin() => m.clone(),
+        (None, _) => "_operator".to_string(),
+    };
+    if !caller.is_admin() && !caller.may_see_merchant(&merchant) {
+        return Err(ApiError::not_found("merchant", &merchant));
+    }
+    if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_lowercase()) {
+        return Err(ApiError::bad_request(
+            "currency must be lower-case, such as \"eur\"",
+        ));
+    }
+    if b.line_items.is_empty() || b.total < 0 {
+        return Err(ApiError::bad_request(
+            "a cart needs at least one line item and a non-negative total",
+        ));
+    }
+    let cart = Cart {
+        currency: b.currency,
+        line_items: b
+            .line_items
+            .into_iter()
+            .map(|l| CartLineItem {
+                amount: l.amount,
+                description: l.description,
+                quantity: l.quantity,
+            })
+            .collect(),
+        tax: b.tax,
+        total: b.total,
+    };
+    let id = engine.display(&reader, &merchant, cart)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "object": "display", "reader": reader, "status": "queued"})),
+    )
+        .into_response())
+}

@@ -1,0 +1,106 @@
+//! `POST /webhooks/stripe`: Stripe's events, as hints.
+//!
+//! The `Stripe-Signature` header is verified against the raw body (Stripe's tolerance of
+//! 300 s, any of several `v1` values); a forged or stale event is refused with 400. Events
+//! are deduplicated by id in the store (tree `webhook_events`), so a redelivery does
+//! nothing. An event never changes a payment by itself: it only wakes the reader's worker,
+//! or re-reads the PaymentIntent, so a late or reordered event cannot undo what Stripe now
+//! says. Without a configured signing secret the route does not exist (404).
+
+use super::{ApiError, AppState};
+use crate::payments::Engine;
+use crate::store::Tree;
+use crate::stripe::webhook::{verify, DEFAULT_TOLERANCE_SECS};
+use crate::stripe::wire::Event;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub fn routes(engine: Engine) -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/stripe", post(receive))
+        .layer(Extension(engine))
+}
+
+/// A processed event id (tree `webhook_events`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen {
+    kind: String,
+    received_at: String,
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Extension(engine): Extension<Engine>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(secret) = &state.webhook_secret else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "webhooks are off: no stripe.webhook_secret_file is configured",
+        ));
+    };
+    let sig = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Err(e) = verify(secret.expose(), sig, &body, now, DEFAULT_TOLERANCE_SECS) {
+        tracing::warn!(reason = %e, "webhook refused");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            format!("Stripe-Signature: {e}"),
+        ));
+    }
+    let event: Event = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a Stripe event: {e}")))?;
+    let seen = Seen {
+        kind: event.kind.clone(),
+        received_at: crate::payments::engine::now(),
+    };
+    if state
+        .registry
+        .put_if_absent(Tree::WebhookEvents, &event.id, &seen)?
+        .is_some()
+    {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"received": true, "duplicate": true})),
+        ));
+    }
+    hint(&engine, &event);
+    Ok((StatusCode::OK, Json(json!({"received": true}))))
+}
+
+/// Wakes whoever should re-read the objects the event is about.
+fn hint(engine: &Engine, event: &Event) {
+    let obj = &event.data.object;
+    let kind = event.kind.as_str();
+    if kind.starts_with("terminal.reader.") {
+        if let Some(reader) = obj["id"].as_str() {
+            engine.hint_reader(reader);
+        }
+        let pi = &obj["action"]["process_payment_intent"]["payment_intent"];
+        if let Some(pi) = pi.as_str().or_else(|| pi["id"].as_str()) {
+            engine.hint_intent(pi);
+        }
+    } else if kind.starts_with("payment_intent.") {
+        if let Some(pi) = obj["id"].as_str() {
+            engine.hint_intent(pi);
+        }
+    } else if kind.starts_with("charge.") || kind.starts_with("refund.") {
+        if let Some(pi) = obj["payment_intent"].as_str() {
+            engine.hint_intent(pi);
+        }
+    }
+}

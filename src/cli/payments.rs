@@ -1,0 +1,375 @@
+//! `readerd pay …` and `readerd payments …`: the payment commands of the API client.
+//!
+//! `pay` creates a payment and follows it live (a status line that updates, "waiting for
+//! card…", then the outcome); Ctrl-C asks the daemon to cancel and keeps following until
+//! Stripe has the last word. It exits 0 only when the payment succeeded (or, with
+//! `--capture manual`, is authorised).
+
+use super::client::{block_on, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct PayCmd {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The merchant to charge for.
+    #[arg(long)]
+    pub merchant: String,
+    /// The reader (`tmr_…` or its label).
+    #[arg(long)]
+    pub reader: String,
+    /// Amount in minor units (1250 = 12.50).
+    #[arg(long)]
+    pub amount: i64,
+    /// Lower-case currency, such as `eur`.
+    #[arg(long)]
+    pub currency: String,
+    /// `automatic` or `manual` (authorise now, capture later).
+    #[arg(long, default_value = "automatic", value_parser = ["automatic", "manual"])]
+    pub capture: String,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Make the request repeatable (a random key is used otherwise).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Create the payment and return at once, without following it.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PaymentsCmd {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub action: PaymentsAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PaymentsAction {
+    /// List payments (newest first).
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        reader: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one payment with its history.
+    Show { id: String },
+    /// Cancel a payment (`canceled` once Stripe confirms).
+    Cancel { id: String },
+    /// Capture an authorised payment, fully or `--amount` of it.
+    Capture {
+        id: String,
+        #[arg(long)]
+        amount: Option<i64>,
+    },
+    /// Send a declined payment back to its reader (same PaymentIntent).
+    Retry { id: String },
+    /// Refund a succeeded payment, fully or `--amount` of it.
+    Refund {
+        id: String,
+        #[arg(long)]
+        amount: Option<i64>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Follow a payment live until it settles.
+    Follow { id: String },
+}
+
+impl PayCmd {
+    pub fn run(self) -> ExitCode {
+        let mut code = ExitCode::FAILURE;
+        let out = block_on(async {
+            let c = ApiClient::new(&self.api)?;
+            let key = self
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| crate::payments::engine::new_id("cli"));
+            let body = json!({
+                "merchant": self.merchant,
+                "reader": self.reader,
+                "amount": self.amount,
+                "currency": self.currency,
+                "capture": self.capture,
+                "description": self.description,
+            });
+            let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
+            if self.api.json && self.no_follow {
+                print_json(&p);
+            } else {
+                println!(
+                    "payment {} for {} {} on {}",
+                    p["id"].as_str().unwrap_or("?"),
+                    self.amount,
+                    self.currency,
+                    p["reader"].as_str().unwrap_or("?")
+                );
+            }
+            if self.no_follow {
+                code = ExitCode::SUCCESS;
+                return Ok(());
+            }
+            let id = p["id"].as_str().unwrap_or_default().to_string();
+            let last = follow(&c, &id, true).await?;
+            if self.api.json {
+                print_json(&last);
+            }
+            let manual = self.capture == "manual";
+            code = match last["status"].as_str() {
+                Some("succeeded") => ExitCode::SUCCESS,
+                Some("requires_capture") if manual => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            };
+            Ok(())
+        });
+        if out != ExitCode::SUCCESS {
+            return out;
+        }
+        code
+    }
+}
+
+/// The line shown for a payment's current state.
+pub fn describe(p: &Value) -> String {
+    let status = p["status"].as_str().unwrap_or("?");
+    let waiting = p["waiting_for"].as_str();
+    let mut s = match (status, waiting) {
+        ("queued", Some("reader_busy")) => {
+            "queued: the reader is busy with another action…".to_string()
+        }
+        ("queued", Some("reader_offline")) => {
+            "queued: the reader is offline, waiting for it…".to_string()
+        }
+        ("queued", _) => "queued: waiting for the reader…".to_string(),
+        ("processing", Some("card")) => "processing: waiting for card…".to_string(),
+        ("processing", Some("authorisation")) => "processing: authorising…".to_string(),
+        ("processing", Some("reader_not_picked_up")) => {
+            "processing: the reader has not picked the payment up…".to_string()
+        }
+        ("processing", _) => "processing…".to_string(),
+        ("requires_capture", _) => format!(
+            "authorised: capture before {}",
+            p["capture_before"]
+                .as_str()
+                .unwrap_or("the authorisation expires")
+        ),
+        ("succeeded", _) => format!(
+            "succeeded: {} {} captured",
+            p["amount_captured"],
+            p["currency"].as_str().unwrap_or("")
+        ),
+        (other, _) => other.to_string(),
+    };
+    if let Some(code) = p["failure"]["code"].as_str() {
+        s.push_str(&format!(
+            " ({code}: {})",
+            p["failure"]["message"].as_str().unwrap_or("")
+        ));
+    }
+    if p["cancel_requested"].as_bool() == Some(true) && !s.starts_with("canceled") {
+        s.push_str(" [cancel requested]");
+    }
+    s
+}
+
+fn settled(status: &str) -> bool {
+    matches!(
+        status,
+        "succeeded" | "canceled" | "failed" | "declined" | "requires_capture"
+    )
+}
+
+/// Follows a payment until it settles (final, declined or authorised), printing each change.
+/// With `cancel_on_interrupt`, Ctrl-C asks the daemon to cancel and keeps following.
+pub async fn follow(
+    c: &ApiClient,
+    id: &str,
+    cancel_on_interrupt: bool,
+) -> Result<Value, ClientError> {
+    let tty = std::io::stdout().is_terminal();
+    let mut last_line = String::new();
+    let mut interrupted = false;
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    loop {
+        let p = c.get(&format!("/v1/payments/{id}")).await?;
+        let line = describe(&p);
+        if line != last_line {
+            if tty {
+                print!("\r\x1b[2K{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+            last_line = line;
+        }
+        if settled(p["status"].as_str().unwrap_or("")) {
+            if tty {
+                println!();
+            }
+            if let Some(notes) = p["history"].as_array() {
+                for n in notes.iter().filter_map(|h| h["note"].as_str()) {
+                    if n.contains("before the cancel") {
+                        println!("note: {n}");
+                    }
+                }
+            }
+            return Ok(p);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut ctrl_c, if cancel_on_interrupt && !interrupted => {
+                interrupted = true;
+                if tty { println!(); }
+                println!("cancelling (the payment is canceled only once Stripe confirms)…");
+                c.post_empty(&format!("/v1/payments/{id}/cancel")).await?;
+            }
+        }
+    }
+}
+
+impl PaymentsCmd {
+    pub fn run(self) -> ExitCode {
+        let json_out = self.api.json;
+        block_on(async move {
+            let c = ApiClient::new(&self.api)?;
+            let show = |v: &Value| {
+                if json_out {
+                    print_json(v);
+                } else {
+                    print_payment(v);
+                }
+            };
+            match self.action {
+                PaymentsAction::List {
+                    merchant,
+                    reader,
+                    status,
+                } => {
+                    let mut q = Vec::new();
+                    for (k, v) in [
+                        ("merchant", merchant),
+                        ("reader", reader),
+                        ("status", status),
+                    ] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={v}"));
+                        }
+                    }
+                    let path = if q.is_empty() {
+                        "/v1/payments".to_string()
+                    } else {
+                        format!("/v1/payments?{}", q.join("&"))
+                    };
+                    let v = c.get(&path).await?;
+                    if json_out {
+                        print_json(&v);
+                        return Ok(());
+                    }
+                    let mut t = Table::new(&[
+                        "ID", "STATUS", "MERCHANT", "READER", "AMOUNT", "CAPTURED", "REFUNDED",
+                        "CREATED",
+                    ]);
+                    for p in v.as_array().into_iter().flatten() {
+                        t.row(vec![
+                            or_dash(p["id"].as_str()),
+                            or_dash(p["status"].as_str()),
+                            or_dash(p["merchant"].as_str()),
+                            or_dash(p["reader"].as_str()),
+                            format!("{} {}", p["amount"], p["currency"].as_str().unwrap_or("")),
+                            p["amount_captured"].to_string(),
+                            p["amount_refunded"].to_string(),
+                            or_dash(p["created_at"].as_str()),
+                        ]);
+                    }
+                    t.print();
+                }
+                PaymentsAction::Show { id } => show(&c.get(&format!("/v1/payments/{id}")).await?),
+                PaymentsAction::Cancel { id } => {
+                    show(&c.post_empty(&format!("/v1/payments/{id}/cancel")).await?)
+                }
+                PaymentsAction::Capture { id, amount } => {
+                    let body = match amount {
+                        Some(a) => json!({ "amount": a }),
+                        None => json!({}),
+                    };
+                    show(&c.post(&format!("/v1/payments/{id}/capture"), &body).await?)
+                }
+                PaymentsAction::Retry { id } => {
+                    let p = c.post_empty(&format!("/v1/payments/{id}/retry")).await?;
+                    if json_out {
+                        print_json(&p);
+                    } else {
+                        follow(&c, &id, true).await?;
+                    }
+                }
+                PaymentsAction::Refund {
+                    id,
+                    amount,
+                    idempotency_key,
+                } => {
+                    let body = match amount {
+                        Some(a) => json!({ "amount": a }),
+                        None => json!({}),
+                    };
+                    let r = c
+                        .post_idempotent(
+                            &format!("/v1/payments/{id}/refunds"),
+                            &body,
+                            idempotency_key.as_deref(),
+                        )
+                        .await?;
+                    if json_out {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "refund {} of {}: {}",
+                            r["id"].as_str().unwrap_or("?"),
+                            r["amount"],
+                            r["status"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                PaymentsAction::Follow { id } => {
+                    follow(&c, &id, false).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn print_payment(p: &Value) {
+    println!("{}  {}", p["id"].as_str().unwrap_or("?"), describe(p));
+    println!(
+        "  merchant {}  reader {}  amount {} {}  capture {}",
+        or_dash(p["merchant"].as_str()),
+        or_dash(p["reader"].as_str()),
+        p["amount"],
+        p["currency"].as_str().unwrap_or(""),
+        or_dash(p["capture"].as_str())
+    );
+    println!(
+        "  payment_intent {}  captured {}  refunded {}  tip {}",
+        or_dash(p["payment_intent"].as_str()),
+        p["amount_captured"],
+        p["amount_refunded"],
+        or_dash(p["tip"].as_i64())
+    );
+    for h in p["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {:<16} {:<9} {}",
+            h["at"].as_str().unwrap_or(""),
+            h["status"].as_str().unwrap_or(""),
+            h["source"].as_str().unwrap_or(""),
+            h["note"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! What the payment flow needs to know about merchants and readers, behind a small trait.
+//!
+//! The fleet registry owns merchants, locations and readers; the payment flow only asks a
+//! few questions of it (which account, which charge type, is it enabled, which country,
+//! which reader is meant by this id or label, may this merchant use it). [`Directory`] is
+//! that seam: the daemon plugs the fleet registry in, tests and benchmarks a
+//! [`StaticDirectory`].
+
+use super::machine::ChargeType;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// A platform fee taken on each payment of a merchant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fee {
+    /// Fixed part, minor units.
+    pub fixed: i64,
+    /// Proportional part, in basis points of the amount.
+    pub basis_points: i64,
+}
+
+impl Fee {
+    /// The fee on `amount`, never more than the amount.
+    pub fn on(&self, amount: i64) -> i64 {
+        (self.fixed + amount * self.basis_points / 10_000).clamp(0, amount)
+    }
+}
+
+/// A merchant as the payment flow sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantInfo {
+    pub id: String,
+    /// The connected account (`acct_…`).
+    pub account: String,
+    pub charge_type: ChargeType,
+    /// Card payments are active on the account (and the merchant is not disabled).
+    pub enabled: bool,
+    /// The account's country (ISO 3166-1 alpha-2, upper case), when known.
+    pub country: Option<String>,
+    pub fee: Option<Fee>,
+}
+
+/// A reader as the payment flow sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderInfo {
+    /// `tmr_…`.
+    pub id: String,
+    pub label: Option<String>,
+    /// The country of the reader's location, when known.
+    pub country: Option<String>,
+    /// When set, only these merchants may use the reader.
+    pub allowed_merchants: Option<Vec<String>>,
+}
+
+impl ReaderInfo {
+    pub fn allows(&self, merchant: &str) -> bool {
+        self.allowed_merchants
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == merchant))
+    }
+}
+
+/// Lookups the payment flow needs. Implementations read their own registry; they are
+/// called outside any Stripe request.
+pub trait Directory: Send + Sync + 'static {
+    fn merchant(&self, id: &str) -> Option<MerchantInfo>;
+    /// By `tmr_…` id or by label.
+    fn reader(&self, id_or_label: &str) -> Option<ReaderInfo>;
+    /// Every reader id known (for start-up).
+    fn reader_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// An in-memory directory, for tests, benchmarks and the demo.
+#[derive(Debug, Default)]
+pub struct StaticDirectory {
+    merchants: RwLock<HashMap<String, MerchantInfo>>,
+    readers: RwLock<HashMap<String, ReaderInfo>>,
+}
+
+impl StaticDirectory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn add_merchant(&self, m: MerchantInfo) {
+        self.merchants
+            .write()
+            .expect("directory lock")
+            .insert(m.id.clone(), m);
+    }
+    pub fn add_reader(&self, r: ReaderInfo) {
+        self.readers
+            .write()
+            .expect("directory lock")
+            .insert(r.id.clone(), r);
+    }
+}
+
+impl Directory for StaticDirectory {
+    fn merchant(&self, id: &str) -> Option<MerchantInfo> {
+        self.merchants
+            .read()
+            .expect("directory lock")
+            .get(id)
+            .cloned()
+    }
+    fn reader(&self, id_or_label: &str) -> Option<ReaderInfo> {
+        let readers = self.readers.read().expect("directory lock");
+        readers.get(id_or_label).cloned().or_else(|| {
+            readers
+                .values()
+                .find(|r| r.label.as_deref() == Some(id_or_label))
+                .cloned()
+        })
+    }
+    fn reader_ids(&self) -> Vec<String> {
+        self.readers
+            .read()
+            .expect("directory lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fee_is_bounded_by_the_amount() {
+        let f = Fee {
+            fixed: 10,
+            basis_points: 150,
+        };
+        assert_eq!(f.on(1000), 25);
+        assert_eq!(f.on(5), 5);
+    }
+
+    #[test]
+    fn readers_by_id_or_label_and_allowlists() {
+        let d = StaticDirectory::new();
+        d.add_reader(ReaderInfo {
+            id: "tmr_1".into(),
+            label: Some("front".into()),
+            country: Some("FR".into()),
+            allowed_merchants: Some(vec!["bakery".into()]),
+        });
+        assert_eq!(d.reader("front").unwrap().id, "tmr_1");
+        assert!(d.reader("tmr_1").unwrap().allows("bakery"));
+        assert!(!d.reader("tmr_1").unwrap().allows("florist"));
+        assert!(d.reader("back").is_none());
+    }
+}

@@ -1,0 +1,999 @@
+//! The payment record and its status machine, as pure transitions.
+//!
+//! A [`Payment`] moves between the contract's statuses only through [`Payment::apply`],
+//! driven by [`Observation`]s: what Stripe said about the PaymentIntent, that the reader
+//! accepted the action, that the daemon gave up on a payment that can no longer carry money.
+//! Nothing here does I/O, so every rule is unit-tested on its own:
+//! - money only when the PaymentIntent is `requires_capture` or `succeeded`;
+//! - a decline only when the PaymentIntent is back at `requires_payment_method` with a
+//!   `last_payment_error`, once our reader action is over;
+//! - `canceled` only when Stripe says the PaymentIntent is canceled (or nothing was ever
+//!   created on Stripe);
+//! - `failed` only when no money can move: no PaymentIntent exists, or it is canceled;
+//! - final statuses are never left (an older observation cannot undo them);
+//! - an authorisation that lands while a cancel is pending is reported, not lost.
+
+use crate::stripe::wire::{self, PaymentIntentStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The contract's payment statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Processing,
+    RequiresCapture,
+    Succeeded,
+    Declined,
+    Canceled,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Processing,
+        Status::RequiresCapture,
+        Status::Succeeded,
+        Status::Declined,
+        Status::Canceled,
+        Status::Failed,
+    ];
+
+    /// Final statuses are never left.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Canceled | Status::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Processing => "processing",
+            Status::RequiresCapture => "requires_capture",
+            Status::Succeeded => "succeeded",
+            Status::Declined => "declined",
+            Status::Canceled => "canceled",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a status change came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Api,
+    Poll,
+    Webhook,
+    Reconcile,
+}
+
+/// `automatic` or `manual` capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Automatic => "automatic",
+            CaptureMode::Manual => "manual",
+        }
+    }
+}
+
+/// Where the PaymentIntent lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeType {
+    /// On the merchant's connected account (`Stripe-Account`).
+    #[default]
+    Direct,
+    /// On the platform with `transfer_data[destination]`.
+    Destination,
+}
+
+/// Why a payment failed or was declined: `{code, message}` as the contract shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One status change (or a note about the payment's progress).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub status: Status,
+    /// RFC 3339.
+    pub at: String,
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How far the flow has gone: each step is written before it is acted on, so that a restart
+/// knows what may already have happened on Stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Accepted; the PaymentIntent idempotency key is on disk, nothing sent yet.
+    Accepted,
+    /// The create request may have been sent (replay the same key to find out).
+    CreatingIntent,
+    /// The PaymentIntent exists (`payment_intent` is set).
+    IntentCreated,
+    /// `process_payment_intent` for `attempt` may have been sent with `attempt_key`.
+    Dispatching,
+    /// The reader accepted the action of `attempt`.
+    Dispatched,
+    /// The reader is done with this payment (authorised, declined, or final).
+    Settled,
+}
+
+/// A capture request, persisted before it is sent (at most one capture per payment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    pub key: String,
+    pub amount: Option<i64>,
+}
+
+/// A payment: the registry record (tree `payments`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    pub status: Status,
+    pub merchant: String,
+    /// The merchant's connected account at acceptance time.
+    pub account: String,
+    pub charge_type: ChargeType,
+    pub reader: String,
+    pub amount: i64,
+    pub currency: String,
+    pub capture: CaptureMode,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// The platform fee asked for on the PaymentIntent, if any.
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+    pub payment_intent: Option<String>,
+    /// Idempotency key of the PaymentIntent creation, on disk before the request is sent.
+    pub intent_key: String,
+    /// Number of `process_payment_intent` attempts begun.
+    pub attempt: u32,
+    /// Idempotency key of the current attempt (new for every attempt).
+    pub attempt_key: Option<String>,
+    pub step: Step,
+    pub amount_captured: i64,
+    pub amount_refunded: i64,
+    pub tip: Option<i64>,
+    pub failure: Option<Failure>,
+    /// Unix seconds after which an uncaptured authorisation is released.
+    pub capture_before: Option<i64>,
+    #[serde(default)]
+    pub capture_request: Option<CaptureRequest>,
+    /// A POS asked to cancel; `canceled` still waits for Stripe.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The daemon is giving up for this reason: the PaymentIntent is being canceled first,
+    /// and its cancellation turns into `failed` with this failure.
+    #[serde(default)]
+    pub failing: Option<Failure>,
+    /// What the payment is waiting for right now ("waiting for card", "reader busy"), if
+    /// anything worth saying.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A new payment's fixed facts.
+#[derive(Clone, Debug)]
+pub struct NewPayment {
+    pub id: String,
+    pub merchant: String,
+    pub account: String,
+    pub charge_type: ChargeType,
+    pub reader: String,
+    pub amount: i64,
+    pub currency: String,
+    pub capture: CaptureMode,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub application_fee_amount: Option<i64>,
+    pub intent_key: String,
+}
+
+/// What Stripe said about the PaymentIntent, reduced to what decides a status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentView {
+    pub status: PaymentIntentStatus,
+    pub last_payment_error: Option<Failure>,
+    pub amount_received: i64,
+    pub amount_capturable: i64,
+    pub tip: Option<i64>,
+    pub capture_before: Option<i64>,
+    pub cancellation_reason: Option<String>,
+}
+
+impl IntentView {
+    /// A bare view (tests and simple cases).
+    pub fn of(status: PaymentIntentStatus) -> Self {
+        IntentView {
+            status,
+            last_payment_error: None,
+            amount_received: 0,
+            amount_capturable: 0,
+            tip: None,
+            capture_before: None,
+            cancellation_reason: None,
+        }
+    }
+}
+
+impl From<&wire::PaymentIntent> for IntentView {
+    fn from(pi: &wire::PaymentIntent) -> Self {
+        let capture_before = pi
+            .latest_charge
+            .as_ref()
+            .and_then(|c| c.object())
+            .and_then(|c| c.payment_method_details.as_ref())
+            .and_then(|d| d.card_present.as_ref())
+            .and_then(|c| c.capture_before);
+        IntentView {
+            status: pi.status.clone(),
+            last_payment_error: pi.last_payment_error.as_ref().map(|e| {
+                Failure::new(
+                    e.decline_code
+                        .clone()
+                        .or_else(|| e.code.clone())
+                        .unwrap_or_else(|| e.kind.as_str().to_string()),
+                    e.message.clone().unwrap_or_else(|| "declined".to_string()),
+                )
+            }),
+            amount_received: pi.amount_received,
+            amount_capturable: pi.amount_capturable,
+            tip: pi.tip_amount(),
+            capture_before,
+            cancellation_reason: pi.cancellation_reason.clone(),
+        }
+    }
+}
+
+/// Something that happened to a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// A fresh read of the PaymentIntent. `reader_done`: our reader action is no longer in
+    /// progress (finished, replaced, or cleared), so a decline on the PaymentIntent belongs to
+    /// the current attempt and not to an earlier one.
+    Intent { view: IntentView, reader_done: bool },
+    /// The reader accepted `process_payment_intent`.
+    Dispatched,
+    /// Something worth showing that changes no status (pickup check, busy reader, a refused
+    /// cancel).
+    Note(String),
+    /// The daemon gives up. Only valid when no money can move (no PaymentIntent, or the
+    /// PaymentIntent is canceled).
+    Fail(Failure),
+    /// A cancel of a payment that never reached Stripe.
+    CanceledBeforeStripe,
+    /// `retry` after a decline: back to the queue, same PaymentIntent.
+    Retry,
+    /// A refund went through: the total refunded so far.
+    Refunded { total: i64 },
+}
+
+/// An observation the machine refuses (a bug in the caller, or a request that does not fit).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("payment is {0}, which is final")]
+    Final(Status),
+    #[error("cannot fail a payment whose PaymentIntent may still carry money")]
+    MoneyPossible,
+    #[error("cannot {what} a payment that is {status}")]
+    NotNow { what: &'static str, status: Status },
+}
+
+/// A status change made by [`Payment::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub from: Status,
+    pub to: Status,
+}
+
+impl Payment {
+    /// A freshly accepted payment (`queued`).
+    pub fn new(n: NewPayment, now: &str) -> Payment {
+        Payment {
+            id: n.id,
+            status: Status::Queued,
+            merchant: n.merchant,
+            account: n.account,
+            charge_type: n.charge_type,
+            reader: n.reader,
+            amount: n.amount,
+            currency: n.currency,
+            capture: n.capture,
+            description: n.description,
+            metadata: n.metadata,
+            application_fee_amount: n.application_fee_amount,
+            payment_intent: None,
+            intent_key: n.intent_key,
+            attempt: 0,
+            attempt_key: None,
+            step: Step::Accepted,
+            amount_captured: 0,
+            amount_refunded: 0,
+            tip: None,
+            failure: None,
+            capture_before: None,
+            capture_request: None,
+            cancel_requested: false,
+            failing: None,
+            waiting_for: None,
+            created_at: now.to_string(),
+            updated_at: now.to_string(),
+            history: vec![HistoryEntry {
+                status: Status::Queued,
+                at: now.to_string(),
+                source: Source::Api,
+                note: None,
+            }],
+        }
+    }
+
+    /// Whether the PaymentIntent (if any) is known to be unable to carry money any more.
+    fn intent_dead(&self) -> bool {
+        self.payment_intent.is_none()
+    }
+
+    fn set(&mut self, to: Status, source: Source, now: &str, note: Option<String>) -> Change {
+        let from = self.status;
+        self.status = to;
+        self.updated_at = now.to_string();
+        if to != Status::Processing && to != Status::Queued {
+            self.waiting_for = None;
+        }
+        self.history.push(HistoryEntry {
+            status: to,
+            at: now.to_string(),
+            source,
+            note,
+        });
+        Change { from, to }
+    }
+
+    fn note(&mut self, source: Source, now: &str, note: String) {
+        self.updated_at = now.to_string();
+        self.history.push(HistoryEntry {
+            status: self.status,
+            at: now.to_string(),
+            source,
+            note: Some(note),
+        });
+    }
+
+    /// Applies an observation. Returns the status change, if any; `Err` when the observation
+    /// does not fit the payment (nothing is changed then).
+    pub fn apply(
+        &mut self,
+        obs: Observation,
+        source: Source,
+        now: &str,
+    ) -> Result<Option<Change>, Refused> {
+        match obs {
+            Observation::Intent { view, reader_done } => {
+                Ok(self.apply_intent(view, reader_done, source, now))
+            }
+            Observation::Dispatched => match self.status {
+                Status::Queued => {
+                    self.step = Step::Dispatched;
+                    Ok(Some(self.set(Status::Processing, source, now, None)))
+                }
+                Status::Processing => {
+                    self.step = Step::Dispatched;
+                    Ok(None)
+                }
+                s if s.is_final() => Err(Refused::Final(s)),
+                s => Err(Refused::NotNow {
+                    what: "dispatch",
+                    status: s,
+                }),
+            },
+            Observation::Note(text) => {
+                self.note(source, now, text);
+                Ok(None)
+            }
+            Observation::Fail(failure) => {
+                if self.status.is_final() {
+                    return Err(Refused::Final(self.status));
+                }
+                if !self.intent_dead() {
+                    return Err(Refused::MoneyPossible);
+                }
+                let note = Some(format!("{}: {}", failure.code, failure.message));
+                self.failure = Some(failure);
+                self.step = Step::Settled;
+                Ok(Some(self.set(Status::Failed, source, now, note)))
+            }
+            Observation::CanceledBeforeStripe => {
+                if self.status.is_final() {
+                    return Err(Refused::Final(self.status));
+                }
+                if !self.intent_dead() || self.status != Status::Queued {
+                    return Err(Refused::NotNow {
+                        what: "cancel without Stripe",
+                        status: self.status,
+                    });
+                }
+                self.cancel_requested = true;
+                self.step = Step::Settled;
+                Ok(Some(self.set(
+                    Status::Canceled,
+                    source,
+                    now,
+                    Some("canceled before anything was sent to Stripe".into()),
+                )))
+            }
+            Observation::Retry => {
+                if self.status != Status::Declined {
+                    return Err(Refused::NotNow {
+                        what: "retry",
+                        status: self.status,
+                    });
+                }
+                self.failure = None;
+                self.step = Step::IntentCreated;
+                Ok(Some(self.set(
+                    Status::Queued,
+                    source,
+                    now,
+                    Some("retry on the same PaymentIntent".into()),
+                )))
+            }
+            Observation::Refunded { total } => {
+                if total > self.amount_refunded {
+                    self.amount_refunded = total.min(self.amount_captured);
+                    self.updated_at = now.to_string();
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn apply_intent(
+        &mut self,
+        view: IntentView,
+        reader_done: bool,
+        source: Source,
+        now: &str,
+    ) -> Option<Change> {
+        // Facts that only ever grow are recorded whatever the status.
+        if self.tip.is_none() {
+            if let Some(t) = view.tip {
+                self.tip = Some(t);
+            }
+        }
+        if view.capture_before.is_some() && self.capture_before.is_none() {
+            self.capture_before = view.capture_before;
+        }
+        match self.status {
+            Status::Canceled | Status::Failed => return None,
+            Status::Succeeded => {
+                if view.status == PaymentIntentStatus::Succeeded
+                    && view.amount_received > self.amount_captured
+                {
+                    self.amount_captured = view.amount_received;
+                    self.updated_at = now.to_string();
+                }
+                return None;
+            }
+            _ => {}
+        }
+        let late = if self.cancel_requested {
+            Some("authorised before the cancel could take effect: not canceled".to_string())
+        } else {
+            None
+        };
+        match view.status {
+            PaymentIntentStatus::Succeeded => {
+                self.amount_captured = view.amount_received;
+                self.failure = None;
+                self.step = Step::Settled;
+                Some(self.set(Status::Succeeded, source, now, late))
+            }
+            PaymentIntentStatus::RequiresCapture => {
+                if self.status == Status::RequiresCapture {
+                    return None;
+                }
+                self.failure = None;
+                self.step = Step::Settled;
+                Some(self.set(Status::RequiresCapture, source, now, late))
+            }
+            PaymentIntentStatus::Canceled => {
+                self.step = Step::Settled;
+                if let Some(f) = self.failing.take() {
+                    let note = Some(format!("{}: {}", f.code, f.message));
+                    self.failure = Some(f);
+                    return Some(self.set(Status::Failed, source, now, note));
+                }
+                let note = if self.cancel_requested {
+                    None
+                } else {
+                    Some(format!(
+                        "PaymentIntent canceled on Stripe ({})",
+                        view.cancellation_reason
+                            .as_deref()
+                            .unwrap_or("no reason given")
+                    ))
+                };
+                Some(self.set(Status::Canceled, source, now, note))
+            }
+            PaymentIntentStatus::RequiresPaymentMethod => {
+                // A decline belongs to our attempt only once our action is over and the
+                // reader was actually given the PaymentIntent.
+                match (&view.last_payment_error, self.status, reader_done) {
+                    (Some(err), Status::Processing, true) => {
+                        self.failure = Some(err.clone());
+                        self.step = Step::Settled;
+                        let note = Some(format!("{}: {}", err.code, err.message));
+                        Some(self.set(Status::Declined, source, now, note))
+                    }
+                    _ => None,
+                }
+            }
+            // Collected or authorising: wait for Stripe to decide.
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PaymentIntentStatus as P;
+
+    const T: &str = "2026-11-26T15:00:00Z";
+
+    fn payment() -> Payment {
+        Payment::new(
+            NewPayment {
+                id: "pay_1".into(),
+                merchant: "bakery".into(),
+                account: "acct_1".into(),
+                charge_type: ChargeType::Direct,
+                reader: "tmr_1".into(),
+                amount: 1250,
+                currency: "eur".into(),
+                capture: CaptureMode::Automatic,
+                description: None,
+                metadata: BTreeMap::new(),
+                application_fee_amount: None,
+                intent_key: "pi:pay_1".into(),
+            },
+            T,
+        )
+    }
+
+    fn in_status(s: Status) -> Payment {
+        let mut p = payment();
+        p.status = s;
+        if s != Status::Queued {
+            p.payment_intent = Some("pi_1".into());
+        }
+        p
+    }
+
+    fn intent(status: P) -> Observation {
+        Observation::Intent {
+            view: IntentView::of(status),
+            reader_done: true,
+        }
+    }
+
+    fn declined_view() -> IntentView {
+        IntentView {
+            last_payment_error: Some(Failure::new(
+                "insufficient_funds",
+                "Your card has insufficient funds.",
+            )),
+            ..IntentView::of(P::RequiresPaymentMethod)
+        }
+    }
+
+    fn apply(p: &mut Payment, o: Observation) -> Result<Option<Change>, Refused> {
+        p.apply(o, Source::Poll, T)
+    }
+
+    #[test]
+    fn every_final_status_is_sticky_under_every_intent_status() {
+        let all_pi = [
+            P::RequiresPaymentMethod,
+            P::RequiresConfirmation,
+            P::RequiresAction,
+            P::Processing,
+            P::RequiresCapture,
+            P::Canceled,
+            P::Succeeded,
+            P::Other("future_status".into()),
+        ];
+        for s in Status::ALL.into_iter().filter(|s| s.is_final()) {
+            for pi in &all_pi {
+                for reader_done in [false, true] {
+                    let mut p = in_status(s);
+                    let obs = Observation::Intent {
+                        view: IntentView {
+                            last_payment_error: Some(Failure::new("card_declined", "no")),
+                            ..IntentView::of(pi.clone())
+                        },
+                        reader_done,
+                    };
+                    assert_eq!(apply(&mut p, obs), Ok(None), "{s} under {pi}");
+                    assert_eq!(p.status, s);
+                }
+            }
+            let mut p = in_status(s);
+            assert_eq!(
+                apply(&mut p, Observation::Dispatched),
+                Err(Refused::Final(s))
+            );
+            assert!(apply(&mut p, Observation::Retry).is_err());
+            assert!(apply(&mut p, Observation::Fail(Failure::new("x", "y"))).is_err());
+            assert!(apply(&mut p, Observation::CanceledBeforeStripe).is_err());
+            assert_eq!(p.status, s);
+        }
+    }
+
+    #[test]
+    fn money_only_from_requires_capture_or_succeeded() {
+        let live = [
+            Status::Queued,
+            Status::Processing,
+            Status::RequiresCapture,
+            Status::Declined,
+        ];
+        for s in live {
+            for pi in [
+                P::RequiresPaymentMethod,
+                P::RequiresConfirmation,
+                P::RequiresAction,
+                P::Processing,
+                P::Other("x".into()),
+            ] {
+                let mut p = in_status(s);
+                apply(&mut p, intent(pi.clone())).unwrap();
+                assert!(
+                    !matches!(p.status, Status::Succeeded)
+                        && (p.status != Status::RequiresCapture || s == Status::RequiresCapture),
+                    "{s} + {pi} gave {}",
+                    p.status
+                );
+                assert_eq!(p.amount_captured, 0);
+            }
+            let mut p = in_status(s);
+            let view = IntentView {
+                amount_received: 1250,
+                ..IntentView::of(P::Succeeded)
+            };
+            let ch = apply(
+                &mut p,
+                Observation::Intent {
+                    view,
+                    reader_done: true,
+                },
+            )
+            .unwrap();
+            assert_eq!(ch.map(|c| c.to), Some(Status::Succeeded));
+            assert_eq!(p.amount_captured, 1250);
+
+            let mut p = in_status(s);
+            apply(&mut p, intent(P::RequiresCapture)).unwrap();
+            assert_eq!(p.status, Status::RequiresCapture);
+        }
+    }
+
+    #[test]
+    fn declined_only_with_last_payment_error_after_our_action() {
+        // No last_payment_error: still processing.
+        let mut p = in_status(Status::Processing);
+        assert_eq!(apply(&mut p, intent(P::RequiresPaymentMethod)), Ok(None));
+        assert_eq!(p.status, Status::Processing);
+        // A decline while our action is still in progress belongs to an earlier attempt.
+        let mut p = in_status(Status::Processing);
+        let obs = Observation::Intent {
+            view: declined_view(),
+            reader_done: false,
+        };
+        assert_eq!(apply(&mut p, obs), Ok(None));
+        // Queued (retry not yet dispatched): the old decline is not re-reported.
+        let mut p = in_status(Status::Queued);
+        p.payment_intent = Some("pi_1".into());
+        let obs = Observation::Intent {
+            view: declined_view(),
+            reader_done: true,
+        };
+        assert_eq!(apply(&mut p, obs), Ok(None));
+        assert_eq!(p.status, Status::Queued);
+        // The real thing.
+        let mut p = in_status(Status::Processing);
+        let obs = Observation::Intent {
+            view: declined_view(),
+            reader_done: true,
+        };
+        let ch = apply(&mut p, obs).unwrap().unwrap();
+        assert_eq!(ch.to, Status::Declined);
+        assert_eq!(p.failure.as_ref().unwrap().code, "insufficient_funds");
+    }
+
+    #[test]
+    fn decline_then_retry_then_success_on_the_same_intent() {
+        let mut p = in_status(Status::Queued);
+        p.payment_intent = Some("pi_1".into());
+        apply(&mut p, Observation::Dispatched).unwrap();
+        assert_eq!(p.status, Status::Processing);
+        apply(
+            &mut p,
+            Observation::Intent {
+                view: declined_view(),
+                reader_done: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::Declined);
+        apply(&mut p, Observation::Retry).unwrap();
+        assert_eq!(p.status, Status::Queued);
+        assert_eq!(p.failure, None);
+        assert_eq!(p.payment_intent.as_deref(), Some("pi_1"));
+        apply(&mut p, Observation::Dispatched).unwrap();
+        apply(&mut p, intent(P::Succeeded)).unwrap();
+        assert_eq!(p.status, Status::Succeeded);
+        let statuses: Vec<_> = p.history.iter().map(|h| h.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Queued,
+                Status::Processing,
+                Status::Declined,
+                Status::Queued,
+                Status::Processing,
+                Status::Succeeded
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_only_after_a_decline() {
+        for s in Status::ALL.into_iter().filter(|s| *s != Status::Declined) {
+            let mut p = in_status(s);
+            assert!(apply(&mut p, Observation::Retry).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn canceled_only_when_stripe_says_so_or_nothing_reached_stripe() {
+        let mut p = in_status(Status::Processing);
+        p.cancel_requested = true;
+        for pi in [
+            P::RequiresPaymentMethod,
+            P::RequiresConfirmation,
+            P::Processing,
+        ] {
+            apply(&mut p, intent(pi)).unwrap();
+            assert_eq!(p.status, Status::Processing);
+        }
+        apply(&mut p, intent(P::Canceled)).unwrap();
+        assert_eq!(p.status, Status::Canceled);
+
+        // Without a PaymentIntent, a queued payment cancels locally.
+        let mut p = payment();
+        assert_eq!(
+            apply(&mut p, Observation::CanceledBeforeStripe)
+                .unwrap()
+                .unwrap()
+                .to,
+            Status::Canceled
+        );
+        // With one, it cannot.
+        let mut p = payment();
+        p.payment_intent = Some("pi_1".into());
+        assert!(apply(&mut p, Observation::CanceledBeforeStripe).is_err());
+        assert_eq!(p.status, Status::Queued);
+    }
+
+    #[test]
+    fn a_late_authorisation_of_a_payment_being_canceled_is_reported() {
+        for (pi, want) in [
+            (P::Succeeded, Status::Succeeded),
+            (P::RequiresCapture, Status::RequiresCapture),
+        ] {
+            let mut p = in_status(Status::Processing);
+            p.cancel_requested = true;
+            apply(&mut p, intent(pi)).unwrap();
+            assert_eq!(p.status, want);
+            let note = p.history.last().unwrap().note.clone().unwrap();
+            assert!(note.contains("before the cancel"), "{note}");
+        }
+    }
+
+    #[test]
+    fn failing_waits_for_the_intent_to_be_canceled() {
+        let mut p = in_status(Status::Processing);
+        assert_eq!(
+            apply(
+                &mut p,
+                Observation::Fail(Failure::new("reader_offline", "gone"))
+            ),
+            Err(Refused::MoneyPossible)
+        );
+        p.failing = Some(Failure::new("reader_offline", "gone"));
+        apply(&mut p, intent(P::RequiresPaymentMethod)).unwrap();
+        assert_eq!(p.status, Status::Processing);
+        apply(&mut p, intent(P::Canceled)).unwrap();
+        assert_eq!(p.status, Status::Failed);
+        assert_eq!(p.failure.as_ref().unwrap().code, "reader_offline");
+
+        // A failing payment whose PaymentIntent turns out authorised is not failed.
+        let mut p = in_status(Status::Processing);
+        p.failing = Some(Failure::new("timeout", "stuck"));
+        apply(&mut p, intent(P::Succeeded)).unwrap();
+        assert_eq!(p.status, Status::Succeeded);
+
+        // No PaymentIntent: failing is immediate.
+        let mut p = payment();
+        apply(
+            &mut p,
+            Observation::Fail(Failure::new("merchant_not_enabled", "no")),
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::Failed);
+    }
+
+    #[test]
+    fn manual_capture_then_succeeded_keeps_capture_before_and_tip_once() {
+        let mut p = in_status(Status::Processing);
+        p.capture = CaptureMode::Manual;
+        let view = IntentView {
+            capture_before: Some(1_800_000_000),
+            tip: Some(100),
+            amount_capturable: 1350,
+            ..IntentView::of(P::RequiresCapture)
+        };
+        apply(
+            &mut p,
+            Observation::Intent {
+                view: view.clone(),
+                reader_done: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::RequiresCapture);
+        assert_eq!(p.capture_before, Some(1_800_000_000));
+        // The same observation again changes nothing, and the tip is recorded once.
+        let n = p.history.len();
+        let again = IntentView {
+            tip: Some(999),
+            ..view
+        };
+        assert_eq!(
+            apply(
+                &mut p,
+                Observation::Intent {
+                    view: again,
+                    reader_done: true
+                }
+            ),
+            Ok(None)
+        );
+        assert_eq!(p.history.len(), n);
+        assert_eq!(p.tip, Some(100));
+        let captured = IntentView {
+            amount_received: 1000,
+            ..IntentView::of(P::Succeeded)
+        };
+        apply(
+            &mut p,
+            Observation::Intent {
+                view: captured,
+                reader_done: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::Succeeded);
+        assert_eq!(p.amount_captured, 1000);
+        // An older requires_capture read does not undo it.
+        apply(&mut p, intent(P::RequiresCapture)).unwrap();
+        assert_eq!(p.status, Status::Succeeded);
+    }
+
+    #[test]
+    fn refunds_never_exceed_what_was_captured() {
+        let mut p = in_status(Status::Succeeded);
+        p.amount_captured = 1000;
+        apply(&mut p, Observation::Refunded { total: 400 }).unwrap();
+        assert_eq!(p.amount_refunded, 400);
+        apply(&mut p, Observation::Refunded { total: 300 }).unwrap();
+        assert_eq!(p.amount_refunded, 400, "totals only grow");
+        apply(&mut p, Observation::Refunded { total: 5000 }).unwrap();
+        assert_eq!(p.amount_refunded, 1000);
+    }
+
+    #[test]
+    fn dispatch_only_from_queued_or_processing() {
+        let mut p = in_status(Status::Queued);
+        assert_eq!(
+            apply(&mut p, Observation::Dispatched).unwrap().unwrap().to,
+            Status::Processing
+        );
+        assert_eq!(apply(&mut p, Observation::Dispatched), Ok(None));
+        let mut p = in_status(Status::Declined);
+        assert!(apply(&mut p, Observation::Dispatched).is_err());
+        let mut p = in_status(Status::RequiresCapture);
+        assert!(apply(&mut p, Observation::Dispatched).is_err());
+    }
+
+    #[test]
+    fn canceled_by_stripe_without_our_request_says_why() {
+        let mut p = in_status(Status::RequiresCapture);
+        let view = IntentView {
+            cancellation_reason: Some("expired".into()),
+            ..IntentView::of(P::Canceled)
+        };
+        apply(
+            &mut p,
+            Observation::Intent {
+                view,
+                reader_done: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::Canceled);
+        assert!(p
+            .history
+            .last()
+            .unwrap()
+            .note
+            .as_ref()
+            .unwrap()
+            .contains("expired"));
+    }
+
+    #[test]
+    fn statuses_serialise_as_the_contract_spells_them() {
+        for s in Status::ALL {
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json, serde_json::Value::String(s.as_str().into()));
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        let finals: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            finals,
+            [Status::Succeeded, Status::Canceled, Status::Failed]
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Payments: from a POS request to a final state, one reader at a time.
+//!
+//! - [`machine`]: the payment record and its status machine (pure transitions, no I/O).
+//! - [`queue`]: a reader's bounded queue, fair across merchants.
+//! - [`directory`]: what the flow asks of the fleet registry (merchants, readers).
+//! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile.
+//! - [`worker`]: one task per reader carrying each payment through the reader.
+//! - [`stats`]: request counts and the daemon's own latencies.
+//! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
+//! - [`bench`]: `readerd bench`.
+
+pub mod bench;
+pub mod directory;
+pub mod engine;
+pub mod machine;
+pub mod plugin;
+pub mod queue;
+pub mod stats;
+pub mod worker;
+
+pub use directory::{Directory, Fee, MerchantInfo, ReaderInfo, StaticDirectory};
+pub use engine::{
+    CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive, RefundRecord,
+};
+pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
+pub use plugin::PaymentsPlugin;

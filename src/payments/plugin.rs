@@ -1,0 +1,136 @@
+//! How payments join the daemon: the fleet registry as the [`Directory`], the engine's
+//! start-up reconcile, the payment and webhook routes, and the readers' live state.
+
+use super::directory::{Directory, Fee, MerchantInfo, ReaderInfo};
+use super::engine::{Engine, EngineConfig};
+use super::machine::ChargeType;
+use crate::api::AppState;
+use crate::daemon::{DaemonError, Plugin, PluginParts, Shutdown};
+use crate::fleet::{self as fleet_mod, Fleet, LiveState, ReaderLive};
+use futures_util::future::BoxFuture;
+use std::sync::{Arc, OnceLock};
+
+/// The fleet registry seen through the payment flow's questions.
+pub struct FleetDirectory(pub Arc<Fleet>);
+
+impl Directory for FleetDirectory {
+    fn merchant(&self, id: &str) -> Option<MerchantInfo> {
+        let m = self.0.merchant(id).ok()??;
+        Some(MerchantInfo {
+            id: m.id.clone(),
+            account: m.account.clone(),
+            charge_type: match m.charge_type {
+                fleet_mod::ChargeType::Direct => ChargeType::Direct,
+                fleet_mod::ChargeType::Destination => ChargeType::Destination,
+            },
+            enabled: m.can_charge(),
+            country: m.country.clone(),
+            fee: m.application_fee_amount.map(|fixed| Fee {
+                fixed,
+                basis_points: 0,
+            }),
+        })
+    }
+
+    fn reader(&self, id_or_label: &str) -> Option<ReaderInfo> {
+        let r = self.0.find_reader(id_or_label).ok()??;
+        if r.gone {
+            return None;
+        }
+        let country = r
+            .location
+            .as_deref()
+            .and_then(|l| self.0.location(l).ok().flatten())
+            .and_then(|l| l.address.country);
+        Some(ReaderInfo {
+            id: r.id,
+            label: Some(r.label),
+            country,
+            allowed_merchants: r.merchants,
+        })
+    }
+
+    fn reader_ids(&self) -> Vec<String> {
+        self.0
+            .readers()
+            .map(|rs| rs.into_iter().map(|r| r.id).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The engine as the fleet API's source of reader live state.
+struct Live(Engine);
+
+impl LiveState for Live {
+    fn reader(&self, reader_id: &str) -> ReaderLive {
+        let l = self.0.reader_live(reader_id);
+        ReaderLive {
+            busy: l.busy,
+            queue_depth: l.queue_depth,
+        }
+    }
+}
+
+/// The payments plugin. Keeps a handle on the engine it starts, for the demo and tests.
+#[derive(Clone, Default)]
+pub struct PaymentsPlugin {
+    /// Overrides `[payments]` of the daemon's config when set.
+    config: Option<EngineConfig>,
+    engine: Arc<OnceLock<Engine>>,
+}
+
+impl PaymentsPlugin {
+    pub fn new(config: EngineConfig) -> Self {
+        PaymentsPlugin {
+            config: Some(config),
+            engine: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The engine, once the daemon has started the plugin.
+    pub fn engine(&self) -> Option<Engine> {
+        self.engine.get().cloned()
+    }
+}
+
+impl Plugin for PaymentsPlugin {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    fn start(
+        &self,
+        state: AppState,
+        _shutdown: Shutdown,
+    ) -> BoxFuture<'static, Result<PluginParts, DaemonError>> {
+        let config = self
+            .config
+            .clone()
+            .unwrap_or_else(|| state.config.payments.engine());
+        let slot = self.engine.clone();
+        Box::pin(async move {
+            let directory = Arc::new(FleetDirectory(state.fleet.clone()));
+            let engine = Engine::new(
+                state.registry.clone(),
+                state.stripe.clone(),
+                directory,
+                config,
+            );
+            let resumed = engine.start().await.map_err(|e| DaemonError::Plugin {
+                name: "payments",
+                message: e.to_string(),
+            })?;
+            if resumed > 0 {
+                tracing::info!(resumed, "unfinished payments reconciled and resumed");
+            }
+            let _ = slot.set(engine.clone());
+            let routes = crate::api::payments::routes(engine.clone())
+                .merge(crate::api::webhooks::routes(engine.clone()));
+            Ok(PluginParts {
+                routes: Some(routes),
+                live: Some(Arc::new(Live(engine))),
+                tasks: Vec::new(),
+            })
+        })
+    }
+}

@@ -1,0 +1,367 @@
+//! A minimal Stripe-style HTTP client for driving the emulator in tests, and the check that
+//! every object it returns parses into the shared wire types and carries only fields
+//! Stripe documents.
+
+use readerd::sim::{spawn, SimConfig, SimHandle};
+use readerd::stripe::form::Params;
+use readerd::stripe::wire;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+/// A response: status, selected headers and the JSON body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts 200 and returns the body.
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "unexpected answer: {}", self.body);
+        self.body
+    }
+    /// Asserts an error envelope with `status` and `code`; returns the error object.
+    pub fn err(self, status: u16, code: Option<&str>) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
+        let env: wire::ErrorEnvelope =
+            serde_json::from_value(self.body.clone()).expect("Stripe's error envelope");
+        assert_eq!(env.error.code.as_deref(), code, "{}", self.body);
+        self.body["error"].clone()
+    }
+}
+
+/// Talks to one emulator with one `sk_test_` key.
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Api {
+    pub fn new(sim: &SimHandle) -> Api {
+        Api {
+            base: sim.base_url(),
+            http: reqwest::Client::new(),
+            key: "sk_test_readerd".into(),
+        }
+    }
+
+    pub fn with_key(mut self, key: &str) -> Api {
+        self.key = key.to_string();
+        self
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &Params,
+        account: Option<&str>,
+        idem: Option<&str>,
+    ) -> Result<Resp, reqwest::Error> {
+        let mut url = format!("{}{}", self.base, path);
+        let mut req = if method == reqwest::Method::POST {
+            self.http
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(params.encode())
+        } else {
+            if !params.is_empty() {
+                url.push('?');
+                url.push_str(&params.encode());
+            }
+            self.http.request(method, &url)
+        };
+        if !self.key.is_empty() {
+            req = req.bearer_auth(&self.key);
+        }
+        if let Some(a) = account {
+            req = req.header("Stripe-Account", a);
+        }
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub async fn post(&self, path: &str, p: &Params, account: Option<&str>) -> Resp {
+        self.send(reqwest::Method::POST, path, p, account, None)
+            .await
+            .expect("transport")
+    }
+
+    pub async fn post_key(&self, path: &str, p: &Params, account: Option<&str>, key: &str) -> Resp {
+        self.send(reqwest::Method::POST, path, p, account, Some(key))
+            .await
+            .expect("transport")
+    }
+
+    pub async fn get(&self, path: &str, q: &Params, account: Option<&str>) -> Resp {
+        self.send(reqwest::Method::GET, path, q, account, None)
+            .await
+            .expect("transport")
+    }
+
+    pub async fn delete(&self, path: &str, account: Option<&str>) -> Resp {
+        self.send(reqwest::Method::DELETE, path, &Params::new(), account, None)
+            .await
+            .expect("transport")
+    }
+
+    // The documented flows' building blocks ------------------------------------------------
+
+    /// A connected account with card_payments active.
+    pub async fn account(&self, country: &str) -> String {
+        let mut p = Params::new();
+        p.push("type", "custom")
+            .push("country", country)
+            .push("capabilities[card_payments][requested]", true)
+            .push("capabilities[transfers][requested]", true);
+        let v = self.post("/v1/accounts", &p, None).await.ok();
+        check("account", &v);
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn location(&self, name: &str, country: &str) -> String {
+        let mut p = Params::new();
+        p.push("display_name", name)
+            .push("address[line1]", "1 Main St")
+            .push("address[city]", "Springfield")
+            .push("address[postal_code]", "12345")
+            .push("address[country]", country);
+        let v = self.post("/v1/terminal/locations", &p, None).await.ok();
+        check("terminal.location", &v);
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn reader(&self, location: &str) -> String {
+        let mut p = Params::new();
+        p.push("registration_code", "simulated-wpe")
+            .push("location", location);
+        let v = self.post("/v1/terminal/readers", &p, None).await.ok();
+        check("terminal.reader", &v);
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// A card_present PaymentIntent on `account`.
+    pub async fn intent(&self, account: Option<&str>, amount: i64, capture: &str) -> String {
+        let mut p = Params::new();
+        p.push("amount", amount)
+            .push("currency", "usd")
+            .push_list("payment_method_types", &["card_present"])
+            .push("capture_method", capture);
+        let v = self.post("/v1/payment_intents", &p, account).await.ok();
+        check("payment_intent", &v);
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn process(&self, reader: &str, pi: &str) -> Resp {
+        let mut p = Params::new();
+        p.push("payment_intent", pi);
+        self.post(
+            &format!("/v1/terminal/readers/{reader}/process_payment_intent"),
+            &p,
+            None,
+        )
+        .await
+    }
+
+    pub async fn present(&self, reader: &str, number: Option<&str>) -> Resp {
+        let mut p = Params::new();
+        if let Some(n) = number {
+            p.push("type", "card_present")
+                .push("card_present[number]", n);
+        }
+        self.post(
+            &format!("/v1/test_helpers/terminal/readers/{reader}/present_payment_method"),
+            &p,
+            None,
+        )
+        .await
+    }
+
+    pub async fn cancel_action(&self, reader: &str) -> Resp {
+        self.post(
+            &format!("/v1/terminal/readers/{reader}/cancel_action"),
+            &Params::new(),
+            None,
+        )
+        .await
+    }
+
+    pub async fn get_reader(&self, reader: &str) -> Value {
+        let v = self
+            .get(
+                &format!("/v1/terminal/readers/{reader}"),
+                &Params::new(),
+                None,
+            )
+            .await
+            .ok();
+        check("terminal.reader", &v);
+        v
+    }
+
+    pub async fn get_intent(&self, account: Option<&str>, pi: &str) -> Value {
+        let mut q = Params::new();
+        q.push_list("expand", &["latest_charge"]);
+        let v = self
+            .get(&format!("/v1/payment_intents/{pi}"), &q, account)
+            .await
+            .ok();
+        check("payment_intent", &v);
+        v
+    }
+}
+
+/// An emulator whose authorisations finish inside the present call.
+pub async fn instant() -> (SimHandle, Api) {
+    let sim = spawn(SimConfig {
+        auth_delay: std::time::Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let api = Api::new(&sim);
+    (sim, api)
+}
+
+/// Platform, connected account, location, reader.
+pub struct World {
+    pub account: String,
+    pub location: String,
+    pub reader: String,
+}
+
+pub async fn world(api: &Api) -> World {
+    let account = api.account("US").await;
+    let location = api.location("HQ", "US").await;
+    let reader = api.reader(&location).await;
+    World {
+        account,
+        location,
+        reader,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape checks
+
+/// Fields newer than the 2023 OpenAPI subset that the newest fixtures (or Stripe's
+/// changelog) show; the emulator may write them.
+const NEWER: &[(&str, &str)] = &[
+    // terminal.reader.last_seen_at: in fixtures3.json since 2025.
+    ("terminal.reader", "last_seen_at"),
+    // action.api_error: 2026-05-27.dahlia changelog, newest fixtures.
+    ("action", "api_error"),
+    // action.process_payment_intent.account: platform-owned-reader preview SDKs.
+    ("process_payment_intent", "account"),
+    // charge.payment_method_details.card_present.reader / .location: newer schema.
+    ("card_present", "reader"),
+    ("card_present", "location"),
+];
+
+fn schema_properties(schema: &str) -> Option<BTreeSet<String>> {
+    static SPEC: OnceLock<Option<Value>> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let dir = crate::common::fixtures_dir()?;
+        let text = std::fs::read_to_string(dir.join("openapi-terminal-subset.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    });
+    let props = spec.as_ref()?["components"]["schemas"][schema]["properties"].as_object()?;
+    Some(props.keys().cloned().collect())
+}
+
+fn check_keys(schema: &str, extra: &str, v: &Value) {
+    let Some(allowed) = schema_properties(schema) else {
+        return;
+    };
+    let Some(obj) = v.as_object() else {
+        return;
+    };
+    for k in obj.keys() {
+        let newer = NEWER.iter().any(|(s, f)| *s == extra && f == k);
+        assert!(
+            allowed.contains(k) || newer,
+            "{schema} carries `{k}`, a field unknown to Stripe: {v}"
+        );
+    }
+}
+
+/// Whether Stripe's schema was found (the field checks are skipped without it).
+pub fn schema_available() -> bool {
+    schema_properties("terminal.reader").is_some()
+}
+
+/// Asserts that `v` parses into the wire type of `kind` and has no unknown field.
+pub fn check(kind: &str, v: &Value) {
+    match kind {
+        "terminal.reader" => {
+            let _: wire::Reader = serde_json::from_value(v.clone()).expect("a Reader");
+            check_keys("terminal.reader", "terminal.reader", v);
+            if let Some(a) = v.get("action").filter(|a| !a.is_null()) {
+                check_keys("terminal_reader_reader_resource_reader_action", "action", a);
+                if let Some(p) = a.get("process_payment_intent") {
+                    check_keys(
+                        "terminal_reader_reader_resource_process_payment_intent_action",
+                        "process_payment_intent",
+                        p,
+                    );
+                }
+                if let Some(e) = a.get("api_error").filter(|e| !e.is_null()) {
+                    check_keys("api_errors", "api_errors", e);
+                }
+            }
+        }
+        "terminal.location" => {
+            let _: wire::Location = serde_json::from_value(v.clone()).expect("a Location");
+            check_keys("terminal.location", "terminal.location", v);
+        }
+        "payment_intent" => {
+            let _: wire::PaymentIntent =
+                serde_json::from_value(v.clone()).expect("a PaymentIntent");
+            check_keys("payment_intent", "payment_intent", v);
+            if let Some(e) = v.get("last_payment_error").filter(|e| !e.is_null()) {
+                check_keys("api_errors", "api_errors", e);
+            }
+            if let Some(c) = v.get("latest_charge").filter(|c| c.is_object()) {
+                check("charge", c);
+            }
+        }
+        "charge" => {
+            let _: wire::Charge = serde_json::from_value(v.clone()).expect("a Charge");
+            check_keys("charge", "charge", v);
+            if let Some(cp) = v["payment_method_details"].get("card_present") {
+                check_keys("payment_method_details_card_present", "card_present", cp);
+            }
+        }
+        "account" => {
+            let _: wire::Account = serde_json::from_value(v.clone()).expect("an Account");
+            check_keys("account", "account", v);
+        }
+        "refund" => {
+            let _: wire::Refund = serde_json::from_value(v.clone()).expect("a Refund");
+            check_keys("refund", "refund", v);
+        }
+        "list" => {
+            let l: wire::List<Value> = serde_json::from_value(v.clone()).expect("a List");
+            assert_eq!(l.object, "list");
+        }
+        other => panic!("no check for {other}"),
+    }
+}
