@@ -2,6 +2,7 @@
 
 mod common;
 mod fleet_config;
+mod ops_lifecycle;
 mod payments_api;
 mod payments_flow;
 mod sim_client;
