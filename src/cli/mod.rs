@@ -40,6 +40,8 @@ pub enum Command {
     Readers(fleet::ReadersCmd),
     /// The stateful Stripe emulator as a standalone server.
     Sim(crate::sim::SimArgs),
+    /// Everything on one machine: emulator, daemon, two merchants, two readers.
+    Demo(crate::demo::DemoArgs),
     /// Take a payment and follow it live.
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
@@ -57,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Locations(c) => c.run(),
         Command::Readers(c) => c.run(),
         Command::Sim(args) => crate::sim::run(args),
+        Command::Demo(a) => crate::demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
         Command::Bench(a) => crate::payments::bench::main(a),

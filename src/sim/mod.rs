@@ -98,6 +98,10 @@ pub struct RequestRecord {
     pub request_id: String,
 }
 
+/// The request log and the event list keep at most this many entries (the oldest tenth
+/// goes when it is reached), so a long-running emulator does not grow without bound.
+pub const MAX_LOG: usize = 100_000;
+
 /// State shared by the server, its timers and the handle.
 pub(crate) struct Shared {
     state: Mutex<state::State>,
@@ -325,6 +329,15 @@ impl SimHandle {
         self.with_state(|st| st.stats())
     }
 
+    /// The customer presses cancel on `reader` while it waits for a card: the action fails
+    /// with `customer_canceled`.
+    pub fn customer_cancel(&self, reader: &str) -> Result<Reader, SimError> {
+        self.with_state(|st| {
+            let v = st.customer_cancel(reader)?;
+            serde_json::from_value(v).map_err(|e| SimError::api(500, e.to_string()))
+        })
+    }
+
     /// Every event created so far (whether or not a webhook endpoint is configured).
     pub fn events(&self) -> Vec<Event> {
         self.with_state(|st| st.events.clone())
@@ -453,6 +466,7 @@ pub fn run(args: SimArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::telemetry::init_default();
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

@@ -219,7 +219,23 @@ async fn api(
     )
     .await;
     record.status = if dropped { 0 } else { answer.status };
-    lock(&shared.log).push(record);
+    tracing::info!(
+        method = %record.method,
+        path = %record.path,
+        account = record.account.as_deref().unwrap_or(""),
+        status = record.status,
+        fault = record.fault.as_deref().unwrap_or(""),
+        replayed = record.replayed,
+        request_id = %record.request_id,
+        "sim request"
+    );
+    {
+        let mut log = lock(&shared.log);
+        if log.len() >= super::MAX_LOG {
+            log.drain(..super::MAX_LOG / 10);
+        }
+        log.push(record);
+    }
     if dropped {
         conn.kill.store(true, Ordering::SeqCst);
     }
@@ -302,26 +318,24 @@ async fn pipeline(
         return rate_limited(record);
     }
     let fingerprint = format!("{method} {path} {}", form.0);
-    if let Some(k) = key {
-        let begin = lock(&shared.keys).begin(&scope, k, &fingerprint);
-        match begin {
-            Begin::Run => {}
+    // What the key says, when there is one: run, or answer without running.
+    let settled: Option<Answer> = match key {
+        None => None,
+        Some(k) => match lock(&shared.keys).begin(&scope, k, &fingerprint) {
+            Begin::Run => None,
             Begin::Replay { status, body } => {
                 record.replayed = true;
-                record.fault = None;
-                let a = Answer {
+                Some(Answer {
                     status,
                     body,
                     headers: vec![("idempotent-replayed", "true".into())],
-                };
-                return (a, false);
+                })
             }
-            Begin::Mismatch => {
-                record.fault = None;
-                return fail(SimError::idempotency(format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.")));
-            }
+            Begin::Mismatch => Some(error_answer(
+                &SimError::idempotency(format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.")),
+                request_id,
+            )),
             Begin::InUse => {
-                record.fault = None;
                 let mut e = SimError::invalid(
                     Some("idempotency_key_in_use"),
                     "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
@@ -329,18 +343,21 @@ async fn pipeline(
                 e.status = 409;
                 let mut a = error_answer(&e, request_id);
                 a.headers.push(("stripe-should-retry", "true".into()));
-                return (a, false);
+                Some(a)
             }
-        }
-    }
+        },
+    };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
     let abandon = || {
         if let Some(k) = key {
-            lock(&shared.keys).abandon(&scope, k);
+            if settled.is_none() {
+                lock(&shared.keys).abandon(&scope, k);
+            }
         }
     };
+    // Transport faults hit any request, replays included; they never touch a stored key.
     match decision.outcome {
         Outcome::Error(status) => {
             abandon();
@@ -359,7 +376,18 @@ async fn pipeline(
                 true,
             );
         }
+        Outcome::DropAfter if settled.is_some() => {
+            return (
+                error_answer(&SimError::api(500, "dropped"), request_id),
+                true,
+            );
+        }
         _ => {}
+    }
+    if let Some(answer) = settled {
+        // A reader fault needs a reader command to act on; an answered key runs nothing.
+        record.fault = None;
+        return (answer, false);
     }
     let result = {
         let mut st = lock(&shared.state);
@@ -533,6 +561,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                         json!({"error": e.error}),
                     ),
                 }
+            })
+        }
+        ("POST", ["readers", id, "customer-cancel"]) => {
+            with_state(&mut |st| match st.customer_cancel(id) {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(e) => json_response(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    json!({"error": e.error}),
+                ),
             })
         }
         ("GET", ["faults"]) => json_response(

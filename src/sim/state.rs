@@ -285,6 +285,9 @@ pub struct ReaderRec {
     pub generation: u64,
     /// A card was presented and the authorisation is running: cancel is busy.
     pub authorizing: Option<Pending>,
+    /// An authorisation finished while the reader was offline: it could not report, and
+    /// reports `connection_error` when it comes back.
+    pub unreported: bool,
 }
 
 /// Work to schedule after a delay.
@@ -629,6 +632,9 @@ impl State {
             pending_webhooks: 1,
             request: Some(self.request.clone().unwrap_or_default()),
         };
+        if self.events.len() >= super::MAX_LOG {
+            self.events.drain(..super::MAX_LOG / 10);
+        }
         self.events.push(event.clone());
         self.outbox.push(event);
     }
@@ -1054,6 +1060,7 @@ impl State {
                 online: true,
                 generation: 0,
                 authorizing: None,
+                unreported: false,
             },
         );
         Ok(self.reader_view(&id, &expand))
@@ -1142,6 +1149,21 @@ impl State {
     pub fn set_online(&mut self, id: &str, online: bool) -> Option<Value> {
         let rec = self.readers.get_mut(id)?;
         rec.online = online;
+        if online && rec.unreported {
+            // Back after losing its link mid-authorisation: the reader reports a connection
+            // error, whatever became of the payment (which the PaymentIntent tells).
+            rec.unreported = false;
+            if let Some(a) = rec.obj.action.as_mut() {
+                a.status = ActionStatus::Failed;
+                a.failure_code = Some("connection_error".into());
+                a.failure_message = Some(
+                    "The reader lost its connection while authorizing the payment. Check the PaymentIntent for the outcome.".into(),
+                );
+                a.api_error = None;
+                let view = self.reader_view(id, &[]);
+                self.emit("terminal.reader.action_failed", None, view);
+            }
+        }
         Some(self.reader_view(id, &[]))
     }
 
@@ -1588,6 +1610,9 @@ impl State {
             _ => {}
         }
         if !online {
+            if let Some(rec) = self.readers.get_mut(reader_id) {
+                rec.unreported = true;
+            }
             return;
         }
         if let Some(rec) = self.readers.get_mut(reader_id) {
@@ -1611,6 +1636,36 @@ impl State {
                 self.emit(kind, None, view);
             }
         }
+    }
+
+    /// The customer presses cancel on the reader: a waiting payment action fails with
+    /// `customer_canceled` (no `api_error`: the failure came from the reader).
+    pub fn customer_cancel(&mut self, id: &str) -> Res<Value> {
+        let Some(rec) = self.readers.get_mut(id) else {
+            return Err(SimError::no_such("terminal.reader", id, None));
+        };
+        let waiting = rec.authorizing.is_none()
+            && rec.obj.action.as_ref().is_some_and(|a| {
+                a.kind == ActionType::ProcessPaymentIntent && a.status == ActionStatus::InProgress
+            });
+        if !waiting || !rec.online {
+            return Err(SimError::invalid(
+                None,
+                format!("Reader {id} is not waiting for a card."),
+            ));
+        }
+        rec.generation += 1;
+        if let Some(a) = rec.obj.action.as_mut() {
+            a.status = ActionStatus::Failed;
+            a.failure_code = Some("customer_canceled".into());
+            a.failure_message = Some(
+                "This action could not be completed due to an error on the card reader.".into(),
+            );
+            a.api_error = None;
+        }
+        let view = self.reader_view(id, &[]);
+        self.emit("terminal.reader.action_failed", None, view.clone());
+        Ok(view)
     }
 
     /// Auto-present: taps the default card if the reader is still waiting on the same action.

@@ -4,6 +4,7 @@ mod common;
 mod fleet_config;
 mod ops_lifecycle;
 mod payments_api;
+mod payments_crash;
 mod payments_flow;
 mod sim_client;
 mod sim_conformance;

@@ -21,9 +21,11 @@ impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    /// Asserts 200 and returns the body.
+    /// Asserts 200 and returns the body, after checking the object it holds (and every
+    /// object of a list) against the wire types and Stripe's schema.
     pub fn ok(self) -> Value {
         assert_eq!(self.status, 200, "unexpected answer: {}", self.body);
+        check_any(&self.body);
         self.body
     }
     /// Asserts an error envelope with `status` and `code`; returns the error object.
@@ -306,6 +308,27 @@ fn check_keys(schema: &str, extra: &str, v: &Value) {
 /// Whether Stripe's schema was found (the field checks are skipped without it).
 pub fn schema_available() -> bool {
     schema_properties("terminal.reader").is_some()
+}
+
+/// Checks `v` by its `object` (lists element by element); objects without a check
+/// (deleted stubs) pass.
+pub fn check_any(v: &Value) {
+    let kind = v["object"].as_str().unwrap_or("");
+    if v.get("deleted").is_some() {
+        let _: wire::Deleted = serde_json::from_value(v.clone()).expect("a Deleted");
+        return;
+    }
+    match kind {
+        "list" => {
+            check("list", v);
+            for item in v["data"].as_array().into_iter().flatten() {
+                check_any(item);
+            }
+        }
+        "terminal.reader" | "terminal.location" | "payment_intent" | "charge" | "account"
+        | "refund" => check(kind, v),
+        other => panic!("unexpected object `{other}`: {v}"),
+    }
 }
 
 /// Asserts that `v` parses into the wire type of `kind` and has no unknown field.

@@ -1102,3 +1102,124 @@ async fn the_stripe_client_reads_everything_the_emulator_writes() {
     let deleted = client.delete_reader(&reader.id).await.unwrap();
     assert!(deleted.deleted);
 }
+
+#[tokio::test(start_paused = true)]
+async fn auto_present_taps_the_default_card_by_itself() {
+    let sim = spawn(SimConfig {
+        auth_delay: Duration::from_secs(1),
+        auto_present: Some(Duration::from_secs(2)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi).await.ok();
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi).await["status"],
+        "requires_payment_method"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let v = api.get_intent(Some(&w.account), &pi).await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(
+        v["latest_charge"]["payment_method_details"]["card_present"]["last4"],
+        "4242"
+    );
+    // A cancelled action is not tapped later.
+    let pi2 = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi2).await.ok();
+    api.cancel_action(&w.reader).await.ok();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi2).await["status"],
+        "requires_payment_method"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_loses_its_link_while_authorising_reports_connection_error() {
+    let sim = spawn(SimConfig {
+        auth_delay: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "manual").await;
+    api.process(&w.reader, &pi).await.ok();
+    api.present(&w.reader, None).await.ok();
+    assert!(sim.set_reader_online(&w.reader, false));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The payment went through; the reader could not say so.
+    assert_eq!(
+        api.get_intent(Some(&w.account), &pi).await["status"],
+        "requires_capture"
+    );
+    assert_eq!(
+        api.get_reader(&w.reader).await["action"]["status"],
+        "in_progress"
+    );
+    assert!(sim.set_reader_online(&w.reader, true));
+    let v = api.get_reader(&w.reader).await;
+    assert_eq!(v["action"]["status"], "failed");
+    assert_eq!(v["action"]["failure_code"], "connection_error");
+    let kinds: Vec<String> = sim.events().iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("terminal.reader.action_failed")
+    );
+}
+
+#[tokio::test]
+async fn the_customer_can_cancel_on_the_reader_and_control_routes_present_cards() {
+    let (sim, api) = instant().await;
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    api.process(&w.reader, &pi).await.ok();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!(
+            "{}/_sim/readers/{}/customer-cancel",
+            sim.base_url(),
+            w.reader
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = api.get_reader(&w.reader).await;
+    assert_eq!(v["action"]["status"], "failed");
+    assert_eq!(v["action"]["failure_code"], "customer_canceled");
+    assert!(v["action"]["api_error"].is_null());
+    assert!(sim.customer_cancel(&w.reader).is_err());
+    // The same PaymentIntent again, the card tapped through the control route with a tip.
+    api.process(&w.reader, &pi).await.ok();
+    let r = http
+        .post(format!(
+            "{}/_sim/readers/{}/present",
+            sim.base_url(),
+            w.reader
+        ))
+        .body(r#"{"number": "378282246310005", "amount_tip": 200}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("request-id").is_some());
+    let v = api.get_intent(Some(&w.account), &pi).await;
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["amount"], 1200);
+    assert_eq!(
+        v["latest_charge"]["payment_method_details"]["card_present"]["brand"],
+        "amex"
+    );
+    let r = http
+        .post(format!("{}/_sim/readers/tmr_nope/present", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -94,11 +94,33 @@ async fn dropped_connections_before_and_after_the_work_look_alike_to_the_caller(
     let replayed = r.ok();
     check("payment_intent", &replayed);
     assert_eq!(sim.payment_intent_count(Some(&a)), 2);
+    // A replay can be lost on the way too; the key still holds the answer.
+    sim.set_faults(one_shot(
+        FaultKind::DropBefore,
+        "POST",
+        "/v1/payment_intents",
+    ));
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/payment_intents",
+            &pi_params(),
+            Some(&a),
+            Some("k2"),
+        )
+        .await;
+    assert!(r.is_err(), "expected a dropped connection, got {r:?}");
+    let again = api
+        .post_key("/v1/payment_intents", &pi_params(), Some(&a), "k2")
+        .await;
+    assert_eq!(again.ok()["id"], replayed["id"]);
+    assert_eq!(sim.payment_intent_count(Some(&a)), 2);
     let log = sim.requests();
     let dropped: Vec<_> = log.iter().filter(|r| r.status == 0).collect();
-    assert_eq!(dropped.len(), 2);
+    assert_eq!(dropped.len(), 3);
     assert_eq!(dropped[0].fault.as_deref(), Some("drop_before"));
     assert_eq!(dropped[1].fault.as_deref(), Some("drop_after"));
+    assert!(dropped[2].replayed);
 }
 
 #[tokio::test]

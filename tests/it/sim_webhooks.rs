@@ -1,7 +1,7 @@
 //! Webhooks from the emulator: signed as Stripe signs them, from the right account,
 //! retried while the endpoint fails, and duplicated when asked to.
 
-use crate::sim_client::{world, Api};
+use crate::sim_client::{check_any, world, Api};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -114,6 +114,9 @@ async fn events_are_signed_scoped_and_retried_until_delivered() {
     assert!(got
         .iter()
         .all(|e| e.id.starts_with("evt_") && e.object == "event"));
+    for e in &got {
+        check_any(&e.data.object);
+    }
     // The request that caused it is named.
     assert!(got[0]
         .request
@@ -154,4 +157,46 @@ async fn events_can_be_duplicated_and_delayed() {
     assert_eq!(first.kind, "payment_intent.created");
     assert_eq!(first.data.object["id"], pi.as_str());
     assert_eq!(sim.events().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_queued_during_the_delay_can_arrive_out_of_order() {
+    let (url, mut rx) = receiver(0).await;
+    let sim = spawn(SimConfig {
+        seed: 3,
+        webhook: Some(WebhookTarget {
+            url,
+            secret: SECRET.into(),
+        }),
+        faults: Faults {
+            webhook_delay_ms: 1_000,
+            webhook_reorder: true,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let a = api.account("US").await;
+    let mut created = Vec::new();
+    for _ in 0..6 {
+        created.push(api.intent(Some(&a), 1000, "manual").await);
+    }
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(
+            next(&mut rx).await.data.object["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_ne!(
+        got, created,
+        "the seeded shuffle keeps this order: pick another seed"
+    );
+    got.sort();
+    created.sort();
+    assert_eq!(got, created);
 }

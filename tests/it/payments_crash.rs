@@ -1,0 +1,370 @@
+//! Crash safety with the real binary: `readerd sim` as a child process, `readerd run` killed
+//! at each persisted step of the flow (`READERD_FAILPOINT`) and with SIGKILL mid-payment,
+//! restarted on the same store; every payment must end exactly once, with exactly one
+//! PaymentIntent each. Also: `readerd demo --tour` exits 0.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ADMIN: &str = "crash-admin";
+const POS: &str = "crash-pos";
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn readerd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_readerd"))
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) {
+    for _ in 0..500 {
+        if http.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} never came up");
+}
+
+fn start_daemon(config: &Path, failpoint: Option<&str>) -> Proc {
+    let mut cmd = readerd();
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("READERD_STRIPE_SECRET_KEY", "sk_test_crash")
+        .env_remove("READERD_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(f) = failpoint {
+        cmd.env("READERD_FAILPOINT", f);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    api: String,
+    sim: String,
+}
+
+impl Ctx {
+    async fn call(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.unwrap();
+        let s = resp.status();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+    async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let (s, v) = self
+            .call(
+                self.http
+                    .post(format!("{}{path}", self.api))
+                    .bearer_auth(ADMIN)
+                    .json(&body),
+            )
+            .await;
+        assert!(s.is_success(), "{path}: {s} {v}");
+        v
+    }
+    async fn pay(&self, key: &str, amount: i64) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/payments", self.api))
+            .bearer_auth(POS)
+            .header("Idempotency-Key", key)
+            .json(&json!({"merchant": "bakery", "reader": "till", "amount": amount, "currency": "eur"}))
+            .send()
+            .await
+    }
+    async fn get(&self, id: &str) -> Value {
+        self.call(
+            self.http
+                .get(format!("{}/v1/payments/{id}", self.api))
+                .bearer_auth(POS),
+        )
+        .await
+        .1
+    }
+    async fn wait(&self, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..1000 {
+            let p = self.get(id).await;
+            if f(&p) {
+                return p;
+            }
+            last = p;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("payment never {what}: {last:#}");
+    }
+    async fn intents(&self, account: &str) -> u64 {
+        let stats: Value = self
+            .http
+            .get(format!("{}/_sim/stats", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["payment_intents"][account].as_u64().unwrap_or(0)
+    }
+    async fn present(&self, reader: &str) {
+        let r = self
+            .http
+            .post(format!("{}/_sim/readers/{reader}/present", self.sim))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_step_every_payment_ends_once_with_one_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_port = free_port();
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let _sim = Proc(
+        readerd()
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--auth-delay",
+                "0s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
+    let acct: Value = http
+        .post(format!("{sim_url}/_sim/accounts"))
+        .json(&json!({"country": "FR", "default_currency": "eur"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acct = acct["id"].as_str().unwrap().to_string();
+
+    let api_port = free_port();
+    let config = dir.path().join("readerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[stripe]
+api_base = "{sim_url}"
+max_elapsed = "5s"
+
+[store]
+path = "{store}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.clients]]
+name = "admin"
+token_sha256 = "{admin}"
+role = "admin"
+
+[[api.clients]]
+name = "desk"
+token_sha256 = "{pos}"
+role = "pos"
+merchants = ["bakery"]
+
+[sync]
+interval = "1h"
+
+[payments]
+poll_min = "20ms"
+poll_max = "100ms"
+
+[log]
+level = "warn"
+"#,
+            store = dir.path().join("store").display(),
+            admin = readerd::api::auth::token_sha256(ADMIN),
+            pos = readerd::api::auth::token_sha256(POS),
+        ),
+    )
+    .unwrap();
+    let ctx = Ctx {
+        http: http.clone(),
+        api: format!("http://127.0.0.1:{api_port}"),
+        sim: sim_url.clone(),
+    };
+
+    // Set up with a daemon that is then killed.
+    let reader = {
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        ctx.admin_post("/v1/merchants", json!({"id": "bakery", "account": acct}))
+            .await;
+        let loc = ctx
+            .admin_post(
+                "/v1/locations",
+                json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+            )
+            .await;
+        let r = ctx
+            .admin_post(
+                "/v1/readers",
+                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
+            )
+            .await;
+        r["id"].as_str().unwrap().to_string()
+    };
+
+    let steps = [
+        "before_pi_create",
+        "after_pi_created",
+        "after_pi_persisted",
+        "before_dispatch",
+        "after_dispatch",
+        "after_dispatch_persisted",
+    ];
+    let mut payments = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let key = format!("crash-{step}");
+        let amount = 1000 + 100 * i as i64;
+        {
+            let mut d = start_daemon(&config, Some(step));
+            wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+            // The answer may or may not make it out before the abort.
+            let _ = ctx.pay(&key, amount).await;
+            let mut exited = false;
+            for _ in 0..500 {
+                if d.0.try_wait().unwrap().is_some() {
+                    exited = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(exited, "the daemon did not stop at {step}");
+        }
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        // The same key and body: the payment accepted before the crash.
+        let resp = ctx.pay(&key, amount).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{step}");
+        let p: Value = resp.json().await.unwrap();
+        let id = p["id"].as_str().unwrap().to_string();
+        ctx.wait(&id, "on the reader", |p| {
+            p["status"] == "processing" && p["waiting_for"] == "card"
+        })
+        .await;
+        ctx.present(&reader).await;
+        let done = ctx
+            .wait(&id, "succeeded", |p| p["status"] == "succeeded")
+            .await;
+        assert_eq!(done["amount_captured"], amount, "{step}");
+        payments.push(done);
+        assert_eq!(
+            ctx.intents(&acct).await,
+            payments.len() as u64,
+            "one PaymentIntent per payment after {step}"
+        );
+    }
+
+    // SIGKILL while the card dialogue is up; the customer pays while the daemon is down.
+    let id = {
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let p: Value = ctx
+            .pay("crash-sigkill", 3000)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = p["id"].as_str().unwrap().to_string();
+        ctx.wait(&id, "on the reader", |p| {
+            p["status"] == "processing" && p["waiting_for"] == "card"
+        })
+        .await;
+        id
+    }; // killed here
+    ctx.present(&reader).await;
+    let _d = start_daemon(&config, None);
+    wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+    let done = ctx
+        .wait(&id, "succeeded after the restart", |p| {
+            p["status"] == "succeeded"
+        })
+        .await;
+    assert!(
+        done["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["source"] == "reconcile"),
+        "{done:#}"
+    );
+    payments.push(done);
+    assert_eq!(ctx.intents(&acct).await, payments.len() as u64);
+    let mut pis: Vec<_> = payments
+        .iter()
+        .map(|p| p["payment_intent"].as_str().unwrap().to_string())
+        .collect();
+    pis.sort();
+    pis.dedup();
+    assert_eq!(
+        pis.len(),
+        payments.len(),
+        "every payment has its own PaymentIntent"
+    );
+}
+
+#[test]
+fn the_demo_tour_ends_as_expected() {
+    let out = readerd()
+        .args([
+            "demo",
+            "--tour",
+            "--listen",
+            "127.0.0.1:0",
+            "--tap-after",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("every payment ended as expected"),
+        "{stdout}"
+    );
+    for step in ["success", "decline then retry", "manual capture", "cancel"] {
+        assert!(
+            stdout.contains(&format!("=> {step}: as expected")),
+            "{stdout}"
+        );
+    }
+}
