@@ -364,10 +364,15 @@ async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, s
 }
 
 /// Fills the reader gauges from the registry and the workers' live state at each scrape.
+/// The collector holds them weakly: the metrics are reachable from the Stripe client they
+/// observe, and a strong hold would keep a stopped daemon's store open.
 fn reader_metrics(state: &AppState) {
-    let fleet = state.fleet.clone();
-    let live = state.live.clone();
+    let fleet = Arc::downgrade(&state.fleet);
+    let live = Arc::downgrade(&state.live);
     state.metrics.add_collector(move |m| {
+        let (Some(fleet), Some(live)) = (fleet.upgrade(), live.upgrade()) else {
+            return;
+        };
         let Ok(readers) = fleet.readers() else {
             return;
         };
@@ -437,16 +442,14 @@ pub fn check_config(path: &Path) -> ExitCode {
 /// `readerd run --config PATH`.
 pub fn run(path: &Path) -> ExitCode {
     let config_path = path;
-    // The config is read before tracing starts only to learn the log settings; a bad one
-    // is still reported through tracing's default set-up.
+    // The config is read first only to learn the log settings; a bad one is reported on
+    // stderr before any tracing is set up.
     let config = match Config::load(path) {
         Ok(c) => {
             crate::telemetry::init(&c.log);
             c
         }
         Err(e) => {
-            crate::telemetry::init_default();
-            tracing::error!("{e}");
             eprintln!("readerd: {e}");
             return ExitCode::from(EX_CONFIG);
         }
@@ -455,7 +458,6 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("readerd: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -468,7 +470,7 @@ pub fn run(path: &Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("readerd: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -479,11 +481,10 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::error!("cannot open the store: {e}");
-                eprintln!("readerd: cannot open the store: {e}");
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                eprintln!("readerd: {e}");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -491,7 +492,6 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot bind {listen}: {e}");
-                eprintln!("readerd: cannot bind {listen}: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -502,7 +502,6 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("readerd: {e}");
                 return ExitCode::FAILURE;
             }
         };

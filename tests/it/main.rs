@@ -1,7 +1,11 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
 mod common;
+mod fleet_api;
+mod fleet_auth;
+mod fleet_cli;
 mod fleet_config;
+mod fleet_daemon;
 mod ops_lifecycle;
 mod payments_api;
 mod payments_crash;

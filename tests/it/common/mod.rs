@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+mod env;
+pub use env::*;
+
 use std::path::PathBuf;
 
 /// `../shared/stripe-fixtures`, or `None` (with the reason printed) when it is absent, so

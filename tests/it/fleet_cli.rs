@@ -1,0 +1,172 @@
+//! The fleet commands of the command-line client, run as the real binary against an
+//! in-process daemon.
+
+use crate::common::TestEnv;
+use readerd::stripe::wire::CapabilityStatus;
+use serde_json::Value;
+use tokio::process::Command;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn readerd(env: &TestEnv, token: &str, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_readerd"))
+        .args(args)
+        .env("READERD_API", &env.api_url)
+        .env("READERD_TOKEN", token)
+        .output()
+        .await
+        .expect("runs readerd");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(r: &Run) -> &str {
+    assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    &r.stdout
+}
+
+#[tokio::test]
+async fn the_fleet_commands_drive_the_api() {
+    let env = TestEnv::start().await;
+    let admin = env.admin_token.clone();
+    let acct = env
+        .sim
+        .create_account("FR", "eur", CapabilityStatus::Active);
+
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "merchants",
+            "add",
+            "bakery",
+            &acct,
+            "--display-name",
+            "La Boulangerie",
+        ],
+    )
+    .await;
+    let table = ok(&out);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("bakery") && table.contains(&acct) && table.contains("active"),
+        "{table}"
+    );
+
+    let out = readerd(&env, &admin, &["merchants", "list", "--json"]).await;
+    let list: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(list[0]["id"], "bakery");
+    assert_eq!(list[0]["can_charge"], true);
+    let out = readerd(&env, &admin, &["merchants", "check", "bakery"]).await;
+    assert!(ok(&out).contains("yes"));
+
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "locations",
+            "create",
+            "--display-name",
+            "Shop",
+            "--country",
+            "FR",
+            "--city",
+            "Paris",
+            "--merchant",
+            "bakery",
+            "--json",
+        ],
+    )
+    .await;
+    let loc: Value = serde_json::from_str(ok(&out)).unwrap();
+    let loc_id = loc["id"].as_str().unwrap().to_string();
+    let out = readerd(&env, &admin, &["locations", "list"]).await;
+    assert!(ok(&out).contains(&loc_id));
+
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "readers",
+            "register",
+            "--code",
+            "simulated-wpe",
+            "--label",
+            "front",
+            "--location",
+            &loc_id,
+            "--json",
+        ],
+    )
+    .await;
+    let reader: Value = serde_json::from_str(ok(&out)).unwrap();
+    let reader_id = reader["id"].as_str().unwrap().to_string();
+    let out = readerd(&env, &admin, &["readers", "list"]).await;
+    let table = ok(&out);
+    assert!(
+        table.contains(&reader_id) && table.contains("online") && table.contains("(all)"),
+        "{table}"
+    );
+    let out = readerd(
+        &env,
+        &admin,
+        &["readers", "allow", "front", "--merchant", "bakery"],
+    )
+    .await;
+    assert!(ok(&out).contains("bakery"));
+    let out = readerd(&env, &admin, &["readers", "show", &reader_id, "--json"]).await;
+    let shown: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(shown["merchants"], serde_json::json!(["bakery"]));
+    let out = readerd(&env, &admin, &["readers", "sync"]).await;
+    assert!(ok(&out).contains("readers"));
+
+    // API errors are shown plainly, with a non-zero exit.
+    let out = readerd(&env, env.pos("bakery"), &["merchants", "list"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("403 forbidden"), "{}", out.stderr);
+    let out = readerd(&env, "wrong", &["readers", "list"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("401 unauthorized"), "{}", out.stderr);
+    let out = readerd(&env, &admin, &["readers", "show", "tmr_nope"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("404 not_found"), "{}", out.stderr);
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "readers",
+            "register",
+            "--code",
+            "bad-code",
+            "--location",
+            &loc_id,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("bad-code"), "{}", out.stderr);
+
+    // Nobody listening.
+    let out = Command::new(env!("CARGO_BIN_EXE_readerd"))
+        .args([
+            "readers",
+            "list",
+            "--api",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    env.stop().await;
+}
