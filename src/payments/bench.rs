@@ -138,7 +138,6 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         },
     );
     engine.start().await.map_err(|e| e.to_string())?;
-    let mut events = engine.subscribe();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.payments);
     for i in 0..args.payments {
@@ -159,26 +158,9 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             .map_err(|e| e.to_string())?;
         ids.push(p.id);
     }
-    let mut settled = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while settled.len() < ids.len() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-            Ok(Ok(p)) => {
-                if p.status.is_final() || p.status == Status::Declined {
-                    settled.insert(p.id);
-                }
-            }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => {
-                for id in &ids {
-                    if let Ok(Some(p)) = engine.get(id) {
-                        if p.status.is_final() || p.status == Status::Declined {
-                            settled.insert(p.id);
-                        }
-                    }
-                }
-            }
-            Ok(Err(_)) => break,
-        }
+    while engine.settled_count() < ids.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
     let mut succeeded = 0;

@@ -1154,6 +1154,11 @@ impl Engine {
         self.inner.stats.lock().expect("stats").request(kind);
     }
 
+    /// How many payments reached an outcome so far (final, declined or authorised).
+    pub fn settled_count(&self) -> u64 {
+        self.inner.stats.lock().expect("stats").settled
+    }
+
     /// Request counts and latency samples (for the benchmark).
     pub fn stats(&self) -> super::stats::Stats {
         self.inner.stats.lock().expect("stats").clone()

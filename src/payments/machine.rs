@@ -414,10 +414,13 @@ impl Payment {
             Observation::Dispatched => match self.status {
                 Status::Queued => {
                     self.step = Step::Dispatched;
-                    Ok(Some(self.set(Status::Processing, source, now, None)))
+                    let ch = self.set(Status::Processing, source, now, None);
+                    self.waiting_for = Some("card".into());
+                    Ok(Some(ch))
                 }
                 Status::Processing => {
                     self.step = Step::Dispatched;
+                    self.waiting_for = Some("card".into());
                     Ok(None)
                 }
                 s if s.is_final() => Err(Refused::Final(s)),

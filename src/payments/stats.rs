@@ -20,6 +20,8 @@ pub struct Stats {
     pub to_dispatch: Vec<Duration>,
     /// Reader action seen finished → status recorded.
     pub to_outcome: Vec<Duration>,
+    /// Payments that reached an outcome (final, declined or authorised).
+    pub settled: u64,
     marks: HashMap<String, Marks>,
 }
 
@@ -41,6 +43,7 @@ impl Stats {
         }
     }
     pub fn outcome(&mut self, id: &str, at: Instant) {
+        self.settled += 1;
         if let Some(m) = self.marks.remove(id) {
             if let Some(r) = m.reader_done {
                 self.to_outcome.push(at.saturating_duration_since(r));

@@ -124,12 +124,15 @@ impl Flow<'_> {
         self.e.observe(&self.id, obs, source)
     }
 
+    /// Records a note and what the payment now waits for, in one write.
     fn note(&self, text: impl Into<String>, waiting_for: Option<String>) -> R<Payment> {
+        let at = super::engine::now();
+        let text = text.into();
         self.e.update(&self.id, |p| {
             p.waiting_for = waiting_for;
+            p.apply(Observation::Note(text), Source::Poll, &at)?;
             Ok(())
-        })?;
-        self.observe(Observation::Note(text.into()), Source::Poll)
+        })
     }
 
     async fn run(&self) -> R<()> {
@@ -649,10 +652,6 @@ impl Flow<'_> {
         let mut pickup_noted = false;
         let mut deadline_failure: Option<Failure> = None;
         let mut source = first;
-        self.e.update(&self.id, |p| {
-            p.waiting_for = Some("card".into());
-            Ok(())
-        })?;
         loop {
             if source != Source::Reconcile {
                 let woke = tokio::select! {
@@ -788,6 +787,22 @@ impl Flow<'_> {
                     PaymentIntentStatus::RequiresPaymentMethod
                         if intent.last_payment_error.is_none() || deadline_failure.is_some() =>
                     {
+                        let customer = action_failure
+                            .as_ref()
+                            .is_some_and(|f| f.code == "customer_canceled");
+                        if customer {
+                            // The customer pressed cancel on the reader: a cancel, which
+                            // Stripe confirms by canceling the PaymentIntent.
+                            let f = action_failure.clone();
+                            let p = self.e.update(&self.id, |p| {
+                                p.cancel_requested = true;
+                                p.failure = f;
+                                Ok(())
+                            })?;
+                            self.note("the customer canceled on the reader", None)?;
+                            self.e.cancel_intent(&p, Source::Poll).await?;
+                            return Ok(());
+                        }
                         if p.cancel_requested {
                             self.e.cancel_intent(&p, Source::Api).await?;
                             return Ok(());

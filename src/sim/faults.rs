@@ -59,6 +59,9 @@ pub enum FaultKind {
     Latency,
     /// Answer 429 as a rate limiter does.
     RateLimit,
+    /// Answer 429 `lock_timeout` (an object locked by another request; no limiter header),
+    /// which Stripe's SDKs do retry.
+    LockTimeout,
 }
 
 /// A targeted fault.
@@ -117,6 +120,7 @@ pub enum Outcome {
     ReaderTimeout,
     OfflineMidAction,
     RateLimit,
+    LockTimeout,
 }
 
 impl Outcome {
@@ -130,6 +134,7 @@ impl Outcome {
             Outcome::ReaderTimeout => Some("reader_timeout"),
             Outcome::OfflineMidAction => Some("offline_mid_action"),
             Outcome::RateLimit => Some("rate_limit"),
+            Outcome::LockTimeout => Some("lock_timeout"),
         }
     }
 }
@@ -213,6 +218,7 @@ impl Faults {
                 FaultKind::ReaderTimeout => Outcome::ReaderTimeout,
                 FaultKind::OfflineMidAction => Outcome::OfflineMidAction,
                 FaultKind::RateLimit => Outcome::RateLimit,
+                FaultKind::LockTimeout => Outcome::LockTimeout,
             };
         }
         self.rules.retain(|r| r.times != Some(0));

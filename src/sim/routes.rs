@@ -317,6 +317,14 @@ async fn pipeline(
     if decision.outcome == Outcome::RateLimit {
         return rate_limited(record);
     }
+    if decision.outcome == Outcome::LockTimeout {
+        let mut e = SimError::invalid(
+            Some("lock_timeout"),
+            "This object cannot be accessed right now because another API request or Stripe process is currently accessing it. If you see this error intermittently, retry the request. If you see this error frequently and are making multiple concurrent requests to a single object, make your requests serially or at a lower rate.",
+        );
+        e.status = 429;
+        return (error_answer(&e, request_id), false);
+    }
     let fingerprint = format!("{method} {path} {}", form.0);
     // What the key says, when there is one: run, or answer without running.
     let settled: Option<Answer> = match key {

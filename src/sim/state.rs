@@ -1251,7 +1251,9 @@ impl State {
             api_error: None,
             process_payment_intent: Some(ProcessPaymentIntentAction {
                 payment_intent: Expandable::Id(pi_id),
-                process_config: Some(process_config),
+                // Echoed only when sent, as Stripe's examples show.
+                process_config: (process_config != ProcessConfig::default())
+                    .then_some(process_config),
                 account: pi_owner,
             }),
             set_reader_display: None,

@@ -10,6 +10,7 @@ mod ops_lifecycle;
 mod payments_api;
 mod payments_crash;
 mod payments_flow;
+mod sim_cli;
 mod sim_client;
 mod sim_conformance;
 mod sim_faults;

@@ -649,3 +649,74 @@ async fn display_goes_through_the_reader_queue() {
     }
     panic!("the cart was never shown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        auto_present: Some(Duration::from_millis(200)),
+        ..SimConfig::default()
+    })
+    .await;
+    let run = |args: Vec<String>| {
+        let url = api.url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_readerd"))
+                .args(&args)
+                .args(["--api", &url])
+                .env("READERD_TOKEN", pos_token("bakery"))
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let pay = |amount: &str, capture: &str| {
+        [
+            "pay",
+            "--merchant",
+            "bakery",
+            "--reader",
+            "till-1",
+            "--amount",
+            amount,
+            "--currency",
+            "eur",
+            "--capture",
+            capture,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+    };
+    let ok = run(pay("1250", "automatic")).await;
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("waiting for card"), "{out}");
+    assert!(out.contains("succeeded"), "{out}");
+    // Amounts ending in 05 are declined by the test network.
+    let declined = run(pay("1005", "automatic")).await;
+    let out = String::from_utf8_lossy(&declined.stdout);
+    assert!(!declined.status.success(), "{out}");
+    assert!(out.contains("declined"), "{out}");
+    let manual = run(pay("4200", "manual")).await;
+    assert!(
+        manual.status.success(),
+        "{}",
+        String::from_utf8_lossy(&manual.stdout)
+    );
+    let list = run(vec![
+        "payments".into(),
+        "list".into(),
+        "--status".into(),
+        "declined".into(),
+    ])
+    .await;
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{out}");
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "a header and the declined payment: {out}"
+    );
+    assert!(out.contains("declined"), "{out}");
+}

@@ -917,3 +917,155 @@ async fn on_reader_tip_is_recorded_once() {
     assert_eq!(p.tip, Some(150));
     assert_eq!(p.amount_captured, 1150);
 }
+
+#[tokio::test]
+async fn connection_error_lets_the_payment_intent_decide() {
+    let sim_cfg = SimConfig {
+        auth_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    let p = wait_on_reader(&env, &p.id).await;
+    present(&env, &r, None);
+    // The reader loses its link while the authorisation runs; it succeeds on Stripe.
+    env.sim.set_reader_online(&r, false);
+    let pi = p.payment_intent.clone().unwrap();
+    let opts = RequestOptions::account(&env.accounts["bakery"]);
+    for _ in 0..500 {
+        let intent = env
+            .stripe
+            .retrieve_payment_intent(&pi, &[], &opts)
+            .await
+            .unwrap();
+        if intent.status.as_str() == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        env.engine.get(&p.id).unwrap().unwrap().status,
+        Status::Processing
+    );
+    // Back online, the reader reports connection_error; the PaymentIntent says succeeded.
+    env.sim.set_reader_online(&r, true);
+    let reader = env.stripe.retrieve_reader(&r).await.unwrap();
+    assert_eq!(
+        reader.action.unwrap().failure_code.as_deref(),
+        Some("connection_error")
+    );
+    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(p.amount_captured, 1000);
+}
+
+#[tokio::test]
+async fn the_customer_canceling_on_the_reader_cancels_the_payment() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    env.sim.customer_cancel(&r).unwrap();
+    let p = wait_status(&env.engine, &p.id, Status::Canceled).await;
+    assert_eq!(p.failure.unwrap().code, "customer_canceled");
+    assert_eq!(
+        count(&env, "POST", "/cancel"),
+        1,
+        "Stripe confirmed the cancel"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_with_one_intent() {
+    let rules = vec![
+        FaultRule::new(FaultKind::RateLimit, "POST", "/v1/payment_intents").times(2),
+        FaultRule::new(FaultKind::RateLimit, "GET", "/v1/terminal/readers/*").times(2),
+    ];
+    let sim_cfg = SimConfig {
+        faults: Faults {
+            rules,
+            ..Faults::default()
+        },
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    present(&env, &r, None);
+    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(
+        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
+        1
+    );
+    let limited = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|q| q.status == 429)
+        .count();
+    assert_eq!(limited, 4);
+}
+
+#[tokio::test]
+async fn a_reader_busy_too_long_fails_the_payment_and_leaves_the_foreign_action_alone() {
+    let cfg = EngineConfig {
+        busy_wait: Duration::from_millis(500),
+        ..fast_config()
+    };
+    let env = env_with(instant_sim(), cfg, 1).await;
+    let r = env.readers[0].clone();
+    let foreign = env
+        .stripe
+        .create_payment_intent(
+            &CreatePaymentIntent {
+                amount: 700,
+                currency: "eur".into(),
+                payment_method_types: vec!["card_present".into()],
+                capture_method: CaptureMethod::Automatic,
+                application_fee_amount: None,
+                description: None,
+                metadata: Default::default(),
+                transfer_destination: None,
+                on_behalf_of: None,
+            },
+            &RequestOptions::account(&env.accounts["bakery"]).key("foreign-pi"),
+        )
+        .await
+        .unwrap();
+    env.stripe
+        .process_payment_intent(
+            &r,
+            &ProcessPaymentIntent {
+                payment_intent: foreign.id.clone(),
+                process_config: None,
+            },
+            &RequestOptions::platform().key("foreign-ppi"),
+        )
+        .await
+        .unwrap();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    let p = wait_status(&env.engine, &p.id, Status::Failed).await;
+    assert_eq!(p.failure.unwrap().code, "reader_busy");
+    let reader = env.stripe.retrieve_reader(&r).await.unwrap();
+    let a = reader.action.unwrap();
+    assert_eq!(a.payment_intent_id(), Some(foreign.id.as_str()));
+    assert_eq!(
+        a.status.as_str(),
+        "in_progress",
+        "the foreign payment is untouched"
+    );
+    assert_eq!(count(&env, "POST", "/cancel_action"), 0);
+}

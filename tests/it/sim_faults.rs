@@ -258,6 +258,16 @@ async fn the_rate_limiter_answers_429_with_the_limiter_reason() {
         .await
         .err(429, Some("rate_limit"));
     api.get("/v1/terminal/readers", &q, None).await.ok();
+    // Object-lock contention: a 429 that is not a limiter (no reason header).
+    sim.set_faults(one_shot(
+        FaultKind::LockTimeout,
+        "GET",
+        "/v1/terminal/readers",
+    ));
+    let r = api.get("/v1/terminal/readers", &q, None).await;
+    assert_eq!(r.header("stripe-rate-limited-reason"), None);
+    r.err(429, Some("lock_timeout"));
+    api.get("/v1/terminal/readers", &q, None).await.ok();
 }
 
 #[tokio::test]
