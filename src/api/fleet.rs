@@ -13,7 +13,7 @@ use crate::fleet::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
     ReaderRecord, SyncReport, Upsert,
 };
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -208,8 +208,11 @@ pub struct ReaderView {
     pub device_type: String,
     /// `online` or `offline`, as Stripe last reported it.
     pub status: String,
-    /// When the reader last reported to Stripe.
+    /// When the reader last reported to Stripe (as of `checked_at`).
     pub last_seen_at: Option<String>,
+    /// When readerd last read this reader's state from Stripe (sync, registration, a
+    /// payment's reader read, or `?refresh=true`).
+    pub checked_at: String,
     /// An action of ours is in flight on it.
     pub busy: bool,
     /// Commands waiting for it.
@@ -232,6 +235,7 @@ fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderVie
         device_type: r.device_type.clone(),
         status: r.status.clone(),
         last_seen_at: r.last_seen_at.map(timestamp),
+        checked_at: timestamp(r.synced_at),
         busy: live.busy,
         queue_depth: live.queue_depth,
         merchants: r.merchants.as_ref().map(|list| {
@@ -437,16 +441,44 @@ async fn list_readers(
     ))
 }
 
+/// `?refresh=true` reads the reader from Stripe first (one read); otherwise the registry's
+/// state is shown.
+fn wants_refresh(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut refresh = false;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("refresh", "true" | "1" | "") => refresh = true,
+            ("refresh", "false" | "0") => refresh = false,
+            ("refresh", other) => {
+                return Err(ApiError::bad_request(format!(
+                    "refresh must be true or false, not {other:?}"
+                )))
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (only `refresh`)"
+                )))
+            }
+        }
+    }
+    Ok(refresh)
+}
+
 async fn show_reader(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<ReaderView>, ApiError> {
-    let r = state
+    let refresh = wants_refresh(query.as_deref())?;
+    let mut r = state
         .fleet
         .find_reader(&id)?
         .filter(|r| reader_visible(&caller, r))
         .ok_or_else(|| ApiError::not_found("reader", &id))?;
+    if refresh {
+        r = state.fleet.refresh_reader(&r.id).await?;
+    }
     Ok(Json(reader_view(&state, &caller, &r)))
 }
 

@@ -24,6 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
+/// The least time between two writes of a reader's unchanged state by
+/// [`Fleet::observe_reader`].
+pub const OBSERVE_WRITE_EVERY_MS: i64 = 10_000;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -577,17 +581,45 @@ impl Fleet {
     }
 
     /// Records what a fresh read of a reader says (status, last seen, label, location). The
-    /// payment workers call this with the readers they retrieve anyway, so that the listed
-    /// state stays fresh without any extra Stripe read.
+    /// payment workers may call this with the readers they retrieve anyway, so that the
+    /// listed state stays fresh without any extra Stripe read. A heartbeat alone is written
+    /// at most every [`OBSERVE_WRITE_EVERY_MS`], to spare the disk during fast polling.
     pub fn observe_reader(&self, reader: &wire::Reader) -> Result<ReaderRecord, FleetError> {
         let now = now_ms();
         let _w = self.writing();
         let existing = self.reader(&reader.id)?;
         let (record, changed) = reader_record(reader, existing.as_ref(), now);
-        if changed {
+        let stale = existing
+            .as_ref()
+            .is_none_or(|e| now - e.synced_at >= OBSERVE_WRITE_EVERY_MS);
+        if changed || stale {
             self.registry.put(Tree::Readers, &record.id, &record)?;
         }
         Ok(record)
+    }
+
+    /// Reads one reader from Stripe now (one read) and records it. A reader Stripe no
+    /// longer has is marked gone.
+    pub async fn refresh_reader(&self, id: &str) -> Result<ReaderRecord, FleetError> {
+        let result = self.observed(self.stripe.retrieve_reader(id)).await;
+        match result {
+            Ok(r) => self.observe_reader(&r),
+            Err(e) if e.status() == Some(404) => {
+                let _w = self.writing();
+                let mut r = self.reader(id)?.ok_or_else(|| FleetError::NotFound {
+                    kind: "reader",
+                    id: id.to_string(),
+                })?;
+                if !r.gone {
+                    r.gone = true;
+                    r.status = "offline".to_string();
+                    r.updated_at = now_ms();
+                    self.registry.put(Tree::Readers, &r.id, &r)?;
+                }
+                Ok(r)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Pulls every platform location and reader from Stripe into the registry.
@@ -677,26 +709,35 @@ pub(crate) fn location_record(
     (rec, changed)
 }
 
+/// Stripe counts a reader offline after two minutes without a signal; readerd applies the
+/// same rule to what Stripe reported, so a reader whose `status` still says online while its
+/// `last_seen_at` is older is shown offline.
+pub const OFFLINE_AFTER_MS: i64 = 120_000;
+
 /// A reader record from Stripe's object, keeping what only the registry knows (the
-/// allowlist, first-seen time). The flag says whether anything Stripe reports changed (or
-/// the record is new), that is whether it is worth a write.
+/// allowlist, first-seen time). The flag says whether anything but the reader's heartbeat
+/// (`last_seen_at`) changed, or the record is new.
 pub(crate) fn reader_record(
     r: &wire::Reader,
     existing: Option<&ReaderRecord>,
     now: i64,
 ) -> (ReaderRecord, bool) {
+    let last_seen_at = r.last_seen_at.or(existing.and_then(|e| e.last_seen_at));
+    let stripe_online = matches!(r.status, Some(wire::ReaderStatus::Online));
+    let fresh = last_seen_at.is_none_or(|seen| now - seen <= OFFLINE_AFTER_MS);
     let mut rec = ReaderRecord {
         id: r.id.clone(),
         label: r.label.clone(),
         location: r.location.as_ref().map(|l| l.id().to_string()),
         serial_number: r.serial_number.clone(),
         device_type: r.device_type.as_str().to_string(),
-        status: r
-            .status
-            .as_ref()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "offline".to_string()),
-        last_seen_at: r.last_seen_at.or(existing.and_then(|e| e.last_seen_at)),
+        status: if stripe_online && fresh {
+            "online"
+        } else {
+            "offline"
+        }
+        .to_string(),
+        last_seen_at,
         merchants: existing.and_then(|e| e.merchants.clone()),
         gone: false,
         synced_at: now,
@@ -709,6 +750,7 @@ pub(crate) fn reader_record(
             let mut same = rec.clone();
             same.synced_at = e.synced_at;
             same.updated_at = e.updated_at;
+            same.last_seen_at = e.last_seen_at;
             same != *e
         }
     };
@@ -718,4 +760,53 @@ pub(crate) fn reader_record(
         }
     }
     (rec, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_reader(status: &str, last_seen_at: Option<i64>) -> wire::Reader {
+        serde_json::from_value(serde_json::json!({
+            "id": "tmr_1", "object": "terminal.reader", "device_type": "simulated_wisepos_e",
+            "label": "front", "livemode": false, "serial_number": "s-1",
+            "status": status, "last_seen_at": last_seen_at, "location": "tml_1"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stale_heartbeat_is_offline_whatever_the_status_says() {
+        let now = 1_800_000_000_000;
+        let (r, _) = reader_record(&wire_reader("online", Some(now - 1_000)), None, now);
+        assert_eq!(r.status, "online");
+        let (r, _) = reader_record(
+            &wire_reader("online", Some(now - OFFLINE_AFTER_MS - 1)),
+            None,
+            now,
+        );
+        assert_eq!(r.status, "offline");
+        let (r, _) = reader_record(&wire_reader("offline", Some(now)), None, now);
+        assert_eq!(r.status, "offline");
+    }
+
+    #[test]
+    fn a_heartbeat_alone_is_no_change_and_the_allowlist_is_kept() {
+        let now = 1_800_000_000_000;
+        let (mut first, new) = reader_record(&wire_reader("online", Some(now)), None, now);
+        assert!(new);
+        first.merchants = Some(vec!["bakery".into()]);
+        let later = now + 5_000;
+        let (second, changed) =
+            reader_record(&wire_reader("online", Some(later)), Some(&first), later);
+        assert!(!changed);
+        assert_eq!(second.last_seen_at, Some(later));
+        assert_eq!(second.updated_at, first.updated_at);
+        assert_eq!(second.merchants, first.merchants);
+        let (third, changed) =
+            reader_record(&wire_reader("offline", Some(later)), Some(&second), later);
+        assert!(changed);
+        assert_eq!(third.updated_at, later);
+        assert_eq!(third.created_at, now);
+    }
 }

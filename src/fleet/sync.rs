@@ -82,15 +82,13 @@ pub(super) async fn run(fleet: &Fleet) -> Result<SyncReport, FleetError> {
         seen.insert(r.id.clone());
         let existing = known.get(&r.id);
         let (record, changed) = reader_record(r, existing, now);
-        if changed {
-            fleet.registry.put(Tree::Readers, &record.id, &record)?;
-            if existing.is_some() {
-                report.readers.updated += 1;
-            } else {
-                report.readers.added += 1;
-            }
-        } else {
-            report.readers.unchanged += 1;
+        // Written even when unchanged: `synced_at` and the heartbeat say how fresh the
+        // listed status is.
+        fleet.registry.put(Tree::Readers, &record.id, &record)?;
+        match (changed, existing.is_some()) {
+            (true, true) => report.readers.updated += 1,
+            (true, false) => report.readers.added += 1,
+            (false, _) => report.readers.unchanged += 1,
         }
     }
     for (id, mut rec) in known {

@@ -423,6 +423,29 @@ async fn sync_pulls_what_was_done_on_stripe_directly() {
     assert!(env.sim.set_reader_online(&ours, false));
     let (_, list) = env.get(&admin, "/v1/readers").await;
     assert!(!ids(&list).contains(&direct.id));
+    // One reader read on demand: fresh status without a sync.
+    let (_, r) = env.get(&admin, &format!("/v1/readers/{ours}")).await;
+    assert_eq!(r["status"], "online", "the registry's state until asked");
+    let (s, r) = env
+        .get(&admin, &format!("/v1/readers/{ours}?refresh=true"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "offline");
+    assert!(r["checked_at"].as_str().unwrap().ends_with('Z'));
+    let (s, e) = env
+        .get(&admin, &format!("/v1/readers/{ours}?refresh=maybe"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = env
+        .get(&admin, &format!("/v1/readers/{ours}?colour=red"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(env.sim.set_reader_online(&ours, true));
+    let (_, r) = env
+        .get(&admin, &format!("/v1/readers/{ours}?refresh=1"))
+        .await;
+    assert_eq!(r["status"], "online");
+    assert!(env.sim.set_reader_online(&ours, false));
 
     let reads_before = env.sim.requests().len();
     let (s, report) = env.post(&admin, "/v1/readers/sync", json!(null)).await;
@@ -471,6 +494,13 @@ async fn sync_pulls_what_was_done_on_stripe_directly() {
     let (_, r) = env.get(&admin, &format!("/v1/readers/{}", direct.id)).await;
     assert_eq!(r["gone"], true);
     assert_eq!(r["status"], "offline");
+    // A refresh of a reader Stripe no longer has marks it gone too.
+    let extra = env.add_reader("extra", &loc).await;
+    stripe.delete_reader(&extra).await.unwrap();
+    let (s, r) = env
+        .get(&admin, &format!("/v1/readers/{extra}?refresh=true"))
+        .await;
+    assert_eq!((s, r["gone"].clone()), (StatusCode::OK, json!(true)), "{r}");
     // A second sync changes nothing.
     let (_, report) = env.post(&admin, "/v1/readers/sync", json!(null)).await;
     assert_eq!(report["readers"]["gone"], 0);
