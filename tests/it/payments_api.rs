@@ -777,8 +777,8 @@ async fn force_clear_cancels_only_the_named_action() {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|h| h["note"].as_str())
-        .last()
+        .rev()
+        .find_map(|h| h["note"].as_str())
         .unwrap()
         .to_string();
     assert!(
