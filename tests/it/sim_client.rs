@@ -34,6 +34,7 @@ impl Resp {
         let env: wire::ErrorEnvelope =
             serde_json::from_value(self.body.clone()).expect("Stripe's error envelope");
         assert_eq!(env.error.code.as_deref(), code, "{}", self.body);
+        check_schema("error", &self.body);
         self.body["error"].clone()
     }
 }
@@ -264,45 +265,36 @@ pub async fn world(api: &Api) -> World {
 // ---------------------------------------------------------------------------------------
 // Shape checks
 
-/// Fields newer than the 2023 OpenAPI subset that the newest fixtures (or Stripe's
-/// changelog) show; the emulator may write them.
-const NEWER: &[(&str, &str)] = &[
+/// Fields newer than the 2023 OpenAPI subset that the newest fixtures, Stripe's API
+/// reference or its changelog show; the emulator may write them. Matched as suffixes of the
+/// field's dotted path.
+const NEWER: &[&str] = &[
     // terminal.reader.last_seen_at: in fixtures3.json since 2025.
-    ("terminal.reader", "last_seen_at"),
+    "terminal.reader.last_seen_at",
     // action.api_error: 2026-05-27.dahlia changelog, newest fixtures.
-    ("action", "api_error"),
+    "action.api_error",
     // action.process_payment_intent.account: platform-owned-reader preview SDKs.
-    ("process_payment_intent", "account"),
+    "action.process_payment_intent.account",
+    // process_config.enable_customer_cancellation: in the current API reference.
+    "process_config.enable_customer_cancellation",
     // charge.payment_method_details.card_present.reader / .location: newer schema.
-    ("card_present", "reader"),
-    ("card_present", "location"),
+    "card_present.reader",
+    "card_present.location",
 ];
 
-fn schema_properties(schema: &str) -> Option<BTreeSet<String>> {
+fn spec() -> Option<&'static Value> {
     static SPEC: OnceLock<Option<Value>> = OnceLock::new();
-    let spec = SPEC.get_or_init(|| {
+    SPEC.get_or_init(|| {
         let dir = crate::common::fixtures_dir()?;
         let text = std::fs::read_to_string(dir.join("openapi-terminal-subset.json")).ok()?;
         serde_json::from_str(&text).ok()
-    });
-    let props = spec.as_ref()?["components"]["schemas"][schema]["properties"].as_object()?;
-    Some(props.keys().cloned().collect())
+    })
+    .as_ref()
 }
 
-fn check_keys(schema: &str, extra: &str, v: &Value) {
-    let Some(allowed) = schema_properties(schema) else {
-        return;
-    };
-    let Some(obj) = v.as_object() else {
-        return;
-    };
-    for k in obj.keys() {
-        let newer = NEWER.iter().any(|(s, f)| *s == extra && f == k);
-        assert!(
-            allowed.contains(k) || newer,
-            "{schema} carries `{k}`, a field unknown to Stripe: {v}"
-        );
-    }
+fn schema_properties(schema: &str) -> Option<BTreeSet<String>> {
+    let props = spec()?["components"]["schemas"][schema]["properties"].as_object()?;
+    Some(props.keys().cloned().collect())
 }
 
 /// Whether Stripe's schema was found (the field checks are skipped without it).
@@ -310,8 +302,76 @@ pub fn schema_available() -> bool {
     schema_properties("terminal.reader").is_some()
 }
 
-/// Checks `v` by its `object` (lists element by element); objects without a check
-/// (deleted stubs) pass.
+/// Follows `$ref`s.
+fn resolve<'a>(spec: &'a Value, mut schema: &'a Value) -> &'a Value {
+    while let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        schema = &spec["components"]["schemas"][name];
+    }
+    schema
+}
+
+/// The object variants of a schema (itself, or the members of `anyOf`/`oneOf`).
+fn variants<'a>(spec: &'a Value, schema: &'a Value) -> Vec<&'a Value> {
+    let schema = resolve(spec, schema);
+    let mut out = Vec::new();
+    for key in ["anyOf", "oneOf"] {
+        for v in schema[key].as_array().into_iter().flatten() {
+            out.extend(variants(spec, v));
+        }
+    }
+    if schema.get("properties").is_some() || schema.get("additionalProperties").is_some() {
+        out.push(schema);
+    }
+    if schema.get("items").is_some() {
+        out.push(schema);
+    }
+    out
+}
+
+/// Walks `v` along `schema`, refusing any field the schema (or [`NEWER`]) does not know.
+fn walk(spec: &Value, schema: &Value, v: &Value, path: &str) {
+    let vs = variants(spec, schema);
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let here = format!("{path}.{k}");
+                let known = vs.iter().find_map(|s| {
+                    s["properties"]
+                        .get(k)
+                        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+                });
+                match known {
+                    Some(child_schema) => walk(spec, child_schema, child, &here),
+                    None => assert!(
+                        NEWER.iter().any(|n| here.ends_with(n)),
+                        "`{here}` is a field unknown to Stripe"
+                    ),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = vs.iter().find_map(|s| s.get("items")) {
+                for (i, item) in items.iter().enumerate() {
+                    walk(spec, item_schema, item, &format!("{path}[{i}]"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Walks `v` against the schema `name`, when the schema is available.
+fn check_schema(name: &str, v: &Value) {
+    if let Some(spec) = spec() {
+        let schema = &spec["components"]["schemas"][name];
+        assert!(schema.is_object(), "no schema {name}");
+        walk(spec, schema, v, name);
+    }
+}
+
+/// Checks `v` by its `object` (lists element by element); deleted stubs are checked
+/// against the wire type only.
 pub fn check_any(v: &Value) {
     let kind = v["object"].as_str().unwrap_or("");
     if v.get("deleted").is_some() {
@@ -331,60 +391,35 @@ pub fn check_any(v: &Value) {
     }
 }
 
-/// Asserts that `v` parses into the wire type of `kind` and has no unknown field.
+/// Asserts that `v` parses into the wire type of `kind` and that no field in it, at any
+/// depth, is unknown to Stripe.
 pub fn check(kind: &str, v: &Value) {
     match kind {
         "terminal.reader" => {
             let _: wire::Reader = serde_json::from_value(v.clone()).expect("a Reader");
-            check_keys("terminal.reader", "terminal.reader", v);
-            if let Some(a) = v.get("action").filter(|a| !a.is_null()) {
-                check_keys("terminal_reader_reader_resource_reader_action", "action", a);
-                if let Some(p) = a.get("process_payment_intent") {
-                    check_keys(
-                        "terminal_reader_reader_resource_process_payment_intent_action",
-                        "process_payment_intent",
-                        p,
-                    );
-                }
-                if let Some(e) = a.get("api_error").filter(|e| !e.is_null()) {
-                    check_keys("api_errors", "api_errors", e);
-                }
-            }
         }
         "terminal.location" => {
             let _: wire::Location = serde_json::from_value(v.clone()).expect("a Location");
-            check_keys("terminal.location", "terminal.location", v);
         }
         "payment_intent" => {
             let _: wire::PaymentIntent =
                 serde_json::from_value(v.clone()).expect("a PaymentIntent");
-            check_keys("payment_intent", "payment_intent", v);
-            if let Some(e) = v.get("last_payment_error").filter(|e| !e.is_null()) {
-                check_keys("api_errors", "api_errors", e);
-            }
-            if let Some(c) = v.get("latest_charge").filter(|c| c.is_object()) {
-                check("charge", c);
-            }
         }
         "charge" => {
             let _: wire::Charge = serde_json::from_value(v.clone()).expect("a Charge");
-            check_keys("charge", "charge", v);
-            if let Some(cp) = v["payment_method_details"].get("card_present") {
-                check_keys("payment_method_details_card_present", "card_present", cp);
-            }
         }
         "account" => {
             let _: wire::Account = serde_json::from_value(v.clone()).expect("an Account");
-            check_keys("account", "account", v);
         }
         "refund" => {
             let _: wire::Refund = serde_json::from_value(v.clone()).expect("a Refund");
-            check_keys("refund", "refund", v);
         }
         "list" => {
             let l: wire::List<Value> = serde_json::from_value(v.clone()).expect("a List");
             assert_eq!(l.object, "list");
+            return;
         }
         other => panic!("no check for {other}"),
     }
+    check_schema(kind, v);
 }

@@ -952,6 +952,19 @@ fn the_shape_check_refuses_fields_unknown_to_stripe() {
         "failure_message": null, "process_payment_intent": {"payment_intent": "pi_1", "owner": "x"}
     });
     assert!(std::panic::catch_unwind(|| check("terminal.reader", &bad_action)).is_err());
+    // At any depth: an unknown address field of an expanded location.
+    let mut bad_nested = bad_action.clone();
+    bad_nested["action"] = serde_json::Value::Null;
+    bad_nested["location"] = serde_json::json!({
+        "id": "tml_1", "object": "terminal.location", "display_name": "HQ", "livemode": false,
+        "metadata": {}, "address": {"country": "US", "colour": "blue"}
+    });
+    assert!(std::panic::catch_unwind(|| check("terminal.reader", &bad_nested)).is_err());
+    bad_nested["location"]["address"]
+        .as_object_mut()
+        .unwrap()
+        .remove("colour");
+    check("terminal.reader", &bad_nested);
 }
 
 #[tokio::test]
