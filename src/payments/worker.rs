@@ -268,9 +268,9 @@ impl Flow<'_> {
                     if disp == Disposition::Definitive && !stored_5xx {
                         let code = e.code().unwrap_or("stripe_error").to_string();
                         let code = match code.as_str() {
-                            "capability_not_active" | "account_invalid" => {
-                                "merchant_not_enabled".to_string()
-                            }
+                            "capability_not_active"
+                            | "account_invalid"
+                            | "payment_method_unactivated" => "merchant_not_enabled".to_string(),
                             _ => code,
                         };
                         self.give_up(Failure::new(code, e.to_string())).await?;

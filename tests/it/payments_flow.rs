@@ -578,33 +578,20 @@ async fn reader_timeout_false_negative_is_not_dispatched_twice() {
 }
 
 #[tokio::test]
-async fn a_definitive_refusal_of_the_dispatch_fails_after_canceling_the_intent() {
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule {
-                status: Some(400),
-                ..FaultRule::new(
-                    FaultKind::Error,
-                    "POST",
-                    "/v1/terminal/readers/*/process_payment_intent",
-                )
-                .times(1)
-            }],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
-    let env = env_with(sim_cfg, fast_config(), 1).await;
+async fn stripe_refusing_the_intent_fails_the_payment_with_the_reason() {
+    let env = env().await;
     let r = env.readers[0].clone();
+    // The registry still thinks the merchant may charge; Stripe knows better.
+    env.sim
+        .set_capability(&env.accounts["bakery"], CapabilityStatus::Inactive);
     let p = env
         .engine
         .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
         .unwrap();
-    // A 400 without a Terminal code is definitive: the payment fails, its PaymentIntent is
-    // canceled first, and nothing else is sent to the reader.
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
-    assert!(p.failure.is_some());
-    assert_eq!(count(&env, "POST", "/cancel"), 1);
+    assert_eq!(p.failure.unwrap().code, "merchant_not_enabled");
+    assert_eq!(p.payment_intent, None);
+    assert_eq!(count(&env, "POST", "/process_payment_intent"), 0);
 }
 
 #[tokio::test]
@@ -660,7 +647,8 @@ async fn reader_offline_mid_payment_ends_at_the_deadline_with_the_true_outcome()
     wait_status(&env.engine, &next.id, Status::Succeeded).await;
 }
 
-#[tokio::test]
+/// Backoffs and waits run on tokio's paused clock.
+#[tokio::test(start_paused = true)]
 async fn offline_reader_fails_the_payment_after_a_bounded_wait() {
     let env = env().await;
     let r = env.readers[0].clone();
@@ -678,7 +666,8 @@ async fn offline_reader_fails_the_payment_after_a_bounded_wait() {
     );
 }
 
-#[tokio::test]
+/// Backoffs and waits run on tokio's paused clock.
+#[tokio::test(start_paused = true)]
 async fn server_errors_and_dropped_connections_at_creation_make_one_intent() {
     let rules = vec![
         FaultRule::new(FaultKind::Error, "POST", "/v1/payment_intents").times(2),
@@ -981,7 +970,8 @@ async fn the_customer_canceling_on_the_reader_cancels_the_payment() {
     );
 }
 
-#[tokio::test]
+/// Backoffs and waits run on tokio's paused clock.
+#[tokio::test(start_paused = true)]
 async fn rate_limits_are_waited_out_with_one_intent() {
     let rules = vec![
         FaultRule::new(FaultKind::RateLimit, "POST", "/v1/payment_intents").times(2),
@@ -1068,4 +1058,49 @@ async fn a_reader_busy_too_long_fails_the_payment_and_leaves_the_foreign_action_
         "the foreign payment is untouched"
     );
     assert_eq!(count(&env, "POST", "/cancel_action"), 0);
+}
+
+/// The real deadlines (15 s pickup check, 3 min action deadline) on tokio's paused clock.
+#[tokio::test(start_paused = true)]
+async fn default_deadlines_on_a_paused_clock() {
+    let sim_cfg = SimConfig {
+        faults: Faults {
+            rules: vec![FaultRule::new(
+                FaultKind::OfflineMidAction,
+                "POST",
+                "/v1/terminal/readers/*/process_payment_intent",
+            )
+            .times(1)],
+            ..Faults::default()
+        },
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, EngineConfig::default(), 1).await;
+    let r = env.readers[0].clone();
+    let started = tokio::time::Instant::now();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    let mut p = p;
+    for _ in 0..5000 {
+        p = env.engine.get(&p.id).unwrap().unwrap();
+        if p.status == Status::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = started.elapsed();
+    assert_eq!(p.failure.as_ref().unwrap().code, "reader_offline");
+    assert!(
+        waited >= EngineConfig::default().action_deadline,
+        "{waited:?}"
+    );
+    let notes: Vec<_> = p.history.iter().filter_map(|h| h.note.clone()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("not picked the payment up after 15 s")),
+        "{notes:?}"
+    );
 }
