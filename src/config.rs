@@ -307,6 +307,67 @@ impl Default for LogConfig {
 }
 
 impl Config {
+    /// The sections (or keys) that differ between `self`, the config in force, and `new`,
+    /// other than `[[api.clients]]`, which a reload applies: these need a restart.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        // Every section derives `Debug` and holds no secret (only paths to them), so
+        // comparing their `Debug` forms compares their values.
+        let same =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+        let mut out = Vec::new();
+        if !same(&self.stripe, &new.stripe) {
+            out.push("stripe");
+        }
+        if !same(&self.store, &new.store) {
+            out.push("store");
+        }
+        if self.api.listen != new.api.listen {
+            out.push("api.listen");
+        }
+        if self.api.max_body_bytes != new.api.max_body_bytes {
+            out.push("api.max_body_bytes");
+        }
+        if !same(&self.sync, &new.sync) {
+            out.push("sync");
+        }
+        if !same(&self.merchants, &new.merchants) {
+            out.push("merchants");
+        }
+        if !same(&self.payments, &new.payments) {
+            out.push("payments");
+        }
+        if !same(&self.log, &new.log) {
+            out.push("log");
+        }
+        out
+    }
+
+    /// Warnings about secret files that others can read (group or world bits set): a
+    /// Stripe key readable by any local user is a key anyone on the machine can use.
+    pub fn secret_warnings(&self) -> Vec<String> {
+        let files = [
+            ("stripe.secret_key_file", &self.stripe.secret_key_file),
+            (
+                "stripe.webhook_secret_file",
+                &self.stripe.webhook_secret_file,
+            ),
+        ];
+        files
+            .into_iter()
+            .filter_map(|(key, path)| {
+                let path = path.as_ref()?;
+                let mode = secret_file_mode(path)?;
+                (mode & 0o044 != 0).then(|| {
+                    format!(
+                        "warning: {key} {} is readable by others (mode {:o}); chmod 600 it, or use systemd credentials",
+                        path.display(),
+                        mode & 0o777
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -500,6 +561,17 @@ impl Config {
         c.reader_timeout = s.reader_timeout.0;
         c
     }
+}
+
+#[cfg(unix)]
+fn secret_file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn secret_file_mode(_path: &Path) -> Option<u32> {
+    None
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {

@@ -19,11 +19,13 @@ use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
 use crate::fleet::{Fleet, Idle, LiveState, StripeHealth};
 use crate::store::{Registry, StoreError};
 use crate::stripe::StripeClient;
+use crate::systemd::{Heartbeat, Notifier};
 use axum::Router;
 use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -132,6 +134,15 @@ pub struct DaemonHandle {
 
 /// How long shutdown waits for open requests and tasks before abandoning them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the drain looks for Stripe requests still under way.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// Idle loops tick their heartbeat at least this often.
+const IDLE_TICK: Duration = Duration::from_secs(5);
+/// The longest a fleet sync may go without a tick: a few listing pages, each bounded by the
+/// client's timeouts and retries (`stripe.max_elapsed`, 60 s by default).
+const SYNC_BUDGET: Duration = Duration::from_secs(600);
+/// The merchant re-check reads every merchant's account in one round.
+const MERCHANT_CHECK_BUDGET: Duration = Duration::from_secs(1800);
 
 impl Daemon {
     /// A daemon with [`default_plugins`].
@@ -184,7 +195,9 @@ impl Daemon {
             addr: "listener".into(),
             message: e.to_string(),
         })?;
-        let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?
+            .with_observer(metrics.clone());
         let health = Arc::new(StripeHealth::default());
         let fleet = Arc::new(Fleet::new(registry.clone(), stripe.clone(), health.clone()));
         let mut state = AppState {
@@ -197,6 +210,9 @@ impl Daemon {
             health,
             live: Arc::new(Idle),
             webhook_secret: secrets.webhook_secret.clone(),
+            metrics,
+            liveness: crate::systemd::Liveness::new(),
+            draining: Arc::default(),
         };
         let (trigger, shutdown) = shutdown_pair();
 
@@ -215,6 +231,7 @@ impl Daemon {
         if let Some(l) = live {
             state.live = l;
         }
+        reader_metrics(&state);
 
         let app = api::router(state.clone(), routes);
         let serve_shutdown = shutdown.clone();
@@ -231,11 +248,15 @@ impl Daemon {
         tasks.push(tokio::spawn(sync_loop(
             state.fleet.clone(),
             state.config.sync.interval.0,
+            state.liveness.register("fleet sync", SYNC_BUDGET),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(merchant_loop(
             state.fleet.clone(),
             state.config.merchants.recheck_interval.0,
+            state
+                .liveness
+                .register("merchant re-check", MERCHANT_CHECK_BUDGET),
             shutdown.clone(),
         )));
 
@@ -268,15 +289,37 @@ impl DaemonHandle {
         }
     }
 
-    /// [`DaemonHandle::shutdown`] then [`DaemonHandle::join`].
+    /// The first half of a graceful shutdown: from now on the API refuses new work with
+    /// 503 (the listener stays open, so POS clients get an answer rather than a refused
+    /// connection), and this waits, for at most [`SHUTDOWN_GRACE`], until no Stripe request
+    /// is under way. Whatever a worker does next is already on disk and resumes at the next
+    /// start; a payment on a reader stays as it is (never canceled by a shutdown).
+    pub async fn drain(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+        let stripe = &self.state.stripe;
+        let quiet = async {
+            while stripe.in_flight() > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, quiet).await.is_err() {
+            tracing::warn!(
+                in_flight = stripe.in_flight(),
+                "Stripe requests still under way after the grace period; they are abandoned and reconciled at the next start"
+            );
+        }
+    }
+
+    /// [`DaemonHandle::drain`], [`DaemonHandle::shutdown`], then [`DaemonHandle::join`].
     pub async fn stop(self) {
+        self.drain().await;
         self.shutdown();
         self.join().await;
     }
 }
 
 /// Syncs at once, then every `interval`; after a failure, again within a minute.
-async fn sync_loop(fleet: Arc<Fleet>, interval: Duration, shutdown: Shutdown) {
+async fn sync_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, shutdown: Shutdown) {
     let retry = interval.min(Duration::from_secs(60));
     loop {
         let next = match fleet.sync().await {
@@ -286,23 +329,83 @@ async fn sync_loop(fleet: Arc<Fleet>, interval: Duration, shutdown: Shutdown) {
                 retry
             }
         };
+        beat.tick();
+        if !idle(next, &beat, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `period` while ticking `beat`; `false` when the shutdown came first.
+async fn idle(period: Duration, beat: &Heartbeat, shutdown: &Shutdown) -> bool {
+    let until = tokio::time::Instant::now() + period;
+    loop {
+        beat.tick();
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return true;
+        }
         tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(next) => {}
+            _ = shutdown.wait() => return false,
+            _ = tokio::time::sleep((until - now).min(IDLE_TICK)) => {}
         }
     }
 }
 
 /// Re-checks every merchant's account every `interval` (not at start-up: adding a
 /// merchant just checked it).
-async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, shutdown: Shutdown) {
+async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, shutdown: Shutdown) {
     loop {
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(interval) => {}
+        if !idle(interval, &beat, &shutdown).await {
+            return;
         }
         fleet.check_all_merchants().await;
     }
+}
+
+/// Fills the reader gauges from the registry and the workers' live state at each scrape.
+/// The collector holds them weakly: the metrics are reachable from the Stripe client they
+/// observe, and a strong hold would keep a stopped daemon's store open.
+fn reader_metrics(state: &AppState) {
+    let fleet = Arc::downgrade(&state.fleet);
+    let live = Arc::downgrade(&state.live);
+    state.metrics.add_collector(move |m| {
+        let (Some(fleet), Some(live)) = (fleet.upgrade(), live.upgrade()) else {
+            return;
+        };
+        let Ok(readers) = fleet.readers() else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let readers: Vec<_> = readers.into_iter().filter(|r| !r.gone).collect();
+        let lives: Vec<_> = readers.iter().map(|r| live.reader(&r.id)).collect();
+        let gauge = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<&str>, f64)> {
+            (0..readers.len())
+                .map(|i| (vec![readers[i].id.as_str()], f(i)))
+                .collect()
+        };
+        m.reader_online.replace_all(gauge(&|i| {
+            f64::from(u8::from(readers[i].status == "online"))
+        }));
+        m.reader_busy
+            .replace_all(gauge(&|i| f64::from(u8::from(lives[i].busy))));
+        m.reader_queue_depth
+            .replace_all(gauge(&|i| lives[i].queue_depth as f64));
+        m.reader_last_seen_age.replace_all(
+            (0..readers.len())
+                .filter_map(|i| {
+                    let seen = readers[i].last_seen_at?;
+                    Some((
+                        vec![readers[i].id.as_str()],
+                        ((now_ms - seen).max(0) as f64) / 1000.0,
+                    ))
+                })
+                .collect::<Vec<_>>(),
+        );
+    });
 }
 
 /// `readerd check-config --config PATH`: 0 when the config and its secrets are usable,
@@ -311,6 +414,9 @@ pub fn check_config(path: &Path) -> ExitCode {
     let result = Config::load(path).and_then(|c| c.load_secrets().map(|s| (c, s)));
     match result {
         Ok((c, s)) => {
+            for w in c.secret_warnings() {
+                eprintln!("readerd: {w}");
+            }
             println!(
                 "{}: OK (api {} with {} client(s), store {}, stripe {}{})",
                 path.display(),
@@ -335,6 +441,7 @@ pub fn check_config(path: &Path) -> ExitCode {
 
 /// `readerd run --config PATH`.
 pub fn run(path: &Path) -> ExitCode {
+    let config_path = path;
     // The config is read first only to learn the log settings; a bad one is reported on
     // stderr before any tracing is set up.
     let config = match Config::load(path) {
@@ -354,6 +461,9 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    for w in config.secret_warnings() {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -395,12 +505,131 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
-        tracing::info!("stopping");
+        let mut signals = Signals::install();
+        let notifier = Notifier::from_env();
+        let (watchdog_stop, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(interval) = crate::systemd::watchdog_interval() {
+            tokio::spawn(crate::systemd::run_watchdog(
+                notifier.clone(),
+                interval,
+                handle.state.liveness.clone(),
+                async move {
+                    let _ = watchdog_stopped.await;
+                },
+            ));
+        }
+        notifier.ready(&format!("serving the API on {}", handle.addr));
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => reload(config_path, &handle.state, handle.addr, &notifier),
+            }
+        }
+        tracing::info!("stopping: new work is refused while Stripe requests under way finish");
+        notifier.stopping("draining");
         handle.stop().await;
+        let _ = watchdog_stop.send(());
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Re-reads the config file on SIGHUP and applies what can change without a restart: the
+/// API clients and their tokens. A config that does not validate changes nothing.
+fn reload(path: &Path, state: &AppState, addr: SocketAddr, notifier: &Notifier) {
+    notifier.reloading();
+    match Config::load(path) {
+        Ok(new) => {
+            let diff = state.auth.reload(&new.api.clients);
+            tracing::info!(
+                added = ?diff.added,
+                removed = ?diff.removed,
+                changed = ?diff.changed,
+                clients = new.api.clients.len(),
+                "API clients reloaded"
+            );
+            let pending = state.config.restart_needed(&new);
+            if !pending.is_empty() {
+                tracing::warn!(
+                    sections = ?pending,
+                    "these settings changed in the file but apply only after a restart"
+                );
+            }
+            for w in new.secret_warnings() {
+                tracing::warn!("{w}");
+            }
+            state.metrics.config_reload(true);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the API clients in force stay");
+            state.metrics.config_reload(false);
+        }
+    }
+    notifier.ready(&format!("serving the API on {addr}"));
+}
+
+/// What the signal handler saw.
+enum Signal {
+    /// SIGTERM or SIGINT: shut down.
+    Stop,
+    /// SIGHUP: reload.
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, installed before the daemon announces itself, so that a
+/// signal sent right after `READY=1` is never met by the default action.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let hup = async {
+                match &mut self.hup {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = hup => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

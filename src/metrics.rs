@@ -252,6 +252,17 @@ pub struct Metrics {
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
     degradation: Mutex<Degradation>,
+    /// Non-final payments by id, for the state gauges.
+    open_payments: Mutex<BTreeMap<String, OpenPayment>>,
+}
+
+/// What the gauges need of a payment that is not final yet.
+#[derive(Clone, Debug)]
+struct OpenPayment {
+    merchant: String,
+    status: String,
+    /// Unix seconds.
+    capture_before: Option<i64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -368,6 +379,7 @@ impl Metrics {
             ),
             collectors: Mutex::new(Vec::new()),
             degradation: Mutex::new(Degradation::default()),
+            open_payments: Mutex::new(BTreeMap::new()),
         };
         m.build_info.set(&[env!("CARGO_PKG_VERSION")], 1.0);
         let now = SystemTime::now()
@@ -383,6 +395,78 @@ impl Metrics {
     /// A payment entered `status`.
     pub fn payment_status(&self, merchant: &str, status: &str) {
         self.payments.inc(&[merchant, status]);
+    }
+
+    /// A payment record was written: counts the status it entered (when `before`, its
+    /// status before the write, differs; `None` for a new payment) and keeps the gauges of
+    /// open payments and pending captures. `capture_before` is in Unix seconds.
+    pub fn payment_written(
+        &self,
+        id: &str,
+        merchant: &str,
+        before: Option<&str>,
+        status: &str,
+        is_final: bool,
+        capture_before: Option<i64>,
+    ) {
+        if before != Some(status) {
+            self.payment_status(merchant, status);
+        }
+        self.payment_open(id, merchant, status, is_final, capture_before);
+    }
+
+    /// A payment found open at start-up (or written without a status change): gauges only.
+    pub fn payment_open(
+        &self,
+        id: &str,
+        merchant: &str,
+        status: &str,
+        is_final: bool,
+        capture_before: Option<i64>,
+    ) {
+        let mut open = self.open_payments.lock().unwrap_or_else(|p| p.into_inner());
+        if is_final {
+            open.remove(id);
+        } else {
+            open.insert(
+                id.to_string(),
+                OpenPayment {
+                    merchant: merchant.to_string(),
+                    status: status.to_string(),
+                    capture_before,
+                },
+            );
+        }
+    }
+
+    /// Recomputes the gauges of open payments.
+    fn refresh_payment_gauges(&self) {
+        let open = self
+            .open_payments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut current: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+        let mut awaiting: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut left = Vec::new();
+        for (id, p) in &open {
+            *current.entry((&p.merchant, &p.status)).or_default() += 1.0;
+            if p.status == "requires_capture" {
+                *awaiting.entry(&p.merchant).or_default() += 1.0;
+                if let Some(cb) = p.capture_before {
+                    left.push((vec![p.merchant.as_str(), id.as_str()], (cb - now) as f64));
+                }
+            }
+        }
+        self.payments_current
+            .replace_all(current.into_iter().map(|((m, st), n)| (vec![m, st], n)));
+        self.authorizations_awaiting_capture
+            .replace_all(awaiting.into_iter().map(|(m, n)| (vec![m], n)));
+        self.capture_seconds_left.replace_all(left);
     }
 
     /// Attempt number `attempt` (1 = the first) of a Stripe request finished: `path` is the
@@ -498,6 +582,7 @@ impl Metrics {
 
     /// Runs the collectors, then renders every series in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.refresh_payment_gauges();
         {
             let collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
             for c in collectors.iter() {
@@ -862,6 +947,69 @@ mod tests {
         }
         assert!(!m.stripe_is_degraded());
         assert!(m.render().contains("readerd_stripe_degraded 0\n"));
+    }
+
+    #[test]
+    fn payments_counted_once_per_status_and_open_ones_gauged() {
+        let m = Metrics::new();
+        let soon = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + 3600;
+        m.payment_written("pay_1", "bakery", None, "queued", false, None);
+        m.payment_written("pay_1", "bakery", Some("queued"), "processing", false, None);
+        // A rewrite without a status change (a note, a poll) counts nothing.
+        m.payment_written(
+            "pay_1",
+            "bakery",
+            Some("processing"),
+            "processing",
+            false,
+            None,
+        );
+        m.payment_written(
+            "pay_1",
+            "bakery",
+            Some("processing"),
+            "requires_capture",
+            false,
+            Some(soon),
+        );
+        m.payment_written("pay_2", "florist", None, "queued", false, None);
+        let out = m.render();
+        assert!(
+            out.contains("readerd_payments_total{merchant=\"bakery\",status=\"processing\"} 1\n")
+        );
+        assert!(out.contains(
+            "readerd_payments_current{merchant=\"bakery\",status=\"requires_capture\"} 1\n"
+        ));
+        assert!(
+            out.contains("readerd_payments_current{merchant=\"florist\",status=\"queued\"} 1\n")
+        );
+        assert!(!out.contains("readerd_payments_current{merchant=\"bakery\",status=\"queued\"}"));
+        assert!(out.contains("readerd_authorizations_awaiting_capture{merchant=\"bakery\"} 1\n"));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("readerd_authorization_capture_seconds_left{merchant=\"bakery\",payment=\"pay_1\"}"))
+            .unwrap();
+        let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((3590.0..=3600.0).contains(&left), "{line}");
+        // Captured: final, gone from the gauges, counted as succeeded.
+        m.payment_written(
+            "pay_1",
+            "bakery",
+            Some("requires_capture"),
+            "succeeded",
+            true,
+            Some(soon),
+        );
+        let out = m.render();
+        assert!(
+            out.contains("readerd_payments_total{merchant=\"bakery\",status=\"succeeded\"} 1\n")
+        );
+        assert!(!out.contains("pay_1"));
+        assert!(!out.contains("readerd_authorizations_awaiting_capture{"));
     }
 
     #[test]

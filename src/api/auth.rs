@@ -15,21 +15,33 @@ use crate::config::{ClientEntry, Role};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
-/// The configured clients.
-#[derive(Clone)]
+/// A configured client: its token's hash and who it is.
+type Entry = (Vec<u8>, Arc<Caller>);
+
+/// The configured clients. Replaced as a whole on reload (SIGHUP), so a request sees either
+/// the old set or the new one.
 pub struct Auth {
-    clients: Vec<(Vec<u8>, Arc<Caller>)>,
+    clients: RwLock<Arc<Vec<Entry>>>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("clients", &self.clients.len())
+            .field("clients", &self.current().len())
             .finish()
     }
+}
+
+/// What a reload changed, by client name (never tokens or their hashes).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientsDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Same name, another token, role or merchant list.
+    pub changed: Vec<String>,
 }
 
 /// Who is calling, and what it may see.
@@ -89,14 +101,51 @@ impl Auth {
                 ))
             })
             .collect();
-        Auth { clients }
+        Auth {
+            clients: RwLock::new(Arc::new(clients)),
+        }
+    }
+
+    fn current(&self) -> Arc<Vec<Entry>> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `clients` in force at once and says what changed.
+    pub fn reload(&self, clients: &[ClientEntry]) -> ClientsDiff {
+        let fresh = Auth::new(clients).current();
+        let mut slot = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        let old = slot.clone();
+        let find = |set: &[Entry], name: &str| -> Option<Entry> {
+            set.iter().find(|(_, c)| c.name == name).cloned()
+        };
+        let mut diff = ClientsDiff::default();
+        for (hash, caller) in fresh.iter() {
+            match find(&old, &caller.name) {
+                None => diff.added.push(caller.name.clone()),
+                Some((old_hash, old_caller)) => {
+                    if &old_hash != hash || old_caller != *caller {
+                        diff.changed.push(caller.name.clone());
+                    }
+                }
+            }
+        }
+        for (_, caller) in old.iter() {
+            if find(&fresh, &caller.name).is_none() {
+                diff.removed.push(caller.name.clone());
+            }
+        }
+        *slot = fresh;
+        diff
     }
 
     /// The caller a token belongs to.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Caller>> {
         let presented = Sha256::digest(token.as_bytes());
         let mut found = None;
-        for (hash, caller) in &self.clients {
+        for (hash, caller) in self.current().iter() {
             if bool::from(hash.as_slice().ct_eq(presented.as_slice())) {
                 found = Some(caller.clone());
             }
@@ -188,6 +237,32 @@ mod tests {
         assert!(admin.may_see_merchant("anything") && admin.require_admin().is_ok());
         assert!(auth.authenticate("pos-token ").is_none());
         assert!(auth.authenticate("").is_none());
+        let diff = auth.reload(&[
+            ClientEntry {
+                name: "desk".into(),
+                token_sha256: token_sha256("pos-token-2"),
+                role: Role::Pos,
+                merchants: vec!["bakery".into()],
+            },
+            ClientEntry {
+                name: "kiosk".into(),
+                token_sha256: token_sha256("kiosk-token"),
+                role: Role::Pos,
+                merchants: vec!["florist".into()],
+            },
+        ]);
+        assert_eq!(
+            diff,
+            ClientsDiff {
+                added: vec!["kiosk".into()],
+                removed: vec!["ops".into()],
+                changed: vec!["desk".into()],
+            }
+        );
+        assert!(auth.authenticate("pos-token").is_none());
+        assert!(auth.authenticate("admin-token").is_none());
+        assert_eq!(auth.authenticate("pos-token-2").unwrap().name, "desk");
+        assert_eq!(auth.authenticate("kiosk-token").unwrap().name, "kiosk");
         assert_eq!(
             token_sha256("test"),
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"

@@ -26,9 +26,12 @@ use crate::config::{Config, WebhookSecret};
 use crate::fleet::{Fleet, LiveState, StripeHealth};
 use crate::store::Registry;
 use crate::stripe::StripeClient;
-use axum::extract::FromRef;
-use axum::http::StatusCode;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The services every handler may use. Cheap to clone.
@@ -45,6 +48,12 @@ pub struct AppState {
     /// `stripe.webhook_secret_file`'s content, when configured.
     pub webhook_secret: Option<WebhookSecret>,
     pub body_limit: BodyLimit,
+    /// The Prometheus series (`GET /metrics`); every module records into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The daemon's long-running loops, for the systemd watchdog.
+    pub liveness: crate::systemd::Liveness,
+    /// Set when a graceful shutdown begins: new work is refused with 503.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,7 +75,8 @@ impl FromRef<AppState> for BodyLimit {
 }
 
 /// The complete API: fleet and ops routes, then `extra` (each plugin's routes), with JSON
-/// 404/405 answers for everything else.
+/// 404/405 answers for everything else. While the daemon drains for shutdown, requests that
+/// would start new work are refused ([`refuse_while_draining`]).
 pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
     let mut r = Router::new().merge(fleet::routes()).merge(ops::routes());
     for e in extra {
@@ -80,5 +90,33 @@ pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_while_draining,
+        ))
         .with_state(state)
+}
+
+/// During a graceful shutdown, every `POST /v1/…` (a new payment, a retry, a capture, a
+/// display, a registration…) is answered `503 shutting_down`, so nothing new starts that
+/// the shutdown would have to abandon; the POS sends it again, with the same
+/// `Idempotency-Key`, after the restart. Reads, probes and webhooks still work.
+async fn refuse_while_draining(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.draining.load(Ordering::SeqCst)
+        && request.method() == Method::POST
+        && request.uri().path().starts_with("/v1/")
+    {
+        state.metrics.api_rejected("shutting_down");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "readerd is shutting down; send the request again after the restart (same Idempotency-Key)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

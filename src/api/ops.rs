@@ -1,5 +1,6 @@
 //! Probes for supervisors and load balancers (no token): `GET /healthz` (the process
-//! answers) and `GET /readyz` (the store answers and Stripe was reachable).
+//! answers), `GET /readyz` (the store answers and Stripe was reachable) and `GET /metrics`
+//! (Prometheus text format; see `crate::metrics`).
 //!
 //! `/readyz` must not spend Stripe's read allocation on every probe: while the last Stripe
 //! call succeeded it answers from that; only when Stripe was unreachable (or never called)
@@ -24,6 +25,17 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn healthz() -> Json<Value> {
@@ -31,6 +43,13 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "readerd is shutting down",
+        ));
+    }
     let registry = state.registry.clone();
     let store =
         tokio::task::spawn_blocking(move || registry.store().get(Tree::Meta, "schema_version"))
@@ -60,9 +79,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         }
     }
     match health.status() {
-        Some(Ok(())) => Ok(Json(
-            json!({"status": "ready", "store": "ok", "stripe": "ok"}),
-        )),
+        Some(Ok(())) => Ok(Json(json!({
+            "status": "ready",
+            "store": "ok",
+            "stripe": "ok",
+            "stripe_degraded": state.metrics.stripe_is_degraded(),
+        }))),
         Some(Err(detail)) => Err(ApiError::stripe_unavailable(detail)),
         None => Err(ApiError::stripe_unavailable("not contacted yet")),
     }

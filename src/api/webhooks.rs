@@ -10,7 +10,7 @@
 use super::{ApiError, AppState};
 use crate::payments::Engine;
 use crate::store::Tree;
-use crate::stripe::webhook::{verify, DEFAULT_TOLERANCE_SECS};
+use crate::stripe::webhook::{verify, SignatureError, DEFAULT_TOLERANCE_SECS};
 use crate::stripe::wire::Event;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -40,6 +40,7 @@ async fn receive(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(secret) = &state.webhook_secret else {
+        state.metrics.webhook_rejected("disabled");
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -56,14 +57,21 @@ async fn receive(
         .unwrap_or(0);
     if let Err(e) = verify(secret.expose(), sig, &body, now, DEFAULT_TOLERANCE_SECS) {
         tracing::warn!(reason = %e, "webhook refused");
+        state.metrics.webhook_rejected(match e {
+            SignatureError::Malformed => "malformed_signature",
+            SignatureError::NoMatch => "bad_signature",
+            SignatureError::OutsideTolerance(_) => "stale_timestamp",
+        });
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_signature",
             format!("Stripe-Signature: {e}"),
         ));
     }
-    let event: Event = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("not a Stripe event: {e}")))?;
+    let event: Event = serde_json::from_slice(&body).map_err(|e| {
+        state.metrics.webhook_rejected("malformed_event");
+        ApiError::bad_request(format!("not a Stripe event: {e}"))
+    })?;
     let seen = Seen {
         kind: event.kind.clone(),
         received_at: crate::payments::engine::now(),
@@ -73,11 +81,13 @@ async fn receive(
         .put_if_absent(Tree::WebhookEvents, &event.id, &seen)?
         .is_some()
     {
+        state.metrics.webhook_rejected("duplicate");
         return Ok((
             StatusCode::OK,
             Json(json!({"received": true, "duplicate": true})),
         ));
     }
+    state.metrics.webhook_accepted(&event.kind);
     hint(&engine, &event);
     Ok((StatusCode::OK, Json(json!({"received": true}))))
 }

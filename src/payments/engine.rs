@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     pub(crate) stats: Mutex<super::stats::Stats>,
+    /// The daemon's metrics, once the plugin hands them over (absent in bare engines).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// The engine. Cheap to clone.
@@ -277,6 +279,7 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 stats: Mutex::new(Default::default()),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -287,6 +290,25 @@ impl Engine {
 
     pub fn stripe(&self) -> &StripeClient {
         &self.inner.stripe
+    }
+
+    /// Records payment statuses into `metrics` from now on (call before [`Engine::start`]).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Tells the metrics about a written payment (`before`: its status before the write).
+    fn track(&self, before: Option<Status>, p: &Payment) {
+        if let Some(m) = self.inner.metrics.get() {
+            m.payment_written(
+                &p.id,
+                &p.merchant,
+                before.map(Status::as_str),
+                p.status.as_str(),
+                p.status.is_final(),
+                p.capture_before,
+            );
+        }
     }
 
     /// Every change to any payment, as it is written.
@@ -312,6 +334,15 @@ impl Engine {
         for p in open {
             if let Some(pi) = &p.payment_intent {
                 self.index_intent(pi, &p.id);
+            }
+            if let Some(m) = self.inner.metrics.get() {
+                m.payment_open(
+                    &p.id,
+                    &p.merchant,
+                    p.status.as_str(),
+                    false,
+                    p.capture_before,
+                );
             }
             resumed += 1;
             match p.status {
@@ -395,8 +426,10 @@ impl Engine {
                 .registry
                 .get(Tree::Payments, id)?
                 .ok_or(PaymentError::NotFound("payment"))?;
+            let before = p.status;
             f(&mut p)?;
             self.inner.registry.put(Tree::Payments, id, &p)?;
+            self.track(Some(before), &p);
             p
         };
         let _ = self.inner.events.send(p.clone());
@@ -607,6 +640,7 @@ impl Engine {
                 &at,
             )?;
             self.inner.registry.put(Tree::Payments, &id, &p)?;
+            self.track(None, &p);
             let _ = self.inner.events.send(p.clone());
             return Ok(p);
         }
@@ -621,6 +655,7 @@ impl Engine {
             }
             // The record is on disk before the worker can see the job.
             self.inner.registry.put(Tree::Payments, &id, &p)?;
+            self.track(None, &p);
             q.push(Job::Payment {
                 id: id.clone(),
                 merchant: p.merchant.clone(),

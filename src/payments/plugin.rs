@@ -116,6 +116,7 @@ impl Plugin for PaymentsPlugin {
                 directory,
                 config,
             );
+            engine.set_metrics(state.metrics.clone());
             let resumed = engine.start().await.map_err(|e| DaemonError::Plugin {
                 name: "payments",
                 message: e.to_string(),

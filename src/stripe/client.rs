@@ -149,6 +149,22 @@ pub struct AttemptRecord<'a> {
     pub failure: Option<Disposition>,
 }
 
+/// Counts a request as under way until dropped (also when the request's future is dropped).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A hook told about every attempt (for metrics). Must not block.
 pub trait RequestObserver: Send + Sync + 'static {
     fn on_attempt(&self, record: &AttemptRecord<'_>);
@@ -200,6 +216,9 @@ pub struct StripeClient {
     base: Arc<str>,
     limiter: Arc<Limiter>,
     observer: Option<Arc<dyn RequestObserver>>,
+    /// Logical requests under way (retries included), shared by clones: a graceful
+    /// shutdown waits for this to reach zero.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -304,6 +323,7 @@ impl StripeClient {
             auth,
             limiter: Arc::new(limiter),
             observer: None,
+            in_flight: Arc::default(),
         })
     }
 
@@ -311,6 +331,11 @@ impl StripeClient {
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// How many requests are under way right now (a request that is retrying counts once).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -388,6 +413,7 @@ impl StripeClient {
 
     /// Sends `call` until it succeeds or the retry rule says stop.
     async fn execute<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
+        let _in_flight = InFlight::enter(&self.in_flight);
         let started = tokio::time::Instant::now();
         let mut backoff = self.new_backoff();
         let mut attempt = 0u32;

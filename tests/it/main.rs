@@ -6,6 +6,7 @@ mod fleet_auth;
 mod fleet_cli;
 mod fleet_config;
 mod fleet_daemon;
+mod ops_lifecycle;
 mod payments_api;
 mod payments_crash;
 mod payments_flow;
