@@ -1,0 +1,288 @@
+//! Connected accounts and Terminal locations.
+
+use super::*;
+use crate::stripe::wire::*;
+use serde_json::Value;
+
+impl State {
+    // Accounts -----------------------------------------------------------------------------
+
+    /// Creates a connected account directly (control API).
+    pub fn add_account(
+        &mut self,
+        country: &str,
+        currency: &str,
+        card_payments: Option<CapabilityStatus>,
+    ) -> Account {
+        let active = card_payments == Some(CapabilityStatus::Active);
+        let acct = Account {
+            id: random_id(&mut self.rng, "acct", 16),
+            object: "account".into(),
+            business_profile: Some(BusinessProfile { name: None }),
+            capabilities: Some(AccountCapabilities {
+                card_payments,
+                transfers: Some(CapabilityStatus::Active),
+            }),
+            charges_enabled: Some(active),
+            payouts_enabled: Some(active),
+            details_submitted: Some(true),
+            controller: Some(AccountController {
+                kind: Some("application".into()),
+                is_controller: Some(true),
+            }),
+            country: Some(country.to_string()),
+            created: Some(now_secs()),
+            default_currency: Some(currency.to_string()),
+            email: None,
+            metadata: Some(Metadata::new()),
+            requirements: Some(AccountRequirements {
+                disabled_reason: (!active).then(|| "requirements.pending_verification".into()),
+                currently_due: Some(vec![]),
+            }),
+            kind: Some("custom".into()),
+        };
+        let seq = self.next_seq();
+        self.accounts.insert(
+            acct.id.clone(),
+            Rec {
+                owner: None,
+                seq,
+                obj: acct.clone(),
+            },
+        );
+        acct
+    }
+
+    pub fn create_account(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        f.only(&[
+            "type",
+            "country",
+            "default_currency",
+            "email",
+            "capabilities",
+            "business_profile",
+            "business_type",
+            "controller",
+            "metadata",
+            "tos_acceptance",
+            "settings",
+            "external_account",
+            "company",
+            "individual",
+        ])?;
+        if scope.is_some() {
+            return Err(SimError::param(
+                None,
+                "type",
+                "Connected accounts cannot create other accounts.",
+            )
+            .status(403));
+        }
+        let kind = f.str(&["type"]).unwrap_or("custom").to_string();
+        if !matches!(kind.as_str(), "standard" | "express" | "custom") {
+            return Err(SimError::param(
+                Some("parameter_invalid_string"),
+                "type",
+                format!("Invalid type: must be one of standard, express, or custom ({kind})"),
+            ));
+        }
+        let country = f.str(&["country"]).unwrap_or("US").to_ascii_uppercase();
+        if country.len() != 2 {
+            return Err(SimError::param(
+                Some("country_unsupported"),
+                "country",
+                format!("Country '{country}' is unknown."),
+            ));
+        }
+        let currency = f
+            .str(&["default_currency"])
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| currency_of(&country).to_string());
+        let requested = |cap: &str| f.bool(&["capabilities", cap, "requested"]);
+        let card = requested("card_payments")?
+            .unwrap_or(false)
+            .then_some(CapabilityStatus::Active);
+        let transfers = requested("transfers")?.unwrap_or(false);
+        let mut acct = self.add_account(&country, &currency, card);
+        if !transfers {
+            if let Some(c) = acct.capabilities.as_mut() {
+                c.transfers = None;
+            }
+        }
+        acct.kind = Some(kind);
+        acct.email = f.str(&["email"]).map(str::to_string);
+        if let Some(name) = f.str(&["business_profile", "name"]) {
+            acct.business_profile = Some(BusinessProfile {
+                name: Some(name.to_string()),
+            });
+        }
+        let mut md = Metadata::new();
+        f.apply_metadata(&mut md)?;
+        acct.metadata = Some(md);
+        if let Some(rec) = self.accounts.get_mut(&acct.id) {
+            rec.obj = acct.clone();
+        }
+        Ok(to_value(&acct))
+    }
+
+    pub fn get_account(&self, scope: &Option<String>, id: &str) -> Res<Value> {
+        if id == self.platform.id && scope.is_none() {
+            return Ok(to_value(&self.platform));
+        }
+        match (scope, self.accounts.get(id)) {
+            (None, Some(rec)) => Ok(to_value(&rec.obj)),
+            (Some(s), Some(rec)) if s == id => Ok(to_value(&rec.obj)),
+            _ => Err(SimError::no_such("account", id, Some("account")).status(404)),
+        }
+    }
+
+    /// `GET /v1/account`: the addressed account itself.
+    pub fn get_self_account(&self, scope: &Option<String>) -> Res<Value> {
+        match scope {
+            None => Ok(to_value(&self.platform)),
+            Some(a) => self.get_account(scope, a),
+        }
+    }
+
+    pub fn list_accounts(&self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        if scope.is_some() {
+            return paginate::<Account>(vec![], f, "/v1/accounts");
+        }
+        let mut items: Vec<_> = self.accounts.values().collect();
+        items.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        let items = items
+            .into_iter()
+            .map(|r| (r.obj.id.clone(), r.obj.clone()))
+            .collect();
+        paginate(items, f, "/v1/accounts")
+    }
+
+    /// Sets `capabilities.card_payments` (control API); `charges_enabled` follows it.
+    pub fn set_capability(&mut self, id: &str, status: CapabilityStatus) -> Option<Account> {
+        let rec = self.accounts.get_mut(id)?;
+        let active = status == CapabilityStatus::Active;
+        let caps = rec.obj.capabilities.get_or_insert_with(Default::default);
+        caps.card_payments = Some(status);
+        rec.obj.charges_enabled = Some(active);
+        rec.obj.payouts_enabled = Some(active);
+        rec.obj.requirements = Some(AccountRequirements {
+            disabled_reason: (!active).then(|| "requirements.pending_verification".into()),
+            currently_due: Some(vec![]),
+        });
+        Some(rec.obj.clone())
+    }
+
+    // Locations ----------------------------------------------------------------------------
+
+    fn location_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut Rec<Location>> {
+        match self.locations.get_mut(id) {
+            Some(r) if &r.owner == scope => Ok(r),
+            _ => Err(SimError::no_such("terminal.location", id, Some("location"))),
+        }
+    }
+
+    fn apply_address(f: &Form, prefix: &str, a: &mut Address) {
+        let set = |field: &str, slot: &mut Option<String>| {
+            if let Some(v) = f.str(&[prefix, field]) {
+                *slot = (!v.is_empty()).then(|| v.to_string());
+            }
+        };
+        set("line1", &mut a.line1);
+        set("line2", &mut a.line2);
+        set("city", &mut a.city);
+        set("state", &mut a.state);
+        set("postal_code", &mut a.postal_code);
+        set("country", &mut a.country);
+    }
+
+    const LOCATION_PARAMS: &'static [&'static str] = &[
+        "display_name",
+        "address",
+        "metadata",
+        "configuration_overrides",
+        "phone",
+        "address_kana",
+        "address_kanji",
+        "display_name_kana",
+        "display_name_kanji",
+    ];
+
+    pub fn create_location(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        f.only(Self::LOCATION_PARAMS)?;
+        let display_name = f.req_str(&["display_name"])?.to_string();
+        if !f.0.get("address").is_some_and(Value::is_object) {
+            return Err(SimError::missing("address"));
+        }
+        let mut address = Address::default();
+        Self::apply_address(f, "address", &mut address);
+        let Some(country) = address.country.clone() else {
+            return Err(SimError::missing("address[country]"));
+        };
+        address.country = Some(country.to_ascii_uppercase());
+        let mut metadata = Metadata::new();
+        f.apply_metadata(&mut metadata)?;
+        let loc = Location {
+            id: self.id("tml"),
+            object: "terminal.location".into(),
+            address,
+            configuration_overrides: f.str(&["configuration_overrides"]).map(str::to_string),
+            display_name,
+            livemode: false,
+            metadata,
+        };
+        let seq = self.next_seq();
+        self.locations.insert(
+            loc.id.clone(),
+            Rec {
+                owner: scope.clone(),
+                seq,
+                obj: loc.clone(),
+            },
+        );
+        Ok(to_value(&loc))
+    }
+
+    pub fn get_location(&mut self, scope: &Option<String>, id: &str) -> Res<Value> {
+        Ok(to_value(&self.location_mut(scope, id)?.obj))
+    }
+
+    pub fn update_location(&mut self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
+        f.only(Self::LOCATION_PARAMS)?;
+        let rec = self.location_mut(scope, id)?;
+        if let Some(n) = f.str(&["display_name"]) {
+            rec.obj.display_name = n.to_string();
+        }
+        Self::apply_address(f, "address", &mut rec.obj.address);
+        if let Some(c) = f.str(&["configuration_overrides"]) {
+            rec.obj.configuration_overrides = (!c.is_empty()).then(|| c.to_string());
+        }
+        f.apply_metadata(&mut rec.obj.metadata)?;
+        Ok(to_value(&rec.obj))
+    }
+
+    pub fn delete_location(&mut self, scope: &Option<String>, id: &str) -> Res<Value> {
+        self.location_mut(scope, id)?;
+        self.locations.remove(id);
+        Ok(to_value(&Deleted {
+            id: id.to_string(),
+            object: "terminal.location".into(),
+            deleted: true,
+            device_type: None,
+            serial_number: None,
+        }))
+    }
+
+    pub fn list_locations(&self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        let mut items: Vec<_> = self
+            .locations
+            .values()
+            .filter(|r| &r.owner == scope)
+            .collect();
+        items.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        let items = items
+            .into_iter()
+            .map(|r| (r.obj.id.clone(), r.obj.clone()))
+            .collect();
+        paginate(items, f, "/v1/terminal/locations")
+    }
+}
