@@ -486,8 +486,10 @@ async fn update_reader(
     State(state): State<AppState>,
     Admin(caller): Admin,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateReaderBody>,
 ) -> Result<Json<ReaderView>, ApiError> {
+    let key = caller_key(&caller, &headers)?;
     let Some(merchants) = body.merchants else {
         return Err(ApiError::bad_request(
             "nothing to update: give `merchants` (a list, or null to serve every merchant)",
@@ -497,7 +499,10 @@ async fn update_reader(
         .fleet
         .find_reader(&id)?
         .ok_or_else(|| ApiError::not_found("reader", &id))?;
-    let r = state.fleet.set_reader_merchants(&r.id, merchants)?;
+    let r = state
+        .fleet
+        .set_reader_merchants(&r.id, merchants, key.as_deref())
+        .await?;
     Ok(Json(reader_view(&state, &caller, &r)))
 }
 

@@ -17,12 +17,46 @@ pub use sync::SyncReport;
 
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::error::{Disposition, StripeError};
-use crate::stripe::params::{CreateLocation, RegisterReader};
+use crate::stripe::params::{CreateLocation, RegisterReader, UpdateReader};
 use crate::stripe::wire::{self, Account};
 use crate::stripe::{RequestOptions, StripeClient};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
+
+/// Reader metadata on Stripe that mirrors the registry's allowlist (comma-separated merchant
+/// ids), written before the registry so that a crash between the two, or a lost store, is
+/// healed by the next sync instead of opening the reader to every merchant.
+pub const READER_MERCHANTS_KEY: &str = "readerd_merchants";
+
+/// Location metadata on Stripe naming the merchant it is grouped under.
+pub const LOCATION_MERCHANT_KEY: &str = "readerd_merchant";
+
+/// Stripe's limit on a metadata value.
+const METADATA_VALUE_MAX: usize = 500;
+
+/// The metadata value for an allowlist (`""` removes the key on Stripe).
+fn allowlist_value(list: &Option<Vec<String>>) -> Result<String, FleetError> {
+    let v = list.as_ref().map(|l| l.join(",")).unwrap_or_default();
+    if v.len() > METADATA_VALUE_MAX {
+        return Err(FleetError::Invalid(format!(
+            "the merchants list is too long to keep on Stripe ({} characters, at most {METADATA_VALUE_MAX})",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// An allowlist read back from reader metadata.
+fn allowlist_from(metadata: &wire::Metadata) -> Option<Vec<String>> {
+    metadata.get(READER_MERCHANTS_KEY).map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
 
 /// The least time between two writes of a reader's unchanged state by
 /// [`Fleet::observe_reader`].
@@ -464,7 +498,7 @@ impl Fleet {
                     });
                 }
             }
-            metadata.insert("readerd_merchant".into(), mid.clone());
+            metadata.insert(LOCATION_MERCHANT_KEY.into(), mid.clone());
         }
         let params = CreateLocation {
             display_name: new.display_name.clone(),
@@ -513,6 +547,11 @@ impl Fleet {
 
     fn check_merchant_list(&self, list: &Option<Vec<String>>) -> Result<(), FleetError> {
         if let Some(list) = list {
+            if list.is_empty() {
+                return Err(FleetError::Invalid(
+                    "merchants must name at least one merchant; null serves every merchant".into(),
+                ));
+            }
             for m in list {
                 if self.merchant(m)?.is_none() {
                     return Err(FleetError::NotFound {
@@ -540,11 +579,18 @@ impl Fleet {
             return Err(FleetError::Invalid("location must not be empty".into()));
         }
         self.check_merchant_list(&new.merchants)?;
+        let mut metadata = wire::Metadata::new();
+        if new.merchants.is_some() {
+            metadata.insert(
+                READER_MERCHANTS_KEY.into(),
+                allowlist_value(&new.merchants)?,
+            );
+        }
         let params = RegisterReader {
             registration_code: new.registration_code.clone(),
             label: new.label.clone().filter(|l| !l.is_empty()),
             location: Some(new.location.clone()),
-            metadata: Default::default(),
+            metadata,
         };
         let opts = RequestOptions::platform().key(stripe_key("reader", caller_key));
         let reader = self
@@ -562,21 +608,39 @@ impl Fleet {
         Ok(record)
     }
 
-    /// Sets (or, with `None`, clears) a reader's allowlist of merchants.
-    pub fn set_reader_merchants(
+    /// Sets (or, with `None`, clears) a reader's allowlist of merchants: on Stripe (reader
+    /// metadata) first, then in the registry.
+    pub async fn set_reader_merchants(
         &self,
         id: &str,
         merchants: Option<Vec<String>>,
+        caller_key: Option<&str>,
     ) -> Result<ReaderRecord, FleetError> {
         self.check_merchant_list(&merchants)?;
+        if self.reader(id)?.is_none() {
+            return Err(FleetError::NotFound {
+                kind: "reader",
+                id: id.to_string(),
+            });
+        }
+        let mut metadata = wire::Metadata::new();
+        metadata.insert(READER_MERCHANTS_KEY.into(), allowlist_value(&merchants)?);
+        let params = UpdateReader {
+            label: None,
+            metadata,
+        };
+        let opts = RequestOptions::platform().key(stripe_key("reader-merchants", caller_key));
+        let reader = self
+            .observed(self.stripe.update_reader(id, &params, &opts))
+            .await?;
+        let now = now_ms();
         let _w = self.writing();
-        let mut r = self.reader(id)?.ok_or_else(|| FleetError::NotFound {
-            kind: "reader",
-            id: id.to_string(),
-        })?;
+        let existing = self.reader(id)?;
+        let (mut r, _) = reader_record(&reader, existing.as_ref(), now);
         r.merchants = merchants;
-        r.updated_at = now_ms();
+        r.updated_at = now;
         self.registry.put(Tree::Readers, &r.id, &r)?;
+        tracing::info!(reader = %r.id, merchants = ?r.merchants, "reader allowlist set");
         Ok(r)
     }
 
@@ -683,7 +747,7 @@ pub(crate) fn location_record(
         address: from_wire_address(&loc.address),
         merchant: loc
             .metadata
-            .get("readerd_merchant")
+            .get(LOCATION_MERCHANT_KEY)
             .filter(|m| !m.is_empty())
             .cloned()
             .or_else(|| existing.and_then(|e| e.merchant.clone())),
@@ -738,7 +802,11 @@ pub(crate) fn reader_record(
         }
         .to_string(),
         last_seen_at,
-        merchants: existing.and_then(|e| e.merchants.clone()),
+        // Stripe's copy wins when present (it is written first); otherwise the registry's.
+        merchants: match allowlist_from(&r.metadata) {
+            Some(list) => Some(list),
+            None => existing.and_then(|e| e.merchants.clone()),
+        },
         gone: false,
         synced_at: now,
         created_at: existing.map(|e| e.created_at).unwrap_or(now),

@@ -343,6 +343,23 @@ async fn readers_are_registered_on_stripe_and_bad_codes_refused() {
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["merchants"], json!(["florist"]));
+    let on_stripe = env.stripe().retrieve_reader(&id).await.unwrap();
+    assert_eq!(
+        on_stripe
+            .metadata
+            .get("readerd_merchants")
+            .map(String::as_str),
+        Some("florist"),
+        "the allowlist is kept on Stripe too, so a sync can restore it"
+    );
+    let (s, e) = env
+        .post(
+            &admin,
+            &format!("/v1/readers/{id}"),
+            json!({"merchants": []}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let (s, e) = env
         .post(
             &admin,
@@ -365,6 +382,8 @@ async fn readers_are_registered_on_stripe_and_bad_codes_refused() {
     assert_eq!((s, r["merchants"].clone()), (StatusCode::OK, Value::Null));
     let record = env.state().fleet.reader(&id).unwrap().unwrap();
     assert!(record.serves("bakery") && record.serves("florist"));
+    let on_stripe = env.stripe().retrieve_reader(&id).await.unwrap();
+    assert!(!on_stripe.metadata.contains_key("readerd_merchants"));
 
     // Registration with an allowlist.
     let (s, r) = env
@@ -408,13 +427,15 @@ async fn sync_pulls_what_was_done_on_stripe_directly() {
         )
         .await
         .unwrap();
+    // As left by a crash between the registration on Stripe and the registry write: the
+    // allowlist is on Stripe only.
     let direct = stripe
         .register_reader(
             &RegisterReader {
                 registration_code: "simulated-wpe".into(),
                 label: Some("kiosk".into()),
                 location: Some(direct_loc.id.clone()),
-                metadata: Default::default(),
+                metadata: [("readerd_merchants".to_string(), "bakery".to_string())].into(),
             },
             &RequestOptions::platform().key("test-direct-reader"),
         )
@@ -474,6 +495,11 @@ async fn sync_pulls_what_was_done_on_stripe_directly() {
 
     let (_, r) = env.get(&admin, &format!("/v1/readers/{}", direct.id)).await;
     assert_eq!(r["label"], "kiosk");
+    assert_eq!(
+        r["merchants"],
+        json!(["bakery"]),
+        "the allowlist comes back from Stripe"
+    );
     assert_eq!(r["location"], direct_loc.id.as_str());
     assert_eq!(r["status"], "online");
     let (_, l) = env
@@ -644,5 +670,41 @@ async fn the_daemon_starts_while_stripe_is_down() {
     assert_eq!((s, list), (StatusCode::OK, json!([])));
     let (s, e) = env.get("", "/readyz").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_registry_is_rebuilt_from_stripe_by_the_sync() {
+    let mut env = TestEnv::start().await;
+    let admin = env.admin_token.clone();
+    env.add_merchant("bakery", "FR", "eur").await;
+    let loc = env.add_location("Shop", "FR", Some("bakery")).await;
+    let reader = env.add_reader("front", &loc).await;
+    let (s, _) = env
+        .post(
+            &admin,
+            &format!("/v1/readers/{reader}"),
+            json!({"merchants": ["bakery"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    env.stop_daemon().await;
+    std::fs::remove_dir_all(&env.store_path).unwrap();
+    env.restart().await;
+    let mut rebuilt = None;
+    for _ in 0..200 {
+        let (_, r) = env.get(&admin, &format!("/v1/readers/{reader}")).await;
+        if r["id"] == reader.as_str() {
+            rebuilt = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let r = rebuilt.expect("the start-up sync restores the reader");
+    assert_eq!(r["merchants"], json!(["bakery"]), "with its allowlist");
+    assert_eq!(r["label"], "front");
+    let (_, l) = env.get(&admin, &format!("/v1/locations/{loc}")).await;
+    assert_eq!(l["merchant"], "bakery", "and the location's merchant");
     env.stop().await;
 }

@@ -136,6 +136,13 @@ async fn tokens_roles_and_merchant_scopes() {
         .get(&bakery, &format!("/v1/locations/{florist_loc}"))
         .await;
     assert_error(s, &e, StatusCode::NOT_FOUND, "not_found");
+    let (s, l) = env
+        .get(&bakery, &format!("/v1/locations/{bakery_loc}"))
+        .await;
+    assert_eq!(
+        (s, l["merchant"].clone()),
+        (StatusCode::OK, json!("bakery"))
+    );
     let (s, e) = env.get(&bakery, "/v1/locations/tml_doesnotexist").await;
     assert_error(s, &e, StatusCode::NOT_FOUND, "not_found");
     let (s, list) = env.get(&florist, "/v1/locations").await;
@@ -161,6 +168,17 @@ async fn tokens_roles_and_merchant_scopes() {
     assert_error(s, &e, StatusCode::NOT_FOUND, "not_found");
     let (s, e) = env.get(&bakery, "/v1/readers/florist-only").await;
     assert_error(s, &e, StatusCode::NOT_FOUND, "not_found");
+    // Not even an on-demand read reveals it (and Stripe is not asked).
+    let reads = env.sim.requests().len();
+    let (s, e) = env
+        .get(&bakery, &format!("/v1/readers/{florist_only}?refresh=true"))
+        .await;
+    assert_error(s, &e, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(env.sim.requests().len(), reads);
+    let (s, r) = env
+        .get(&bakery, &format!("/v1/readers/{shared}?refresh=true"))
+        .await;
+    assert_eq!((s, r["id"].clone()), (StatusCode::OK, json!(shared)));
     // The allowlist is shown reduced to the caller's own merchants.
     let (s, r) = env.get(&bakery, &format!("/v1/readers/{duo}")).await;
     assert_eq!(
