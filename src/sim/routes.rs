@@ -487,6 +487,7 @@ fn dispatch(
         ("POST", ["v1", "payment_intents", id, "capture"]) => st.capture_intent(scope, id, f),
         ("POST", ["v1", "payment_intents", id, "cancel"]) => st.cancel_intent(scope, id, f),
 
+        ("GET", ["v1", "charges", id]) => st.get_charge(scope, id),
         ("POST", ["v1", "refunds"]) => st.create_refund(scope, f),
         ("GET", ["v1", "refunds"]) => st.list_refunds(scope, f),
         ("GET", ["v1", "refunds", id]) => st.get_refund(scope, id),

@@ -466,8 +466,18 @@ async fn a_decline_returns_the_intent_for_a_retry_on_the_same_payment_intent() {
             "card_declined",
             Some("stolen_card"),
         ),
-        ("4000000000000069", 1000, "expired_card", None),
-        ("4000000000000119", 1000, "processing_error", None),
+        (
+            "4000000000000069",
+            1000,
+            "expired_card",
+            Some("expired_card"),
+        ),
+        (
+            "4000000000000119",
+            1000,
+            "processing_error",
+            Some("processing_error"),
+        ),
         (
             "4242424242424242",
             1005,
@@ -563,6 +573,15 @@ async fn manual_capture_partial_capture_and_refund_limits() {
         .await
         .err(400, Some("charge_already_refunded"));
     let v = api.get_intent(a, &pi).await;
+    let charge = api
+        .get(
+            &format!("/v1/charges/{}", v["latest_charge"]["id"].as_str().unwrap()),
+            &Params::new(),
+            a,
+        )
+        .await
+        .ok();
+    assert_eq!(charge["amount_refunded"], 3000);
     assert_eq!(v["latest_charge"]["amount_refunded"], 3000);
     assert_eq!(v["latest_charge"]["refunded"], true);
     assert_eq!(v["latest_charge"]["amount_captured"], 3000);

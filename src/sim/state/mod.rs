@@ -430,8 +430,8 @@ impl TestCard {
             "4000000000009995" => Some(("card_declined", Some("insufficient_funds"))),
             "4000000000009987" => Some(("card_declined", Some("lost_card"))),
             "4000000000009979" => Some(("card_declined", Some("stolen_card"))),
-            "4000000000000069" => Some(("expired_card", None)),
-            "4000000000000119" => Some(("processing_error", None)),
+            "4000000000000069" => Some(("expired_card", Some("expired_card"))),
+            "4000000000000119" => Some(("processing_error", Some("processing_error"))),
             _ => None,
         };
         let pin = matches!(
@@ -773,7 +773,10 @@ mod tests {
             Some(("card_declined", Some("insufficient_funds")))
         );
         let exp = TestCard::from_number("4000000000000069").unwrap();
-        assert_eq!(exp.outcome(1000), Some(("expired_card", None)));
+        assert_eq!(
+            exp.outcome(1000),
+            Some(("expired_card", Some("expired_card")))
+        );
         assert_eq!(
             TestCard::from_number("378282246310005").unwrap().brand,
             "amex"

@@ -510,6 +510,13 @@ impl State {
         Ok(to_value(&refund))
     }
 
+    pub fn get_charge(&self, scope: &Option<String>, id: &str) -> Res<Value> {
+        match self.charges.get(id) {
+            Some(c) if &c.owner == scope => Ok(to_value(&c.obj)),
+            _ => Err(SimError::no_such("charge", id, Some("charge"))),
+        }
+    }
+
     pub fn get_refund(&self, scope: &Option<String>, id: &str) -> Res<Value> {
         match self.refunds.get(id) {
             Some(r) if &r.owner == scope => Ok(to_value(&r.obj)),
