@@ -32,6 +32,7 @@ pub fn routes(engine: Engine) -> Router<AppState> {
         .route("/v1/payments/{id}/retry", post(retry))
         .route("/v1/payments/{id}/refunds", post(refund))
         .route("/v1/readers/{id}/display", post(display))
+        .route("/v1/readers/{id}/clear", post(clear))
         .layer(Extension(engine))
 }
 
@@ -360,4 +361,28 @@ async fn display(
         Json(json!({"id": id, "object": "display", "reader": reader, "status": "queued"})),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    /// The PaymentIntent the operator saw on the reader: only that action is canceled.
+    payment_intent: String,
+}
+
+/// `POST /v1/readers/{id}/clear` (admin): the force-clear of a stuck action, compare then
+/// cancel. 409 `reader_action_mismatch` when the reader holds anything else.
+async fn clear(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(reader): Path<String>,
+    ApiJson(b): ApiJson<ClearBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let r = engine.clear_reader(&reader, &b.payment_intent).await?;
+    Ok(Json(json!({
+        "reader": r.id,
+        "cleared": b.payment_intent,
+        "action": r.action.map(|a| json!({"type": a.kind, "status": a.status})),
+    })))
 }

@@ -1076,6 +1076,83 @@ impl Engine {
         Ok(id)
     }
 
+    /// An operator's force-clear: cancels the reader's action only if it still holds the
+    /// PaymentIntent the operator named (compare, then cancel), so that a customer's payment
+    /// that replaced it in the meantime is never killed. Returns the reader as it is after.
+    pub async fn clear_reader(
+        &self,
+        reader: &str,
+        payment_intent: &str,
+    ) -> Result<crate::stripe::wire::Reader, PaymentError> {
+        let info = self
+            .inner
+            .directory
+            .reader(reader)
+            .ok_or(PaymentError::NotFound("reader"))?;
+        self.count("retrieve_reader");
+        let r = self.inner.stripe.retrieve_reader(&info.id).await?;
+        let holds = r.action.as_ref().filter(|a| {
+            a.status == crate::stripe::wire::ActionStatus::InProgress
+                && a.payment_intent_id() == Some(payment_intent)
+        });
+        if holds.is_none() {
+            let what = match &r.action {
+                Some(a) if a.status == crate::stripe::wire::ActionStatus::InProgress => format!(
+                    "an in-progress {} action{}",
+                    a.kind,
+                    a.payment_intent_id()
+                        .map(|p| format!(" for {p}"))
+                        .unwrap_or_default()
+                ),
+                _ => "no action in progress".to_string(),
+            };
+            return Err(PaymentError::conflict(
+                "reader_action_mismatch",
+                format!(
+                    "reader {} holds {what}, not {payment_intent}; nothing was canceled",
+                    info.id
+                ),
+            ));
+        }
+        tracing::warn!(reader = %info.id, payment_intent, "operator force-clear of the reader's action");
+        self.count("cancel_action");
+        let key = format!("readerd:clear:{}:{payment_intent}:{}", info.id, new_id("k"));
+        Ok(self
+            .inner
+            .stripe
+            .cancel_action(&info.id, &RequestOptions::platform().key(key))
+            .await?)
+    }
+
+    /// Re-reads the PaymentIntent of every payment that waits off the reader (authorised or
+    /// declined), so that what Stripe decided on its own (an authorisation expired after
+    /// `capture_before`, a cancel from the Dashboard) is recorded even without webhooks.
+    pub async fn sweep(&self) -> usize {
+        let Ok(all) = self.list(&PaymentFilter::default()) else {
+            return 0;
+        };
+        let mut n = 0;
+        for p in all
+            .into_iter()
+            .filter(|p| matches!(p.status, Status::RequiresCapture | Status::Declined))
+        {
+            let lock = self.op_lock(&p.id);
+            let _g = lock.lock().await;
+            if let Ok(intent) = self.read_intent(&p).await {
+                n += 1;
+                let _ = self.observe(
+                    &p.id,
+                    Observation::Intent {
+                        view: IntentView::from(&intent),
+                        reader_done: true,
+                    },
+                    Source::Poll,
+                );
+            }
+        }
+        n
+    }
+
     /// A webhook said something about a reader: wake its worker to re-read.
     pub fn hint_reader(&self, reader: &str) {
         let slot = self

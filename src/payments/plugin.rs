@@ -101,7 +101,7 @@ impl Plugin for PaymentsPlugin {
     fn start(
         &self,
         state: AppState,
-        _shutdown: Shutdown,
+        shutdown: Shutdown,
     ) -> BoxFuture<'static, Result<PluginParts, DaemonError>> {
         let config = self
             .config
@@ -127,11 +127,27 @@ impl Plugin for PaymentsPlugin {
             let _ = slot.set(engine.clone());
             let routes = crate::api::payments::routes(engine.clone())
                 .merge(crate::api::webhooks::routes(engine.clone()));
+            let sweeper = tokio::spawn(sweep_loop(engine.clone(), shutdown));
             Ok(PluginParts {
                 routes: Some(routes),
                 live: Some(Arc::new(Live(engine))),
-                tasks: Vec::new(),
+                tasks: vec![sweeper],
             })
         })
+    }
+}
+
+/// How often authorised and declined payments are re-read (webhooks make it sooner).
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Re-reads payments that wait off the reader every [`SWEEP_INTERVAL`] until shutdown.
+async fn sweep_loop(engine: Engine, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        let n = engine.sweep().await;
+        tracing::debug!(payments = n, "authorised and declined payments re-read");
     }
 }

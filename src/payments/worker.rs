@@ -435,7 +435,13 @@ impl Flow<'_> {
             if !noted {
                 noted = true;
                 self.note(
-                    format!("reader busy with another {} action; waiting", a.kind),
+                    format!(
+                        "reader busy with another {} action{}; waiting (never canceled; an operator may force-clear it by naming it)",
+                        a.kind,
+                        a.payment_intent_id()
+                            .map(|p| format!(" for {p}"))
+                            .unwrap_or_default()
+                    ),
                     Some("reader_busy".into()),
                 )?;
             }

@@ -720,3 +720,86 @@ async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
     );
     assert!(out.contains("declined"), "{out}");
 }
+
+#[tokio::test]
+async fn force_clear_cancels_only_the_named_action() {
+    use readerd::stripe::params::{CreatePaymentIntent, ProcessPaymentIntent};
+    use readerd::stripe::wire::CaptureMethod;
+    use readerd::stripe::{ClientConfig, RequestOptions, StripeClient};
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let stripe = StripeClient::new(ClientConfig::new(
+        api.sim.base_url(),
+        SecretKey::new("sk_test_other"),
+    ))
+    .unwrap();
+    let till = api.readers["till-1"].clone();
+    // Another integration left an action on the reader.
+    let foreign = stripe
+        .create_payment_intent(
+            &CreatePaymentIntent {
+                amount: 700,
+                currency: "eur".into(),
+                payment_method_types: vec!["card_present".into()],
+                capture_method: CaptureMethod::Automatic,
+                application_fee_amount: None,
+                description: None,
+                metadata: Default::default(),
+                transfer_destination: None,
+                on_behalf_of: None,
+            },
+            &RequestOptions::account(&api.accounts["bakery"]).key("stuck-pi"),
+        )
+        .await
+        .unwrap();
+    stripe
+        .process_payment_intent(
+            &till,
+            &ProcessPaymentIntent {
+                payment_intent: foreign.id.clone(),
+                process_config: None,
+            },
+            &RequestOptions::platform().key("stuck-ppi"),
+        )
+        .await
+        .unwrap();
+    let tok = pos_token("bakery");
+    let p = api.pay("bakery", "till-1", 1000, "automatic").await;
+    let waiting = api
+        .wait(&tok, &id(&p), "waiting for the busy reader", |p| {
+            p["waiting_for"] == "reader_busy"
+        })
+        .await;
+    let note = waiting["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|h| h["note"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains(&foreign.id),
+        "the blocking PaymentIntent is named: {note}"
+    );
+    let path = format!("/v1/readers/{till}/clear");
+    let (s, _) = api
+        .post(&tok, &path, json!({"payment_intent": foreign.id}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "admin only");
+    let (s, e) = api
+        .post(ADMIN, &path, json!({"payment_intent": "pi_not_this_one"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "reader_action_mismatch");
+    let (s, c) = api
+        .post(ADMIN, &path, json!({"payment_intent": foreign.id}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    api.wait_card(&tok, &id(&p)).await;
+    api.sim.present_card(&till, None).unwrap();
+    api.wait_status(&tok, &id(&p), "succeeded").await;
+}

@@ -1104,3 +1104,44 @@ async fn default_deadlines_on_a_paused_clock() {
         "{notes:?}"
     );
 }
+
+#[tokio::test]
+async fn the_sweep_records_what_stripe_decided_on_its_own() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 3000, CaptureMode::Manual), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    present(&env, &r, None);
+    let p = wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    // The authorisation is canceled outside readerd (say, from the Dashboard).
+    env.stripe
+        .cancel_payment_intent(
+            p.payment_intent.as_deref().unwrap(),
+            &Default::default(),
+            &RequestOptions::account(&env.accounts["bakery"]).key("dashboard"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.engine.sweep().await, 1);
+    let p = env.engine.get(&p.id).unwrap().unwrap();
+    assert_eq!(p.status, Status::Canceled);
+    assert!(
+        p.history
+            .last()
+            .unwrap()
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("outside")
+            || p.history
+                .last()
+                .unwrap()
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("canceled on Stripe")
+    );
+}
