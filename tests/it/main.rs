@@ -7,6 +7,7 @@ mod fleet_cli;
 mod fleet_config;
 mod fleet_daemon;
 mod ops_lifecycle;
+mod ops_metrics;
 mod payments_api;
 mod payments_crash;
 mod payments_flow;

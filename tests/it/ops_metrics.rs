@@ -1,0 +1,220 @@
+//! `GET /metrics` of a whole daemon after real activity against the emulator: payments,
+//! Stripe requests (with a retry and rate-limiter waits), readers, a pending capture and
+//! webhooks; and the graceful drain (503 for new work, reads still served).
+
+use crate::payments_api::{pos_token, start, Api, ADMIN};
+use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
+use readerd::stripe::webhook;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+async fn scrape(api: &Api) -> String {
+    let resp = api
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample whose name-and-labels part starts with `series` (e.g.
+/// `readerd_payments_total{merchant="bakery",status="succeeded"}`).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn id(p: &serde_json::Value) -> String {
+    p["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn metrics_carry_payments_stripe_readers_captures_and_webhooks() {
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        // The first PaymentIntent creation fails once with a retryable 500.
+        faults: Faults {
+            rules: vec![FaultRule::new(FaultKind::Error, "POST", "/v1/payment_intents").times(1)],
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let bakery = pos_token("bakery");
+    let till1 = api.readers["till-1"].clone();
+    let till2 = api.readers["till-2"].clone();
+
+    // An automatic payment that succeeds, a manual one left awaiting capture.
+    let paid = api.pay("bakery", "till-1", 1250, "automatic").await;
+    api.wait_card(&bakery, &id(&paid)).await;
+    api.sim.present_card(&till1, None).unwrap();
+    api.wait_status(&bakery, &id(&paid), "succeeded").await;
+    let held = api.pay("bakery", "till-2", 4000, "manual").await;
+    api.wait_card(&bakery, &id(&held)).await;
+    api.sim.present_card(&till2, None).unwrap();
+    api.wait_status(&bakery, &id(&held), "requires_capture")
+        .await;
+
+    // A forged webhook.
+    let body = br#"{"id":"evt_forged","object":"event","type":"payment_intent.succeeded","data":{"object":{}}}"#;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (s, e) = api
+        .send(
+            api.http
+                .post(format!("{}/webhooks/stripe", api.url))
+                .header(
+                    "Stripe-Signature",
+                    format!("t={t},v1={}", webhook::sign("whsec_wrong", t, body)),
+                )
+                .body(body.to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+
+    // A burst larger than the client's rate limit (20/s): some requests wait their turn.
+    let stripe = api._daemon.as_ref().unwrap().state.stripe.clone();
+    let burst = (0..40).map(|_| {
+        let stripe = stripe.clone();
+        let reader = till1.clone();
+        async move { stripe.retrieve_reader(&reader).await.map(|_| ()) }
+    });
+    for r in futures_util::future::join_all(burst).await {
+        r.unwrap();
+    }
+
+    // The emulator delivers its webhooks asynchronously: wait for the first to count.
+    let mut text = scrape(&api).await;
+    for _ in 0..500 {
+        if text.contains("readerd_webhook_events_accepted_total{type=") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = scrape(&api).await;
+    }
+
+    let at_least_one = [
+        r#"readerd_payments_total{merchant="bakery",status="queued"}"#,
+        r#"readerd_payments_total{merchant="bakery",status="processing"}"#,
+        r#"readerd_payments_total{merchant="bakery",status="succeeded"}"#,
+        r#"readerd_payments_total{merchant="bakery",status="requires_capture"}"#,
+        r#"readerd_payments_current{merchant="bakery",status="requires_capture"}"#,
+        r#"readerd_stripe_requests_total{endpoint="/v1/payment_intents",method="POST",status="200"}"#,
+        r#"readerd_stripe_requests_total{endpoint="/v1/payment_intents",method="POST",status="500"}"#,
+        r#"readerd_stripe_requests_total{endpoint="/v1/terminal/readers/{id}/process_payment_intent",method="POST",status="200"}"#,
+        r#"readerd_stripe_request_duration_seconds_count{endpoint="/v1/payment_intents"}"#,
+        r#"readerd_stripe_retries_total{endpoint="/v1/payment_intents"}"#,
+        "readerd_stripe_rate_limiter_wait_seconds_count",
+        r#"readerd_reader_online{reader=""#,
+        r#"readerd_authorizations_awaiting_capture{merchant="bakery"}"#,
+        "readerd_webhook_events_accepted_total{type=",
+        r#"readerd_webhook_events_rejected_total{reason="bad_signature"}"#,
+        "readerd_build_info{version=",
+    ];
+    for series in at_least_one {
+        let v = value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+        assert!(v >= 1.0, "{series} = {v}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            r#"readerd_authorizations_awaiting_capture{merchant="bakery"}"#
+        ),
+        Some(1.0)
+    );
+    let left = value(
+        &text,
+        &format!(
+            r#"readerd_authorization_capture_seconds_left{{merchant="bakery",payment="{}"}}"#,
+            id(&held)
+        ),
+    )
+    .unwrap_or_else(|| panic!("no capture deadline in:\n{text}"));
+    assert!(left > 0.0, "capture_before already past: {left}");
+    for reader in [&till1, &till2] {
+        for series in [
+            "readerd_reader_online",
+            "readerd_reader_busy",
+            "readerd_reader_queue_depth",
+        ] {
+            let s = format!(r#"{series}{{reader="{reader}"}}"#);
+            assert!(value(&text, &s).is_some(), "no {s} in:\n{text}");
+        }
+    }
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"readerd_reader_busy{{reader="{till1}"}}"#)
+        ),
+        Some(0.0)
+    );
+    assert_eq!(value(&text, "readerd_stripe_degraded"), Some(0.0));
+    // Nothing secret in the scrape.
+    assert!(!text.contains("sk_test") && !text.contains("whsec"));
+
+    // Captured: no longer awaiting.
+    let (s, _) = api
+        .post(
+            &bakery,
+            &format!("/v1/payments/{}/capture", id(&held)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = scrape(&api).await;
+    assert!(
+        !text.contains(&format!("payment=\"{}\"", id(&held))),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"readerd_payments_total{merchant="bakery",status="succeeded"}"#
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn draining_refuses_new_work_with_503_and_keeps_serving_reads() {
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let bakery = pos_token("bakery");
+    let handle = api._daemon.as_ref().unwrap();
+    handle.drain().await;
+
+    let (s, e) = api
+        .post(
+            &bakery,
+            "/v1/payments",
+            json!({"merchant": "bakery", "reader": "till-1", "amount": 500, "currency": "eur"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert_eq!(e["error"]["code"], "shutting_down");
+    let (s, _) = api.get(ADMIN, "/v1/readers").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = api.get("", "/readyz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    let text = scrape(&api).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"readerd_api_requests_rejected_total{reason="shutting_down"}"#
+        ),
+        Some(1.0)
+    );
+}
