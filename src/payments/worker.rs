@@ -476,6 +476,10 @@ impl Flow<'_> {
         let mut resends = 0u32;
         let mut offline_noted = false;
         loop {
+            if let Some(f) = p.failing.clone() {
+                self.give_up(f).await?;
+                return Ok(None);
+            }
             if p.cancel_requested {
                 self.e.cancel_intent(&p, Source::Api).await?;
                 return Ok(None);
