@@ -352,9 +352,10 @@ async fn idle(period: Duration, beat: &Heartbeat, shutdown: &Shutdown) -> bool {
     }
 }
 
-/// Re-checks every merchant's account every `interval` (not at start-up: adding a
-/// merchant just checked it).
+/// Re-checks every merchant's account every `interval`; at start-up only those whose last
+/// check is older than that (a long stop), not those just added.
 async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, shutdown: Shutdown) {
+    fleet.check_merchants_older_than(interval).await;
     loop {
         if !idle(interval, &beat, &shutdown).await {
             return;

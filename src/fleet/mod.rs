@@ -432,10 +432,22 @@ impl Fleet {
         Ok(record)
     }
 
-    /// Re-checks every merchant; failures are logged and do not stop the others.
+    /// Re-checks every merchant; failures are logged and do not stop the others. Returns
+    /// how many were checked.
     pub async fn check_all_merchants(&self) -> usize {
+        self.check_merchants_older_than(Duration::ZERO).await
+    }
+
+    /// Re-checks the merchants whose last check is at least `max_age` old (one read each):
+    /// at start-up, what a long stop left stale.
+    pub async fn check_merchants_older_than(&self, max_age: Duration) -> usize {
+        let cutoff = now_ms() - max_age.as_millis().min(i64::MAX as u128) as i64;
         let ids: Vec<String> = match self.merchants() {
-            Ok(list) => list.into_iter().map(|m| m.id).collect(),
+            Ok(list) => list
+                .into_iter()
+                .filter(|m| m.checked_at <= cutoff)
+                .map(|m| m.id)
+                .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot list merchants for the re-check");
                 return 0;
@@ -545,18 +557,39 @@ impl Fleet {
         Ok(matches.into_iter().next())
     }
 
-    fn check_merchant_list(&self, list: &Option<Vec<String>>) -> Result<(), FleetError> {
-        if let Some(list) = list {
-            if list.is_empty() {
-                return Err(FleetError::Invalid(
-                    "merchants must name at least one merchant; null serves every merchant".into(),
-                ));
-            }
-            for m in list {
-                if self.merchant(m)?.is_none() {
-                    return Err(FleetError::NotFound {
-                        kind: "merchant",
-                        id: m.clone(),
+    /// Checks an allowlist for a reader at `location`: every merchant exists and, where both
+    /// countries are known, is in the location's country (Stripe's rule for who a reader may
+    /// take payments for).
+    fn check_merchant_list(
+        &self,
+        list: &Option<Vec<String>>,
+        location: Option<&str>,
+    ) -> Result<(), FleetError> {
+        let Some(list) = list else {
+            return Ok(());
+        };
+        if list.is_empty() {
+            return Err(FleetError::Invalid(
+                "merchants must name at least one merchant; null serves every merchant".into(),
+            ));
+        }
+        let location_country = match location {
+            Some(l) => self.location(l)?.and_then(|l| l.address.country),
+            None => None,
+        };
+        for m in list {
+            let Some(merchant) = self.merchant(m)? else {
+                return Err(FleetError::NotFound {
+                    kind: "merchant",
+                    id: m.clone(),
+                });
+            };
+            if let (Some(lc), Some(mc)) = (&location_country, &merchant.country) {
+                if !lc.eq_ignore_ascii_case(mc) {
+                    return Err(FleetError::CountryMismatch {
+                        location: lc.to_ascii_uppercase(),
+                        merchant: merchant.id,
+                        account: mc.to_ascii_uppercase(),
                     });
                 }
             }
@@ -578,7 +611,7 @@ impl Fleet {
         if new.location.trim().is_empty() {
             return Err(FleetError::Invalid("location must not be empty".into()));
         }
-        self.check_merchant_list(&new.merchants)?;
+        self.check_merchant_list(&new.merchants, Some(&new.location))?;
         let mut metadata = wire::Metadata::new();
         if new.merchants.is_some() {
             metadata.insert(
@@ -616,13 +649,13 @@ impl Fleet {
         merchants: Option<Vec<String>>,
         caller_key: Option<&str>,
     ) -> Result<ReaderRecord, FleetError> {
-        self.check_merchant_list(&merchants)?;
-        if self.reader(id)?.is_none() {
+        let Some(current) = self.reader(id)? else {
             return Err(FleetError::NotFound {
                 kind: "reader",
                 id: id.to_string(),
             });
-        }
+        };
+        self.check_merchant_list(&merchants, current.location.as_deref())?;
         let mut metadata = wire::Metadata::new();
         metadata.insert(READER_MERCHANTS_KEY.into(), allowlist_value(&merchants)?);
         let params = UpdateReader {

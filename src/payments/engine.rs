@@ -105,7 +105,7 @@ impl PaymentError {
 
 impl From<Refused> for PaymentError {
     fn from(r: Refused) -> Self {
-        PaymentError::conflict("payment_state", r.to_string())
+        PaymentError::conflict("invalid_state", r.to_string())
     }
 }
 
@@ -612,7 +612,7 @@ impl Engine {
                     }
                     Some(_) => {
                         return Err(PaymentError::conflict(
-                            "idempotency_key_reused",
+                            "idempotency_conflict",
                             "this Idempotency-Key was used with a different request body",
                         ))
                     }
@@ -694,7 +694,7 @@ impl Engine {
             Status::Canceled => return Ok(p),
             s if s.is_final() => {
                 return Err(PaymentError::conflict(
-                    "payment_final",
+                    "invalid_state",
                     format!("payment is already {s}"),
                 ))
             }
@@ -793,7 +793,7 @@ impl Engine {
         let p = self.load(id)?;
         if p.status != Status::Declined {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only a declined payment can be retried; this one is {}",
                     p.status
@@ -831,7 +831,7 @@ impl Engine {
         }
         if p.status != Status::RequiresCapture {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only an authorised payment can be captured; this one is {}",
                     p.status
@@ -933,7 +933,7 @@ impl Engine {
             if let Some(prev) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, k)? {
                 if amount.is_some_and(|a| a != prev.amount) {
                     return Err(PaymentError::conflict(
-                        "idempotency_key_reused",
+                        "idempotency_conflict",
                         "this Idempotency-Key was used for a refund of another amount",
                     ));
                 }
@@ -947,7 +947,7 @@ impl Engine {
         }
         if p.status != Status::Succeeded {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only a succeeded payment can be refunded; this one is {}",
                     p.status

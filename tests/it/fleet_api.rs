@@ -150,6 +150,18 @@ async fn merchants_are_looked_up_on_stripe_first() {
         m["can_charge"], false,
         "the periodic re-check flags it again"
     );
+    // The start-up re-check reads only merchants whose last check is old enough.
+    let reads = env.sim.requests().len();
+    let fleet = &env.state().fleet;
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(fleet.check_merchants_older_than(hour).await, 0);
+    assert_eq!(
+        env.sim.requests().len(),
+        reads,
+        "nothing stale, nothing read"
+    );
+    let now = std::time::Duration::ZERO;
+    assert_eq!(fleet.check_merchants_older_than(now).await, 2);
 
     let (s, list) = env.get(&admin, "/v1/merchants").await;
     assert_eq!(s, StatusCode::OK);
@@ -384,6 +396,29 @@ async fn readers_are_registered_on_stripe_and_bad_codes_refused() {
     assert!(record.serves("bakery") && record.serves("florist"));
     let on_stripe = env.stripe().retrieve_reader(&id).await.unwrap();
     assert!(!on_stripe.metadata.contains_key("readerd_merchants"));
+
+    // A merchant in another country than the reader's location cannot be allowed on it.
+    env.add_merchant("berlin", "DE", "eur").await;
+    let (s, e) = env
+        .post(
+            &admin,
+            &format!("/v1/readers/{id}"),
+            json!({"merchants": ["bakery", "berlin"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "country_mismatch");
+    let registrations = stripe_posts(&env, "/v1/terminal/readers");
+    let (s, e) = env
+        .post(
+            &admin,
+            "/v1/readers",
+            json!({"registration_code": "simulated-wpe", "location": loc, "merchants": ["berlin"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "country_mismatch");
+    assert_eq!(stripe_posts(&env, "/v1/terminal/readers"), registrations);
 
     // Registration with an allowlist.
     let (s, r) = env
