@@ -205,6 +205,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// The daemon's metrics, once the plugin hands them over (absent in bare engines).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The daemon's loop registry: each reader worker keeps a heartbeat in it.
+    pub(crate) liveness: std::sync::OnceLock<crate::systemd::Liveness>,
 }
 
 /// The engine. Cheap to clone.
@@ -280,6 +282,7 @@ impl Engine {
                 events,
                 stats: Mutex::new(Default::default()),
                 metrics: std::sync::OnceLock::new(),
+                liveness: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -295,6 +298,12 @@ impl Engine {
     /// Records payment statuses into `metrics` from now on (call before [`Engine::start`]).
     pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Gives every reader worker a heartbeat in `liveness` (call before [`Engine::start`]),
+    /// so that a stuck or dead worker stops the systemd watchdog.
+    pub fn set_liveness(&self, liveness: crate::systemd::Liveness) {
+        let _ = self.inner.liveness.set(liveness);
     }
 
     /// Tells the metrics about a written payment (`before`: its status before the write).

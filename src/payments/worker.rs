@@ -42,14 +42,34 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// An idle worker proves it is alive this often.
+const IDLE_BEAT: Duration = Duration::from_secs(5);
+/// The longest a worker may spend on one job without a heartbeat: a payment's waits
+/// (busy reader, pickup, action deadline) and its Stripe calls with their retries fit well
+/// inside; only a worker that hangs or died exceeds it.
+const WORKER_BUDGET: Duration = Duration::from_secs(30 * 60);
+
 /// The worker loop of one reader.
 pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
+    let beat = engine
+        .inner
+        .liveness
+        .get()
+        .map(|l| l.register(format!("reader worker {}", slot.id), WORKER_BUDGET));
+    let tick = || {
+        if let Some(b) = &beat {
+            b.tick();
+        }
+    };
     loop {
         let job = loop {
+            tick();
             let next = slot.queue.lock().expect("queue lock").pop();
             match next {
                 Some(j) => break j,
-                None => slot.work.notified().await,
+                None => {
+                    let _ = tokio::time::timeout(IDLE_BEAT, slot.work.notified()).await;
+                }
             }
         };
         *slot.current.lock().expect("current") = Some(job.id().to_string());
