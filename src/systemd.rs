@@ -198,6 +198,8 @@ struct Beat {
     origin: Instant,
     /// The longest silence that still counts as alive.
     budget: Duration,
+    /// The loop panicked: stale at once, whatever its budget.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl Beat {
@@ -208,8 +210,8 @@ impl Beat {
 }
 
 /// A loop's proof of life. Tick it every round. Dropping it on a normal exit deregisters the
-/// loop; dropping it while panicking leaves it registered and stale, which stops the
-/// watchdog pings.
+/// loop; dropping it while panicking leaves it registered and stale at once, which stops
+/// the watchdog pings.
 #[derive(Debug)]
 pub struct Heartbeat {
     id: u64,
@@ -235,6 +237,7 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            self.beat.dead.store(true, Ordering::Relaxed);
             return;
         }
         if let Ok(mut loops) = self.owner.loops.lock() {
@@ -256,6 +259,7 @@ impl Liveness {
             last_ms: AtomicU64::new(0),
             origin: Instant::now(),
             budget,
+            dead: std::sync::atomic::AtomicBool::new(false),
         });
         self.inner
             .loops
@@ -277,7 +281,7 @@ impl Liveness {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|b| b.age(now) > b.budget)
+            .filter(|b| b.dead.load(Ordering::Relaxed) || b.age(now) > b.budget)
             .map(|b| b.name.clone())
             .collect()
     }
@@ -446,11 +450,11 @@ mod tests {
         let live = Liveness::new();
         let l2 = live.clone();
         let task = tokio::spawn(async move {
-            let _hb = l2.register("doomed", Duration::from_secs(5));
+            let _hb = l2.register("doomed", Duration::from_secs(3600));
             panic!("loop failed");
         });
         assert!(task.await.is_err());
-        tokio::time::advance(Duration::from_secs(10)).await;
+        // Stale at once, long before its budget runs out.
         assert_eq!(live.stale(), vec!["doomed".to_string()]);
     }
 

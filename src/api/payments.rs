@@ -234,7 +234,7 @@ async fn events(
         st.last = Some(next.status);
         st.done = next.status.is_final();
         let ev = Event::default()
-            .event("status")
+            .event("payment")
             .data(payment_json(&next).to_string());
         Some((Ok::<Event, Infallible>(ev), st))
     });

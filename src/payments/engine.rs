@@ -105,7 +105,7 @@ impl PaymentError {
 
 impl From<Refused> for PaymentError {
     fn from(r: Refused) -> Self {
-        PaymentError::conflict("payment_state", r.to_string())
+        PaymentError::conflict("invalid_state", r.to_string())
     }
 }
 
@@ -205,6 +205,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// The daemon's metrics, once the plugin hands them over (absent in bare engines).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The daemon's loop registry: each reader worker keeps a heartbeat in it.
+    pub(crate) liveness: std::sync::OnceLock<crate::systemd::Liveness>,
 }
 
 /// The engine. Cheap to clone.
@@ -280,6 +282,7 @@ impl Engine {
                 events,
                 stats: Mutex::new(Default::default()),
                 metrics: std::sync::OnceLock::new(),
+                liveness: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -295,6 +298,12 @@ impl Engine {
     /// Records payment statuses into `metrics` from now on (call before [`Engine::start`]).
     pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Gives every reader worker a heartbeat in `liveness` (call before [`Engine::start`]),
+    /// so that a stuck or dead worker stops the systemd watchdog.
+    pub fn set_liveness(&self, liveness: crate::systemd::Liveness) {
+        let _ = self.inner.liveness.set(liveness);
     }
 
     /// Tells the metrics about a written payment (`before`: its status before the write).
@@ -603,7 +612,7 @@ impl Engine {
                     }
                     Some(_) => {
                         return Err(PaymentError::conflict(
-                            "idempotency_key_reused",
+                            "idempotency_conflict",
                             "this Idempotency-Key was used with a different request body",
                         ))
                     }
@@ -685,7 +694,7 @@ impl Engine {
             Status::Canceled => return Ok(p),
             s if s.is_final() => {
                 return Err(PaymentError::conflict(
-                    "payment_final",
+                    "invalid_state",
                     format!("payment is already {s}"),
                 ))
             }
@@ -784,7 +793,7 @@ impl Engine {
         let p = self.load(id)?;
         if p.status != Status::Declined {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only a declined payment can be retried; this one is {}",
                     p.status
@@ -822,7 +831,7 @@ impl Engine {
         }
         if p.status != Status::RequiresCapture {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only an authorised payment can be captured; this one is {}",
                     p.status
@@ -924,7 +933,7 @@ impl Engine {
             if let Some(prev) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, k)? {
                 if amount.is_some_and(|a| a != prev.amount) {
                     return Err(PaymentError::conflict(
-                        "idempotency_key_reused",
+                        "idempotency_conflict",
                         "this Idempotency-Key was used for a refund of another amount",
                     ));
                 }
@@ -938,7 +947,7 @@ impl Engine {
         }
         if p.status != Status::Succeeded {
             return Err(PaymentError::conflict(
-                "payment_state",
+                "invalid_state",
                 format!(
                     "only a succeeded payment can be refunded; this one is {}",
                     p.status

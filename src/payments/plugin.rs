@@ -117,6 +117,7 @@ impl Plugin for PaymentsPlugin {
                 config,
             );
             engine.set_metrics(state.metrics.clone());
+            engine.set_liveness(state.liveness.clone());
             let resumed = engine.start().await.map_err(|e| DaemonError::Plugin {
                 name: "payments",
                 message: e.to_string(),

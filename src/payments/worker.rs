@@ -42,14 +42,34 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// An idle worker proves it is alive this often.
+const IDLE_BEAT: Duration = Duration::from_secs(5);
+/// The longest a worker may spend on one job without a heartbeat: a payment's waits
+/// (busy reader, pickup, action deadline) and its Stripe calls with their retries fit well
+/// inside; only a worker that hangs or died exceeds it.
+const WORKER_BUDGET: Duration = Duration::from_secs(30 * 60);
+
 /// The worker loop of one reader.
 pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
+    let beat = engine
+        .inner
+        .liveness
+        .get()
+        .map(|l| l.register(format!("reader worker {}", slot.id), WORKER_BUDGET));
+    let tick = || {
+        if let Some(b) = &beat {
+            b.tick();
+        }
+    };
     loop {
         let job = loop {
+            tick();
             let next = slot.queue.lock().expect("queue lock").pop();
             match next {
                 Some(j) => break j,
-                None => slot.work.notified().await,
+                None => {
+                    let _ = tokio::time::timeout(IDLE_BEAT, slot.work.notified()).await;
+                }
             }
         };
         *slot.current.lock().expect("current") = Some(job.id().to_string());
@@ -146,6 +166,12 @@ impl Flow<'_> {
         ) || (p.step == Step::Accepted && p.payment_intent.is_some());
         if p.cancel_requested && p.payment_intent.is_none() && p.step == Step::Accepted {
             return self.finish_cancel(&p).await;
+        }
+        if let Some(f) = p.failing.clone() {
+            if p.payment_intent.is_some() || p.step == Step::Accepted {
+                // Given up before a restart: finish that (the PaymentIntent still decides).
+                return self.give_up(f).await;
+            }
         }
         let Some(p) = self.ensure_intent(p).await? else {
             return Ok(());
@@ -470,6 +496,10 @@ impl Flow<'_> {
         let mut resends = 0u32;
         let mut offline_noted = false;
         loop {
+            if let Some(f) = p.failing.clone() {
+                self.give_up(f).await?;
+                return Ok(None);
+            }
             if p.cancel_requested {
                 self.e.cancel_intent(&p, Source::Api).await?;
                 return Ok(None);
@@ -607,12 +637,24 @@ impl Flow<'_> {
                 }
                 _ => match err.disposition() {
                     Disposition::Definitive => {
-                        let code = if code.is_empty() {
-                            "stripe_error".to_string()
+                        let failure = if code == "resource_missing"
+                            && p.charge_type == super::machine::ChargeType::Direct
+                        {
+                            // The reader's account (the platform) cannot see a PaymentIntent
+                            // of the connected account.
+                            Failure::new(
+                                "account_mismatch",
+                                format!(
+                                    "Stripe cannot find PaymentIntent {pi} from the platform's reader: a platform-owned reader may process a connected account's PaymentIntent only when Stripe has enabled that preview for this platform; otherwise give merchant {} charge_type \"destination\" ({err})",
+                                    p.merchant
+                                ),
+                            )
+                        } else if code.is_empty() {
+                            Failure::new("stripe_error", err.to_string())
                         } else {
-                            code
+                            Failure::new(code, err.to_string())
                         };
-                        self.give_up(Failure::new(code, err.to_string())).await?;
+                        self.give_up(failure).await?;
                         return Ok(None);
                     }
                     _ => {

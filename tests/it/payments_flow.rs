@@ -1145,3 +1145,38 @@ async fn the_sweep_records_what_stripe_decided_on_its_own() {
                 .contains("canceled on Stripe")
     );
 }
+
+#[tokio::test]
+async fn application_fee_and_cancel_after_a_decline() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let mut m = env.dir.merchant("bakery").unwrap();
+    m.fee = Some(readerd::payments::Fee {
+        fixed: 30,
+        basis_points: 100,
+    });
+    env.dir.add_merchant(m);
+    let p = env
+        .engine
+        .create(req("bakery", &r, 2000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    assert_eq!(p.application_fee_amount, Some(50));
+    let p = wait_on_reader(&env, &p.id).await;
+    let opts = RequestOptions::account(&env.accounts["bakery"]);
+    let pi = env
+        .stripe
+        .retrieve_payment_intent(p.payment_intent.as_deref().unwrap(), &[], &opts)
+        .await
+        .unwrap();
+    assert_eq!(pi.application_fee_amount, Some(50));
+    present(&env, &r, Some(DECLINE_INSUFFICIENT));
+    wait_status(&env.engine, &p.id, Status::Declined).await;
+    let c = env.engine.cancel(&p.id).await.unwrap();
+    assert_eq!(c.status, Status::Canceled);
+    let pi = env
+        .stripe
+        .retrieve_payment_intent(p.payment_intent.as_deref().unwrap(), &[], &opts)
+        .await
+        .unwrap();
+    assert_eq!(pi.status.as_str(), "canceled");
+}
