@@ -170,8 +170,6 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         }
     }
     let stats = engine.stats();
-    let n = args.payments.max(1) as u64;
-    let _ = n;
     Ok(BenchReport {
         readers: readers.len(),
         payments: ids.len(),

@@ -84,13 +84,20 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
                     .expect("stats")
                     .accepted(id, std::time::Instant::now());
                 let flow = Flow {
-                    e: &engine,
-                    slot: &slot,
-                    cfg: engine.config(),
+                    e: engine.clone(),
+                    slot: slot.clone(),
+                    cfg: engine.config().clone(),
                     id: id.clone(),
                 };
-                if let Err(err) = flow.run().await {
-                    tracing::error!(payment = %id, error = %err, "payment flow stopped; it resumes at the next start");
+                // Its own task: a panic in one payment's flow must not stop the reader.
+                match tokio::spawn(async move { flow.run().await }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::error!(payment = %id, error = %err, "payment flow stopped; it resumes at the next start")
+                    }
+                    Err(err) => {
+                        tracing::error!(payment = %id, error = %err, "payment flow panicked; it resumes at the next start")
+                    }
                 }
             }
             Job::Display { id, .. } => display(&engine, &slot, id).await,
@@ -111,10 +118,10 @@ enum Preflight {
     Done,
 }
 
-struct Flow<'a> {
-    e: &'a Engine,
-    slot: &'a ReaderSlot,
-    cfg: &'a EngineConfig,
+struct Flow {
+    e: Engine,
+    slot: Arc<ReaderSlot>,
+    cfg: EngineConfig,
     id: String,
 }
 
@@ -135,7 +142,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl Flow<'_> {
+impl Flow {
     fn load(&self) -> R<Payment> {
         self.e.load(&self.id)
     }
@@ -575,14 +582,13 @@ impl Flow<'_> {
                 "terminal_reader_timeout" => {
                     // Maybe a false negative: did the reader get it after all?
                     if self.reader_has_ours(&pi).await {
-                        let p = self.observe(
+                        self.observe(
                             Observation::Note(
                                 "reader timed out but had the payment after all; not re-sent"
                                     .into(),
                             ),
                             Source::Poll,
                         )?;
-                        let _ = p;
                         let p = self.observe(Observation::Dispatched, Source::Poll)?;
                         return Ok(Some((p, Instant::now())));
                     }
@@ -700,14 +706,17 @@ impl Flow<'_> {
         let mut pickup_noted = false;
         let mut deadline_failure: Option<Failure> = None;
         let mut source = first;
+        // A resumed payment looks at once; otherwise every look follows a wait.
+        let mut look_now = first == Source::Reconcile;
         loop {
-            if source != Source::Reconcile {
+            if !look_now {
                 let woke = tokio::select! {
                     _ = sleep(interval) => false,
                     _ = self.slot.hint.notified() => true,
                 };
                 source = if woke { Source::Webhook } else { Source::Poll };
             }
+            look_now = false;
             p = self.load()?;
             if p.status.is_final() {
                 return Ok(());
