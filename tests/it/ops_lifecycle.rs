@@ -303,3 +303,140 @@ async fn a_secret_file_readable_by_others_is_warned_about() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("readable by others"));
 }
+
+/// SIGTERM while a payment is on the reader: the daemon drains and exits 0 without touching
+/// the payment; the customer taps while it is down; the next start finds the authorisation
+/// and finishes the payment once, on its one PaymentIntent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_payment_then_restart_finishes_it_once() {
+    use readerd::stripe::wire::CapabilityStatus;
+    use serde_json::{json, Value};
+
+    let sim = readerd::sim::spawn(readerd::sim::SimConfig {
+        auth_delay: Duration::ZERO,
+        ..readerd::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let account = sim.create_account("FR", "eur", CapabilityStatus::Active);
+    let setup = Setup::new();
+    std::fs::write(
+        &setup.config,
+        format!(
+            "[stripe]\napi_base = \"{}\"\nsecret_key_file = \"{}\"\nmax_elapsed = \"5s\"\n\
+             [store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [[api.clients]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\n\
+             [[api.clients]]\nname = \"desk\"\ntoken_sha256 = \"{}\"\nrole = \"pos\"\nmerchants = [\"bakery\"]\n\
+             [sync]\ninterval = \"1h\"\n\
+             [payments]\npoll_min = \"20ms\"\npoll_max = \"100ms\"\n",
+            sim.base_url(),
+            setup.key_file.display(),
+            setup.dir.path().join("store").display(),
+            sha256_hex("admin-token"),
+            sha256_hex("desk-token"),
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let call = |req: reqwest::RequestBuilder| async move {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let notify = NotifySocket::new(setup.dir.path());
+
+    let mut first = setup.spawn(&notify);
+    let addr = api_addr(&notify.expect("READY=1", &mut first));
+    let admin_post = |path: &str, body: Value| {
+        http.post(format!("http://{addr}{path}"))
+            .bearer_auth("admin-token")
+            .json(&body)
+    };
+    let (s, m) = call(admin_post(
+        "/v1/merchants",
+        json!({"id": "bakery", "account": account}),
+    ))
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let (s, loc) = call(admin_post(
+        "/v1/locations",
+        json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+    ))
+    .await;
+    assert_eq!(s, 201, "{loc}");
+    let (s, reader) = call(admin_post(
+        "/v1/readers",
+        json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
+    ))
+    .await;
+    assert_eq!(s, 201, "{reader}");
+    let reader = reader["id"].as_str().unwrap().to_string();
+    let (s, p) = call(
+        http.post(format!("http://{addr}/v1/payments"))
+            .bearer_auth("desk-token")
+            .header("Idempotency-Key", "order-1")
+            .json(
+                &json!({"merchant": "bakery", "reader": "till", "amount": 2500, "currency": "eur"}),
+            ),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    let wait = |addr: String, what: &'static str, f: fn(&Value) -> bool| {
+        let http = http.clone();
+        let id = id.clone();
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..1500 {
+                let resp = http
+                    .get(format!("http://{addr}/v1/payments/{id}"))
+                    .bearer_auth("desk-token")
+                    .send()
+                    .await
+                    .unwrap();
+                let p: Value = resp.json().await.unwrap();
+                if f(&p) {
+                    return p;
+                }
+                last = p;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("payment never {what}: {last:#}");
+        }
+    };
+    wait(addr.clone(), "on the reader", |p| {
+        p["status"] == "processing" && p["waiting_for"] == "card"
+    })
+    .await;
+
+    signal(&first, "-TERM");
+    notify.expect("STOPPING=1", &mut first);
+    let (status, logs) = finish(first);
+    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    // The shutdown left the reader's action alone: the card dialogue is still up.
+    sim.present_card(&reader, None)
+        .expect("the reader still holds the payment after the shutdown");
+
+    let mut second = setup.spawn(&notify);
+    let addr = api_addr(&notify.expect("READY=1", &mut second));
+    let done = wait(addr.clone(), "succeeded after the restart", |p| {
+        p["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(done["amount_captured"], 2500, "{done:#}");
+    assert_eq!(sim.payment_intent_count(Some(&account)), 1);
+    let statuses: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "succeeded").count(),
+        1,
+        "{done:#}"
+    );
+    signal(&second, "-TERM");
+    let (status, _) = finish(second);
+    assert_eq!(status.code(), Some(0));
+}
