@@ -168,3 +168,83 @@ impl From<FleetError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::wire::{ApiErrorObject, ErrorType};
+
+    fn api(status: u16, code: Option<&str>, should_retry: Option<bool>) -> StripeError {
+        StripeError::Api {
+            status,
+            error: Box::new(ApiErrorObject::new(
+                ErrorType::InvalidRequestError,
+                code,
+                "No such account: 'acct_x'",
+            )),
+            request_id: None,
+            should_retry,
+            rate_limited_reason: None,
+        }
+    }
+
+    #[test]
+    fn stripe_errors_map_to_statuses_the_client_can_act_on() {
+        let cases: Vec<(StripeError, u16, &str)> = vec![
+            (
+                api(404, Some("resource_missing"), None),
+                404,
+                "resource_missing",
+            ),
+            (
+                api(400, Some("parameter_invalid"), None),
+                400,
+                "parameter_invalid",
+            ),
+            (api(400, None, None), 400, "stripe_refused"),
+            (
+                api(403, Some("account_invalid"), None),
+                400,
+                "account_invalid",
+            ),
+            (api(401, None, None), 502, "stripe_auth"),
+            (api(500, None, None), 503, "stripe_unavailable"),
+            (api(400, None, Some(true)), 503, "stripe_unavailable"),
+            (
+                api(429, Some("rate_limit"), None),
+                503,
+                "stripe_unavailable",
+            ),
+            (
+                StripeError::Connect("refused".into()),
+                503,
+                "stripe_unavailable",
+            ),
+            (
+                StripeError::NoResponse("timeout".into()),
+                503,
+                "stripe_unavailable",
+            ),
+            (StripeError::Config("bad".into()), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            let shown = err.to_string();
+            let e = ApiError::from(err);
+            assert_eq!(
+                (e.status.as_u16(), e.code.as_str()),
+                (status, code),
+                "{shown}"
+            );
+        }
+        let e = ApiError::from(api(404, Some("resource_missing"), None));
+        assert!(
+            e.message.contains("No such account"),
+            "Stripe's reason is kept"
+        );
+        let e = ApiError::from(StripeError::Config("secret detail".into()));
+        assert!(
+            !e.message.contains("secret detail"),
+            "internal details stay in the log"
+        );
+    }
+}

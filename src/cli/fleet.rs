@@ -21,10 +21,22 @@ pub struct MerchantsCmd {
 pub enum MerchantsAction {
     /// Add a merchant (its Connect account is looked up on Stripe first).
     Add {
-        /// readerd's name for it (letters, digits, '-', '_').
-        id: String,
-        /// The connected account, `acct_…`.
-        account: String,
+        /// readerd's name for it (letters, digits, '-', '_'); or `--id`.
+        #[arg(required_unless_present = "id_flag", conflicts_with = "id_flag")]
+        id: Option<String>,
+        /// The connected account, `acct_…`; or `--account`.
+        #[arg(
+            required_unless_present = "account_flag",
+            conflicts_with = "account_flag"
+        )]
+        account: Option<String>,
+        /// The same as ID, as an option.
+        #[arg(long = "id", value_name = "ID")]
+        id_flag: Option<String>,
+        /// The same as ACCOUNT, as an option.
+        #[arg(long = "account", value_name = "ACCOUNT")]
+        account_flag: Option<String>,
+        /// The name shown in listings (default: the account's business name, or the id).
         #[arg(long)]
         display_name: Option<String>,
         /// `direct` (PaymentIntent on the connected account) or `destination`.
@@ -232,10 +244,14 @@ impl MerchantsCmd {
                 MerchantsAction::Add {
                     id,
                     account,
+                    id_flag,
+                    account_flag,
                     display_name,
                     charge_type,
                     application_fee_amount,
                 } => {
+                    let id = id.or(id_flag);
+                    let account = account.or(account_flag);
                     let mut body =
                         json!({"id": id, "account": account, "charge_type": charge_type});
                     if let Some(n) = display_name {

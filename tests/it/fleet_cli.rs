@@ -60,6 +60,25 @@ async fn the_fleet_commands_drive_the_api() {
         "{table}"
     );
 
+    let other = env
+        .sim
+        .create_account("FR", "eur", CapabilityStatus::Inactive);
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "merchants",
+            "add",
+            "--id",
+            "florist",
+            "--account",
+            &other,
+            "--json",
+        ],
+    )
+    .await;
+    let m: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(m["can_charge"], false);
     let out = readerd(&env, &admin, &["merchants", "list", "--json"]).await;
     let list: Value = serde_json::from_str(ok(&out)).unwrap();
     assert_eq!(list[0]["id"], "bakery");
