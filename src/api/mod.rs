@@ -76,7 +76,7 @@ impl FromRef<AppState> for BodyLimit {
 
 /// The complete API: fleet and ops routes, then `extra` (each plugin's routes), with JSON
 /// 404/405 answers for everything else. While the daemon drains for shutdown, requests that
-/// would start new work are refused ([`refuse_while_draining`]).
+/// would start new work are refused (`refuse_while_draining`).
 pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
     let mut r = Router::new().merge(fleet::routes()).merge(ops::routes());
     for e in extra {

@@ -719,8 +719,10 @@ impl Fleet {
         }
     }
 
-    /// Pulls every platform location and reader from Stripe into the registry.
-    pub async fn sync(&self) -> Result<SyncReport, FleetError> {
+    /// Pulls every platform location and reader from Stripe into the registry. The
+    /// registry writes (one flushed write per reader) run on a blocking thread, so a large
+    /// fleet does not hold up the API's workers.
+    pub async fn sync(self: &Arc<Self>) -> Result<SyncReport, FleetError> {
         sync::run(self).await
     }
 }

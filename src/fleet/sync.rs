@@ -11,8 +11,10 @@ use super::{
 };
 use crate::store::Tree;
 use crate::stripe::params::ListReaders;
+use crate::stripe::wire::{Location, Reader};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// What one sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -30,14 +32,26 @@ pub struct Counts {
     pub unchanged: usize,
 }
 
-pub(super) async fn run(fleet: &Fleet) -> Result<SyncReport, FleetError> {
+pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
     let _one_at_a_time = fleet.sync_lock.lock().await;
     let started = now_ms();
     let locations = fleet.observed(fleet.stripe.list_locations()).await?;
     let readers = fleet
         .observed(fleet.stripe.list_readers(&ListReaders::default()))
         .await?;
+    let fleet = fleet.clone();
+    tokio::task::spawn_blocking(move || apply(&fleet, started, &locations, &readers))
+        .await
+        .map_err(|e| FleetError::Store(crate::store::StoreError::Engine(e.to_string())))?
+}
 
+/// The registry half of a sync: no network, under the fleet's write lock.
+fn apply(
+    fleet: &Fleet,
+    started: i64,
+    locations: &[Location],
+    readers: &[Reader],
+) -> Result<SyncReport, FleetError> {
     let now = now_ms();
     let mut report = SyncReport::default();
     let _w = fleet.writing();
@@ -48,7 +62,7 @@ pub(super) async fn run(fleet: &Fleet) -> Result<SyncReport, FleetError> {
         .map(|l| (l.id.clone(), l))
         .collect();
     let mut seen = HashSet::new();
-    for loc in &locations {
+    for loc in locations {
         seen.insert(loc.id.clone());
         let existing = known.get(&loc.id);
         let (record, changed) = location_record(loc, existing, now);
@@ -78,7 +92,7 @@ pub(super) async fn run(fleet: &Fleet) -> Result<SyncReport, FleetError> {
         .map(|r| (r.id.clone(), r))
         .collect();
     let mut seen = HashSet::new();
-    for r in &readers {
+    for r in readers {
         seen.insert(r.id.clone());
         let existing = known.get(&r.id);
         let (record, changed) = reader_record(r, existing, now);

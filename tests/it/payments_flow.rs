@@ -1180,3 +1180,86 @@ async fn application_fee_and_cancel_after_a_decline() {
         .unwrap();
     assert_eq!(pi.status.as_str(), "canceled");
 }
+
+#[tokio::test]
+async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it() {
+    // Our process_payment_intent is held up in the network long enough for another
+    // integration to take the reader first.
+    let sim_cfg = SimConfig {
+        faults: Faults {
+            rules: vec![FaultRule {
+                latency_ms: Some(500),
+                ..FaultRule::new(
+                    FaultKind::Latency,
+                    "POST",
+                    "/v1/terminal/readers/*/process_payment_intent",
+                )
+                .times(1)
+            }],
+            ..Faults::default()
+        },
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_until(&env.engine, &p.id, "dispatching", |p| {
+        p.step == readerd::payments::machine::Step::Dispatching
+    })
+    .await;
+    let foreign = env
+        .stripe
+        .create_payment_intent(
+            &CreatePaymentIntent {
+                amount: 700,
+                currency: "eur".into(),
+                payment_method_types: vec!["card_present".into()],
+                capture_method: CaptureMethod::Automatic,
+                application_fee_amount: None,
+                description: None,
+                metadata: Default::default(),
+                transfer_destination: None,
+                on_behalf_of: None,
+            },
+            &RequestOptions::account(&env.accounts["bakery"]).key("foreign-pi"),
+        )
+        .await
+        .unwrap();
+    env.stripe
+        .process_payment_intent(
+            &r,
+            &ProcessPaymentIntent {
+                payment_intent: foreign.id.clone(),
+                process_config: None,
+            },
+            &RequestOptions::platform().key("foreign-ppi"),
+        )
+        .await
+        .unwrap();
+    // Ours was refused busy; it waits behind the foreign payment.
+    wait_until(&env.engine, &p.id, "waiting for the busy reader", |p| {
+        p.waiting_for.as_deref() == Some("reader_busy")
+    })
+    .await;
+    assert!(env
+        .sim
+        .requests()
+        .iter()
+        .any(|q| q.path.ends_with("/process_payment_intent") && q.status == 400));
+    present(&env, &r, None); // the foreign customer pays
+    wait_on_reader(&env, &p.id).await;
+    present(&env, &r, None);
+    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(
+        p.attempt, 2,
+        "a new attempt (and key) after the busy refusal"
+    );
+    assert_eq!(count(&env, "POST", "/cancel_action"), 0);
+    assert_eq!(
+        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
+        2
+    );
+}
