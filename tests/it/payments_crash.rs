@@ -124,11 +124,19 @@ impl Ctx {
             .unwrap();
         stats["payment_intents"][account].as_u64().unwrap_or(0)
     }
+    /// Stripe's own test helper: the customer taps the default test card.
     async fn present(&self, reader: &str) {
         let r = self
             .http
-            .post(format!("{}/_sim/readers/{reader}/present", self.sim))
-            .json(&json!({}))
+            .post(format!(
+                "{}/v1/test_helpers/terminal/readers/{reader}/present_payment_method",
+                self.sim
+            ))
+            .bearer_auth("sk_test_crash")
+            .form(&[
+                ("type", "card_present"),
+                ("card_present[number]", "4242424242424242"),
+            ])
             .send()
             .await
             .unwrap();
@@ -336,6 +344,23 @@ level = "warn"
         payments.len(),
         "every payment has its own PaymentIntent"
     );
+    // The same count through Stripe's API, and each PaymentIntent names its payment.
+    let stripe = readerd::stripe::StripeClient::new(readerd::stripe::ClientConfig::new(
+        sim_url.clone(),
+        readerd::stripe::SecretKey::new("sk_test_crash"),
+    ))
+    .unwrap();
+    let listed = stripe
+        .list_payment_intents(&readerd::stripe::RequestOptions::account(&acct))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), payments.len());
+    for pi in &listed {
+        let owner = pi.metadata.get("readerd_payment").unwrap();
+        assert!(payments
+            .iter()
+            .any(|p| p["id"] == owner.as_str() && p["payment_intent"] == pi.id.as_str()));
+    }
 }
 
 #[test]
