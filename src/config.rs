@@ -724,6 +724,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_what_needs_a_restart_but_not_the_clients() {
+        let old = Config::parse("").unwrap();
+        let new = Config::parse(&format!(
+            "[api]\nlisten = \"127.0.0.1:7800\"\n[[api.clients]]\nname = \"a\"\ntoken_sha256 = \"{HASH}\"\nrole = \"admin\"\n[log]\nformat = \"json\"\n"
+        ))
+        .unwrap();
+        assert_eq!(old.restart_needed(&new), vec!["api.listen", "log"]);
+        let clients_only = Config::parse(&format!(
+            "[[api.clients]]\nname = \"a\"\ntoken_sha256 = \"{HASH}\"\nrole = \"admin\"\n"
+        ))
+        .unwrap();
+        assert!(old.restart_needed(&clients_only).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_readable_by_others_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "sk_test_x").unwrap();
+        let mut c = Config::default();
+        c.stripe.secret_key_file = Some(key.clone());
+        for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = c.secret_warnings();
+            assert_eq!(w.len(), usize::from(warned), "mode {mode:o}: {w:?}");
+            if warned {
+                assert!(w[0].contains("stripe.secret_key_file") && !w[0].contains("sk_test"));
+            }
+        }
+    }
+
+    #[test]
     fn secrets_come_from_env_or_file_and_are_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");

@@ -143,6 +143,11 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 const SYNC_BUDGET: Duration = Duration::from_secs(600);
 /// The merchant re-check reads every merchant's account in one round.
 const MERCHANT_CHECK_BUDGET: Duration = Duration::from_secs(1800);
+/// How often the daemon checks that its own API answers, how long one check may take, and
+/// the longest it may go without a good answer.
+const API_PROBE_EVERY: Duration = Duration::from_secs(10);
+const API_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const API_PROBE_BUDGET: Duration = Duration::from_secs(60);
 
 impl Daemon {
     /// A daemon with [`default_plugins`].
@@ -244,6 +249,11 @@ impl Daemon {
             }
         });
         tracing::info!(%addr, "API listening");
+        tasks.push(tokio::spawn(api_probe(
+            addr,
+            state.liveness.register("API server", API_PROBE_BUDGET),
+            shutdown.clone(),
+        )));
 
         tasks.push(tokio::spawn(sync_loop(
             state.fleet.clone(),
@@ -362,6 +372,48 @@ async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, s
         }
         fleet.check_all_merchants().await;
     }
+}
+
+/// Proves that the API still answers: `GET /healthz` on the daemon's own listener every
+/// [`API_PROBE_EVERY`], ticking `beat` on each 200, so that a wedged server stops the
+/// watchdog pings like any other stuck loop.
+async fn api_probe(addr: SocketAddr, beat: Heartbeat, shutdown: Shutdown) {
+    let target = if addr.ip().is_unspecified() {
+        let lo: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(lo, addr.port())
+    } else {
+        addr
+    };
+    loop {
+        if healthz_answers(target).await {
+            beat.tick();
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(API_PROBE_EVERY) => {}
+        }
+    }
+}
+
+async fn healthz_answers(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: readerd\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(API_PROBE_TIMEOUT, exchange).await,
+        Ok(Some(true))
+    )
 }
 
 /// Fills the reader gauges from the registry and the workers' live state at each scrape.

@@ -103,13 +103,19 @@ impl Setup {
     }
 
     fn spawn(&self, notify: &NotifySocket) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_readerd"))
-            .args(["run", "--config"])
+        self.spawn_with(notify, &[])
+    }
+
+    fn spawn_with(&self, notify: &NotifySocket, env: &[(&str, &str)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readerd"));
+        cmd.env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied());
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .env("NOTIFY_SOCKET", &notify.path)
             .env_remove("READERD_STRIPE_SECRET_KEY")
             .env_remove("RUST_LOG")
-            .env_remove("WATCHDOG_USEC")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -439,4 +445,33 @@ async fn sigterm_during_a_payment_then_restart_finishes_it_once() {
     signal(&second, "-TERM");
     let (status, _) = finish(second);
     assert_eq!(status.code(), Some(0));
+}
+
+/// Under `WatchdogSec=`, the real binary pings while its loops live; and `[log] format =
+/// "json"` makes every log line a JSON object.
+#[tokio::test]
+async fn watchdog_pings_arrive_and_json_logs_are_json() {
+    let setup = Setup::new();
+    let mut text = std::fs::read_to_string(&setup.config).unwrap();
+    text.push_str("[log]\nformat = \"json\"\n");
+    std::fs::write(&setup.config, text).unwrap();
+    let notify = NotifySocket::new(setup.dir.path());
+    // systemd's WatchdogSec=1s: pings every half second.
+    let mut child = setup.spawn_with(&notify, &[("WATCHDOG_USEC", "1000000")]);
+    notify.expect("READY=1", &mut child);
+    notify.expect("WATCHDOG=1", &mut child);
+    notify.expect("WATCHDOG=1", &mut child);
+    signal(&child, "-TERM");
+    let (status, logs) = finish(child);
+    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
 }
