@@ -859,6 +859,7 @@ impl Engine {
             }
             Ok(())
         })?;
+        super::worker::failpoint("before_capture");
         self.send_capture(&p).await
     }
 
@@ -888,14 +889,17 @@ impl Engine {
             .capture_payment_intent(&pi, &params, &Self::intent_options(p).key(req.key))
             .await;
         match res {
-            Ok(intent) => self.observe(
-                &p.id,
-                Observation::Intent {
-                    view: IntentView::from(&intent),
-                    reader_done: true,
-                },
-                Source::Api,
-            ),
+            Ok(intent) => {
+                super::worker::failpoint("after_capture");
+                self.observe(
+                    &p.id,
+                    Observation::Intent {
+                        view: IntentView::from(&intent),
+                        reader_done: true,
+                    },
+                    Source::Api,
+                )
+            }
             Err(e) => {
                 // Whatever happened, the PaymentIntent says what is true now.
                 if let Ok(intent) = self.read_intent(p).await {
@@ -980,6 +984,7 @@ impl Engine {
         };
         let k = rkey.unwrap_or_else(|| format!("{id}/{rid}"));
         self.inner.registry.put(Tree::Refunds, &k, &rec)?;
+        super::worker::failpoint("before_refund");
         let rec = self.send_refund(rec).await?;
         Ok((self.load(id)?, rec))
     }
@@ -1010,6 +1015,9 @@ impl Engine {
                 &Self::intent_options(&p).key(rec.stripe_key.clone()),
             )
             .await;
+        if res.is_ok() {
+            super::worker::failpoint("after_refund");
+        }
         let (status, refund, err) = match res {
             Ok(r) => (
                 r.status.unwrap_or_else(|| "succeeded".into()),

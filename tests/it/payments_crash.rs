@@ -112,6 +112,46 @@ impl Ctx {
         }
         panic!("payment never {what}: {last:#}");
     }
+    /// Successful, non-replayed POSTs to paths ending in `suffix`, as the emulator saw them.
+    async fn executed(&self, suffix: &str) -> usize {
+        let reqs: Value = self
+            .http
+            .get(format!("{}/_sim/requests", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reqs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["method"] == "POST"
+                    && r["path"].as_str().unwrap().ends_with(suffix)
+                    && r["status"] == 200
+                    && r["replayed"] != true
+            })
+            .count()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(POS)
+            .json(&body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send().await
+    }
+
     async fn intents(&self, account: &str) -> u64 {
         let stats: Value = self
             .http
@@ -295,6 +335,120 @@ level = "warn"
             payments.len() as u64,
             "one PaymentIntent per payment after {step}"
         );
+    }
+
+    // Captures and refunds killed before and after Stripe carried them out.
+    let mut manual = Vec::new();
+    {
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        for k in 0..2 {
+            let p: Value = ctx
+                .post(
+                    "/v1/payments",
+                    Some(&format!("crash-manual-{k}")),
+                    json!({"merchant": "bakery", "reader": "till", "amount": 5000, "currency": "eur", "capture": "manual"}),
+                )
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = p["id"].as_str().unwrap().to_string();
+            ctx.wait(&id, "on the reader", |p| {
+                p["status"] == "processing" && p["waiting_for"] == "card"
+            })
+            .await;
+            ctx.present(&reader).await;
+            ctx.wait(&id, "authorised", |p| p["status"] == "requires_capture")
+                .await;
+            manual.push(id);
+        }
+    }
+    let crash_during =
+        |step: &'static str, path: String, key: Option<&'static str>, body: Value| {
+            let ctx = &ctx;
+            let config = &config;
+            let http = &http;
+            async move {
+                let mut d = start_daemon(config, Some(step));
+                wait_up(http, &format!("{}/healthz", ctx.api)).await;
+                let _ = ctx.post(&path, key, body).await;
+                for _ in 0..500 {
+                    if d.0.try_wait().unwrap().is_some() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("the daemon did not stop at {step}");
+            }
+        };
+    for (id, step) in manual.iter().zip(["before_capture", "after_capture"]) {
+        crash_during(
+            step,
+            format!("/v1/payments/{id}/capture"),
+            None,
+            json!({"amount": 4000}),
+        )
+        .await;
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let done = ctx
+            .wait(id, "captured after the restart", |p| {
+                p["status"] == "succeeded"
+            })
+            .await;
+        assert_eq!(done["amount_captured"], 4000, "{step}");
+    }
+    assert_eq!(ctx.executed("/capture").await, 2, "one capture per payment");
+    let refunds = format!("/v1/payments/{}/refunds", manual[0]);
+    crash_during(
+        "before_refund",
+        refunds.clone(),
+        Some("rf-crash-1"),
+        json!({"amount": 1000}),
+    )
+    .await;
+    {
+        // The pending refund is sent again at start-up, with its own key.
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        ctx.wait(&manual[0], "refunded after the restart", |p| {
+            p["amount_refunded"] == 1000
+        })
+        .await;
+    }
+    crash_during(
+        "after_refund",
+        refunds.clone(),
+        Some("rf-crash-2"),
+        json!({"amount": 500}),
+    )
+    .await;
+    {
+        let _d = start_daemon(&config, None);
+        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let p = ctx
+            .wait(&manual[0], "refunded after the restart", |p| {
+                p["amount_refunded"] == 1500
+            })
+            .await;
+        assert_eq!(p["amount_captured"], 4000);
+        // Asking again with the same keys gives the same refunds, nothing new.
+        for (key, amount) in [("rf-crash-1", 1000), ("rf-crash-2", 500)] {
+            let r = ctx
+                .post(&refunds, Some(key), json!({"amount": amount}))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+        assert_eq!(ctx.get(&manual[0]).await["amount_refunded"], 1500);
+        assert_eq!(
+            ctx.executed("/v1/refunds").await,
+            2,
+            "one refund per request"
+        );
+        payments.extend(futures_util::future::join_all(manual.iter().map(|id| ctx.get(id))).await);
     }
 
     // SIGKILL while the card dialogue is up; the customer pays while the daemon is down.
