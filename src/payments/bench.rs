@@ -78,6 +78,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             charge_type: ChargeType::Direct,
             enabled: true,
             country: Some("FR".into()),
+            currency: Some("eur".into()),
             fee: None,
         });
     }

@@ -37,6 +37,8 @@ pub struct MerchantInfo {
     pub enabled: bool,
     /// The account's country (ISO 3166-1 alpha-2, upper case), when known.
     pub country: Option<String>,
+    /// The account's currency (Terminal takes the local currency only), when known.
+    pub currency: Option<String>,
     pub fee: Option<Fee>,
 }
 

@@ -580,6 +580,17 @@ impl Engine {
             .reader(&req.reader)
             .ok_or(PaymentError::NotFound("reader"))?;
         validate(&req, &merchant.country, &reader)?;
+        if let Some(c) = &merchant.currency {
+            if !c.eq_ignore_ascii_case(&req.currency) {
+                return Err(PaymentError::invalid(
+                    "invalid_currency",
+                    format!(
+                        "merchant {} takes {c}: in-person payments are in the account's local currency",
+                        merchant.id
+                    ),
+                ));
+            }
+        }
 
         let id = new_id("pay");
         let id = match idempotency_key {

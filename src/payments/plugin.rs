@@ -25,6 +25,7 @@ impl Directory for FleetDirectory {
             },
             enabled: m.can_charge(),
             country: m.country.clone(),
+            currency: m.default_currency.clone(),
             fee: m.application_fee_amount.map(|fixed| Fee {
                 fixed,
                 basis_points: 0,

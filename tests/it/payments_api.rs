@@ -506,6 +506,10 @@ async fn tenant_isolation_and_validation() {
             "invalid_currency",
         ),
         (
+            json!({"merchant": "florist", "reader": "till-1", "amount": 1000, "currency": "usd"}),
+            "invalid_currency",
+        ),
+        (
             json!({"merchant": "florist", "reader": "till-1", "amount": 1000, "currency": "eur", "capture": "later"}),
             "invalid_request",
         ),

@@ -72,6 +72,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
             charge_type,
             enabled: true,
             country: Some("FR".into()),
+            currency: Some("eur".into()),
             fee: None,
         });
         accounts.insert(m.to_string(), acct);
