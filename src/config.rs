@@ -506,9 +506,19 @@ impl Config {
         Ok(())
     }
 
-    /// Reads the secrets this config points to (environment or files).
+    /// Reads the secrets this config points to (environment or files). Under systemd, when
+    /// neither the environment variable nor `stripe.secret_key_file` is set, the credential
+    /// `stripe-secret-key` (`LoadCredential=`, in `$CREDENTIALS_DIRECTORY`) is used.
     pub fn load_secrets(&self) -> Result<Secrets, ConfigError> {
-        self.load_secrets_with(std::env::var(SECRET_KEY_ENV).ok())
+        let env_key = std::env::var(SECRET_KEY_ENV).ok();
+        if env_key.is_none() && self.stripe.secret_key_file.is_none() {
+            if let Some(file) = credential_file("stripe-secret-key") {
+                let mut with_credential = self.clone();
+                with_credential.stripe.secret_key_file = Some(file);
+                return with_credential.load_secrets_with(None);
+            }
+        }
+        self.load_secrets_with(env_key)
     }
 
     /// As [`Config::load_secrets`], with the environment variable's value given.
@@ -561,6 +571,13 @@ impl Config {
         c.reader_timeout = s.reader_timeout.0;
         c
     }
+}
+
+/// A systemd credential of this unit, when it has one by that name.
+fn credential_file(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let file = Path::new(&dir).join(name);
+    file.is_file().then_some(file)
 }
 
 #[cfg(unix)]

@@ -475,3 +475,39 @@ async fn watchdog_pings_arrive_and_json_logs_are_json() {
         );
     }
 }
+
+/// Under systemd, a config without `secret_key_file` finds the key among the unit's
+/// credentials (`LoadCredential=stripe-secret-key:…`).
+#[test]
+fn the_stripe_key_credential_is_found_without_a_path_in_the_config() {
+    let setup = Setup::new();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let without_path: String = text
+        .lines()
+        .filter(|l| !l.starts_with("secret_key_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&setup.config, without_path).unwrap();
+    let check = |creds: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readerd"));
+        cmd.args(["check-config", "--config"])
+            .arg(&setup.config)
+            .env_remove("READERD_STRIPE_SECRET_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(check(None).status.code(), Some(64));
+    let creds = setup.dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::copy(&setup.key_file, creds.join("stripe-secret-key")).unwrap();
+    let out = check(Some(&creds));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
