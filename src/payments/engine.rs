@@ -765,7 +765,10 @@ impl Engine {
             }
             return self.observe(&p.id, Observation::CanceledBeforeStripe, source);
         };
-        let opts = Self::intent_options(p).key(format!("readerd:cancel:{pi}"));
+        // A fresh key per attempt: a cancel refused now (the PaymentIntent was authorising)
+        // must be sendable again later, and Stripe would replay a stored refusal for an old
+        // key. Its outcome is always read back, so it never needs replaying.
+        let opts = Self::intent_options(p).key(format!("readerd:cancel:{pi}:{}", new_id("k")));
         let params = CancelPaymentIntent {
             cancellation_reason: Some(if p.failing.is_some() {
                 "abandoned".into()
@@ -900,15 +903,13 @@ impl Engine {
             .payment_intent
             .clone()
             .ok_or(PaymentError::NotFound("payment_intent"))?;
+        // A partial capture restates the fee, never above what is captured (Stripe caps
+        // the fee at the captured amount); a full capture keeps the one set at creation.
         let params = CapturePaymentIntent {
             amount_to_capture: req.amount,
-            application_fee_amount: p
-                .application_fee_amount
-                .map(|f| match req.amount {
-                    Some(a) => f.min(a),
-                    None => f,
-                })
-                .filter(|_| req.amount.is_some()),
+            application_fee_amount: req
+                .amount
+                .and_then(|a| p.application_fee_amount.map(|f| f.min(a))),
         };
         self.count("capture_payment_intent");
         let res = self
@@ -1171,12 +1172,32 @@ impl Engine {
 
     /// Re-reads the PaymentIntent of every payment that waits off the reader (authorised or
     /// declined), so that what Stripe decided on its own (an authorisation expired after
-    /// `capture_before`, a cancel from the Dashboard) is recorded even without webhooks.
+    /// `capture_before`, a cancel from the Dashboard) is recorded even without webhooks; and
+    /// puts back in line any payment on its way whose flow stopped.
     pub async fn sweep(&self) -> usize {
         let Ok(all) = self.list(&PaymentFilter::default()) else {
             return 0;
         };
         let mut n = 0;
+        // A payment on its way whose flow stopped (an error it could not get past) goes back
+        // to its reader's queue, first in line.
+        for p in all
+            .iter()
+            .filter(|p| matches!(p.status, Status::Queued | Status::Processing))
+        {
+            let slot = self.slot(&p.reader);
+            let current = slot.current.lock().expect("current").clone();
+            let mut q = slot.queue.lock().expect("queue lock");
+            if current.as_deref() != Some(p.id.as_str()) && !q.contains(&p.id) {
+                tracing::warn!(payment = %p.id, "resuming a payment whose flow had stopped");
+                q.push_resumed(Job::Payment {
+                    id: p.id.clone(),
+                    merchant: p.merchant.clone(),
+                });
+                drop(q);
+                slot.work.notify_one();
+            }
+        }
         for p in all
             .into_iter()
             .filter(|p| matches!(p.status, Status::RequiresCapture | Status::Declined))
