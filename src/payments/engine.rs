@@ -207,6 +207,8 @@ pub(crate) struct Inner {
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// The daemon's loop registry: each reader worker keeps a heartbeat in it.
     pub(crate) liveness: std::sync::OnceLock<crate::systemd::Liveness>,
+    /// Set when the daemon drains for shutdown: workers take no new job from their queues.
+    pub(crate) draining: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The engine. Cheap to clone.
@@ -283,6 +285,7 @@ impl Engine {
                 stats: Mutex::new(Default::default()),
                 metrics: std::sync::OnceLock::new(),
                 liveness: std::sync::OnceLock::new(),
+                draining: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -304,6 +307,20 @@ impl Engine {
     /// so that a stuck or dead worker stops the systemd watchdog.
     pub fn set_liveness(&self, liveness: crate::systemd::Liveness) {
         let _ = self.inner.liveness.set(liveness);
+    }
+
+    /// The daemon's drain flag: once it is set, no worker starts another job (queued
+    /// payments keep their place and start after the restart).
+    pub fn set_drain_flag(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.inner.draining.set(flag);
+    }
+
+    /// Whether the daemon is draining for shutdown.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .get()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Tells the metrics about a written payment (`before`: its status before the write).

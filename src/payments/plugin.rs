@@ -119,6 +119,7 @@ impl Plugin for PaymentsPlugin {
             );
             engine.set_metrics(state.metrics.clone());
             engine.set_liveness(state.liveness.clone());
+            engine.set_drain_flag(state.draining.clone());
             let resumed = engine.start().await.map_err(|e| DaemonError::Plugin {
                 name: "payments",
                 message: e.to_string(),

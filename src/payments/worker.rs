@@ -64,6 +64,11 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
     loop {
         let job = loop {
             tick();
+            if engine.is_draining() {
+                // Shutting down: nothing new starts on the reader; the queue is on disk.
+                tokio::time::sleep(IDLE_BEAT).await;
+                continue;
+            }
             let next = slot.queue.lock().expect("queue lock").pop();
             match next {
                 Some(j) => break j,

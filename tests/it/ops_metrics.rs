@@ -193,8 +193,23 @@ async fn draining_refuses_new_work_with_503_and_keeps_serving_reads() {
     })
     .await;
     let bakery = pos_token("bakery");
+    // One payment on the reader, one queued behind it.
+    let first = api.pay("bakery", "till-1", 700, "automatic").await;
+    api.wait_card(&bakery, &id(&first)).await;
+    let second = api.pay("bakery", "till-1", 800, "automatic").await;
     let handle = api._daemon.as_ref().unwrap();
     handle.drain().await;
+
+    // What is on the reader finishes; nothing new starts on it.
+    api.sim.present_card(&api.readers["till-1"], None).unwrap();
+    api.wait_status(&bakery, &id(&first), "succeeded").await;
+    for _ in 0..25 {
+        let (_, p) = api
+            .get(&bakery, &format!("/v1/payments/{}", id(&second)))
+            .await;
+        assert_eq!(p["status"], "queued", "{p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (s, e) = api
         .post(
