@@ -242,7 +242,20 @@ impl Flow {
             p.failing = Some(failure);
             Ok(())
         })?;
-        self.e.cancel_intent(&p, Source::Poll).await?;
+        let mut p = self.e.cancel_intent(&p, Source::Poll).await?;
+        // Stripe refuses to cancel a PaymentIntent that is being authorised: wait for the
+        // authorisation to end (bounded), then cancel again or report what it became.
+        let until = Instant::now() + self.cfg.action_deadline;
+        let mut n = 0;
+        while matches!(p.status, Status::Queued | Status::Processing) && Instant::now() < until {
+            sleep(backoff(n).max(self.cfg.poll_max)).await;
+            n += 1;
+            p = self.load()?;
+            if p.status.is_final() || p.failing.is_none() {
+                break;
+            }
+            p = self.e.cancel_intent(&p, Source::Poll).await?;
+        }
         Ok(())
     }
 
