@@ -528,6 +528,8 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Before anything else: a signal during start-up is handled, not fatal.
+        let mut signals = Signals::install();
         let listen = config.api.listen;
         let path = config.store.path.clone();
         let registry = match tokio::task::spawn_blocking(move || Registry::open(&path)).await {
@@ -558,7 +560,6 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut signals = Signals::install();
         let notifier = Notifier::from_env();
         let (watchdog_stop, watchdog_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(interval) = crate::systemd::watchdog_interval() {
