@@ -17,6 +17,7 @@ Python 3 standard library only.
 
 import base64
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -32,6 +33,13 @@ import urllib.parse
 import urllib.request
 
 SK = "sk_test_acceptance_0123456789"
+WHSEC = "whsec_acceptance_secret_0123456789"
+TOKENS = {"admin": "admin-token-" + "a" * 20, "pos": "pos-bakery-" + "b" * 20,
+          "pos2": "pos-cafe-" + "c" * 20}
+
+
+def tokens_admin():
+    return TOKENS["admin"]
 HTTP_TIMEOUT = 10.0
 RUN_BUDGET = 110.0  # seconds for the whole run
 
@@ -437,11 +445,100 @@ def emulator_section(s, sim_base):
     check("back online it takes the action", r.status == 200, repr(r))
     s.call("POST", f"/v1/terminal/readers/{s700}/cancel_action")
 
+    print("== emulator: Stripe's documented details", flush=True)
+    r = s.call("GET", "/v1/terminal/locations", key="not_a_key")
+    check("401 error type is invalid_request_error", r.err_type() == "invalid_request_error", repr(r))
+    r = s.call("GET", "/v1/no_such_endpoint")
+    check("unknown URL is 404 with the error envelope", r.status == 404
+          and r.err_type() == "invalid_request_error", repr(r))
+    r = s.call("POST", "/v1/payment_intents", [("amount", "ten"), ("currency", "eur"),
+                                               ("payment_method_types[]", "card_present")],
+               account=acct)
+    check("non-integer amount is 400 parameter_invalid_integer", r.status == 400
+          and r.err_code() == "parameter_invalid_integer"
+          and (r.get("error") or {}).get("param") == "amount", repr(r))
+    r = s.call("POST", "/v1/payment_intents", [("amount", "1000"), ("currency", "eur"),
+                                               ("payment_method_types[]", "card_present"),
+                                               ("no_such_param", "1")], account=acct)
+    check("unknown parameter is 400 parameter_unknown naming it", r.status == 400
+          and r.err_code() == "parameter_unknown"
+          and (r.get("error") or {}).get("param") == "no_such_param", repr(r))
+    r = s.call("POST", "/v1/payment_intents", [("amount", "1000"), ("currency", "eur"),
+                                               ("payment_method_types[0]", "card_present"),
+                                               ("capture_method", "manual")], account=acct)
+    check("indexed array form payment_method_types[0] (stripe-go style) accepted",
+          r.status == 200 and r.get("payment_method_types") == ["card_present"], repr(r))
+    tip_pi = r.get("id")
+    r = s.call("POST", f"/v1/terminal/readers/{wpe}/process_payment_intent",
+               [("payment_intent", tip_pi), ("process_config[skip_tipping]", "false"),
+                ("process_config[tipping][amount_eligible]", "1000"),
+                ("process_config[enable_customer_cancellation]", "true")])
+    check("process_config nested params accepted", r.status == 200, repr(r))
+    r = s.call("POST", f"/v1/test_helpers/terminal/readers/{wpe}/present_payment_method",
+               [("amount_tip", "150"), ("type", "card_present"),
+                ("card_present[number]", "5555555555554444")])
+    wait_until(lambda: reader_done(wpe), 10)
+    r = s.call("GET", f"/v1/payment_intents/{tip_pi}", [("expand[]", "latest_charge")],
+               account=acct)
+    charge = r.get("latest_charge") if isinstance(r.get("latest_charge"), dict) else {}
+    cp = (charge.get("payment_method_details") or {}).get("card_present") or {}
+    check("amount_tip lands in amount_details.tip.amount",
+          ((r.get("amount_details") or {}).get("tip") or {}).get("amount") == 150, repr(r))
+    check("expand[]=latest_charge gives the charge with card_present details",
+          charge.get("object") == "charge" and cp.get("brand") == "mastercard"
+          and cp.get("last4") == "4444" and isinstance(cp.get("capture_before"), int)
+          and cp.get("reader") == wpe, short(charge))
+    r = s.call("POST", f"/v1/payment_intents/{tip_pi}/capture", [("amount_to_capture", "999999")],
+               account=acct)
+    check("capture above the capturable amount is 400", r.status == 400, repr(r))
+    r = s.call("POST", f"/v1/payment_intents/{tip_pi}/cancel", account=acct)
+    check("cancel a requires_capture PI releases it", r.status == 200
+          and r.get("status") == "canceled", repr(r))
+    r = s.call("POST", f"/v1/payment_intents/{tip_pi}/capture", account=acct)
+    check("capture a canceled PI is 400 payment_intent_unexpected_state", r.status == 400
+          and r.err_code() == "payment_intent_unexpected_state", repr(r))
+    for number, code, decline in (("4000000000009995", "card_declined", "insufficient_funds"),
+                                  ("4000000000000069", "expired_card", None),
+                                  ("4000000000000119", "processing_error", None)):
+        x = create_pi(1000).get("id")
+        s.call("POST", f"/v1/terminal/readers/{wpe}/process_payment_intent", [("payment_intent", x)])
+        s.call("POST", f"/v1/test_helpers/terminal/readers/{wpe}/present_payment_method",
+               [("type", "card_present"), ("card_present[number]", number)])
+        wait_until(lambda: reader_done(wpe), 10)
+        r = s.call("GET", f"/v1/payment_intents/{x}", account=acct)
+        lpe = r.get("last_payment_error") or {}
+        check(f"test card {number} → {code}{' / ' + decline if decline else ''}",
+              r.get("status") == "requires_payment_method" and lpe.get("code") == code
+              and (decline is None or lpe.get("decline_code") == decline), repr(r))
+        s.call("POST", f"/v1/payment_intents/{x}/cancel", account=acct)
+    r = s.call("POST", "/v1/terminal/locations", [("display_name", "Temp")] + address)
+    tmp_loc = r.get("id")
+    r = s.call("DELETE", f"/v1/terminal/locations/{tmp_loc}")
+    check("DELETE location → deleted:true", r.status == 200 and r.get("deleted") is True
+          and r.get("id") == tmp_loc and r.get("object") == "terminal.location", repr(r))
+    r = s.call("GET", f"/v1/terminal/locations/{tmp_loc}")
+    check("deleted location is 404", r.status == 404, repr(r))
+    r = s.call("POST", "/v1/terminal/readers", [("registration_code", "simulated-wpe"),
+                                                ("location", loc_ids[2])])
+    tmp_reader = r.get("id")
+    check("label defaults to something when omitted", r.status == 200
+          and isinstance(r.get("label"), str) and r.get("label"), repr(r))
+    r = s.call("DELETE", f"/v1/terminal/readers/{tmp_reader}")
+    check("DELETE reader → deleted:true", r.status == 200 and r.get("deleted") is True
+          and r.get("object") == "terminal.reader", repr(r))
+
     print("== emulator: idempotency", flush=True)
     r1 = create_pi(4200, idem="accept-key-1")
     r2 = create_pi(4200, idem="accept-key-1")
     check("same Idempotency-Key and params replays the same PI", r1.status == 200
           and r2.status == 200 and r1.get("id") == r2.get("id"), f"{r1} / {r2}")
+    check("Idempotency-Key echoed in the response headers",
+          (r2.headers.get("Idempotency-Key") if r2.headers else None) == "accept-key-1")
+    r4 = s.call("POST", "/v1/payment_intents", [("amount", "4200"), ("currency", "eur"),
+                                                ("payment_method_types[]", "card_present")],
+                idem="accept-key-1")
+    check("the same key on another account is a different request",
+          r4.status == 200 and r4.get("id") != r1.get("id"), repr(r4))
     r3 = create_pi(4300, idem="accept-key-1")
     check("same key, other params is 400 idempotency_error", r3.status == 400
           and r3.err_type() == "idempotency_error", repr(r3))
@@ -491,16 +588,19 @@ class Daemon:
             return ""
 
 
-def daemon_section(binary, s, sim_base, tmp):
-    tokens = {"admin": "admin-token-" + "a" * 20, "pos": "pos-bakery-" + "b" * 20,
-              "pos2": "pos-cafe-" + "c" * 20}
+def daemon_section(binary, s, sim_base, tmp, port):
+    tokens = TOKENS
     sha = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in tokens.items()}
-    port = free_port()
     store = os.path.join(tmp, "store")
     config = os.path.join(tmp, "readerd.toml")
+    whsec_file = os.path.join(tmp, "whsec")
+    with open(whsec_file, "w") as f:
+        f.write(WHSEC)
+    os.chmod(whsec_file, 0o600)
     with open(config, "w") as f:
         f.write(f"""[stripe]
 api_base = "{sim_base}"
+webhook_secret_file = "{whsec_file}"
 
 [store]
 path = "{store}"
@@ -688,6 +788,9 @@ merchants = ["cafe"]
           <= {x.get("id") for x in lst}, repr(r))
 
     payments_section(api, s, d, accounts, reader_ids, sim_base, tokens)
+    if d.proc.poll() is None:
+        cli_section(binary, api, tokens, reader_ids)
+        webhook_section(api)
     return d
 
 
@@ -910,6 +1013,41 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
     check("its PI is on the platform with transfer_data[destination]", r.status == 200
           and (r.get("transfer_data") or {}).get("destination") == accounts["deli"], repr(r))
 
+    print("== daemon: conflicts, display, tips", flush=True)
+    r = api.call("POST", f"/v1/payments/{pid}/capture", A)
+    check("capture of a succeeded payment is refused (400/409)", r.status in (400, 409), repr(r))
+    r = api.call("POST", f"/v1/payments/{pid}/retry", A)
+    check("retry of a succeeded payment is refused (400/409)", r.status in (400, 409), repr(r))
+    r = api.call("POST", f"/v1/payments/{pid}/cancel", A)
+    check("cancel of a succeeded payment is refused (400/409)", r.status in (400, 409), repr(r))
+    r = api.call("GET", "/v1/readers", P)
+    check("pos may read readers", r.status == 200, repr(r))
+    r = api.call("GET", f"/v1/payments/{made[0][0]}/events", P2)
+    check("SSE of another merchant's payment is 404", r.status == 404, repr(r))
+    cart = {"currency": "eur", "line_items": [{"description": "Tea", "amount": 450, "quantity": 2}],
+            "tax": 0, "total": 900}
+    r = api.call("POST", f"/v1/readers/{r2}/display", P, cart)
+    check("cart display accepted", 200 <= r.status < 300, repr(r))
+    rr = wait_until(lambda: (lambda x: x if (x.get("action") or {}).get("type") ==
+                             "set_reader_display" else None)(
+        s.call("GET", f"/v1/terminal/readers/{r2}")), 10)
+    disp = ((rr.get("action") or {}).get("set_reader_display") or {}) if rr else {}
+    check("the cart is on the reader", (disp.get("cart") or {}).get("total") == 900, repr(rr))
+    r = pay({"merchant": "bakery", "reader": "counter-2", "amount": 1000, "currency": "eur"})
+    pid = r.get("id")
+    if wait_on_reader(pid):
+        s.call("POST", f"/v1/test_helpers/terminal/readers/{r2}/present_payment_method",
+               [("amount_tip", "150")])
+    p = wait_status(pid, "succeeded")
+    tip = p.get("tip")
+    check("a payment after a display succeeds and records the tip once",
+          p.get("status") == "succeeded" and (tip == 150 or (isinstance(tip, dict)
+                                                            and 150 in tip.values())), repr(p))
+    r = api.call("GET", f"/v1/payments?reader={r2}", P)
+    lst = r.json if isinstance(r.json, list) else (r.get("data") or [])
+    check("list filtered by reader", r.status == 200 and lst
+          and all(x.get("reader") == r2 for x in lst), repr(r))
+
     print("== daemon: kill -9 mid-payment", flush=True)
     r = pay({"merchant": "bakery", "reader": "counter-1", "amount": 4400, "currency": "eur"})
     mid_pid = r.get("id")
@@ -960,6 +1098,131 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
           text[:200])
 
 
+def busy_section(s):
+    """Stripe: cancel_action cannot interrupt an authorisation in progress (terminal_reader_busy)."""
+    print("== emulator: authorisation in progress (sim --auth-delay 2s)", flush=True)
+    up = wait_until(lambda: s.call("GET", "/v1/terminal/locations").status == 200, 10)
+    if not check("second emulator starts", up):
+        return
+    acct = s.call("POST", "/v1/accounts", [("country", "DE"),
+                  ("capabilities[card_payments][requested]", "true")]).get("id")
+    loc = s.call("POST", "/v1/terminal/locations", [
+        ("display_name", "Busy"), ("address[line1]", "a"), ("address[city]", "Berlin"),
+        ("address[postal_code]", "10115"), ("address[country]", "DE")]).get("id")
+    rdr = s.call("POST", "/v1/terminal/readers", [("registration_code", "simulated-wpe"),
+                                                  ("location", loc)]).get("id")
+    pi = s.call("POST", "/v1/payment_intents", [
+        ("amount", "1000"), ("currency", "eur"), ("payment_method_types[]", "card_present")],
+        account=acct).get("id")
+    s.call("POST", f"/v1/terminal/readers/{rdr}/process_payment_intent", [("payment_intent", pi)])
+    r = s.call("POST", f"/v1/test_helpers/terminal/readers/{rdr}/present_payment_method")
+    check("present during a slow authorisation returns at once, action in_progress",
+          r.status == 200 and (r.get("action") or {}).get("status") == "in_progress", repr(r))
+    r = s.call("POST", f"/v1/terminal/readers/{rdr}/cancel_action")
+    check("cancel_action while authorising is 400 terminal_reader_busy", r.status == 400
+          and r.err_code() == "terminal_reader_busy", repr(r))
+    done = wait_until(lambda: (s.call("GET", f"/v1/payment_intents/{pi}", account=acct)
+                               .get("status") == "succeeded"), 8, 0.2)
+    check("the authorisation then completes", done)
+
+
+def cli_section(binary, api, tokens, reader_ids):
+    """The command-line client: tables, --json, plain errors, exit codes."""
+    print("== cli client", flush=True)
+    env = dict(os.environ)
+    env.pop("READERD_TOKEN", None)
+    env.pop("READERD_API", None)
+
+    def cli(*args, token=None, api_url=None):
+        argv = [binary] + list(args[:1]) + ["--api", api_url or api.base]
+        if token:
+            argv += ["--token", token]
+        argv += list(args[1:])
+        return subprocess.run(argv, env=env, capture_output=True, timeout=20)
+
+    r = cli("readers", "list", token=tokens["admin"])
+    out = r.stdout.decode("utf-8", "replace")
+    check("readerd readers list prints a table with the labels", r.returncode == 0
+          and "counter-1" in out and "counter-2" in out, short(out + r.stderr.decode()))
+    r = cli("readers", "--json", "list", token=tokens["admin"])
+    try:
+        parsed = json.loads(r.stdout.decode("utf-8", "replace"))
+    except ValueError:
+        parsed = None
+    check("readerd readers --json list prints JSON", r.returncode == 0 and parsed is not None,
+          short(r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")))
+    env["READERD_TOKEN"] = tokens["pos"]
+    r = subprocess.run([binary, "payments", "--api", api.base, "list"], env=env,
+                       capture_output=True, timeout=20)
+    check("READERD_TOKEN from the environment is used", r.returncode == 0,
+          short(r.stderr.decode("utf-8", "replace")))
+    env.pop("READERD_TOKEN")
+    r = cli("payments", "show", "pay_doesnotexist", token=tokens["pos"])
+    err = r.stderr.decode("utf-8", "replace") + r.stdout.decode("utf-8", "replace")
+    check("an API error is shown plainly with a non-zero exit", r.returncode != 0
+          and "404" in err or "not found" in err.lower(), short(err))
+    check("no debug dump in CLI errors", "{" not in err and "Error(" not in err
+          and "panicked" not in err, short(err))
+    r = cli("readers", "list", token="wrong-token")
+    err = r.stderr.decode("utf-8", "replace")
+    check("a wrong token: non-zero exit and a 401 message", r.returncode != 0
+          and ("401" in err or "unauthori" in err.lower()), short(err))
+    r = cli("readers", "list", token=tokens["admin"], api_url=f"http://127.0.0.1:{free_port()}")
+    err = r.stderr.decode("utf-8", "replace")
+    check("an unreachable API: non-zero exit and a readable message", r.returncode != 0
+          and "127.0.0.1" in err and "panicked" not in err, short(err))
+
+
+def webhook_section(api):
+    """POST /webhooks/stripe verifies Stripe-Signature as Stripe documents it."""
+    print("== daemon: webhooks", flush=True)
+    event = {"id": "evt_accept_1", "object": "event", "type": "payment_intent.succeeded",
+             "api_version": "2026-07-29.dahlia", "created": int(time.time()), "livemode": False,
+             "account": "acct_unknown", "pending_webhooks": 1,
+             "request": {"id": None, "idempotency_key": None},
+             "data": {"object": {"id": "pi_unknown", "object": "payment_intent",
+                                 "status": "succeeded"}}}
+    body = json.dumps(event).encode()
+
+    def sign(ts, payload, secret=WHSEC):
+        mac = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+        return f"t={ts},v1={mac}"
+
+    def post(sig, payload=body):
+        return request("POST", api.base + "/webhooks/stripe",
+                       {"Content-Type": "application/json", "Stripe-Signature": sig}, payload)
+
+    now = int(time.time())
+    r = post(sign(now, body))
+    check("a correctly signed event is accepted (2xx)", 200 <= r.status < 300, repr(r))
+    r = post(sign(now, body))
+    check("the same event again is accepted (deduplicated, still 2xx)", 200 <= r.status < 300,
+          repr(r))
+    r = post(f"t={now},v1={'0' * 64},v1=" + sign(now, body).split("v1=")[1])
+    check("several v1 values: one matching is enough", 200 <= r.status < 300, repr(r))
+    r = post(sign(now, body, "whsec_wrong"))
+    check("a forged signature is refused (4xx)", 400 <= r.status < 500, repr(r))
+    r = post(sign(now - 3600, body))
+    check("a signature older than the tolerance is refused", 400 <= r.status < 500, repr(r))
+    r = post(sign(now, body), payload=body + b" ")
+    check("a body changed after signing is refused", 400 <= r.status < 500, repr(r))
+    r = request("POST", api.base + "/webhooks/stripe", {"Content-Type": "application/json"}, body)
+    check("no Stripe-Signature is refused", 400 <= r.status < 500, repr(r))
+
+
+def stripe_down_section(api, sim, admin):
+    print("== daemon: Stripe unreachable", flush=True)
+    stop(sim)
+    r = wait_until(lambda: (lambda x: x if x.status == 503 else None)(api.call("GET", "/readyz")),
+                   15, 0.2)
+    check("/readyz turns 503 when Stripe is unreachable", r is not None,
+          repr(api.call("GET", "/readyz")))
+    check("/healthz stays 200", api.call("GET", "/healthz").status == 200)
+    r = api.call("POST", "/v1/readers/sync", admin, timeout=60)
+    check("a request that needs Stripe answers 503", r.status == 503
+          and isinstance(r.get("error"), dict), repr(r))
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: contract_check.py PATH_TO_READERD", file=sys.stderr)
@@ -972,8 +1235,18 @@ def main():
     sim_port = free_port()
     sim_base = f"http://127.0.0.1:{sim_port}"
     sim_log = open(os.path.join(tmp, "sim.log"), "wb")
-    sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim_port}"],
+    api_port = free_port()
+    sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim_port}",
+                            "--webhook-url", f"http://127.0.0.1:{api_port}/webhooks/stripe",
+                            "--webhook-secret", WHSEC],
                            stdout=sim_log, stderr=sim_log)
+    busy_port = free_port()
+    busy_sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{busy_port}",
+                                 "--auth-delay", "2s"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    demo_out = open(os.path.join(tmp, "demo.log"), "wb")
+    demo = subprocess.Popen([binary, "demo", "--tour", "--listen", f"127.0.0.1:{free_port()}"],
+                            stdout=demo_out, stderr=demo_out)
     daemon = None
     watchdog = threading.Timer(RUN_BUDGET, lambda: (print("FAIL run exceeded its time budget",
                                                           flush=True), os._exit(3)))
@@ -985,15 +1258,33 @@ def main():
                         or s.call("GET", "/v1/terminal/locations").status == 200, 15)
         if check("readerd sim starts", up and sim.poll() is None):
             emulator_section(s, sim_base)
-            daemon = daemon_section(binary, s, sim_base, tmp)
+            busy_section(Stripe(f"http://127.0.0.1:{busy_port}"))
+            daemon = daemon_section(binary, s, sim_base, tmp, api_port)
             if daemon and daemon.proc and daemon.proc.poll() is None:
+                stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
                 rc = stop(daemon.proc)
                 check("daemon exits 0 on SIGTERM at the end", rc == 0, f"rc={rc}")
+        print("== demo --tour", flush=True)
+        try:
+            rc = demo.wait(timeout=max(5.0, RUN_BUDGET - 5 - (time.monotonic() - STARTED)))
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            rc = None
+        demo_out.close()
+        with open(os.path.join(tmp, "demo.log"), "rb") as f:
+            out = f.read().decode("utf-8", "replace")
+        check("readerd demo --tour exits 0", rc == 0, f"rc={rc} {short(out[-400:])}")
+        check("demo prints the API address and tokens", "http://127.0.0.1:" in out
+              and "token" in out, short(out[:300]))
     finally:
         if daemon and daemon.proc and daemon.proc.poll() is None:
             daemon.proc.kill()
             daemon.proc.wait(timeout=5)
         stop(sim)
+        stop(busy_sim)
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=5)
         sim_log.close()
         watchdog.cancel()
     elapsed = time.monotonic() - STARTED
