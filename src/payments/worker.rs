@@ -680,7 +680,7 @@ impl Flow {
                     // A 5xx that Stripe stored under the attempt's key (`Stripe-Should-Retry:
                     // false`) may or may not have reached the reader: handled below like any
                     // other server error (the reader is read, a new attempt gets a new key).
-                    Disposition::Definitive if !err.status().is_some_and(|s| s >= 500) => {
+                    Disposition::Definitive if err.status().is_none_or(|s| s < 500) => {
                         let failure = if code == "resource_missing"
                             && p.charge_type == super::machine::ChargeType::Direct
                         {
