@@ -7,6 +7,7 @@
 //! [`StaticDirectory`].
 
 use super::machine::ChargeType;
+use crate::stripe::wire::Reader;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -72,6 +73,9 @@ pub trait Directory: Send + Sync + 'static {
     fn reader_ids(&self) -> Vec<String> {
         Vec::new()
     }
+    /// A fresh read of a reader that the payment flow made anyway: the registry may keep
+    /// its status and heartbeat from it, at no extra Stripe read.
+    fn observe_reader(&self, _reader: &Reader) {}
 }
 
 /// An in-memory directory, for tests, benchmarks and the demo.

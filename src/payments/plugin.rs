@@ -57,6 +57,12 @@ impl Directory for FleetDirectory {
             .map(|rs| rs.into_iter().map(|r| r.id).collect())
             .unwrap_or_default()
     }
+
+    fn observe_reader(&self, reader: &crate::stripe::wire::Reader) {
+        if let Err(e) = self.0.observe_reader(reader) {
+            tracing::warn!(reader = %reader.id, error = %e, "reader state not recorded");
+        }
+    }
 }
 
 /// The engine as the fleet API's source of reader live state.

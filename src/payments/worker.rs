@@ -386,7 +386,11 @@ impl Flow {
         loop {
             self.e.count("retrieve_reader");
             match self.e.stripe().retrieve_reader(&self.slot.id).await {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    // Keeps the fleet's status and last-seen fresh without a read of its own.
+                    self.e.inner.directory.observe_reader(&r);
+                    return Some(r);
+                }
                 Err(e) if e.disposition() == Disposition::Definitive => {
                     tracing::warn!(reader = %self.slot.id, error = %e, "reader unreadable");
                     return None;
@@ -659,8 +663,24 @@ impl Flow {
                     }
                     return Ok(None);
                 }
+                "terminal_reader_invalid_location_for_payment" => {
+                    // Validated at acceptance, so the reader's location changed since (or
+                    // the registry has not seen the change yet).
+                    self.give_up(Failure::new(
+                        "location_country_mismatch",
+                        format!(
+                            "Stripe refused the payment on reader {}: its location is not in the country of the account receiving the funds (merchant {}); move the reader to a location in the merchant's country, or sync the fleet if it was moved ({err})",
+                            self.slot.id, p.merchant
+                        ),
+                    ))
+                    .await?;
+                    return Ok(None);
+                }
                 _ => match err.disposition() {
-                    Disposition::Definitive => {
+                    // A 5xx that Stripe stored under the attempt's key (`Stripe-Should-Retry:
+                    // false`) may or may not have reached the reader: handled below like any
+                    // other server error (the reader is read, a new attempt gets a new key).
+                    Disposition::Definitive if err.status().is_none_or(|s| s < 500) => {
                         let failure = if code == "resource_missing"
                             && p.charge_type == super::machine::ChargeType::Direct
                         {
@@ -669,7 +689,7 @@ impl Flow {
                             Failure::new(
                                 "account_mismatch",
                                 format!(
-                                    "Stripe cannot find PaymentIntent {pi} from the platform's reader: a platform-owned reader may process a connected account's PaymentIntent only when Stripe has enabled that preview for this platform; otherwise give merchant {} charge_type \"destination\" ({err})",
+                                    "Stripe cannot find PaymentIntent {pi} from the platform's reader: a platform-owned reader may process a connected account's PaymentIntent only when Stripe has enabled that preview for this platform and the PaymentIntent was created by this platform with Stripe-Account; ask Stripe to enable the platform-owned-reader preview, or give merchant {} charge_type \"destination\", which works without it ({err})",
                                     p.merchant
                                 ),
                             )
@@ -682,8 +702,8 @@ impl Flow {
                         return Ok(None);
                     }
                     _ => {
-                        // 5xx, 429, dropped connection: the client replayed the same key;
-                        // read the reader before a new attempt.
+                        // 5xx, 429, dropped connection: the client replayed the same key (or
+                        // Stripe stored the 5xx); read the reader before a new attempt.
                         if self.reader_has_ours(&pi).await {
                             let p = self.observe(Observation::Dispatched, Source::Poll)?;
                             return Ok(Some((p, Instant::now())));
@@ -926,9 +946,12 @@ async fn display(engine: &Engine, slot: &ReaderSlot, id: &str) {
     loop {
         engine.count("retrieve_reader");
         let busy = match engine.stripe().retrieve_reader(&req.reader).await {
-            Ok(r) => r.action.as_ref().is_some_and(|a| {
-                a.status == ActionStatus::InProgress && a.kind != ActionType::SetReaderDisplay
-            }),
+            Ok(r) => {
+                engine.inner.directory.observe_reader(&r);
+                r.action.as_ref().is_some_and(|a| {
+                    a.status == ActionStatus::InProgress && a.kind != ActionType::SetReaderDisplay
+                })
+            }
             Err(e) => {
                 tracing::warn!(reader = %req.reader, error = %e, "display: reader unreadable");
                 true

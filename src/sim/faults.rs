@@ -1,4 +1,5 @@
-//! Injected trouble: added latency, 5xx answers, dropped connections, reader timeouts
+//! Injected trouble: added latency, 5xx answers (before the work, or stored under the
+//! idempotency key once execution began), dropped connections, reader timeouts
 //! that are false negatives, readers that vanish mid-action, and a request-rate limit.
 //!
 //! Everything random is drawn from the emulator's seeded generator, one draw per request,
@@ -47,6 +48,10 @@ pub struct Faults {
 pub enum FaultKind {
     /// Answer with a 5xx (`status`, default 500) before doing the work.
     Error,
+    /// Execution began (the work was done when `executed`, the default, is true; not when
+    /// false), then a 5xx (`status`, default 500) that is stored under the idempotency key
+    /// and replayed for it, with `Stripe-Should-Retry: false`, as Stripe does.
+    ErrorStored,
     /// Drop the connection before doing the work.
     DropBefore,
     /// Do the work, then drop the connection.
@@ -88,6 +93,9 @@ pub struct FaultRule {
     /// The delay of a `latency` fault.
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// Whether an `error_stored` fault did the work before failing (true when absent).
+    #[serde(default)]
+    pub executed: Option<bool>,
 }
 
 impl FaultRule {
@@ -101,11 +109,17 @@ impl FaultRule {
             rate: None,
             status: None,
             latency_ms: None,
+            executed: None,
         }
     }
     /// Only the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
+        self
+    }
+    /// For `error_stored`: whether the work was done before the stored 5xx.
+    pub fn executed(mut self, done: bool) -> Self {
+        self.executed = Some(done);
         self
     }
 }
@@ -115,6 +129,11 @@ impl FaultRule {
 pub enum Outcome {
     None,
     Error(u16),
+    /// A 5xx stored under the key; the work was done when `executed`.
+    ErrorStored {
+        status: u16,
+        executed: bool,
+    },
     DropBefore,
     DropAfter,
     ReaderTimeout,
@@ -129,6 +148,7 @@ impl Outcome {
         match self {
             Outcome::None => None,
             Outcome::Error(_) => Some("error"),
+            Outcome::ErrorStored { .. } => Some("error_stored"),
             Outcome::DropBefore => Some("drop_before"),
             Outcome::DropAfter => Some("drop_after"),
             Outcome::ReaderTimeout => Some("reader_timeout"),
@@ -213,6 +233,10 @@ impl Faults {
                     outcome
                 }
                 FaultKind::Error => Outcome::Error(rule.status.unwrap_or(500)),
+                FaultKind::ErrorStored => Outcome::ErrorStored {
+                    status: rule.status.unwrap_or(500),
+                    executed: rule.executed.unwrap_or(true),
+                },
                 FaultKind::DropBefore => Outcome::DropBefore,
                 FaultKind::DropAfter => Outcome::DropAfter,
                 FaultKind::ReaderTimeout => Outcome::ReaderTimeout,

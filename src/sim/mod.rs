@@ -262,6 +262,12 @@ impl SimHandle {
         })
     }
 
+    /// Turns Stripe's platform-owned-reader preview on (the default) or off for the
+    /// platform: when off, a platform reader finds no PaymentIntent of a connected account.
+    pub fn set_platform_owned_readers(&self, enabled: bool) {
+        self.with_state(|st| st.platform_owned_readers = enabled)
+    }
+
     /// Sets an account's `card_payments` capability; false when the account is unknown.
     pub fn set_capability(&self, account: &str, status: CapabilityStatus) -> bool {
         self.with_state(|st| st.set_capability(account, status).is_some())

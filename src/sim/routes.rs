@@ -333,10 +333,15 @@ async fn pipeline(
             Begin::Run => None,
             Begin::Replay { status, body } => {
                 record.replayed = true;
+                let mut headers = vec![("idempotent-replayed", "true".into())];
+                if status >= 500 {
+                    // A stored server error: sending the key again only replays it.
+                    headers.push(("stripe-should-retry", "false".into()));
+                }
                 Some(Answer {
                     status,
                     body,
-                    headers: vec![("idempotent-replayed", "true".into())],
+                    headers,
                 })
             }
             Begin::Mismatch => Some(error_answer(
@@ -397,7 +402,17 @@ async fn pipeline(
         record.fault = None;
         return (answer, false);
     }
-    let result = {
+    // A stored server error that failed before doing the work runs nothing.
+    let skip_work = matches!(
+        decision.outcome,
+        Outcome::ErrorStored {
+            executed: false,
+            ..
+        }
+    );
+    let result = if skip_work {
+        Ok(Value::Null)
+    } else {
         let mut st = lock(&shared.state);
         st.request = Some(crate::stripe::wire::EventRequest {
             id: Some(request_id.to_string()),
@@ -417,11 +432,22 @@ async fn pipeline(
         shared.flush(&mut st);
         r
     };
+    let stored_error = match decision.outcome {
+        Outcome::ErrorStored { status, .. } => Some(status),
+        _ => None,
+    };
     let result = match (result, decision.outcome) {
         (Ok(_), Outcome::ReaderTimeout) => Err(SimError::reader_timeout()),
+        // Execution began, then failed: Stripe stores this answer under the key.
+        (r, Outcome::ErrorStored { status, .. }) if r.as_ref().err().is_none_or(|e| e.store) => {
+            Err(SimError::api(
+                status,
+                "An unknown error occurred. Please contact Stripe support if the problem persists.",
+            ))
+        }
         (r, _) => r,
     };
-    let answer = match &result {
+    let mut answer = match &result {
         Ok(v) => Answer {
             status: 200,
             body: v.to_string(),
@@ -429,6 +455,9 @@ async fn pipeline(
         },
         Err(e) => error_answer(e, request_id),
     };
+    if stored_error.is_some() && answer.status >= 500 {
+        answer.headers.push(("stripe-should-retry", "false".into()));
+    }
     if let Some(k) = key {
         let store = result.as_ref().err().is_none_or(|e| e.store);
         if store {
@@ -638,6 +667,25 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                 json_response(
                     StatusCode::OK,
                     serde_json::to_value(a).unwrap_or(Value::Null),
+                )
+            })
+        }
+        ("POST", ["preview"]) => {
+            let v = match json_body(body) {
+                Ok(v) => v,
+                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
+            };
+            let Some(enabled) = v.get("platform_owned_readers").and_then(Value::as_bool) else {
+                return sim_error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"platform_owned_readers\": true | false}",
+                );
+            };
+            with_state(&mut |st| {
+                st.platform_owned_readers = enabled;
+                json_response(
+                    StatusCode::OK,
+                    json!({"platform_owned_readers": st.platform_owned_readers}),
                 )
             })
         }

@@ -807,3 +807,45 @@ async fn force_clear_cancels_only_the_named_action() {
     api.sim.present_card(&till, None).unwrap();
     api.wait_status(&tok, &id(&p), "succeeded").await;
 }
+
+#[tokio::test]
+async fn reader_reads_of_a_payment_keep_the_listed_reader_fresh_without_a_sync() {
+    use readerd::fleet::ReaderRecord;
+    use readerd::store::Tree;
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let reader = api.readers["till-1"].clone();
+    // The registry last heard from the reader an hour ago (the last sync).
+    let registry = api._daemon.as_ref().unwrap().state.registry.clone();
+    let mut rec: ReaderRecord = registry.get(Tree::Readers, &reader).unwrap().unwrap();
+    let hour_ago = rec.last_seen_at.unwrap() - 3_600_000;
+    rec.last_seen_at = Some(hour_ago);
+    rec.synced_at = hour_ago;
+    registry.put(Tree::Readers, &reader, &rec).unwrap();
+    let (s, before) = api.get(ADMIN, &format!("/v1/readers/{reader}")).await;
+    assert_eq!(s, StatusCode::OK, "{before}");
+    api.sim.reset_requests();
+
+    let p = api.pay("bakery", &reader, 1000, "automatic").await;
+    api.wait_card(&pos_token("bakery"), &id(&p)).await;
+    api.sim.present_card(&reader, None).unwrap();
+    api.wait_status(&pos_token("bakery"), &id(&p), "succeeded")
+        .await;
+
+    let (s, after) = api.get(ADMIN, &format!("/v1/readers/{reader}")).await;
+    assert_eq!(s, StatusCode::OK, "{after}");
+    assert_eq!(after["status"], "online", "{after}");
+    let seen = |v: &Value| v["last_seen_at"].as_str().unwrap().to_string();
+    // RFC 3339 UTC strings of one format order as their times do.
+    assert!(seen(&after) > seen(&before), "{before} → {after}");
+    // Only the payment's own reads: no list (sync) and no extra read by the fleet.
+    let log = api.sim.requests();
+    assert!(
+        !log.iter()
+            .any(|q| q.method == "GET" && q.path == "/v1/terminal/readers"),
+        "{log:?}"
+    );
+}

@@ -1255,3 +1255,89 @@ async fn the_customer_can_cancel_on_the_reader_and_control_routes_present_cards(
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn without_the_platform_owned_reader_preview_a_connected_account_intent_is_not_found() {
+    let (sim, api) = instant().await;
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    sim.set_platform_owned_readers(false);
+    let e = api
+        .process(&w.reader, &pi)
+        .await
+        .err(400, Some("resource_missing"));
+    assert_eq!(e["param"], "payment_intent");
+    assert_eq!(
+        e["message"],
+        format!("No such payment_intent: '{pi}'"),
+        "{e}"
+    );
+    // The platform's own PaymentIntents (destination charges) still work.
+    let mut p = Params::new();
+    p.push("amount", 1000)
+        .push("currency", "usd")
+        .push_list("payment_method_types", &["card_present"])
+        .push("transfer_data[destination]", &w.account);
+    let own = api.post("/v1/payment_intents", &p, None).await.ok();
+    let own = own["id"].as_str().unwrap();
+    api.process(&w.reader, own).await.ok();
+    api.cancel_action(&w.reader).await.ok();
+    // Back on: the connected account's PaymentIntent is processed.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/preview", sim.base_url()))
+        .body(r#"{"platform_owned_readers": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = api.process(&w.reader, &pi).await.ok();
+    assert_eq!(v["action"]["process_payment_intent"]["account"], w.account);
+}
+
+#[tokio::test]
+async fn a_reader_outside_the_country_of_the_account_receiving_the_funds_is_refused() {
+    let (_sim, api) = instant().await;
+    let us = api.account("US").await;
+    let de = api.account("DE").await;
+    let us_reader = api.reader(&api.location("HQ", "US").await).await;
+    let de_reader = api.reader(&api.location("Berlin", "DE").await).await;
+    let destination = |acct: &str| {
+        let mut p = Params::new();
+        p.push("amount", 1000)
+            .push("currency", "usd")
+            .push_list("payment_method_types", &["card_present"])
+            .push("transfer_data[destination]", acct);
+        p
+    };
+    // Direct charge: the connected account receives the funds.
+    let pi_de = api.intent(Some(&de), 1000, "automatic").await;
+    let e = api
+        .process(&us_reader, &pi_de)
+        .await
+        .err(400, Some("terminal_reader_invalid_location_for_payment"));
+    assert_eq!(e["type"], "invalid_request_error");
+    // Destination charge: the destination receives them.
+    let pi_dest = api
+        .post("/v1/payment_intents", &destination(&de), None)
+        .await
+        .ok();
+    let pi_dest = pi_dest["id"].as_str().unwrap().to_string();
+    api.process(&us_reader, &pi_dest)
+        .await
+        .err(400, Some("terminal_reader_invalid_location_for_payment"));
+    // Nothing was taken by the refused reader; the matching ones take them.
+    assert!(api.get_reader(&us_reader).await["action"].is_null());
+    api.process(&de_reader, &pi_de).await.ok();
+    api.cancel_action(&de_reader).await.ok();
+    api.process(&de_reader, &pi_dest).await.ok();
+    api.cancel_action(&de_reader).await.ok();
+    // The platform's own charge (no destination) pays the platform, a US account.
+    let own = api.intent(None, 1000, "automatic").await;
+    api.process(&de_reader, &own)
+        .await
+        .err(400, Some("terminal_reader_invalid_location_for_payment"));
+    api.process(&us_reader, &own).await.ok();
+    let pi_us = api.intent(Some(&us), 1000, "automatic").await;
+    api.cancel_action(&us_reader).await.ok();
+    api.process(&us_reader, &pi_us).await.ok();
+}

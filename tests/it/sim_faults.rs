@@ -338,3 +338,42 @@ async fn faults_are_set_and_read_over_the_control_route() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn a_stored_5xx_is_replayed_for_its_key_whether_or_not_the_work_was_done() {
+    let (sim, api) = instant().await;
+    let a = api.account("US").await;
+    for (executed, key, intents) in [(false, "k-not-done", 0), (true, "k-done", 1)] {
+        sim.set_faults(Faults {
+            rules: vec![
+                FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents")
+                    .executed(executed)
+                    .times(1),
+            ],
+            ..Faults::default()
+        });
+        let r = api
+            .post_key("/v1/payment_intents", &pi_params(), Some(&a), key)
+            .await;
+        assert_eq!(r.header("stripe-should-retry"), Some("false"));
+        assert_eq!(r.err(500, None)["type"], "api_error");
+        assert_eq!(sim.payment_intent_count(Some(&a)), intents, "{key}");
+        // The key now only replays the stored failure; nothing runs again.
+        for _ in 0..2 {
+            let r = api
+                .post_key("/v1/payment_intents", &pi_params(), Some(&a), key)
+                .await;
+            assert_eq!(r.header("idempotent-replayed"), Some("true"));
+            assert_eq!(r.header("stripe-should-retry"), Some("false"));
+            r.err(500, None);
+        }
+        assert_eq!(sim.payment_intent_count(Some(&a)), intents, "{key}");
+    }
+    // A new key runs the request.
+    api.post_key("/v1/payment_intents", &pi_params(), Some(&a), "k-new")
+        .await
+        .ok();
+    assert_eq!(sim.payment_intent_count(Some(&a)), 2);
+    let faults: Vec<_> = sim.requests().into_iter().filter_map(|r| r.fault).collect();
+    assert_eq!(faults, ["error_stored", "error_stored"]);
+}

@@ -5,7 +5,8 @@
 //! request sees only the objects of the account it addresses (`Stripe-Account`, or the
 //! platform without it); anything else is `404 resource_missing`, as on Stripe. The one
 //! crossing is the platform-owned-reader preview: a platform reader may process a
-//! PaymentIntent that the platform created on one of its connected accounts.
+//! PaymentIntent that the platform created on one of its connected accounts, while that
+//! preview is on (`State::platform_owned_readers`).
 //!
 //! Operations take decoded form parameters ([`Form`]) and return the wire object, or a
 //! [`SimError`] shaped like Stripe's. Work that happens later (authorisation after the
@@ -330,6 +331,10 @@ pub struct State {
     /// The request being handled (copied into events' `request`).
     pub request: Option<EventRequest>,
     pub auth_delay_zero: bool,
+    /// Stripe has enabled the platform-owned-reader preview for this platform: its readers
+    /// may process PaymentIntents of its connected accounts. When off, such a PaymentIntent
+    /// is not found from the reader (`resource_missing`), as on an account without it.
+    pub platform_owned_readers: bool,
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -609,6 +614,7 @@ impl State {
             timers: Vec::new(),
             request: None,
             auth_delay_zero: false,
+            platform_owned_readers: true,
         }
     }
 

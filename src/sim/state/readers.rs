@@ -283,12 +283,20 @@ impl State {
         let reader_owner = self.reader_mut(scope, id)?.owner.clone();
         // The PaymentIntent: on the reader's own account, or (preview) on a connected
         // account of this platform when the reader belongs to the platform.
-        let (pi_owner, status, types) = match self.intents.get(&pi_id) {
-            Some(r) if r.owner == reader_owner || (reader_owner.is_none() && r.owner.is_some()) => {
+        let preview = self.platform_owned_readers;
+        let (pi_owner, status, types, destination) = match self.intents.get(&pi_id) {
+            Some(r)
+                if r.owner == reader_owner
+                    || (preview && reader_owner.is_none() && r.owner.is_some()) =>
+            {
                 (
                     r.owner.clone(),
                     r.obj.status.clone(),
                     r.obj.payment_method_types.clone(),
+                    r.obj
+                        .transfer_data
+                        .as_ref()
+                        .map(|t| t.destination.id().to_string()),
                 )
             }
             _ => {
@@ -298,6 +306,29 @@ impl State {
                 );
             }
         };
+        // Stripe's regional rule: the reader's location must be in the country of the
+        // account that receives the funds (the PaymentIntent's connected account, the
+        // destination of a destination charge, else the account itself).
+        let location_country = self
+            .readers
+            .get(id)
+            .and_then(|r| r.obj.location.as_ref())
+            .and_then(|l| self.locations.get(l.id()))
+            .and_then(|l| l.obj.address.country.clone());
+        let receiver = pi_owner.clone().or(destination);
+        let funds_country = match &receiver {
+            Some(acct) => self.accounts.get(acct).and_then(|a| a.obj.country.clone()),
+            None => self.platform.country.clone(),
+        };
+        if let (Some(loc), Some(funds)) = (&location_country, &funds_country) {
+            if !loc.eq_ignore_ascii_case(funds) {
+                return Err(SimError::invalid(
+                    Some("terminal_reader_invalid_location_for_payment"),
+                    format!("The Reader {id} is registered to a Location in {loc}, but PaymentIntent {pi_id} pays an account in {funds}. The Location of the Reader must be in the same country as the account receiving the funds."),
+                )
+                .with_param("payment_intent"));
+            }
+        }
         let rec = self.reader_ready(scope, id)?;
         if status != PaymentIntentStatus::RequiresPaymentMethod {
             let mut e = SimError::invalid(

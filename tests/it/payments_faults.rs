@@ -1,0 +1,208 @@
+//! The payment flow against Stripe answers that only some integrations ever see: a 5xx
+//! stored under the idempotency key, the platform-owned-reader preview missing, a reader
+//! whose location is not in the country of the account receiving the funds.
+
+use crate::payments_flow::{env_with, fast_config, instant_sim, req, wait_on_reader, wait_status};
+use readerd::payments::{CaptureMode, ReaderInfo, Status};
+use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
+use readerd::stripe::params::{CreateLocation, RegisterReader};
+use readerd::stripe::wire::{Address, PaymentIntentStatus};
+use readerd::stripe::RequestOptions;
+
+fn stored_5xx(path: &str, executed: bool) -> SimConfig {
+    SimConfig {
+        faults: Faults {
+            rules: vec![FaultRule::new(FaultKind::ErrorStored, "POST", path)
+                .executed(executed)
+                .times(1)],
+            ..Faults::default()
+        },
+        ..instant_sim()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_5xx_on_creation_leaves_one_intent_whether_or_not_it_was_created() {
+    for executed in [true, false] {
+        let env = env_with(
+            stored_5xx("/v1/payment_intents", executed),
+            fast_config(),
+            1,
+        )
+        .await;
+        let r = env.readers[0].clone();
+        let p = env
+            .engine
+            .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+            .unwrap();
+        wait_on_reader(&env, &p.id).await;
+        env.sim.present_card(&r, None).unwrap();
+        let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+        let acct = &env.accounts["bakery"];
+        assert_eq!(
+            env.sim.payment_intent_count(Some(acct)),
+            1,
+            "executed {executed}"
+        );
+        let log = env.sim.requests();
+        let creates: Vec<_> = log
+            .iter()
+            .filter(|q| q.method == "POST" && q.path == "/v1/payment_intents")
+            .collect();
+        // The stored failure sent the flow to look for its PaymentIntent by metadata
+        // before anything else.
+        assert!(
+            log.iter()
+                .any(|q| q.method == "GET" && q.path == "/v1/payment_intents"),
+            "{log:?}"
+        );
+        if executed {
+            // Found: never created again.
+            assert_eq!(creates.len(), 1, "{creates:?}");
+        } else {
+            // Not found: created once more, with a new key (the old one only replays).
+            assert_eq!(creates.len(), 2, "{creates:?}");
+            assert_ne!(creates[0].idempotency_key, creates[1].idempotency_key);
+            assert_eq!(creates[1].status, 200);
+        }
+        let pi = p.payment_intent.clone().unwrap();
+        let intent = env
+            .stripe
+            .retrieve_payment_intent(&pi, &[], &RequestOptions::account(acct.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(intent.status, PaymentIntentStatus::Succeeded);
+        assert_eq!(intent.metadata.get("readerd_payment"), Some(&p.id));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_finishes() {
+    for executed in [true, false] {
+        let env = env_with(
+            stored_5xx("/v1/terminal/readers/*/process_payment_intent", executed),
+            fast_config(),
+            1,
+        )
+        .await;
+        let r = env.readers[0].clone();
+        let p = env
+            .engine
+            .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+            .unwrap();
+        wait_on_reader(&env, &p.id).await;
+        env.sim.present_card(&r, None).unwrap();
+        wait_status(&env.engine, &p.id, Status::Succeeded).await;
+        assert_eq!(
+            env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
+            1
+        );
+        let taken: Vec<_> = env
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|q| q.path.ends_with("/process_payment_intent"))
+            .collect();
+        // Done: the reader had it, nothing re-sent. Not done: re-sent once, new key.
+        let expected = if executed { 1 } else { 2 };
+        assert_eq!(taken.len(), expected, "executed {executed}: {taken:?}");
+        if !executed {
+            assert_ne!(taken[0].idempotency_key, taken[1].idempotency_key);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destination_works() {
+    let env = env_with(instant_sim(), fast_config(), 1).await;
+    env.sim.set_platform_owned_readers(false);
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    let p = wait_status(&env.engine, &p.id, Status::Failed).await;
+    let f = p.failure.clone().unwrap();
+    assert_eq!(f.code, "account_mismatch", "{f:?}");
+    assert!(f.message.contains("preview"), "{}", f.message);
+    assert!(f.message.contains("Stripe-Account"), "{}", f.message);
+    assert!(f.message.contains("destination"), "{}", f.message);
+    // The PaymentIntent can never be charged: canceled on the merchant's account.
+    let acct = &env.accounts["bakery"];
+    let intent = env
+        .stripe
+        .retrieve_payment_intent(
+            p.payment_intent.as_deref().unwrap(),
+            &[],
+            &RequestOptions::account(acct.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(intent.status, PaymentIntentStatus::Canceled);
+    assert_eq!(env.sim.payment_intent_count(Some(acct)), 1);
+    // A destination-charge merchant needs no preview.
+    let q = env
+        .engine
+        .create(req("florist", &r, 1500, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &q.id).await;
+    env.sim.present_card(&r, None).unwrap();
+    wait_status(&env.engine, &q.id, Status::Succeeded).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
+    let env = env_with(instant_sim(), fast_config(), 0).await;
+    let loc = env
+        .stripe
+        .create_location(
+            &CreateLocation {
+                display_name: "Berlin".into(),
+                address: Address {
+                    line1: Some("Unter den Linden 1".into()),
+                    city: Some("Berlin".into()),
+                    postal_code: Some("10117".into()),
+                    country: Some("DE".into()),
+                    ..Default::default()
+                },
+                metadata: Default::default(),
+            },
+            &RequestOptions::platform().key("loc-de"),
+        )
+        .await
+        .unwrap();
+    let reader = env
+        .stripe
+        .register_reader(
+            &RegisterReader {
+                registration_code: "simulated-wpe".into(),
+                label: Some("moved".into()),
+                location: Some(loc.id.clone()),
+                metadata: Default::default(),
+            },
+            &RequestOptions::platform().key("reader-de"),
+        )
+        .await
+        .unwrap();
+    // The registry still believes the reader is in France (the move is not synced yet).
+    env.dir.add_reader(ReaderInfo {
+        id: reader.id.clone(),
+        label: Some("moved".into()),
+        country: Some("FR".into()),
+        allowed_merchants: None,
+    });
+    for merchant in ["bakery", "florist"] {
+        let p = env
+            .engine
+            .create(
+                req(merchant, &reader.id, 1000, CaptureMode::Automatic),
+                "t",
+                None,
+            )
+            .unwrap();
+        let p = wait_status(&env.engine, &p.id, Status::Failed).await;
+        let f = p.failure.clone().unwrap();
+        assert_eq!(f.code, "location_country_mismatch", "{merchant}: {f:?}");
+        assert!(f.message.contains(&reader.id), "{}", f.message);
+    }
+}
