@@ -467,7 +467,12 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             amount: 1250,
             currency: "eur".into(),
             payment_method_types: vec!["card_present".into()],
-            capture_method: CaptureMethod::Manual,
+            // Both capture methods readerd sends: manual in one run, automatic in the other.
+            capture_method: if full {
+                CaptureMethod::Manual
+            } else {
+                CaptureMethod::Automatic
+            },
             application_fee_amount: full.then_some(50),
             description: some("Two coffees"),
             metadata: meta.clone(),
@@ -515,7 +520,15 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     c.cancel_payment_intent(
         "pi_1",
         &CancelPaymentIntent {
-            cancellation_reason: some("abandoned"),
+            // Both reasons readerd sends.
+            cancellation_reason: Some(
+                if full {
+                    "abandoned"
+                } else {
+                    "requested_by_customer"
+                }
+                .into(),
+            ),
         },
         &acct,
     )
