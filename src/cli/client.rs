@@ -70,11 +70,50 @@ impl ApiClient {
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        Ok(ApiClient {
-            base: args.api.trim_end_matches('/').to_string(),
-            token: args.token.clone().filter(|t| !t.is_empty()),
-            http,
-        })
+        let base = args.api.trim().trim_end_matches('/').to_string();
+        match reqwest::Url::parse(&base) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => {
+                return Err(ClientError::Usage(format!(
+                    "--api `{base}` is not a URL; write it like {DEFAULT_API}"
+                )))
+            }
+        }
+        // Tokens never contain whitespace; a pasted one often ends with a line break.
+        let token = args
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if let Some(t) = &token {
+            if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
+                return Err(ClientError::Usage(
+                    "the token contains characters that cannot be sent in an HTTP header".into(),
+                ));
+            }
+        }
+        Ok(ApiClient { base, token, http })
+    }
+
+    /// The innermost cause of a transport error ("Connection refused …"), which is what a
+    /// reader needs; reqwest's own text only says that sending failed.
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let detail = if e.is_timeout() {
+            "no answer in time".to_string()
+        } else {
+            cause.to_string()
+        };
+        ClientError::Unreachable {
+            api: self.base.clone(),
+            message: format!(
+                "{detail} (is `readerd run` listening there? see --api or READERD_API)"
+            ),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -86,15 +125,9 @@ impl ApiClient {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            api: self.base.clone(),
-            message: e.to_string(),
-        })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| ClientError::Unreachable {
-            api: self.base.clone(),
-            message: e.to_string(),
-        })?;
+        let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         let value: Value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -109,13 +142,17 @@ impl ApiClient {
             return Ok(value);
         }
         let err = &value["error"];
+        let mut message = err["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            message.push_str(" (give a token with --token or the READERD_TOKEN variable)");
+        }
         Err(ClientError::Api {
             status: status.as_u16(),
             code: err["code"].as_str().unwrap_or("unknown").to_string(),
-            message: err["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.chars().take(200).collect()),
+            message,
         })
     }
 

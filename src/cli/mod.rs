@@ -24,11 +24,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run {
+        /// The TOML config file (see config/readerd.example.toml).
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
     },
     /// Validate a config file and the secrets it points to (exit 0, or 64).
     CheckConfig {
+        /// The TOML config file to check.
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
     },

@@ -31,6 +31,7 @@ pub struct PayCmd {
     /// `automatic` or `manual` (authorise now, capture later).
     #[arg(long, default_value = "automatic", value_parser = ["automatic", "manual"])]
     pub capture: String,
+    /// A description kept on the payment and its PaymentIntent.
     #[arg(long)]
     pub description: Option<String>,
     /// Make the request repeatable (a random key is used otherwise).

@@ -189,3 +189,75 @@ async fn the_fleet_commands_drive_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
     env.stop().await;
 }
+
+/// Mistakes a newcomer makes with the client's options get a message that names them,
+/// not a transport library's "builder error".
+#[tokio::test]
+async fn client_option_mistakes_are_named() {
+    let env = TestEnv::start().await;
+    let admin = env.admin_token.clone();
+    let run = |args: &'static [&'static str], api: String, token: Option<String>| async move {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readerd"));
+        cmd.args(args)
+            .env("READERD_API", api)
+            .env_remove("READERD_TOKEN");
+        if let Some(t) = token {
+            cmd.env("READERD_TOKEN", t);
+        }
+        let out = cmd.output().await.unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, err) = run(
+        &["readers", "list"],
+        "127.0.0.1:7700".into(),
+        Some(admin.clone()),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("is not a URL") && err.contains("http://"),
+        "{err}"
+    );
+
+    let (code, err) = run(
+        &["readers", "list"],
+        env.api_url.clone(),
+        Some(format!("{admin}\nx")),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("token"), "{err}");
+
+    // A pasted token with a trailing line break still works.
+    let (code, err) = run(
+        &["readers", "list"],
+        env.api_url.clone(),
+        Some(format!("{admin}\n")),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, err) = run(&["readers", "list"], env.api_url.clone(), None).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("401") && err.contains("READERD_TOKEN"),
+        "{err}"
+    );
+
+    let (code, err) = run(
+        &["readers", "list"],
+        "http://127.0.0.1:9".into(),
+        Some(admin),
+    )
+    .await;
+    assert_eq!(code, Some(69), "{err}");
+    assert!(
+        err.contains("refused") && err.contains("readerd run"),
+        "{err}"
+    );
+    env.stop().await;
+}
