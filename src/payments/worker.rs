@@ -27,6 +27,7 @@ use crate::stripe::wire::{
     ReaderStatus,
 };
 use crate::stripe::{Disposition, RequestOptions, StripeError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -93,6 +94,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
                     slot: slot.clone(),
                     cfg: engine.config().clone(),
                     id: id.clone(),
+                    reader_missing: AtomicBool::new(false),
                 };
                 // Its own task: a panic in one payment's flow must not stop the reader.
                 match tokio::spawn(async move { flow.run().await }).await {
@@ -128,6 +130,8 @@ struct Flow {
     slot: Arc<ReaderSlot>,
     cfg: EngineConfig,
     id: String,
+    /// Stripe answered 404 for the reader: it was deleted (or moved off the platform).
+    reader_missing: AtomicBool,
 }
 
 fn is_our_action(r: &Reader, pi: &str) -> Option<ActionStatus> {
@@ -393,6 +397,9 @@ impl Flow {
                 }
                 Err(e) if e.disposition() == Disposition::Definitive => {
                     tracing::warn!(reader = %self.slot.id, error = %e, "reader unreadable");
+                    if e.status() == Some(404) {
+                        self.reader_missing.store(true, Ordering::SeqCst);
+                    }
                     return None;
                 }
                 Err(e) => {
@@ -419,6 +426,17 @@ impl Flow {
         }
     }
 
+    /// The failure of a payment whose reader Stripe no longer has.
+    fn reader_gone(&self, detail: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            "reader_not_found",
+            format!(
+                "Stripe no longer has reader {} (deleted, or registered elsewhere); register it again or use another reader ({detail})",
+                self.slot.id
+            ),
+        )
+    }
+
     async fn cancel_action(&self) -> Result<Reader, StripeError> {
         self.e.count("cancel_action");
         let p = self.load().ok();
@@ -442,6 +460,10 @@ impl Flow {
         let mut noted = false;
         loop {
             let Some(r) = self.read_reader().await else {
+                if self.reader_missing.load(Ordering::SeqCst) {
+                    self.give_up(self.reader_gone("404 on reading it")).await?;
+                    return Ok(Preflight::Done);
+                }
                 return Ok(Preflight::Free);
             };
             let action = r
@@ -681,7 +703,13 @@ impl Flow {
                     // false`) may or may not have reached the reader: handled below like any
                     // other server error (the reader is read, a new attempt gets a new key).
                     Disposition::Definitive if err.status().is_none_or(|s| s < 500) => {
+                        let param = err.api_error().and_then(|a| a.param.clone());
                         let failure = if code == "resource_missing"
+                            && param.as_deref() != Some("payment_intent")
+                        {
+                            // Not our PaymentIntent but the reader in the path is missing.
+                            self.reader_gone(&err)
+                        } else if code == "resource_missing"
                             && p.charge_type == super::machine::ChargeType::Direct
                         {
                             // The reader's account (the platform) cannot see a PaymentIntent
@@ -906,10 +934,14 @@ impl Flow {
                             .clone()
                             .or(action_failure)
                             .unwrap_or_else(|| {
-                                Failure::new(
-                                    "reader_action_lost",
-                                    "the reader's action ended without a result",
-                                )
+                                if self.reader_missing.load(Ordering::SeqCst) {
+                                    self.reader_gone("404 while the payment was on it")
+                                } else {
+                                    Failure::new(
+                                        "reader_action_lost",
+                                        "the reader's action ended without a result",
+                                    )
+                                }
                             });
                         self.give_up(f).await?;
                         return Ok(());

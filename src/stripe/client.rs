@@ -948,4 +948,15 @@ impl StripeClient {
         ))
         .await
     }
+    /// Every refund of a PaymentIntent, all pages.
+    pub async fn list_refunds(
+        &self,
+        payment_intent: &str,
+        o: &RequestOptions,
+    ) -> Result<Vec<Refund>> {
+        let mut filter = Params::new();
+        filter.push("payment_intent", payment_intent);
+        self.list_all("/v1/refunds", "/v1/refunds", filter, Some(o))
+            .await
+    }
 }
