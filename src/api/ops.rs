@@ -3,8 +3,11 @@
 //! (Prometheus text format; see `crate::metrics`).
 //!
 //! `/readyz` must not spend Stripe's read allocation on every probe: while the last Stripe
-//! call succeeded it answers from that; only when Stripe was unreachable (or never called)
-//! does it ask Stripe again, at most once per [`PROBE_EVERY`].
+//! call succeeded it answers from that, after checking that a connection to Stripe can
+//! still be opened (a TCP connect, which costs no read: an idle daemon would otherwise keep
+//! reporting an old success long after the network to Stripe went away). Only when Stripe
+//! was unreachable (or never called) does it ask Stripe again, at most once per
+//! [`PROBE_EVERY`].
 
 use super::error::ApiError;
 use super::AppState;
@@ -38,6 +41,31 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
+/// Whether a TCP connection to `api_base`'s host can be opened within [`PROBE_TIMEOUT`].
+async fn connect_check(api_base: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(api_base).map_err(|e| format!("api_base: {e}"))?;
+    let host = url
+        .host_str()
+        .ok_or("api_base has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot connect to {host}:{port}: {e}")),
+        Err(_) => Err(format!(
+            "cannot connect to {host}:{port} within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -64,7 +92,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     }
     let health = state.fleet.health();
     let needs_probe = match health.status() {
-        Some(Ok(())) => false,
+        Some(Ok(())) => match connect_check(&state.stripe.config().api_base).await {
+            Ok(()) => false,
+            Err(e) => {
+                health.observe::<()>(&Err(crate::stripe::StripeError::NoResponse(e)));
+                false
+            }
+        },
         None => true,
         Some(Err(_)) => health.age().is_none_or(|a| a >= PROBE_EVERY),
     };

@@ -690,6 +690,21 @@ async fn stripe_unreachable_is_503_while_the_api_stays_up() {
 }
 
 #[tokio::test]
+async fn readyz_notices_stripe_gone_without_another_call() {
+    let env = TestEnv::start().await;
+    env.add_merchant("bakery", "FR", "eur").await;
+    let (s, ready) = env.get("", "/readyz").await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+
+    // Nothing else talks to Stripe: an old success must not keep /readyz at 200.
+    env.sim.shutdown().await;
+    let (s, e) = env.get("", "/readyz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert_eq!(e["error"]["code"], "stripe_unavailable");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn the_daemon_starts_while_stripe_is_down() {
     let env = TestEnv::builder()
         .configure(|c| {
