@@ -43,6 +43,10 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// How far Stripe's clock may be behind ours when looking for a PaymentIntent by the time
+/// it was created.
+const CLOCK_MARGIN: Duration = Duration::from_secs(15 * 60);
+
 /// An idle worker proves it is alive this often.
 const IDLE_BEAT: Duration = Duration::from_secs(5);
 /// The longest a worker may spend on one job without a heartbeat: a payment's waits
@@ -368,15 +372,26 @@ impl Flow {
         }
     }
 
-    /// A PaymentIntent of this payment on Stripe, found by its metadata.
+    /// A PaymentIntent of this payment on Stripe, found by its metadata among those created
+    /// since the payment was accepted (less a margin for clocks that disagree), so that the
+    /// search costs a page or two whatever the account's history.
     async fn find_intent(&self, p: &Payment) -> Option<String> {
         self.e.count("list_payment_intents");
-        let list = self
-            .e
-            .stripe()
-            .list_payment_intents(&Engine::intent_options(p))
-            .await
-            .ok()?;
+        let opts = Engine::intent_options(p);
+        let since = humantime::parse_rfc3339_weak(&p.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64 - CLOCK_MARGIN.as_secs() as i64);
+        let list = match since {
+            Some(since) => {
+                self.e
+                    .stripe()
+                    .list_payment_intents_created_since(since, &opts)
+                    .await
+            }
+            None => self.e.stripe().list_payment_intents(&opts).await,
+        }
+        .ok()?;
         list.into_iter()
             .find(|pi| pi.metadata.get("readerd_payment") == Some(&p.id))
             .map(|pi| pi.id)

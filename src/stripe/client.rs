@@ -906,6 +906,22 @@ impl StripeClient {
         )
         .await
     }
+    /// The account's PaymentIntents created at or after `since` (Unix seconds), all pages.
+    pub async fn list_payment_intents_created_since(
+        &self,
+        since: i64,
+        o: &RequestOptions,
+    ) -> Result<Vec<PaymentIntent>> {
+        let mut filter = Params::new();
+        filter.push("created[gte]", since);
+        self.list_all(
+            "/v1/payment_intents",
+            "/v1/payment_intents",
+            filter,
+            Some(o),
+        )
+        .await
+    }
     pub async fn capture_payment_intent(
         &self,
         id: &str,
