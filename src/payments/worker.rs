@@ -412,8 +412,9 @@ impl Flow {
                 }
                 Err(e) if e.disposition() == Disposition::Definitive => {
                     tracing::warn!(reader = %self.slot.id, error = %e, "reader unreadable");
-                    if e.status() == Some(404) {
-                        self.reader_missing.store(true, Ordering::SeqCst);
+                    if e.status() == Some(404) && !self.reader_missing.swap(true, Ordering::SeqCst)
+                    {
+                        self.e.inner.directory.reader_missing(&self.slot.id);
                     }
                     return None;
                 }
@@ -723,6 +724,9 @@ impl Flow {
                             && param.as_deref() != Some("payment_intent")
                         {
                             // Not our PaymentIntent but the reader in the path is missing.
+                            if !self.reader_missing.swap(true, Ordering::SeqCst) {
+                                self.e.inner.directory.reader_missing(&self.slot.id);
+                            }
                             self.reader_gone(&err)
                         } else if code == "resource_missing"
                             && p.charge_type == super::machine::ChargeType::Direct
