@@ -114,8 +114,11 @@ async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_fini
 
 #[tokio::test(start_paused = true)]
 async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destination_works() {
-    let env = env_with(instant_sim(), fast_config(), 1).await;
-    env.sim.set_platform_owned_readers(false);
+    let sim_cfg = SimConfig {
+        platform_owned_readers: false,
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = env
         .engine
