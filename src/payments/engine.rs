@@ -1332,6 +1332,31 @@ impl Engine {
                 );
             }
         }
+        // Refunds whose outcome stayed unknown (Stripe unreachable, or a stored 5xx not yet
+        // resolved) are sent again with their own keys.
+        let pending: Vec<RefundRecord> = self
+            .inner
+            .registry
+            .list(Tree::Refunds)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r: &RefundRecord| r.status == "pending")
+            .collect();
+        for r in pending {
+            let lock = self.op_lock(&r.payment);
+            let _g = lock.lock().await;
+            let still = self
+                .refunds_of(&r.payment)
+                .ok()
+                .and_then(|all| all.into_iter().find(|x| x.id == r.id))
+                .filter(|x| x.status == "pending");
+            if let Some(rec) = still {
+                n += 1;
+                if let Err(e) = self.send_refund(rec).await {
+                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved");
+                }
+            }
+        }
         n
     }
 

@@ -3,6 +3,7 @@
 //! whose location is not in the country of the account receiving the funds.
 
 use crate::payments_flow::{env_with, fast_config, instant_sim, req, wait_on_reader, wait_status};
+use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
 use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
 use readerd::stripe::params::{CreateLocation, RegisterReader};
@@ -345,4 +346,42 @@ async fn a_reader_deleted_on_stripe_fails_its_payments_as_reader_not_found() {
     let f = q.failure.clone().unwrap();
     assert_eq!(f.code, "reader_not_found", "{f:?}");
     assert!(f.message.contains(&r), "{}", f.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_left_pending_by_an_unreachable_stripe_is_finished_by_the_sweep() {
+    let (env, id) = authorised(vec![], 1000).await;
+    env.engine.capture(&id, None).await.unwrap();
+    // Every refund request is lost before Stripe sees it, until the client gives up.
+    env.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(FaultKind::DropBefore, "POST", "/v1/refunds")],
+        ..Faults::default()
+    });
+    assert!(env
+        .engine
+        .refund(&id, Some(400), "t", Some("rf-1"))
+        .await
+        .is_err());
+    // Unknown is not refused: it still counts against what can be refunded.
+    assert!(matches!(
+        env.engine.refund(&id, Some(700), "t", None).await,
+        Err(PaymentError::Invalid {
+            code: "refund_too_large",
+            ..
+        })
+    ));
+    assert_eq!(env.engine.get(&id).unwrap().unwrap().amount_refunded, 0);
+    env.sim.set_faults(Faults::default());
+    env.engine.sweep().await;
+    let p = env.engine.get(&id).unwrap().unwrap();
+    assert_eq!(p.amount_refunded, 400, "{p:#?}");
+    let on_stripe = env
+        .stripe
+        .list_refunds(
+            p.payment_intent.as_deref().unwrap(),
+            &RequestOptions::account(env.accounts["bakery"].as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_stripe.len(), 1);
 }
