@@ -338,7 +338,8 @@ impl Flow {
                     if stored_5xx || started.elapsed() >= self.cfg.create_window {
                         // Stripe stored a failure for this key (or will not answer): look for
                         // a PaymentIntent carrying our id before anything else.
-                        if let Some(pi) = self.find_intent(&p).await {
+                        let found = self.find_intent(&p).await;
+                        if let Ok(Some(pi)) = found {
                             let p = self.e.update(&self.id, |p| {
                                 p.payment_intent = Some(pi.clone());
                                 p.step = Step::IntentCreated;
@@ -355,14 +356,18 @@ impl Flow {
                             .await?;
                             return Ok(None);
                         }
-                        // None exists: a fresh key, written before it is used.
-                        n += 1;
-                        key = format!("{}:r{n}", p.intent_key);
-                        let k = key.clone();
-                        self.e.update(&self.id, |p| {
-                            p.intent_key = k;
-                            Ok(())
-                        })?;
+                        if found.is_ok() {
+                            // None exists: a fresh key, written before it is used.
+                            n += 1;
+                            key = format!("{}:r{n}", p.intent_key);
+                            let k = key.clone();
+                            self.e.update(&self.id, |p| {
+                                p.intent_key = k;
+                                Ok(())
+                            })?;
+                        }
+                        // A failed search proves nothing: the key stays, and the search is
+                        // made again after the next (replayed) failure.
                     }
                     tracing::info!(payment = %self.id, error = %e, "PaymentIntent creation failed; replaying");
                     sleep(backoff(n.max(1))).await;
@@ -375,7 +380,7 @@ impl Flow {
     /// A PaymentIntent of this payment on Stripe, found by its metadata among those created
     /// since the payment was accepted (less a margin for clocks that disagree), so that the
     /// search costs a page or two whatever the account's history.
-    async fn find_intent(&self, p: &Payment) -> Option<String> {
+    async fn find_intent(&self, p: &Payment) -> Result<Option<String>, StripeError> {
         self.e.count("list_payment_intents");
         let opts = Engine::intent_options(p);
         let since = humantime::parse_rfc3339_weak(&p.created_at)
@@ -390,11 +395,11 @@ impl Flow {
                     .await
             }
             None => self.e.stripe().list_payment_intents(&opts).await,
-        }
-        .ok()?;
-        list.into_iter()
+        }?;
+        Ok(list
+            .into_iter()
             .find(|pi| pi.metadata.get("readerd_payment") == Some(&p.id))
-            .map(|pi| pi.id)
+            .map(|pi| pi.id))
     }
 
     // ----------------------------------------------------------------------------------

@@ -385,3 +385,31 @@ async fn a_refund_left_pending_by_an_unreachable_stripe_is_finished_by_the_sweep
         .unwrap();
     assert_eq!(on_stripe.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
+    let sim_cfg = SimConfig {
+        faults: Faults {
+            rules: vec![
+                FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents").times(1),
+                // The search itself fails once, with a 500 Stripe says not to retry.
+                FaultRule::new(FaultKind::ErrorStored, "GET", "/v1/payment_intents").times(1),
+            ],
+            ..Faults::default()
+        },
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    env.sim.present_card(&r, None).unwrap();
+    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(
+        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
+        1
+    );
+}
