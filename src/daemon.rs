@@ -148,6 +148,8 @@ const MERCHANT_CHECK_BUDGET: Duration = Duration::from_secs(1800);
 const API_PROBE_EVERY: Duration = Duration::from_secs(10);
 const API_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const API_PROBE_BUDGET: Duration = Duration::from_secs(60);
+/// How often `systemctl status` gets a fresh status line.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
 
 impl Daemon {
     /// A daemon with [`default_plugins`].
@@ -573,6 +575,13 @@ pub fn run(path: &Path) -> ExitCode {
             ));
         }
         notifier.ready(&format!("serving the API on {}", handle.addr));
+        if notifier.is_enabled() {
+            tokio::spawn(status_loop(
+                handle.state.clone(),
+                handle.addr,
+                notifier.clone(),
+            ));
+        }
         loop {
             match signals.next().await {
                 Signal::Stop => break,
@@ -586,6 +595,42 @@ pub fn run(path: &Path) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Keeps `systemctl status readerd` current: one line on readers, open payments and Stripe.
+async fn status_loop(state: AppState, addr: SocketAddr, notifier: Notifier) {
+    loop {
+        tokio::time::sleep(STATUS_EVERY).await;
+        if state.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        notifier.status(&status_line(&state, addr));
+    }
+}
+
+/// The status line (`STATUS=`) for `systemctl status`.
+pub fn status_line(state: &AppState, addr: SocketAddr) -> String {
+    let (online, readers) = state
+        .fleet
+        .readers()
+        .map(|rs| {
+            let rs: Vec<_> = rs.into_iter().filter(|r| !r.gone).collect();
+            (rs.iter().filter(|r| r.status == "online").count(), rs.len())
+        })
+        .unwrap_or((0, 0));
+    let stripe = if state.metrics.stripe_is_degraded() {
+        "degraded".to_string()
+    } else {
+        match state.health.status() {
+            Some(Ok(())) => "ok".to_string(),
+            Some(Err(_)) => "unreachable".to_string(),
+            None => "not contacted yet".to_string(),
+        }
+    };
+    format!(
+        "serving on {addr}; {online}/{readers} readers online; {} payments open; Stripe {stripe}",
+        state.metrics.open_payment_count()
+    )
 }
 
 /// Re-reads the config file on SIGHUP and applies what can change without a restart: the

@@ -439,6 +439,14 @@ impl Metrics {
         }
     }
 
+    /// How many payments are not final.
+    pub fn open_payment_count(&self) -> usize {
+        self.open_payments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Recomputes the gauges of open payments.
     fn refresh_payment_gauges(&self) {
         let open = self

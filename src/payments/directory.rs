@@ -76,6 +76,8 @@ pub trait Directory: Send + Sync + 'static {
     /// A fresh read of a reader that the payment flow made anyway: the registry may keep
     /// its status and heartbeat from it, at no extra Stripe read.
     fn observe_reader(&self, _reader: &Reader) {}
+    /// Stripe answered 404 for a reader the directory knows: it was deleted there.
+    fn reader_missing(&self, _id: &str) {}
 }
 
 /// An in-memory directory, for tests, benchmarks and the demo.

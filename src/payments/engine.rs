@@ -16,7 +16,7 @@ use super::worker;
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::params::{CancelPaymentIntent, CapturePaymentIntent, CreateRefund};
 use crate::stripe::wire::{Cart, PaymentIntentStatus};
-use crate::stripe::{RequestOptions, StripeClient, StripeError};
+use crate::stripe::{Disposition, RequestOptions, StripeClient, StripeError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -224,6 +224,27 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The current time, RFC 3339 with milliseconds.
+/// Refund metadata naming readerd's refund record, so a refund whose answer was lost
+/// can be found on Stripe.
+pub const REFUND_METADATA: &str = "readerd_refund";
+
+/// A server error (5xx, possibly stored under the key): the request may or may not have
+/// been carried out.
+fn server_side(e: &StripeError) -> bool {
+    e.status().is_some_and(|s| s >= 500)
+}
+
+/// A PaymentIntent that a cancel can still end.
+fn cancelable(s: &PaymentIntentStatus) -> bool {
+    matches!(
+        s,
+        PaymentIntentStatus::RequiresPaymentMethod
+            | PaymentIntentStatus::RequiresConfirmation
+            | PaymentIntentStatus::RequiresAction
+            | PaymentIntentStatus::RequiresCapture
+    )
+}
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -787,7 +808,24 @@ impl Engine {
             Err(e) => {
                 // Refused (already authorised, captured, or canceled): read what is true.
                 tracing::info!(payment = %p.id, error = %e, "cancel of PaymentIntent refused; reading it");
-                let intent = self.read_intent(p).await?;
+                let mut intent = self.read_intent(p).await?;
+                let unknown = server_side(&e) || e.disposition() != Disposition::Definitive;
+                if unknown && cancelable(&intent.status) {
+                    // A 5xx (perhaps stored under the key) or no answer, and nothing was
+                    // canceled: once more, with a fresh key.
+                    self.count("cancel_payment_intent");
+                    let again =
+                        Self::intent_options(p).key(format!("readerd:cancel:{pi}:{}", new_id("k")));
+                    intent = match self
+                        .inner
+                        .stripe
+                        .cancel_payment_intent(&pi, &params, &again)
+                        .await
+                    {
+                        Ok(i) => i,
+                        Err(_) => self.read_intent(p).await?,
+                    };
+                }
                 IntentView::from(&intent)
             }
         };
@@ -895,6 +933,35 @@ impl Engine {
     }
 
     async fn send_capture(&self, p: &Payment) -> Result<Payment, PaymentError> {
+        match self.send_capture_once(p).await {
+            Err(PaymentError::Stripe(e))
+                if e.disposition() == Disposition::Definitive && server_side(&e) =>
+            {
+                // Stripe stored a 5xx under the capture key and would replay it forever.
+                // Only when the PaymentIntent still waits for its capture does a new key,
+                // written before it is used, let the capture run (Stripe captures a
+                // PaymentIntent at most once anyway).
+                let intent = self.read_intent(p).await?;
+                if intent.status != PaymentIntentStatus::RequiresCapture {
+                    return Err(e.into());
+                }
+                let p = self.update(&p.id, |p| {
+                    if let Some(c) = p.capture_request.as_mut() {
+                        c.key = format!(
+                            "readerd:capture:{}:{}",
+                            p.payment_intent.clone().unwrap_or_default(),
+                            new_id("k")
+                        );
+                    }
+                    Ok(())
+                })?;
+                self.send_capture_once(&p).await
+            }
+            r => r,
+        }
+    }
+
+    async fn send_capture_once(&self, p: &Payment) -> Result<Payment, PaymentError> {
         let req = p
             .capture_request
             .clone()
@@ -1018,6 +1085,22 @@ impl Engine {
         Ok((self.load(id)?, rec))
     }
 
+    /// Gives a pending refund a new Stripe key, written before it is used.
+    fn rekey_refund(&self, rec: &RefundRecord) -> Result<RefundRecord, PaymentError> {
+        let _g = self.write_lock(&rec.payment);
+        let mut updated = rec.clone();
+        updated.stripe_key = format!("readerd:refund:{}:{}:{}", rec.payment, rec.id, new_id("k"));
+        let all: Vec<(String, Vec<u8>)> = self.inner.registry.store().scan(Tree::Refunds)?;
+        for (k, _) in all {
+            if let Some(r) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, &k)? {
+                if r.id == rec.id {
+                    self.inner.registry.put(Tree::Refunds, &k, &updated)?;
+                }
+            }
+        }
+        Ok(updated)
+    }
+
     fn refunds_of(&self, id: &str) -> Result<Vec<RefundRecord>, PaymentError> {
         let all: Vec<RefundRecord> = self.inner.registry.list(Tree::Refunds)?;
         Ok(all.into_iter().filter(|r| r.payment == id).collect())
@@ -1033,10 +1116,13 @@ impl Engine {
             payment_intent: pi,
             amount: Some(rec.amount),
             reason: Some("requested_by_customer".into()),
-            metadata: BTreeMap::from([("readerd_payment".to_string(), p.id.clone())]),
+            metadata: BTreeMap::from([
+                ("readerd_payment".to_string(), p.id.clone()),
+                (REFUND_METADATA.to_string(), rec.id.clone()),
+            ]),
         };
         self.count("create_refund");
-        let res = self
+        let mut res = self
             .inner
             .stripe
             .create_refund(
@@ -1044,6 +1130,34 @@ impl Engine {
                 &Self::intent_options(&p).key(rec.stripe_key.clone()),
             )
             .await;
+        if let Err(e) = &res {
+            if e.disposition() == Disposition::Definitive && server_side(e) {
+                // A 5xx stored under the key: the refund may or may not exist. Look for
+                // it by its metadata; only when it is not there, a new key (on disk first).
+                self.count("list_refunds");
+                let found = self
+                    .inner
+                    .stripe
+                    .list_refunds(&params.payment_intent, &Self::intent_options(&p))
+                    .await?
+                    .into_iter()
+                    .find(|r| r.metadata.get(REFUND_METADATA) == Some(&rec.id));
+                res = match found {
+                    Some(r) => Ok(r),
+                    None => {
+                        let rec = self.rekey_refund(&rec)?;
+                        self.count("create_refund");
+                        self.inner
+                            .stripe
+                            .create_refund(
+                                &params,
+                                &Self::intent_options(&p).key(rec.stripe_key.clone()),
+                            )
+                            .await
+                    }
+                };
+            }
+        }
         if res.is_ok() {
             super::worker::failpoint("after_refund");
         }
@@ -1053,7 +1167,9 @@ impl Engine {
                 Some(r.id),
                 None,
             ),
-            Err(e) if e.disposition() == crate::stripe::Disposition::Definitive => {
+            // A 5xx is never taken for a refusal: the refund may exist, so it stays
+            // pending (counted against what can still be refunded).
+            Err(e) if e.disposition() == Disposition::Definitive && !server_side(&e) => {
                 ("failed".to_string(), None, Some(e))
             }
             Err(e) => return Err(e.into()),
@@ -1214,6 +1330,31 @@ impl Engine {
                     },
                     Source::Poll,
                 );
+            }
+        }
+        // Refunds whose outcome stayed unknown (Stripe unreachable, or a stored 5xx not yet
+        // resolved) are sent again with their own keys.
+        let pending: Vec<RefundRecord> = self
+            .inner
+            .registry
+            .list(Tree::Refunds)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r: &RefundRecord| r.status == "pending")
+            .collect();
+        for r in pending {
+            let lock = self.op_lock(&r.payment);
+            let _g = lock.lock().await;
+            let still = self
+                .refunds_of(&r.payment)
+                .ok()
+                .and_then(|all| all.into_iter().find(|x| x.id == r.id))
+                .filter(|x| x.status == "pending");
+            if let Some(rec) = still {
+                n += 1;
+                if let Err(e) = self.send_refund(rec).await {
+                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved");
+                }
             }
         }
         n

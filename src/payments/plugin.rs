@@ -58,6 +58,18 @@ impl Directory for FleetDirectory {
             .unwrap_or_default()
     }
 
+    fn reader_missing(&self, id: &str) {
+        // One read by the fleet confirms it and marks the reader gone, so that no new
+        // payment is accepted for it before the next sync.
+        let fleet = self.0.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = fleet.refresh_reader(&id).await {
+                tracing::warn!(reader = %id, error = %e, "missing reader not recorded");
+            }
+        });
+    }
+
     fn observe_reader(&self, reader: &crate::stripe::wire::Reader) {
         if let Err(e) = self.0.observe_reader(reader) {
             tracing::warn!(reader = %reader.id, error = %e, "reader state not recorded");

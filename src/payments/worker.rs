@@ -27,6 +27,7 @@ use crate::stripe::wire::{
     ReaderStatus,
 };
 use crate::stripe::{Disposition, RequestOptions, StripeError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -41,6 +42,10 @@ pub fn failpoint(name: &str) {
         std::process::abort();
     }
 }
+
+/// How far Stripe's clock may be behind ours when looking for a PaymentIntent by the time
+/// it was created.
+const CLOCK_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 /// An idle worker proves it is alive this often.
 const IDLE_BEAT: Duration = Duration::from_secs(5);
@@ -93,6 +98,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
                     slot: slot.clone(),
                     cfg: engine.config().clone(),
                     id: id.clone(),
+                    reader_missing: AtomicBool::new(false),
                 };
                 // Its own task: a panic in one payment's flow must not stop the reader.
                 match tokio::spawn(async move { flow.run().await }).await {
@@ -128,6 +134,8 @@ struct Flow {
     slot: Arc<ReaderSlot>,
     cfg: EngineConfig,
     id: String,
+    /// Stripe answered 404 for the reader: it was deleted (or moved off the platform).
+    reader_missing: AtomicBool,
 }
 
 fn is_our_action(r: &Reader, pi: &str) -> Option<ActionStatus> {
@@ -330,7 +338,8 @@ impl Flow {
                     if stored_5xx || started.elapsed() >= self.cfg.create_window {
                         // Stripe stored a failure for this key (or will not answer): look for
                         // a PaymentIntent carrying our id before anything else.
-                        if let Some(pi) = self.find_intent(&p).await {
+                        let found = self.find_intent(&p).await;
+                        if let Ok(Some(pi)) = found {
                             let p = self.e.update(&self.id, |p| {
                                 p.payment_intent = Some(pi.clone());
                                 p.step = Step::IntentCreated;
@@ -347,14 +356,18 @@ impl Flow {
                             .await?;
                             return Ok(None);
                         }
-                        // None exists: a fresh key, written before it is used.
-                        n += 1;
-                        key = format!("{}:r{n}", p.intent_key);
-                        let k = key.clone();
-                        self.e.update(&self.id, |p| {
-                            p.intent_key = k;
-                            Ok(())
-                        })?;
+                        if found.is_ok() {
+                            // None exists: a fresh key, written before it is used.
+                            n += 1;
+                            key = format!("{}:r{n}", p.intent_key);
+                            let k = key.clone();
+                            self.e.update(&self.id, |p| {
+                                p.intent_key = k;
+                                Ok(())
+                            })?;
+                        }
+                        // A failed search proves nothing: the key stays, and the search is
+                        // made again after the next (replayed) failure.
                     }
                     tracing::info!(payment = %self.id, error = %e, "PaymentIntent creation failed; replaying");
                     sleep(backoff(n.max(1))).await;
@@ -364,18 +377,29 @@ impl Flow {
         }
     }
 
-    /// A PaymentIntent of this payment on Stripe, found by its metadata.
-    async fn find_intent(&self, p: &Payment) -> Option<String> {
+    /// A PaymentIntent of this payment on Stripe, found by its metadata among those created
+    /// since the payment was accepted (less a margin for clocks that disagree), so that the
+    /// search costs a page or two whatever the account's history.
+    async fn find_intent(&self, p: &Payment) -> Result<Option<String>, StripeError> {
         self.e.count("list_payment_intents");
-        let list = self
-            .e
-            .stripe()
-            .list_payment_intents(&Engine::intent_options(p))
-            .await
-            .ok()?;
-        list.into_iter()
+        let opts = Engine::intent_options(p);
+        let since = humantime::parse_rfc3339_weak(&p.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64 - CLOCK_MARGIN.as_secs() as i64);
+        let list = match since {
+            Some(since) => {
+                self.e
+                    .stripe()
+                    .list_payment_intents_created_since(since, &opts)
+                    .await
+            }
+            None => self.e.stripe().list_payment_intents(&opts).await,
+        }?;
+        Ok(list
+            .into_iter()
             .find(|pi| pi.metadata.get("readerd_payment") == Some(&p.id))
-            .map(|pi| pi.id)
+            .map(|pi| pi.id))
     }
 
     // ----------------------------------------------------------------------------------
@@ -393,6 +417,10 @@ impl Flow {
                 }
                 Err(e) if e.disposition() == Disposition::Definitive => {
                     tracing::warn!(reader = %self.slot.id, error = %e, "reader unreadable");
+                    if e.status() == Some(404) && !self.reader_missing.swap(true, Ordering::SeqCst)
+                    {
+                        self.e.inner.directory.reader_missing(&self.slot.id);
+                    }
                     return None;
                 }
                 Err(e) => {
@@ -419,6 +447,17 @@ impl Flow {
         }
     }
 
+    /// The failure of a payment whose reader Stripe no longer has.
+    fn reader_gone(&self, detail: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            "reader_not_found",
+            format!(
+                "Stripe no longer has reader {} (deleted, or registered elsewhere); register it again or use another reader ({detail})",
+                self.slot.id
+            ),
+        )
+    }
+
     async fn cancel_action(&self) -> Result<Reader, StripeError> {
         self.e.count("cancel_action");
         let p = self.load().ok();
@@ -442,6 +481,10 @@ impl Flow {
         let mut noted = false;
         loop {
             let Some(r) = self.read_reader().await else {
+                if self.reader_missing.load(Ordering::SeqCst) {
+                    self.give_up(self.reader_gone("404 on reading it")).await?;
+                    return Ok(Preflight::Done);
+                }
                 return Ok(Preflight::Free);
             };
             let action = r
@@ -681,7 +724,16 @@ impl Flow {
                     // false`) may or may not have reached the reader: handled below like any
                     // other server error (the reader is read, a new attempt gets a new key).
                     Disposition::Definitive if err.status().is_none_or(|s| s < 500) => {
+                        let param = err.api_error().and_then(|a| a.param.clone());
                         let failure = if code == "resource_missing"
+                            && param.as_deref() != Some("payment_intent")
+                        {
+                            // Not our PaymentIntent but the reader in the path is missing.
+                            if !self.reader_missing.swap(true, Ordering::SeqCst) {
+                                self.e.inner.directory.reader_missing(&self.slot.id);
+                            }
+                            self.reader_gone(&err)
+                        } else if code == "resource_missing"
                             && p.charge_type == super::machine::ChargeType::Direct
                         {
                             // The reader's account (the platform) cannot see a PaymentIntent
@@ -906,10 +958,14 @@ impl Flow {
                             .clone()
                             .or(action_failure)
                             .unwrap_or_else(|| {
-                                Failure::new(
-                                    "reader_action_lost",
-                                    "the reader's action ended without a result",
-                                )
+                                if self.reader_missing.load(Ordering::SeqCst) {
+                                    self.reader_gone("404 while the payment was on it")
+                                } else {
+                                    Failure::new(
+                                        "reader_action_lost",
+                                        "the reader's action ended without a result",
+                                    )
+                                }
                             });
                         self.give_up(f).await?;
                         return Ok(());

@@ -64,6 +64,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Requests per second over all `/v1` calls; beyond it, 429 as Stripe's limiter answers.
     pub rate_limit: Option<u32>,
+    /// Stripe's platform-owned-reader preview is enabled for the platform (the default):
+    /// its readers may process its connected accounts' PaymentIntents.
+    pub platform_owned_readers: bool,
 }
 
 impl Default for SimConfig {
@@ -75,6 +78,7 @@ impl Default for SimConfig {
             webhook: None,
             faults: Faults::default(),
             rate_limit: None,
+            platform_owned_readers: true,
         }
     }
 }
@@ -123,6 +127,7 @@ impl Shared {
     fn new(config: SimConfig, shutdown: watch::Receiver<bool>) -> Arc<Shared> {
         let mut st = state::State::new(StdRng::seed_from_u64(config.seed));
         st.auth_delay_zero = config.auth_delay.is_zero();
+        st.platform_owned_readers = config.platform_owned_readers;
         let faults = Arc::new(Mutex::new(config.faults));
         let fault_rng = Arc::new(Mutex::new(StdRng::seed_from_u64(
             config.seed.wrapping_add(0x5eed),
@@ -412,6 +417,10 @@ pub struct SimArgs {
     /// Shuffle webhook events queued during the delay.
     #[arg(long)]
     pub webhook_reorder: bool,
+    /// Act as a platform without Stripe's platform-owned-reader preview: a platform reader
+    /// finds no PaymentIntent of a connected account (direct charges fail).
+    #[arg(long)]
+    pub no_platform_owned_readers: bool,
 }
 
 impl SimArgs {
@@ -444,6 +453,7 @@ impl SimArgs {
                 rules: Vec::new(),
             },
             rate_limit: self.rate_limit,
+            platform_owned_readers: !self.no_platform_owned_readers,
         }
     }
 }
@@ -489,4 +499,27 @@ pub fn run(args: SimArgs) -> ExitCode {
         .await;
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SimArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn the_preview_is_on_unless_switched_off() {
+        let on = Cli::try_parse_from(["sim"]).unwrap().sim.config();
+        assert!(on.platform_owned_readers);
+        let off = Cli::try_parse_from(["sim", "--no-platform-owned-readers"])
+            .unwrap()
+            .sim
+            .config();
+        assert!(!off.platform_owned_readers);
+    }
 }

@@ -906,6 +906,22 @@ impl StripeClient {
         )
         .await
     }
+    /// The account's PaymentIntents created at or after `since` (Unix seconds), all pages.
+    pub async fn list_payment_intents_created_since(
+        &self,
+        since: i64,
+        o: &RequestOptions,
+    ) -> Result<Vec<PaymentIntent>> {
+        let mut filter = Params::new();
+        filter.push("created[gte]", since);
+        self.list_all(
+            "/v1/payment_intents",
+            "/v1/payment_intents",
+            filter,
+            Some(o),
+        )
+        .await
+    }
     pub async fn capture_payment_intent(
         &self,
         id: &str,
@@ -947,5 +963,16 @@ impl StripeClient {
             Some(o),
         ))
         .await
+    }
+    /// Every refund of a PaymentIntent, all pages.
+    pub async fn list_refunds(
+        &self,
+        payment_intent: &str,
+        o: &RequestOptions,
+    ) -> Result<Vec<Refund>> {
+        let mut filter = Params::new();
+        filter.push("payment_intent", payment_intent);
+        self.list_all("/v1/refunds", "/v1/refunds", filter, Some(o))
+            .await
     }
 }

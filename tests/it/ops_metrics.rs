@@ -159,6 +159,15 @@ async fn metrics_carry_payments_stripe_readers_captures_and_webhooks() {
         Some(0.0)
     );
     assert_eq!(value(&text, "readerd_stripe_degraded"), Some(0.0));
+    // The systemd status line says the same in words.
+    let handle = api._daemon.as_ref().unwrap();
+    let status = readerd::daemon::status_line(&handle.state, handle.addr);
+    assert!(
+        status.contains("3/3 readers online")
+            && status.contains("1 payments open")
+            && status.ends_with("Stripe ok"),
+        "{status}"
+    );
     // Nothing secret in the scrape.
     assert!(!text.contains("sk_test") && !text.contains("whsec"));
 

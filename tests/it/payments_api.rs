@@ -849,3 +849,49 @@ async fn reader_reads_of_a_payment_keep_the_listed_reader_fresh_without_a_sync()
         "{log:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reader_deleted_on_stripe_mid_payment_fails_it_and_is_marked_gone() {
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let reader = api.readers["till-1"].clone();
+    let p = api.pay("bakery", &reader, 1000, "automatic").await;
+    api.wait_card(&pos_token("bakery"), &id(&p)).await;
+    let r = api
+        .http
+        .delete(format!(
+            "{}/v1/terminal/readers/{reader}",
+            api.sim.base_url()
+        ))
+        .bearer_auth("sk_test_elsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let p = api
+        .wait_status(&pos_token("bakery"), &id(&p), "failed")
+        .await;
+    assert_eq!(p["failure"]["code"], "reader_not_found", "{p:#}");
+    // The fleet learns it without waiting for a sync: no new payment is taken for it.
+    let mut gone = Value::Null;
+    for _ in 0..500 {
+        let (s, r) = api.get(ADMIN, &format!("/v1/readers/{reader}")).await;
+        if s == StatusCode::OK && r["gone"] == true {
+            gone = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gone["gone"], true, "the reader was never marked gone");
+    let (s, b) = api
+        .post(
+            &pos_token("bakery"),
+            "/v1/payments",
+            json!({"merchant": "bakery", "reader": reader, "amount": 500, "currency": "eur"}),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {b}");
+}

@@ -3,6 +3,7 @@
 //! whose location is not in the country of the account receiving the funds.
 
 use crate::payments_flow::{env_with, fast_config, instant_sim, req, wait_on_reader, wait_status};
+use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
 use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
 use readerd::stripe::params::{CreateLocation, RegisterReader};
@@ -114,8 +115,11 @@ async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_fini
 
 #[tokio::test(start_paused = true)]
 async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destination_works() {
-    let env = env_with(instant_sim(), fast_config(), 1).await;
-    env.sim.set_platform_owned_readers(false);
+    let sim_cfg = SimConfig {
+        platform_owned_readers: false,
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = env
         .engine
@@ -205,4 +209,207 @@ async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
         assert_eq!(f.code, "location_country_mismatch", "{merchant}: {f:?}");
         assert!(f.message.contains(&reader.id), "{}", f.message);
     }
+}
+
+/// A payment authorised for `amount` (manual capture) on reader 0, with `rules` injected
+/// from then on.
+async fn authorised(rules: Vec<FaultRule>, amount: i64) -> (crate::payments_flow::Env, String) {
+    let env = env_with(instant_sim(), fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, amount, CaptureMode::Manual), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    env.sim.present_card(&r, None).unwrap();
+    wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    env.sim.set_faults(Faults {
+        rules,
+        ..Faults::default()
+    });
+    (env, p.id)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_5xx_on_capture_ends_in_exactly_one_capture() {
+    for executed in [true, false] {
+        let rule = FaultRule::new(
+            FaultKind::ErrorStored,
+            "POST",
+            "/v1/payment_intents/*/capture",
+        )
+        .executed(executed)
+        .times(1);
+        let (env, id) = authorised(vec![rule], 5000).await;
+        let p = env.engine.capture(&id, Some(3000)).await.unwrap();
+        assert_eq!(p.status, Status::Succeeded, "executed {executed}");
+        assert_eq!(p.amount_captured, 3000);
+        // Asked again: the same capture, nothing more on Stripe.
+        let again = env.engine.capture(&id, Some(3000)).await.unwrap();
+        assert_eq!(again.amount_captured, 3000);
+        let ran = env
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|q| q.path.ends_with("/capture") && q.status == 200)
+            .count();
+        assert_eq!(ran, if executed { 0 } else { 1 }, "executed {executed}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_5xx_on_a_refund_is_found_or_redone_never_doubled() {
+    for executed in [true, false] {
+        let (env, id) = authorised(vec![], 1000).await;
+        env.engine.capture(&id, None).await.unwrap();
+        env.sim.set_faults(Faults {
+            rules: vec![
+                FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/refunds")
+                    .executed(executed)
+                    .times(1),
+            ],
+            ..Faults::default()
+        });
+        let (p, rec) = env
+            .engine
+            .refund(&id, Some(300), "t", Some("rf-1"))
+            .await
+            .unwrap();
+        assert!(rec.refund.is_some(), "executed {executed}: {rec:?}");
+        assert_eq!(p.amount_refunded, 300);
+        // The rest, then nothing more: Stripe holds exactly what readerd shows.
+        let (p, _) = env.engine.refund(&id, None, "t", None).await.unwrap();
+        assert_eq!(p.amount_refunded, 1000);
+        assert!(env.engine.refund(&id, Some(1), "t", None).await.is_err());
+        let pi = p.payment_intent.clone().unwrap();
+        let on_stripe = env
+            .stripe
+            .list_refunds(
+                &pi,
+                &RequestOptions::account(env.accounts["bakery"].as_str()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(on_stripe.len(), 2, "executed {executed}: {on_stripe:?}");
+        assert_eq!(on_stripe.iter().map(|r| r.amount).sum::<i64>(), 1000);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_5xx_on_cancel_still_cancels_an_authorised_payment() {
+    let rule = FaultRule::new(
+        FaultKind::ErrorStored,
+        "POST",
+        "/v1/payment_intents/*/cancel",
+    )
+    .executed(false)
+    .times(1);
+    let (env, id) = authorised(vec![rule], 1000).await;
+    let p = env.engine.cancel(&id).await.unwrap();
+    assert_eq!(p.status, Status::Canceled, "{p:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_deleted_on_stripe_fails_its_payments_as_reader_not_found() {
+    let env = env_with(instant_sim(), fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    // Deleted while the payment waits for a card.
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    env.stripe.delete_reader(&r).await.unwrap();
+    let p = wait_status(&env.engine, &p.id, Status::Failed).await;
+    assert_eq!(
+        p.failure.as_ref().unwrap().code,
+        "reader_not_found",
+        "{p:#?}"
+    );
+    let intent = env
+        .stripe
+        .retrieve_payment_intent(
+            p.payment_intent.as_deref().unwrap(),
+            &[],
+            &RequestOptions::account(env.accounts["bakery"].as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(intent.status, PaymentIntentStatus::Canceled);
+    // A payment for the deleted reader (the registry has not synced yet), on a direct
+    // charge: the reader is missing, not the PaymentIntent.
+    let q = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    let q = wait_status(&env.engine, &q.id, Status::Failed).await;
+    let f = q.failure.clone().unwrap();
+    assert_eq!(f.code, "reader_not_found", "{f:?}");
+    assert!(f.message.contains(&r), "{}", f.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_left_pending_by_an_unreachable_stripe_is_finished_by_the_sweep() {
+    let (env, id) = authorised(vec![], 1000).await;
+    env.engine.capture(&id, None).await.unwrap();
+    // Every refund request is lost before Stripe sees it, until the client gives up.
+    env.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(FaultKind::DropBefore, "POST", "/v1/refunds")],
+        ..Faults::default()
+    });
+    assert!(env
+        .engine
+        .refund(&id, Some(400), "t", Some("rf-1"))
+        .await
+        .is_err());
+    // Unknown is not refused: it still counts against what can be refunded.
+    assert!(matches!(
+        env.engine.refund(&id, Some(700), "t", None).await,
+        Err(PaymentError::Invalid {
+            code: "refund_too_large",
+            ..
+        })
+    ));
+    assert_eq!(env.engine.get(&id).unwrap().unwrap().amount_refunded, 0);
+    env.sim.set_faults(Faults::default());
+    env.engine.sweep().await;
+    let p = env.engine.get(&id).unwrap().unwrap();
+    assert_eq!(p.amount_refunded, 400, "{p:#?}");
+    let on_stripe = env
+        .stripe
+        .list_refunds(
+            p.payment_intent.as_deref().unwrap(),
+            &RequestOptions::account(env.accounts["bakery"].as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_stripe.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
+    let sim_cfg = SimConfig {
+        faults: Faults {
+            rules: vec![
+                FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents").times(1),
+                // The search itself fails once, with a 500 Stripe says not to retry.
+                FaultRule::new(FaultKind::ErrorStored, "GET", "/v1/payment_intents").times(1),
+            ],
+            ..Faults::default()
+        },
+        ..instant_sim()
+    };
+    let env = env_with(sim_cfg, fast_config(), 1).await;
+    let r = env.readers[0].clone();
+    let p = env
+        .engine
+        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
+        .unwrap();
+    wait_on_reader(&env, &p.id).await;
+    env.sim.present_card(&r, None).unwrap();
+    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(
+        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
+        1
+    );
 }

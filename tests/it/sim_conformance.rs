@@ -1341,3 +1341,31 @@ async fn a_reader_outside_the_country_of_the_account_receiving_the_funds_is_refu
     api.cancel_action(&us_reader).await.ok();
     api.process(&us_reader, &pi_us).await.ok();
 }
+
+#[tokio::test]
+async fn payment_intents_are_listed_by_creation_time() {
+    let (_sim, api) = instant().await;
+    let w = world(&api).await;
+    let pi = api.intent(Some(&w.account), 1000, "automatic").await;
+    let v = api.get_intent(Some(&w.account), &pi).await;
+    let created = v["created"].as_i64().unwrap();
+    let list = |q: &'static str, t: i64| {
+        let mut p = Params::new();
+        p.push(q, t);
+        p
+    };
+    for (q, t, n) in [
+        ("created[gte]", created, 1),
+        ("created[gt]", created, 0),
+        ("created[lte]", created, 1),
+        ("created[lt]", created, 0),
+        ("created[gte]", created + 3600, 0),
+        ("created", created, 1),
+    ] {
+        let v = api
+            .get("/v1/payment_intents", &list(q, t), Some(&w.account))
+            .await
+            .ok();
+        assert_eq!(v["data"].as_array().unwrap().len(), n, "{q}={t}");
+    }
+}

@@ -327,6 +327,8 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(pi_json("pi_1", "requires_payment_method")),
         ok(pi_json("pi_1", "requires_payment_method")),
         ok(pi_json("pi_1", "requires_payment_method")),
+        ok(list_pis.clone()),
+        ok(list_pis_end.clone()),
         ok(list_pis),
         ok(list_pis_end),
         ok(pi_json("pi_1", "succeeded")),
@@ -507,6 +509,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     .await
     .unwrap();
     c.list_payment_intents(&acct).await.unwrap();
+    c.list_payment_intents_created_since(1_700_000_000, &acct)
+        .await
+        .unwrap();
     c.capture_payment_intent(
         "pi_1",
         &CapturePaymentIntent {

@@ -284,10 +284,27 @@ impl State {
             .iter()
             .filter_map(|e| e.strip_prefix("data.").map(str::to_string))
             .collect();
+        // `created` as an exact time or a range: created[gt|gte|lt|lte].
+        let exact = match f.0.get("created") {
+            Some(serde_json::Value::Object(_)) => None,
+            _ => f.int(&["created"])?,
+        };
+        let gt = f.int(&["created", "gt"])?;
+        let gte = f.int(&["created", "gte"])?;
+        let lt = f.int(&["created", "lt"])?;
+        let lte = f.int(&["created", "lte"])?;
+        let in_range = |c: i64| {
+            exact.is_none_or(|e| c == e)
+                && gt.is_none_or(|b| c > b)
+                && gte.is_none_or(|b| c >= b)
+                && lt.is_none_or(|b| c < b)
+                && lte.is_none_or(|b| c <= b)
+        };
         let mut recs: Vec<_> = self
             .intents
             .values()
             .filter(|r| &r.owner == scope)
+            .filter(|r| in_range(r.obj.created))
             .collect();
         recs.sort_by_key(|r| std::cmp::Reverse(r.seq));
         let items = recs
