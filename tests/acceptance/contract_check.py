@@ -752,6 +752,7 @@ merchants = ["cafe"]
     r = s.call("POST", "/v1/terminal/readers", [("registration_code", "simulated-s710"),
                                                 ("label", "direct-1"), ("location", loc)])
     direct_id = r.get("id")
+    reader_ids["direct-1"] = direct_id
     check("reader registered directly on the emulator", r.status == 200, repr(r))
     r = api.call("POST", "/v1/readers/sync", P)
     check("pos cannot sync (403)", r.status == 403, repr(r))
@@ -799,6 +800,7 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
     r1 = reader_ids["counter-1"]
     r2 = reader_ids["counter-2"]
     made = []  # (payment id, account or None for platform)
+    queued_cancels = set()  # canceled before they left the queue: no PaymentIntent
 
     def get(pid, token=A):
         return api.call("GET", f"/v1/payments/{pid}", token)
@@ -1048,6 +1050,66 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
     check("list filtered by reader", r.status == 200 and lst
           and all(x.get("reader") == r2 for x in lst), repr(r))
 
+    print("== daemon: validation, queue, scoping of keys", flush=True)
+    base = {"merchant": "bakery", "reader": "counter-1", "currency": "eur"}
+    for label, body in (("amount 0", dict(base, amount=0)),
+                        ("amount above Stripe's 8 digits", dict(base, amount=100000000)),
+                        ("amount as a string", dict(base, amount="1250")),
+                        ("currency not the merchant's (usd for DE)", dict(base, amount=1000,
+                                                                          currency="usd")),
+                        ("an unknown field", dict(base, amount=1000, colour="red")),
+                        ("capture neither automatic nor manual", dict(base, amount=1000,
+                                                                      capture="later"))):
+        r = api.call("POST", "/v1/payments", P, body)
+        check(f"payment with {label} is 400", r.status == 400
+              and isinstance(r.get("error"), dict) and r.get("error", {}).get("message"), repr(r))
+    r = api.call("POST", "/v1/payments", P, json.dumps(dict(base, amount=1000,
+                 description="x" * 200000)).encode())
+    check("an oversized body is refused with the error envelope", r.status in (400, 413)
+          and isinstance(r.get("error"), dict), repr(r))
+    r = api.call("GET", "/v1/no-such-route", A)
+    check("an unknown route is 404 with the error envelope", r.status == 404
+          and isinstance(r.get("error"), dict), repr(r))
+    # A payment waiting behind another on the same reader is canceled without touching Stripe.
+    r = pay(dict(base, amount=1100))
+    first = r.get("id")
+    wait_on_reader(first)
+    r = pay(dict(base, amount=1200))
+    second = r.get("id")
+    p = get(second)
+    check("a second payment on a busy reader is queued", p.get("status") == "queued", repr(p))
+    r = api.call("POST", f"/v1/payments/{second}/cancel", P)
+    p = wait_status(second, "canceled", 5)
+    check("a queued payment cancels at once, with no PaymentIntent", p.get("status") == "canceled"
+          and not p.get("payment_intent"), repr(p))
+    queued_cancels.add(second)
+    present(r1)
+    p = wait_status(first, "succeeded")
+    check("the payment in front is unaffected", p.get("status") == "succeeded", repr(p))
+    # Idempotency keys belong to their client: another till using the same key gets its own.
+    b1 = pay({"merchant": "bakery", "reader": "counter-2", "amount": 1300, "currency": "eur"},
+             token=P, idem="till-key-7")
+    b2 = pay({"merchant": "cafe", "reader": "counter-2", "amount": 1400, "currency": "eur"},
+             token=P2, idem="till-key-7")
+    check("the same Idempotency-Key from another client is not a conflict",
+          b1.status == 201 and b2.status == 201 and b1.get("id") != b2.get("id"), f"{b1} / {b2}")
+    for x in (b1, b2):
+        if x.get("id"):
+            api.call("POST", f"/v1/payments/{x.get('id')}/cancel", A)
+            wait_status(x.get("id"), "canceled", 10)
+    # Refund idempotency: same key, other amount.
+    r = pay({"merchant": "bakery", "reader": "counter-2", "amount": 1700, "currency": "eur"})
+    rp = r.get("id")
+    if wait_on_reader(rp):
+        present(r2)
+    wait_status(rp, "succeeded")
+    x1 = api.call("POST", f"/v1/payments/{rp}/refunds", P, {"amount": 100}, idem="rf-1")
+    x2 = api.call("POST", f"/v1/payments/{rp}/refunds", P, {"amount": 200}, idem="rf-1")
+    check("refund: same key, other amount is 409", 200 <= x1.status < 300 and x2.status == 409,
+          f"{x1} / {x2}")
+    r = api.call("POST", f"/v1/payments/{rp}/capture", P, {"amount": 99999})
+    check("capture of an automatic payment is refused", r.status in (400, 409), repr(r))
+
     print("== daemon: kill -9 mid-payment", flush=True)
     r = pay({"merchant": "bakery", "reader": "counter-1", "amount": 4400, "currency": "eur"})
     mid_pid = r.get("id")
@@ -1074,6 +1136,40 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
         check("the payment accepted just before the kill ends succeeded",
               p.get("status") == "succeeded", repr(p))
 
+    if started:
+        print("== daemon: SIGTERM mid-payment, kill -9 after a capture request", flush=True)
+        r = pay({"merchant": "bakery", "reader": "counter-1", "amount": 4600, "currency": "eur"})
+        term_pid = r.get("id")
+        wait_on_reader(term_pid)
+        rc = stop(d.proc)
+        check("SIGTERM with a payment on the reader exits 0", rc == 0, f"rc={rc} {d.tail()}")
+        started = d.start(api)
+        check("restart after SIGTERM", started, d.tail())
+        p = get(term_pid)
+        check("the payment on the reader stayed non-final", p.get("status") == "processing",
+              repr(p))
+        if wait_on_reader(term_pid, 20):
+            present(r1)
+        p = wait_status(term_pid, "succeeded", 20)
+        check("and ends succeeded after the restart", p.get("status") == "succeeded", repr(p))
+        r = pay({"merchant": "bakery", "reader": "counter-1", "amount": 4700, "currency": "eur",
+                 "capture": "manual"})
+        cap_pid = r.get("id")
+        if wait_on_reader(cap_pid):
+            present(r1)
+        wait_status(cap_pid, "requires_capture")
+        r = api.call("POST", f"/v1/payments/{cap_pid}/capture", P, {"amount": 4000})
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(timeout=10)
+        started = d.start(api)
+        check("restart after kill -9 following a capture request", started, d.tail())
+        p = wait_status(cap_pid, "succeeded", 20)
+        pi_obj = s.call("GET", f"/v1/payment_intents/{p.get('payment_intent')}",
+                        account=accounts["bakery"])
+        check("the capture happened exactly once, for the amount asked",
+              p.get("status") == "succeeded" and p.get("amount_captured") == 4000
+              and pi_obj.get("amount_received") == 4000, f"{p} / {pi_obj}")
+
     print("== daemon: PaymentIntents counted on the emulator", flush=True)
     try:
         by_payment = {}
@@ -1083,14 +1179,26 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
                 if key:
                     by_payment.setdefault(key, []).append(obj["id"])
         wrong = {pid_: by_payment.get(pid_, []) for pid_, _ in made
-                 if len(by_payment.get(pid_, [])) != 1}
-        # A payment canceled before it left the queue legitimately has no PI; none here was.
-        check(f"exactly one PaymentIntent per payment ({len(made)} payments)", not wrong,
+                 if len(by_payment.get(pid_, [])) != (0 if pid_ in queued_cancels else 1)}
+        check(f"one PaymentIntent per payment, none for queued cancels ({len(made)} payments)", not wrong,
               short(wrong))
         check("no PaymentIntent without a payment",
               set(by_payment) <= {pid_ for pid_, _ in made}, short(by_payment))
     except RuntimeError as e:
         check("list PaymentIntents on the emulator", False, str(e))
+
+    print("== daemon: reader offline", flush=True)
+    # Readers reboot and drop out for a while, so the daemon may wait before it gives up;
+    # this runs last, on a reader nothing else uses, and allows for that wait.
+    r3 = reader_ids["direct-1"]
+    request("POST", f"{sim_base}/_sim/readers/{r3}/offline")
+    r = pay({"merchant": "bakery", "reader": r3, "amount": 1600, "currency": "eur"})
+    off = r.get("id")
+    p = wait_status(off, ("failed", "succeeded", "canceled"), 60)
+    check("a payment on an offline reader ends failed with reader_offline",
+          p.get("status") == "failed" and (p.get("failure") or {}).get("code") == "reader_offline",
+          repr(p))
+    request("POST", f"{sim_base}/_sim/readers/{r3}/online")
 
     r = api.call("GET", "/metrics")
     text = r.raw.decode("utf-8", "replace")
