@@ -21,6 +21,7 @@ import hmac
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1204,9 +1205,97 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
     text = r.raw.decode("utf-8", "replace")
     check("/metrics has payment series after payments", r.status == 200 and "payment" in text,
           text[:200])
+    accepted = 0.0
+    for line in text.splitlines():
+        if not line.startswith("#") and "webhook" in line and "accepted" in line:
+            try:
+                accepted += float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                pass
+    check("the emulator's signed webhooks reached the daemon and were accepted", accepted > 0,
+          "no accepted webhook series")
+    check("/metrics reveals no token or key", all(v not in text for v in tokens.values())
+          and SK not in text and WHSEC not in text)
 
 
-def busy_section(s):
+class Hooks:
+    """A loopback endpoint that records the emulator's webhook deliveries."""
+
+    def __init__(self):
+        import http.server
+        self.events = []
+        hooks = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                hooks.events.append((self.headers.get("Stripe-Signature", ""), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_signature(header, body, secret):
+    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
+    ts = [v for k, v in parts if k == "t"]
+    sigs = [v for k, v in parts if k == "v1"]
+    if len(ts) != 1 or not sigs:
+        return False
+    want = hmac.new(secret.encode(), ts[0].encode() + b"." + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(want, s) for s in sigs) and abs(time.time() - int(ts[0])) < 300
+
+
+def webhook_events_section(hooks, acct, pi):
+    print("== emulator: webhooks as Stripe sends them", flush=True)
+    def types():
+        out = []
+        for _, body in hooks.events:
+            try:
+                out.append(json.loads(body).get("type"))
+            except ValueError:
+                pass
+        return out
+    wait_until(lambda: "payment_intent.succeeded" in types()
+               and "terminal.reader.action_succeeded" in types(), 10, 0.2)
+    check("webhooks delivered", len(hooks.events) > 0, "none")
+    check("every delivery carries a valid Stripe-Signature (t=…,v1=HMAC-SHA256 of t.body)",
+          hooks.events and all(verify_signature(h, b, WHSEC) for h, b in hooks.events),
+          short([h for h, _ in hooks.events[:3]]))
+    evs = []
+    for _, b in hooks.events:
+        try:
+            evs.append(json.loads(b))
+        except ValueError:
+            evs.append({})
+    check("event envelope: id evt_, object event, type, created, livemode, data.object",
+          evs and all(str(e.get("id", "")).startswith("evt_") and e.get("object") == "event"
+                      and isinstance(e.get("created"), int) and "livemode" in e
+                      and isinstance((e.get("data") or {}).get("object"), dict) for e in evs),
+          short(evs[:1]))
+    pis = [e for e in evs if e.get("type") == "payment_intent.succeeded"
+           and (e.get("data") or {}).get("object", {}).get("id") == pi]
+    check("payment_intent.succeeded from the connected account carries account",
+          pis and all(e.get("account") == acct for e in pis), short(pis[:1]))
+    rdr = [e for e in evs if e.get("type") == "terminal.reader.action_succeeded"]
+    check("terminal.reader.action_succeeded from the platform has no account",
+          rdr and all(not e.get("account") for e in rdr)
+          and all((e.get("data") or {}).get("object", {}).get("object") == "terminal.reader"
+                  for e in rdr), short(rdr[:1]))
+
+
+def busy_section(s, hooks=None):
     """Stripe: cancel_action cannot interrupt an authorisation in progress (terminal_reader_busy)."""
     print("== emulator: authorisation in progress (sim --auth-delay 2s)", flush=True)
     up = wait_until(lambda: s.call("GET", "/v1/terminal/locations").status == 200, 10)
@@ -1232,6 +1321,8 @@ def busy_section(s):
     done = wait_until(lambda: (s.call("GET", f"/v1/payment_intents/{pi}", account=acct)
                                .get("status") == "succeeded"), 8, 0.2)
     check("the authorisation then completes", done)
+    if hooks is not None:
+        webhook_events_section(hooks, acct, pi)
 
 
 def cli_section(binary, api, tokens, reader_ids):
@@ -1349,8 +1440,11 @@ def main():
                             "--webhook-secret", WHSEC],
                            stdout=sim_log, stderr=sim_log)
     busy_port = free_port()
+    hooks = Hooks()
     busy_sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{busy_port}",
-                                 "--auth-delay", "2s"],
+                                 "--auth-delay", "2s",
+                                 "--webhook-url", f"http://127.0.0.1:{hooks.port}/hook",
+                                 "--webhook-secret", WHSEC],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     demo_out = open(os.path.join(tmp, "demo.log"), "wb")
     demo = subprocess.Popen([binary, "demo", "--tour", "--listen", f"127.0.0.1:{free_port()}"],
@@ -1366,7 +1460,7 @@ def main():
                         or s.call("GET", "/v1/terminal/locations").status == 200, 15)
         if check("readerd sim starts", up and sim.poll() is None):
             emulator_section(s, sim_base)
-            busy_section(Stripe(f"http://127.0.0.1:{busy_port}"))
+            busy_section(Stripe(f"http://127.0.0.1:{busy_port}"), hooks)
             daemon = daemon_section(binary, s, sim_base, tmp, api_port)
             if daemon and daemon.proc and daemon.proc.poll() is None:
                 stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
@@ -1390,15 +1484,29 @@ def main():
             daemon.proc.wait(timeout=5)
         stop(sim)
         stop(busy_sim)
+        hooks.close()
         if demo.poll() is None:
             demo.kill()
             demo.wait(timeout=5)
         sim_log.close()
         watchdog.cancel()
+    logs = b""
+    for name in ("daemon.log", "sim.log", "demo.log"):
+        try:
+            with open(os.path.join(tmp, name), "rb") as f:
+                logs += f.read()
+        except OSError:
+            pass
+    secrets = [SK, WHSEC] + list(TOKENS.values())
+    check("logs carry no secret key, webhook secret or token",
+          not any(x.encode() in logs for x in secrets))
+    check("no panic in any log", b"panicked" not in logs)
     elapsed = time.monotonic() - STARTED
     if FAILED:
         print(f"failed: {', '.join(FAILURES)}")
         print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"(took {elapsed:.1f}s)")
     print(f"{PASSED} passed, {FAILED} failed")
     return 1 if FAILED else 0
