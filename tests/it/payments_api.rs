@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const WHSEC: &str = "whsec_payments_tests";
+/// The second endpoint's secret (a Connect endpoint): the daemon is configured with both.
+pub const WHSEC_CONNECT: &str = "whsec_payments_tests_connect";
 pub const ADMIN: &str = "admin-token";
 
 pub struct Api {
@@ -73,7 +75,9 @@ pub async fn start(sim_cfg: SimConfig) -> Api {
     config.validate().unwrap();
     let secrets = Secrets {
         stripe_key: SecretKey::new("sk_test_payments"),
-        webhook_secret: Some(WebhookSecret::new(WHSEC)),
+        webhook_secret: Some(WebhookSecret::from_lines(&format!(
+            "{WHSEC}\n{WHSEC_CONNECT}\n"
+        ))),
     };
     let daemon = Daemon::new(config, secrets).start(listener).await.unwrap();
     let mut api = Api {
@@ -627,6 +631,16 @@ async fn webhooks_forged_duplicated_reordered_and_late() {
     );
     let (s, r) = api.send(send(fresh, header)).await;
     assert_eq!(s, StatusCode::OK, "{r}");
+    // The other endpoint's secret (account and Connect endpoints sign with their own).
+    let connect = stale.replace("evt_stale_1", "evt_connect");
+    let (s, r) = api
+        .send(send(
+            connect.clone(),
+            signed(&connect, WHSEC_CONNECT, now()),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["duplicate"], serde_json::Value::Null, "{r}");
 }
 
 #[tokio::test]
