@@ -735,6 +735,13 @@ merchants = ["cafe"]
                                               "address": addr})
     check("location country ≠ merchant country is refused (400)", r.status == 400
           and isinstance(r.get("error"), dict), repr(r))
+    r = api.call("POST", "/v1/locations", A, {"display_name": "Shared hall", "address": addr})
+    check("a location without a merchant (the field is optional)", r.status in (200, 201)
+          and str(r.get("id")).startswith("tml_"), repr(r))
+    r = api.call("POST", "/v1/readers", A, {"registration_code": "simulated-wpe", "label": "lost",
+                                            "location": "tml_doesnotexist"})
+    check("registering at an unknown location is a 4xx", 400 <= r.status < 500
+          and isinstance(r.get("error"), dict), repr(r))
     r = api.call("POST", "/v1/locations", P, {"display_name": "x", "address": addr})
     check("pos cannot create locations (403)", r.status == 403, repr(r))
     r = api.call("GET", "/v1/locations", P)
@@ -862,7 +869,13 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
           r.status == 200 and (r.get("metadata") or {}).get("readerd_payment") == pid
           and r.get("capture_method") == "automatic"
           and "card_present" in (r.get("payment_method_types") or []), repr(r))
+    check("description and metadata reach the PaymentIntent", r.get("description") == "bread"
+          and (r.get("metadata") or {}).get("order") == "42", repr(r))
     check("payment is 404 to another merchant's pos", get(pid, P2).status == 404)
+    r = api.call("GET", "/v1/payments?merchant=bakery", P2)
+    lst = r.json if isinstance(r.json, list) else (r.get("data") or [])
+    check("a pos filtering on another merchant sees none of its payments",
+          r.status in (200, 403, 404) and not lst, repr(r))
     check("payment is 404 for an unknown id", get("pay_doesnotexist").status == 404)
     r = api.call("GET", "/v1/payments?merchant=bakery&status=succeeded", P)
     lst = r.json if isinstance(r.json, list) else (r.get("data") or [])
@@ -1295,6 +1308,63 @@ def webhook_events_section(hooks, acct, pi):
                   for e in rdr), short(rdr[:1]))
 
 
+def faults_section(binary):
+    """Stripe's documented answers under load and failure, from emulators started with faults."""
+    print("== emulator: concurrency, rate limits, server errors", flush=True)
+    procs = []
+
+    def sim(*flags):
+        port = free_port()
+        procs.append(subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{port}"] + list(flags),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        s = Stripe(f"http://127.0.0.1:{port}")
+        wait_until(lambda: s.call("GET", "/v1/accounts").status != 0, 10)
+        return s
+
+    try:
+        slow = sim("--latency", "600ms")
+        acct = slow.call("POST", "/v1/accounts", [("country", "DE"),
+                         ("capabilities[card_payments][requested]", "true")]).get("id")
+        results = []
+
+        def one():
+            results.append(slow.call("POST", "/v1/payment_intents", [
+                ("amount", "1000"), ("currency", "eur"),
+                ("payment_method_types[]", "card_present")], account=acct, idem="concurrent-1"))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.2)
+        threads[1].start()
+        for th in threads:
+            th.join(10)
+        statuses = sorted(r.status for r in results)
+        loser = [r for r in results if r.status == 409]
+        check("a concurrent request with the same Idempotency-Key is 409",
+              statuses == [200, 409], str(results))
+        check("… with code idempotency_key_in_use", loser
+              and loser[0].err_code() == "idempotency_key_in_use", str(loser))
+
+        limited = sim("--rate-limit", "5")
+        got = [limited.call("GET", "/v1/terminal/locations") for _ in range(25)]
+        limited_429 = [r for r in got if r.status == 429]
+        check("over the rate limit: 429", len(limited_429) > 0, str(sorted({r.status for r in got})))
+        if limited_429:
+            r = limited_429[0]
+            check("429 carries Stripe-Rate-Limited-Reason and code rate_limit",
+                  (r.headers.get("Stripe-Rate-Limited-Reason") if r.headers else None)
+                  and r.err_code() == "rate_limit", f"{r} {dict(r.headers or {})}")
+
+        broken = sim("--error-rate", "1")
+        r = broken.call("GET", "/v1/terminal/locations")
+        check("a server error is 5xx with type api_error and a Request-Id", r.status >= 500
+              and r.err_type() == "api_error"
+              and (r.headers.get("Request-Id", "") if r.headers else "").startswith("req_"), repr(r))
+    finally:
+        for p in procs:
+            stop(p)
+
+
 def busy_section(s, hooks=None):
     """Stripe: cancel_action cannot interrupt an authorisation in progress (terminal_reader_busy)."""
     print("== emulator: authorisation in progress (sim --auth-delay 2s)", flush=True)
@@ -1461,6 +1531,7 @@ def main():
         if check("readerd sim starts", up and sim.poll() is None):
             emulator_section(s, sim_base)
             busy_section(Stripe(f"http://127.0.0.1:{busy_port}"), hooks)
+            faults_section(binary)
             daemon = daemon_section(binary, s, sim_base, tmp, api_port)
             if daemon and daemon.proc and daemon.proc.poll() is None:
                 stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
