@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import re
 import json
 import os
 import shutil
@@ -1492,6 +1493,41 @@ def stripe_down_section(api, sim, admin):
           and isinstance(r.get("error"), dict), repr(r))
 
 
+def demo_section(binary, tmp):
+    """`readerd demo`: prints the API address and tokens that work, runs until Ctrl-C."""
+    print("== demo", flush=True)
+    path = os.path.join(tmp, "demo-live.log")
+    with open(path, "wb") as out:
+        proc = subprocess.Popen([binary, "demo", "--listen", f"127.0.0.1:{free_port()}"],
+                                stdout=out, stderr=out)
+    try:
+        def printed():
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            return text if "http://127.0.0.1:" in text and "Ctrl-C" in text else None
+
+        text = wait_until(printed, 20, 0.2) or ""
+        url = re.search(r"http://127\.0\.0\.1:\d+", text)
+        tokens = re.findall(r"token\s+(\S+)", text)
+        api = Api(url.group(0)) if url else None
+        ok = bool(api and tokens)
+        if ok:
+            answers = [api.call("GET", "/v1/readers", tok) for tok in tokens]
+            readers = [a for a in answers if a.status == 200 and isinstance(a.json, list)]
+            ok = len(readers) == len(tokens) and len(readers[0].json) == 2
+        check("demo prints an API address and tokens that work (two readers)", ok, short(text))
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check("demo exits 0 on Ctrl-C", rc == 0, f"rc={rc}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: contract_check.py PATH_TO_READERD", file=sys.stderr)
@@ -1537,6 +1573,7 @@ def main():
                 stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
                 rc = stop(daemon.proc)
                 check("daemon exits 0 on SIGTERM at the end", rc == 0, f"rc={rc}")
+        demo_section(binary, tmp)
         print("== demo --tour", flush=True)
         try:
             rc = demo.wait(timeout=max(5.0, RUN_BUDGET - 5 - (time.monotonic() - STARTED)))
