@@ -1528,6 +1528,117 @@ def demo_section(binary, tmp):
             proc.wait(timeout=5)
 
 
+def faulty_section(binary, tmp):
+    """Never charged twice: the daemon against an emulator that fails, drops connections
+    before and after doing the work; every payment must end with exactly one PaymentIntent."""
+    print("== daemon against a faulty Stripe (5xx, dropped connections)", flush=True)
+    sim_port, api_port = free_port(), free_port()
+    log = open(os.path.join(tmp, "faulty-sim.log"), "wb")
+    sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim_port}", "--seed", "7",
+                            "--error-rate", "0.1", "--drop-before-rate", "0.1",
+                            "--drop-after-rate", "0.15"], stdout=log, stderr=log)
+    log.close()
+    s = Stripe(f"http://127.0.0.1:{sim_port}")
+    d = None
+    try:
+        def reliably(method, path, params=None, account=None, key=None):
+            # As Stripe advises: resend with the same Idempotency-Key until an answer comes.
+            r = None
+            for _ in range(20):
+                r = s.call(method, path, params, account=account, idem=key)
+                if r.status and r.status < 500:
+                    return r
+                time.sleep(0.05)
+            return r
+
+        wait_until(lambda: s.call("GET", "/v1/accounts").status != 0, 10)
+        acct = reliably("POST", "/v1/accounts", [("country", "DE"),
+                        ("capabilities[card_payments][requested]", "true")], key="f-acct").get("id")
+        loc = reliably("POST", "/v1/terminal/locations", [
+            ("display_name", "Faulty"), ("address[line1]", "a"), ("address[city]", "Berlin"),
+            ("address[postal_code]", "10115"), ("address[country]", "DE")], key="f-loc").get("id")
+        rdr = reliably("POST", "/v1/terminal/readers", [("registration_code", "simulated-wpe"),
+                       ("label", "faulty-till"), ("location", loc)], key="f-rdr").get("id")
+        if not check("faulty emulator set up", acct and loc and rdr, f"{acct} {loc} {rdr}"):
+            return
+        config = os.path.join(tmp, "faulty.toml")
+        with open(config, "w") as f:
+            f.write(f"""[stripe]
+api_base = "http://127.0.0.1:{sim_port}"
+
+[store]
+path = "{os.path.join(tmp, 'faulty-store')}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.clients]]
+name = "operator"
+token_sha256 = "{hashlib.sha256(TOKENS['admin'].encode()).hexdigest()}"
+role = "admin"
+""")
+        env = dict(os.environ, READERD_STRIPE_SECRET_KEY=SK)
+        api = Api(f"http://127.0.0.1:{api_port}")
+        d = Daemon(binary, config, env, os.path.join(tmp, "faulty-daemon.log"))
+        if not check("daemon starts against the faulty emulator", d.start(api), d.tail()):
+            return
+        A = TOKENS["admin"]
+        r = wait_until(lambda: (lambda x: x if x.status in (200, 201) else None)(
+            api.call("POST", "/v1/merchants", A, {"id": "m", "account": acct,
+                                                  "display_name": "M", "charge_type": "direct"},
+                     timeout=60)), 30, 0.5)
+        check("merchant added despite the faults", r is not None, d.tail())
+        wait_until(lambda: any(x.get("id") == rdr for x in
+                               (api.call("POST", "/v1/readers/sync", A, timeout=60) and
+                                api.call("GET", "/v1/readers", A).json or [])), 30, 0.5)
+        pids = []
+        for i in range(4):
+            r = api.call("POST", "/v1/payments", A, {"merchant": "m", "reader": rdr,
+                                                     "amount": 1000 + 100 * i, "currency": "eur"},
+                         idem=f"faulty-{i}", timeout=30)
+            if r.status == 201:
+                pids.append(r.get("id"))
+            else:
+                check(f"faulty payment {i} accepted", False, repr(r))
+                continue
+            pid = r.get("id")
+
+            def on_reader():
+                p = api.call("GET", f"/v1/payments/{pid}", A)
+                if p.get("status") != "processing" or not p.get("payment_intent"):
+                    return None
+                rr = s.call("GET", f"/v1/terminal/readers/{rdr}")
+                a = rr.get("action") or {}
+                return a.get("status") == "in_progress" and \
+                    (a.get("process_payment_intent") or {}).get("payment_intent") == p.get("payment_intent")
+
+            if wait_until(on_reader, 30, 0.2):
+                reliably("POST", f"/v1/test_helpers/terminal/readers/{rdr}/present_payment_method")
+            p = wait_until(lambda: (lambda x: x if x.get("status") in (
+                "succeeded", "failed", "canceled", "declined") else None)(
+                api.call("GET", f"/v1/payments/{pid}", A)), 30, 0.2)
+            check(f"faulty payment {i} succeeded", p is not None and p.get("status") == "succeeded",
+                  repr(p or api.call("GET", f"/v1/payments/{pid}", A)))
+        intents = None
+        for _ in range(20):
+            try:
+                intents = s.list_all("/v1/payment_intents", account=acct)
+                break
+            except RuntimeError:
+                time.sleep(0.05)
+        counts = {}
+        for obj in intents or []:
+            k = (obj.get("metadata") or {}).get("readerd_payment")
+            counts[k] = counts.get(k, 0) + 1
+        check("exactly one PaymentIntent per payment despite 5xx and dropped connections",
+              intents is not None and all(counts.get(pid) == 1 for pid in pids)
+              and sum(counts.values()) == len(pids), short(counts))
+    finally:
+        if d and d.proc and d.proc.poll() is None:
+            stop(d.proc)
+        stop(sim)
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: contract_check.py PATH_TO_READERD", file=sys.stderr)
@@ -1573,6 +1684,7 @@ def main():
                 stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
                 rc = stop(daemon.proc)
                 check("daemon exits 0 on SIGTERM at the end", rc == 0, f"rc={rc}")
+        faulty_section(binary, tmp)
         demo_section(binary, tmp)
         print("== demo --tour", flush=True)
         try:
