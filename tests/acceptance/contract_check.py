@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import re
 import json
 import os
 import shutil
@@ -735,6 +736,13 @@ merchants = ["cafe"]
                                               "address": addr})
     check("location country ≠ merchant country is refused (400)", r.status == 400
           and isinstance(r.get("error"), dict), repr(r))
+    r = api.call("POST", "/v1/locations", A, {"display_name": "Shared hall", "address": addr})
+    check("a location without a merchant (the field is optional)", r.status in (200, 201)
+          and str(r.get("id")).startswith("tml_"), repr(r))
+    r = api.call("POST", "/v1/readers", A, {"registration_code": "simulated-wpe", "label": "lost",
+                                            "location": "tml_doesnotexist"})
+    check("registering at an unknown location is a 4xx", 400 <= r.status < 500
+          and isinstance(r.get("error"), dict), repr(r))
     r = api.call("POST", "/v1/locations", P, {"display_name": "x", "address": addr})
     check("pos cannot create locations (403)", r.status == 403, repr(r))
     r = api.call("GET", "/v1/locations", P)
@@ -862,7 +870,13 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
           r.status == 200 and (r.get("metadata") or {}).get("readerd_payment") == pid
           and r.get("capture_method") == "automatic"
           and "card_present" in (r.get("payment_method_types") or []), repr(r))
+    check("description and metadata reach the PaymentIntent", r.get("description") == "bread"
+          and (r.get("metadata") or {}).get("order") == "42", repr(r))
     check("payment is 404 to another merchant's pos", get(pid, P2).status == 404)
+    r = api.call("GET", "/v1/payments?merchant=bakery", P2)
+    lst = r.json if isinstance(r.json, list) else (r.get("data") or [])
+    check("a pos filtering on another merchant sees none of its payments",
+          r.status in (200, 403, 404) and not lst, repr(r))
     check("payment is 404 for an unknown id", get("pay_doesnotexist").status == 404)
     r = api.call("GET", "/v1/payments?merchant=bakery&status=succeeded", P)
     lst = r.json if isinstance(r.json, list) else (r.get("data") or [])
@@ -1295,6 +1309,63 @@ def webhook_events_section(hooks, acct, pi):
                   for e in rdr), short(rdr[:1]))
 
 
+def faults_section(binary):
+    """Stripe's documented answers under load and failure, from emulators started with faults."""
+    print("== emulator: concurrency, rate limits, server errors", flush=True)
+    procs = []
+
+    def sim(*flags):
+        port = free_port()
+        procs.append(subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{port}"] + list(flags),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        s = Stripe(f"http://127.0.0.1:{port}")
+        wait_until(lambda: s.call("GET", "/v1/accounts").status != 0, 10)
+        return s
+
+    try:
+        slow = sim("--latency", "600ms")
+        acct = slow.call("POST", "/v1/accounts", [("country", "DE"),
+                         ("capabilities[card_payments][requested]", "true")]).get("id")
+        results = []
+
+        def one():
+            results.append(slow.call("POST", "/v1/payment_intents", [
+                ("amount", "1000"), ("currency", "eur"),
+                ("payment_method_types[]", "card_present")], account=acct, idem="concurrent-1"))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.2)
+        threads[1].start()
+        for th in threads:
+            th.join(10)
+        statuses = sorted(r.status for r in results)
+        loser = [r for r in results if r.status == 409]
+        check("a concurrent request with the same Idempotency-Key is 409",
+              statuses == [200, 409], str(results))
+        check("… with code idempotency_key_in_use", loser
+              and loser[0].err_code() == "idempotency_key_in_use", str(loser))
+
+        limited = sim("--rate-limit", "5")
+        got = [limited.call("GET", "/v1/terminal/locations") for _ in range(25)]
+        limited_429 = [r for r in got if r.status == 429]
+        check("over the rate limit: 429", len(limited_429) > 0, str(sorted({r.status for r in got})))
+        if limited_429:
+            r = limited_429[0]
+            check("429 carries Stripe-Rate-Limited-Reason and code rate_limit",
+                  (r.headers.get("Stripe-Rate-Limited-Reason") if r.headers else None)
+                  and r.err_code() == "rate_limit", f"{r} {dict(r.headers or {})}")
+
+        broken = sim("--error-rate", "1")
+        r = broken.call("GET", "/v1/terminal/locations")
+        check("a server error is 5xx with type api_error and a Request-Id", r.status >= 500
+              and r.err_type() == "api_error"
+              and (r.headers.get("Request-Id", "") if r.headers else "").startswith("req_"), repr(r))
+    finally:
+        for p in procs:
+            stop(p)
+
+
 def busy_section(s, hooks=None):
     """Stripe: cancel_action cannot interrupt an authorisation in progress (terminal_reader_busy)."""
     print("== emulator: authorisation in progress (sim --auth-delay 2s)", flush=True)
@@ -1422,6 +1493,152 @@ def stripe_down_section(api, sim, admin):
           and isinstance(r.get("error"), dict), repr(r))
 
 
+def demo_section(binary, tmp):
+    """`readerd demo`: prints the API address and tokens that work, runs until Ctrl-C."""
+    print("== demo", flush=True)
+    path = os.path.join(tmp, "demo-live.log")
+    with open(path, "wb") as out:
+        proc = subprocess.Popen([binary, "demo", "--listen", f"127.0.0.1:{free_port()}"],
+                                stdout=out, stderr=out)
+    try:
+        def printed():
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            return text if "http://127.0.0.1:" in text and "Ctrl-C" in text else None
+
+        text = wait_until(printed, 20, 0.2) or ""
+        url = re.search(r"http://127\.0\.0\.1:\d+", text)
+        tokens = re.findall(r"token\s+(\S+)", text)
+        api = Api(url.group(0)) if url else None
+        ok = bool(api and tokens)
+        if ok:
+            answers = [api.call("GET", "/v1/readers", tok) for tok in tokens]
+            readers = [a for a in answers if a.status == 200 and isinstance(a.json, list)]
+            ok = len(readers) == len(tokens) and len(readers[0].json) == 2
+        check("demo prints an API address and tokens that work (two readers)", ok, short(text))
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check("demo exits 0 on Ctrl-C", rc == 0, f"rc={rc}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def faulty_section(binary, tmp):
+    """Never charged twice: the daemon against an emulator that fails, drops connections
+    before and after doing the work; every payment must end with exactly one PaymentIntent."""
+    print("== daemon against a faulty Stripe (5xx, dropped connections)", flush=True)
+    sim_port, api_port = free_port(), free_port()
+    log = open(os.path.join(tmp, "faulty-sim.log"), "wb")
+    sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim_port}", "--seed", "7",
+                            "--error-rate", "0.1", "--drop-before-rate", "0.1",
+                            "--drop-after-rate", "0.15"], stdout=log, stderr=log)
+    log.close()
+    s = Stripe(f"http://127.0.0.1:{sim_port}")
+    d = None
+    try:
+        def reliably(method, path, params=None, account=None, key=None):
+            # As Stripe advises: resend with the same Idempotency-Key until an answer comes.
+            r = None
+            for _ in range(20):
+                r = s.call(method, path, params, account=account, idem=key)
+                if r.status and r.status < 500:
+                    return r
+                time.sleep(0.05)
+            return r
+
+        wait_until(lambda: s.call("GET", "/v1/accounts").status != 0, 10)
+        acct = reliably("POST", "/v1/accounts", [("country", "DE"),
+                        ("capabilities[card_payments][requested]", "true")], key="f-acct").get("id")
+        loc = reliably("POST", "/v1/terminal/locations", [
+            ("display_name", "Faulty"), ("address[line1]", "a"), ("address[city]", "Berlin"),
+            ("address[postal_code]", "10115"), ("address[country]", "DE")], key="f-loc").get("id")
+        rdr = reliably("POST", "/v1/terminal/readers", [("registration_code", "simulated-wpe"),
+                       ("label", "faulty-till"), ("location", loc)], key="f-rdr").get("id")
+        if not check("faulty emulator set up", acct and loc and rdr, f"{acct} {loc} {rdr}"):
+            return
+        config = os.path.join(tmp, "faulty.toml")
+        with open(config, "w") as f:
+            f.write(f"""[stripe]
+api_base = "http://127.0.0.1:{sim_port}"
+
+[store]
+path = "{os.path.join(tmp, 'faulty-store')}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.clients]]
+name = "operator"
+token_sha256 = "{hashlib.sha256(TOKENS['admin'].encode()).hexdigest()}"
+role = "admin"
+""")
+        env = dict(os.environ, READERD_STRIPE_SECRET_KEY=SK)
+        api = Api(f"http://127.0.0.1:{api_port}")
+        d = Daemon(binary, config, env, os.path.join(tmp, "faulty-daemon.log"))
+        if not check("daemon starts against the faulty emulator", d.start(api), d.tail()):
+            return
+        A = TOKENS["admin"]
+        r = wait_until(lambda: (lambda x: x if x.status in (200, 201) else None)(
+            api.call("POST", "/v1/merchants", A, {"id": "m", "account": acct,
+                                                  "display_name": "M", "charge_type": "direct"},
+                     timeout=60)), 30, 0.5)
+        check("merchant added despite the faults", r is not None, d.tail())
+        wait_until(lambda: any(x.get("id") == rdr for x in
+                               (api.call("POST", "/v1/readers/sync", A, timeout=60) and
+                                api.call("GET", "/v1/readers", A).json or [])), 30, 0.5)
+        pids = []
+        for i in range(4):
+            r = api.call("POST", "/v1/payments", A, {"merchant": "m", "reader": rdr,
+                                                     "amount": 1000 + 100 * i, "currency": "eur"},
+                         idem=f"faulty-{i}", timeout=30)
+            if r.status == 201:
+                pids.append(r.get("id"))
+            else:
+                check(f"faulty payment {i} accepted", False, repr(r))
+                continue
+            pid = r.get("id")
+
+            def on_reader():
+                p = api.call("GET", f"/v1/payments/{pid}", A)
+                if p.get("status") != "processing" or not p.get("payment_intent"):
+                    return None
+                rr = s.call("GET", f"/v1/terminal/readers/{rdr}")
+                a = rr.get("action") or {}
+                return a.get("status") == "in_progress" and \
+                    (a.get("process_payment_intent") or {}).get("payment_intent") == p.get("payment_intent")
+
+            if wait_until(on_reader, 30, 0.2):
+                reliably("POST", f"/v1/test_helpers/terminal/readers/{rdr}/present_payment_method")
+            p = wait_until(lambda: (lambda x: x if x.get("status") in (
+                "succeeded", "failed", "canceled", "declined") else None)(
+                api.call("GET", f"/v1/payments/{pid}", A)), 30, 0.2)
+            check(f"faulty payment {i} succeeded", p is not None and p.get("status") == "succeeded",
+                  repr(p or api.call("GET", f"/v1/payments/{pid}", A)))
+        intents = None
+        for _ in range(20):
+            try:
+                intents = s.list_all("/v1/payment_intents", account=acct)
+                break
+            except RuntimeError:
+                time.sleep(0.05)
+        counts = {}
+        for obj in intents or []:
+            k = (obj.get("metadata") or {}).get("readerd_payment")
+            counts[k] = counts.get(k, 0) + 1
+        check("exactly one PaymentIntent per payment despite 5xx and dropped connections",
+              intents is not None and all(counts.get(pid) == 1 for pid in pids)
+              and sum(counts.values()) == len(pids), short(counts))
+    finally:
+        if d and d.proc and d.proc.poll() is None:
+            stop(d.proc)
+        stop(sim)
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: contract_check.py PATH_TO_READERD", file=sys.stderr)
@@ -1461,11 +1678,14 @@ def main():
         if check("readerd sim starts", up and sim.poll() is None):
             emulator_section(s, sim_base)
             busy_section(Stripe(f"http://127.0.0.1:{busy_port}"), hooks)
+            faults_section(binary)
             daemon = daemon_section(binary, s, sim_base, tmp, api_port)
             if daemon and daemon.proc and daemon.proc.poll() is None:
                 stripe_down_section(Api(f"http://127.0.0.1:{api_port}"), sim, tokens_admin())
                 rc = stop(daemon.proc)
                 check("daemon exits 0 on SIGTERM at the end", rc == 0, f"rc={rc}")
+        faulty_section(binary, tmp)
+        demo_section(binary, tmp)
         print("== demo --tour", flush=True)
         try:
             rc = demo.wait(timeout=max(5.0, RUN_BUDGET - 5 - (time.monotonic() - STARTED)))
