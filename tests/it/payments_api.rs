@@ -741,9 +741,8 @@ async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
 
 #[tokio::test]
 async fn force_clear_cancels_only_the_named_action() {
-    use readerd::stripe::params::{CreatePaymentIntent, ProcessPaymentIntent};
-    use readerd::stripe::wire::CaptureMethod;
-    use readerd::stripe::{ClientConfig, RequestOptions, StripeClient};
+    use crate::common::start_foreign_payment;
+    use readerd::stripe::{ClientConfig, StripeClient};
     let api = start(SimConfig {
         auth_delay: Duration::ZERO,
         ..SimConfig::default()
@@ -756,34 +755,7 @@ async fn force_clear_cancels_only_the_named_action() {
     .unwrap();
     let till = api.readers["till-1"].clone();
     // Another integration left an action on the reader.
-    let foreign = stripe
-        .create_payment_intent(
-            &CreatePaymentIntent {
-                amount: 700,
-                currency: "eur".into(),
-                payment_method_types: vec!["card_present".into()],
-                capture_method: CaptureMethod::Automatic,
-                application_fee_amount: None,
-                description: None,
-                metadata: Default::default(),
-                transfer_destination: None,
-                on_behalf_of: None,
-            },
-            &RequestOptions::account(&api.accounts["bakery"]).key("stuck-pi"),
-        )
-        .await
-        .unwrap();
-    stripe
-        .process_payment_intent(
-            &till,
-            &ProcessPaymentIntent {
-                payment_intent: foreign.id.clone(),
-                process_config: None,
-            },
-            &RequestOptions::platform().key("stuck-ppi"),
-        )
-        .await
-        .unwrap();
+    let foreign = start_foreign_payment(&stripe, &api.accounts["bakery"], &till, "stuck").await;
     let tok = pos_token("bakery");
     let p = api.pay("bakery", "till-1", 1000, "automatic").await;
     let waiting = api
