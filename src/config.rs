@@ -546,7 +546,7 @@ impl Config {
             });
         }
         let webhook_secret = match &self.stripe.webhook_secret_file {
-            Some(p) => Some(WebhookSecret(read_secret_file(
+            Some(p) => Some(WebhookSecret::from_lines(&read_secret_file(
                 "stripe.webhook_secret_file",
                 p,
             )?)),
@@ -606,16 +606,32 @@ fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// The webhook signing secret (`whsec_…`). `Debug` never shows it.
+/// The webhook signing secrets (`whsec_…`). `Debug` never shows them.
+///
+/// Stripe signs each webhook endpoint with its own secret, and a platform usually has two
+/// endpoints: its account endpoint (the platform's `terminal.reader.*` events) and its
+/// Connect endpoint (`payment_intent.*` events of connected accounts). The secret file
+/// therefore holds one secret per line; an event signed with any of them is accepted.
 #[derive(Clone)]
-pub struct WebhookSecret(String);
+pub struct WebhookSecret(Vec<String>);
 
 impl WebhookSecret {
+    /// One secret.
     pub fn new(s: impl Into<String>) -> Self {
-        WebhookSecret(s.into())
+        WebhookSecret(vec![s.into()])
     }
-    /// The secret itself, for signature verification only.
-    pub fn expose(&self) -> &str {
+    /// Every non-empty line of a secret file, trimmed.
+    pub fn from_lines(text: &str) -> Self {
+        WebhookSecret(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+    /// The secrets themselves, for signature verification only.
+    pub fn expose(&self) -> &[String] {
         &self.0
     }
 }
@@ -641,6 +657,13 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn webhook_secret_file_holds_one_secret_per_line() {
+        let s = WebhookSecret::from_lines("whsec_account\n\n  whsec_connect  \n");
+        assert_eq!(s.expose(), ["whsec_account", "whsec_connect"]);
+        assert!(!format!("{s:?}").contains("whsec"));
     }
 
     #[test]

@@ -55,7 +55,20 @@ async fn receive(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    if let Err(e) = verify(secret.expose(), sig, &body, now, DEFAULT_TOLERANCE_SECS) {
+    // Any configured endpoint secret may have signed it (account and Connect endpoints).
+    // When none matches, report the most telling reason: a stale timestamp under a
+    // matching signature says more than "no match".
+    let verdict = secret
+        .expose()
+        .iter()
+        .map(|s| verify(s, sig, &body, now, DEFAULT_TOLERANCE_SECS))
+        .reduce(|a, b| match (a, b) {
+            (Ok(()), _) | (_, Ok(())) => Ok(()),
+            (Err(SignatureError::NoMatch), other) => other,
+            (first, _) => first,
+        })
+        .unwrap_or(Err(SignatureError::NoMatch));
+    if let Err(e) = verdict {
         tracing::warn!(reason = %e, "webhook refused");
         state.metrics.webhook_rejected(match e {
             SignatureError::Malformed => "malformed_signature",

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const WHSEC: &str = "whsec_payments_tests";
+/// The second endpoint's secret (a Connect endpoint): the daemon is configured with both.
+pub const WHSEC_CONNECT: &str = "whsec_payments_tests_connect";
 pub const ADMIN: &str = "admin-token";
 
 pub struct Api {
@@ -73,7 +75,9 @@ pub async fn start(sim_cfg: SimConfig) -> Api {
     config.validate().unwrap();
     let secrets = Secrets {
         stripe_key: SecretKey::new("sk_test_payments"),
-        webhook_secret: Some(WebhookSecret::new(WHSEC)),
+        webhook_secret: Some(WebhookSecret::from_lines(&format!(
+            "{WHSEC}\n{WHSEC_CONNECT}\n"
+        ))),
     };
     let daemon = Daemon::new(config, secrets).start(listener).await.unwrap();
     let mut api = Api {
@@ -627,6 +631,16 @@ async fn webhooks_forged_duplicated_reordered_and_late() {
     );
     let (s, r) = api.send(send(fresh, header)).await;
     assert_eq!(s, StatusCode::OK, "{r}");
+    // The other endpoint's secret (account and Connect endpoints sign with their own).
+    let connect = stale.replace("evt_stale_1", "evt_connect");
+    let (s, r) = api
+        .send(send(
+            connect.clone(),
+            signed(&connect, WHSEC_CONNECT, now()),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["duplicate"], serde_json::Value::Null, "{r}");
 }
 
 #[tokio::test]
@@ -727,9 +741,8 @@ async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
 
 #[tokio::test]
 async fn force_clear_cancels_only_the_named_action() {
-    use readerd::stripe::params::{CreatePaymentIntent, ProcessPaymentIntent};
-    use readerd::stripe::wire::CaptureMethod;
-    use readerd::stripe::{ClientConfig, RequestOptions, StripeClient};
+    use crate::common::start_foreign_payment;
+    use readerd::stripe::{ClientConfig, StripeClient};
     let api = start(SimConfig {
         auth_delay: Duration::ZERO,
         ..SimConfig::default()
@@ -742,34 +755,7 @@ async fn force_clear_cancels_only_the_named_action() {
     .unwrap();
     let till = api.readers["till-1"].clone();
     // Another integration left an action on the reader.
-    let foreign = stripe
-        .create_payment_intent(
-            &CreatePaymentIntent {
-                amount: 700,
-                currency: "eur".into(),
-                payment_method_types: vec!["card_present".into()],
-                capture_method: CaptureMethod::Automatic,
-                application_fee_amount: None,
-                description: None,
-                metadata: Default::default(),
-                transfer_destination: None,
-                on_behalf_of: None,
-            },
-            &RequestOptions::account(&api.accounts["bakery"]).key("stuck-pi"),
-        )
-        .await
-        .unwrap();
-    stripe
-        .process_payment_intent(
-            &till,
-            &ProcessPaymentIntent {
-                payment_intent: foreign.id.clone(),
-                process_config: None,
-            },
-            &RequestOptions::platform().key("stuck-ppi"),
-        )
-        .await
-        .unwrap();
+    let foreign = start_foreign_payment(&stripe, &api.accounts["bakery"], &till, "stuck").await;
     let tok = pos_token("bakery");
     let p = api.pay("bakery", "till-1", 1000, "automatic").await;
     let waiting = api

@@ -2,12 +2,12 @@
 //! stored under the idempotency key, the platform-owned-reader preview missing, a reader
 //! whose location is not in the country of the account receiving the funds.
 
+use crate::common::{create_location, register_reader};
 use crate::payments_flow::{env_with, fast_config, instant_sim, req, wait_on_reader, wait_status};
 use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
 use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
-use readerd::stripe::params::{CreateLocation, RegisterReader};
-use readerd::stripe::wire::{Address, PaymentIntentStatus};
+use readerd::stripe::wire::PaymentIntentStatus;
 use readerd::stripe::RequestOptions;
 
 fn stored_5xx(path: &str, executed: bool) -> SimConfig {
@@ -157,37 +157,14 @@ async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destina
 #[tokio::test(start_paused = true)]
 async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
     let env = env_with(instant_sim(), fast_config(), 0).await;
-    let loc = env
-        .stripe
-        .create_location(
-            &CreateLocation {
-                display_name: "Berlin".into(),
-                address: Address {
-                    line1: Some("Unter den Linden 1".into()),
-                    city: Some("Berlin".into()),
-                    postal_code: Some("10117".into()),
-                    country: Some("DE".into()),
-                    ..Default::default()
-                },
-                metadata: Default::default(),
-            },
-            &RequestOptions::platform().key("loc-de"),
-        )
-        .await
-        .unwrap();
-    let reader = env
-        .stripe
-        .register_reader(
-            &RegisterReader {
-                registration_code: "simulated-wpe".into(),
-                label: Some("moved".into()),
-                location: Some(loc.id.clone()),
-                metadata: Default::default(),
-            },
-            &RequestOptions::platform().key("reader-de"),
-        )
-        .await
-        .unwrap();
+    let loc = create_location(
+        &env.stripe,
+        "Berlin",
+        ["Unter den Linden 1", "10117", "Berlin", "DE"],
+        "loc-de",
+    )
+    .await;
+    let reader = register_reader(&env.stripe, "moved", &loc.id, "reader-de").await;
     // The registry still believes the reader is in France (the move is not synced yet).
     env.dir.add_reader(ReaderInfo {
         id: reader.id.clone(),

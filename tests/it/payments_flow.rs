@@ -5,6 +5,7 @@
 //! action. Waits poll the engine's records until a condition holds (bounded, never a
 //! timed assertion).
 
+use crate::common::{create_location, register_reader, start_foreign_payment};
 use readerd::payments::engine::{CreatePayment, EngineConfig, PaymentError};
 use readerd::payments::{
     CaptureMode, ChargeType, Directory, Engine, MerchantInfo, Payment, ReaderInfo, StaticDirectory,
@@ -12,10 +13,7 @@ use readerd::payments::{
 };
 use readerd::sim::{self, FaultKind, FaultRule, Faults, SimConfig, SimHandle};
 use readerd::store::Registry;
-use readerd::stripe::params::{
-    CreateLocation, CreatePaymentIntent, ProcessPaymentIntent, RegisterReader,
-};
-use readerd::stripe::wire::{Address, CapabilityStatus, CaptureMethod};
+use readerd::stripe::wire::CapabilityStatus;
 use readerd::stripe::{ClientConfig, RequestOptions, SecretKey, StripeClient};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,37 +75,22 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
         });
         accounts.insert(m.to_string(), acct);
     }
-    let loc = stripe
-        .create_location(
-            &CreateLocation {
-                display_name: "Shop".into(),
-                address: Address {
-                    line1: Some("1 rue de la Paix".into()),
-                    city: Some("Paris".into()),
-                    postal_code: Some("75002".into()),
-                    country: Some("FR".into()),
-                    ..Default::default()
-                },
-                metadata: Default::default(),
-            },
-            &RequestOptions::platform().key("loc-1"),
-        )
-        .await
-        .unwrap();
+    let loc = create_location(
+        &stripe,
+        "Shop",
+        ["1 rue de la Paix", "75002", "Paris", "FR"],
+        "loc-1",
+    )
+    .await;
     let mut readers = Vec::new();
     for i in 0..n {
-        let r = stripe
-            .register_reader(
-                &RegisterReader {
-                    registration_code: "simulated-wpe".into(),
-                    label: Some(format!("till-{i}")),
-                    location: Some(loc.id.clone()),
-                    metadata: Default::default(),
-                },
-                &RequestOptions::platform().key(format!("reader-{i}")),
-            )
-            .await
-            .unwrap();
+        let r = register_reader(
+            &stripe,
+            &format!("till-{i}"),
+            &loc.id,
+            &format!("reader-{i}"),
+        )
+        .await;
         dir.add_reader(ReaderInfo {
             id: r.id.clone(),
             label: Some(r.label.clone()),
@@ -485,35 +468,7 @@ async fn a_foreign_action_is_waited_for_and_never_canceled() {
     let env = env().await;
     let r = env.readers[0].clone();
     // Another integration's payment is on the reader.
-    let foreign = env
-        .stripe
-        .create_payment_intent(
-            &CreatePaymentIntent {
-                amount: 700,
-                currency: "eur".into(),
-                payment_method_types: vec!["card_present".into()],
-                capture_method: CaptureMethod::Automatic,
-                application_fee_amount: None,
-                description: None,
-                metadata: Default::default(),
-                transfer_destination: None,
-                on_behalf_of: None,
-            },
-            &RequestOptions::account(&env.accounts["bakery"]).key("foreign-pi"),
-        )
-        .await
-        .unwrap();
-    env.stripe
-        .process_payment_intent(
-            &r,
-            &ProcessPaymentIntent {
-                payment_intent: foreign.id.clone(),
-                process_config: None,
-            },
-            &RequestOptions::platform().key("foreign-ppi"),
-        )
-        .await
-        .unwrap();
+    start_foreign_payment(&env.stripe, &env.accounts["bakery"], &r, "foreign").await;
     let p = env
         .engine
         .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
@@ -1015,35 +970,7 @@ async fn a_reader_busy_too_long_fails_the_payment_and_leaves_the_foreign_action_
     };
     let env = env_with(instant_sim(), cfg, 1).await;
     let r = env.readers[0].clone();
-    let foreign = env
-        .stripe
-        .create_payment_intent(
-            &CreatePaymentIntent {
-                amount: 700,
-                currency: "eur".into(),
-                payment_method_types: vec!["card_present".into()],
-                capture_method: CaptureMethod::Automatic,
-                application_fee_amount: None,
-                description: None,
-                metadata: Default::default(),
-                transfer_destination: None,
-                on_behalf_of: None,
-            },
-            &RequestOptions::account(&env.accounts["bakery"]).key("foreign-pi"),
-        )
-        .await
-        .unwrap();
-    env.stripe
-        .process_payment_intent(
-            &r,
-            &ProcessPaymentIntent {
-                payment_intent: foreign.id.clone(),
-                process_config: None,
-            },
-            &RequestOptions::platform().key("foreign-ppi"),
-        )
-        .await
-        .unwrap();
+    let foreign = start_foreign_payment(&env.stripe, &env.accounts["bakery"], &r, "foreign").await;
     let p = env
         .engine
         .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
@@ -1211,35 +1138,7 @@ async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it
         p.step == readerd::payments::machine::Step::Dispatching
     })
     .await;
-    let foreign = env
-        .stripe
-        .create_payment_intent(
-            &CreatePaymentIntent {
-                amount: 700,
-                currency: "eur".into(),
-                payment_method_types: vec!["card_present".into()],
-                capture_method: CaptureMethod::Automatic,
-                application_fee_amount: None,
-                description: None,
-                metadata: Default::default(),
-                transfer_destination: None,
-                on_behalf_of: None,
-            },
-            &RequestOptions::account(&env.accounts["bakery"]).key("foreign-pi"),
-        )
-        .await
-        .unwrap();
-    env.stripe
-        .process_payment_intent(
-            &r,
-            &ProcessPaymentIntent {
-                payment_intent: foreign.id.clone(),
-                process_config: None,
-            },
-            &RequestOptions::platform().key("foreign-ppi"),
-        )
-        .await
-        .unwrap();
+    start_foreign_payment(&env.stripe, &env.accounts["bakery"], &r, "foreign").await;
     // Ours was refused busy; it waits behind the foreign payment.
     wait_until(&env.engine, &p.id, "waiting for the busy reader", |p| {
         p.waiting_for.as_deref() == Some("reader_busy")

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 mod env;
+mod stripe;
 pub use env::*;
+pub use stripe::*;
 
 use std::path::PathBuf;
 
