@@ -53,15 +53,8 @@ pub fn main(args: DemoArgs) -> ExitCode {
         level: "warn".into(),
         ..Default::default()
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("readerd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::cli::runtime("readerd", true) else {
+        return ExitCode::FAILURE;
     };
     rt.block_on(run(args))
 }

@@ -202,15 +202,8 @@ pub fn block_on<F>(fut: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), ClientError>>,
 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("readerd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::cli::runtime("readerd", false) else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,

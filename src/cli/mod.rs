@@ -52,6 +52,23 @@ pub enum Command {
     Bench(crate::payments::bench::BenchArgs),
 }
 
+/// A tokio runtime for a command (multi-threaded or on the current thread), or `None` after
+/// telling the user on stderr, under `command`'s name, why there is none.
+pub fn runtime(command: &str, multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{command}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     match Cli::parse().command {

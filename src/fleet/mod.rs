@@ -776,7 +776,7 @@ pub(crate) fn location_record(
     existing: Option<&LocationRecord>,
     now: i64,
 ) -> (LocationRecord, bool) {
-    let mut rec = LocationRecord {
+    let rec = LocationRecord {
         id: loc.id.clone(),
         display_name: loc.display_name.clone(),
         address: from_wire_address(&loc.address),
@@ -791,21 +791,36 @@ pub(crate) fn location_record(
         created_at: existing.map(|e| e.created_at).unwrap_or(now),
         updated_at: now,
     };
-    let changed = match existing {
-        None => true,
-        Some(e) => {
-            let mut same = rec.clone();
+    settle(
+        rec,
+        existing,
+        |same, e| {
             same.synced_at = e.synced_at;
             same.updated_at = e.updated_at;
-            same != *e
-        }
+        },
+        |rec, e| rec.updated_at = e.updated_at,
+    )
+}
+
+/// `rec` against the stored `existing`: changed when new, or when it differs in more than
+/// what `bookkeeping` copies over from the stored record (sync times, heartbeat). An
+/// unchanged record keeps the stored `updated_at` through `keep_updated_at`.
+fn settle<R: Clone + PartialEq>(
+    mut rec: R,
+    existing: Option<&R>,
+    bookkeeping: impl Fn(&mut R, &R),
+    keep_updated_at: impl Fn(&mut R, &R),
+) -> (R, bool) {
+    let Some(e) = existing else {
+        return (rec, true);
     };
-    if !changed {
-        if let Some(e) = existing {
-            rec.updated_at = e.updated_at;
-        }
+    let mut same = rec.clone();
+    bookkeeping(&mut same, e);
+    if same != *e {
+        return (rec, true);
     }
-    (rec, changed)
+    keep_updated_at(&mut rec, e);
+    (rec, false)
 }
 
 /// Stripe counts a reader offline after two minutes without a signal; readerd applies the
@@ -824,7 +839,7 @@ pub(crate) fn reader_record(
     let last_seen_at = r.last_seen_at.or(existing.and_then(|e| e.last_seen_at));
     let stripe_online = matches!(r.status, Some(wire::ReaderStatus::Online));
     let fresh = last_seen_at.is_none_or(|seen| now - seen <= OFFLINE_AFTER_MS);
-    let mut rec = ReaderRecord {
+    let rec = ReaderRecord {
         id: r.id.clone(),
         label: r.label.clone(),
         location: r.location.as_ref().map(|l| l.id().to_string()),
@@ -847,22 +862,16 @@ pub(crate) fn reader_record(
         created_at: existing.map(|e| e.created_at).unwrap_or(now),
         updated_at: now,
     };
-    let changed = match existing {
-        None => true,
-        Some(e) => {
-            let mut same = rec.clone();
+    settle(
+        rec,
+        existing,
+        |same, e| {
             same.synced_at = e.synced_at;
             same.updated_at = e.updated_at;
             same.last_seen_at = e.last_seen_at;
-            same != *e
-        }
-    };
-    if !changed {
-        if let Some(e) = existing {
-            rec.updated_at = e.updated_at;
-        }
-    }
-    (rec, changed)
+        },
+        |rec, e| rec.updated_at = e.updated_at,
+    )
 }
 
 #[cfg(test)]

@@ -250,15 +250,8 @@ impl std::fmt::Display for BenchReport {
 
 /// The `readerd bench` command.
 pub fn main(args: BenchArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("readerd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::cli::runtime("readerd", true) else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(run_bench(&args)) {
         Ok(r) => {

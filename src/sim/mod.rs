@@ -472,15 +472,8 @@ pub fn run(args: SimArgs) -> ExitCode {
         eprintln!("readerd sim: fault rates must be between 0 and 1");
         return ExitCode::from(64);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("readerd sim: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = crate::cli::runtime("readerd sim", true) else {
+        return ExitCode::FAILURE;
     };
     crate::telemetry::init_default();
     runtime.block_on(async move {

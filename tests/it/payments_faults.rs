@@ -3,7 +3,10 @@
 //! whose location is not in the country of the account receiving the funds.
 
 use crate::common::{create_location, register_reader};
-use crate::payments_flow::{env_with, fast_config, instant_sim, req, wait_on_reader, wait_status};
+use crate::payments_flow::{
+    bakery_payment, env_with, fast_config, instant_sim, req, wait_on_reader, wait_status,
+    with_faults,
+};
 use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
 use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
@@ -11,15 +14,9 @@ use readerd::stripe::wire::PaymentIntentStatus;
 use readerd::stripe::RequestOptions;
 
 fn stored_5xx(path: &str, executed: bool) -> SimConfig {
-    SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule::new(FaultKind::ErrorStored, "POST", path)
-                .executed(executed)
-                .times(1)],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    }
+    with_faults(vec![FaultRule::new(FaultKind::ErrorStored, "POST", path)
+        .executed(executed)
+        .times(1)])
 }
 
 #[tokio::test(start_paused = true)]
@@ -32,10 +29,7 @@ async fn a_stored_5xx_on_creation_leaves_one_intent_whether_or_not_it_was_create
         )
         .await;
         let r = env.readers[0].clone();
-        let p = env
-            .engine
-            .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-            .unwrap();
+        let p = bakery_payment(&env, &r);
         wait_on_reader(&env, &p.id).await;
         env.sim.present_card(&r, None).unwrap();
         let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -87,10 +81,7 @@ async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_fini
         )
         .await;
         let r = env.readers[0].clone();
-        let p = env
-            .engine
-            .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-            .unwrap();
+        let p = bakery_payment(&env, &r);
         wait_on_reader(&env, &p.id).await;
         env.sim.present_card(&r, None).unwrap();
         wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -121,10 +112,7 @@ async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destina
     };
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
     let f = p.failure.clone().unwrap();
     assert_eq!(f.code, "account_mismatch", "{f:?}");
@@ -291,10 +279,7 @@ async fn a_reader_deleted_on_stripe_fails_its_payments_as_reader_not_found() {
     let env = env_with(instant_sim(), fast_config(), 1).await;
     let r = env.readers[0].clone();
     // Deleted while the payment waits for a card.
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     env.stripe.delete_reader(&r).await.unwrap();
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
@@ -315,10 +300,7 @@ async fn a_reader_deleted_on_stripe_fails_its_payments_as_reader_not_found() {
     assert_eq!(intent.status, PaymentIntentStatus::Canceled);
     // A payment for the deleted reader (the registry has not synced yet), on a direct
     // charge: the reader is missing, not the PaymentIntent.
-    let q = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let q = bakery_payment(&env, &r);
     let q = wait_status(&env.engine, &q.id, Status::Failed).await;
     let f = q.failure.clone().unwrap();
     assert_eq!(f.code, "reader_not_found", "{f:?}");
@@ -365,23 +347,14 @@ async fn a_refund_left_pending_by_an_unreachable_stripe_is_finished_by_the_sweep
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![
-                FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents").times(1),
-                // The search itself fails once, with a 500 Stripe says not to retry.
-                FaultRule::new(FaultKind::ErrorStored, "GET", "/v1/payment_intents").times(1),
-            ],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(vec![
+        FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents").times(1),
+        // The search itself fails once, with a 500 Stripe says not to retry.
+        FaultRule::new(FaultKind::ErrorStored, "GET", "/v1/payment_intents").times(1),
+    ]);
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     env.sim.present_card(&r, None).unwrap();
     wait_status(&env.engine, &p.id, Status::Succeeded).await;

@@ -128,6 +128,28 @@ pub fn instant_sim() -> SimConfig {
     }
 }
 
+/// [`instant_sim`] with these fault rules.
+pub fn with_faults(rules: Vec<FaultRule>) -> SimConfig {
+    SimConfig {
+        faults: Faults {
+            rules,
+            ..Faults::default()
+        },
+        ..instant_sim()
+    }
+}
+
+/// The usual payment: 10.00 EUR for `bakery` on `reader`, captured automatically.
+pub fn bakery_payment(env: &Env, reader: &str) -> Payment {
+    env.engine
+        .create(
+            req("bakery", reader, 1000, CaptureMode::Automatic),
+            "t",
+            None,
+        )
+        .unwrap()
+}
+
 pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> CreatePayment {
     CreatePayment {
         merchant: merchant.into(),
@@ -362,10 +384,7 @@ async fn decline_then_retry_on_the_same_intent() {
 async fn cancel_while_queued_touches_nothing_on_stripe() {
     let env = env().await;
     let r = env.readers[0].clone();
-    let first = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let first = bakery_payment(&env, &r);
     wait_on_reader(&env, &first.id).await;
     let second = env
         .engine
@@ -398,10 +417,7 @@ async fn cancel_while_queued_touches_nothing_on_stripe() {
 async fn cancel_on_the_reader_before_the_card_is_confirmed_by_stripe() {
     let env = env().await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     let c = env.engine.cancel(&p.id).await.unwrap();
     assert_eq!(
@@ -423,10 +439,7 @@ async fn cancel_on_the_reader_before_the_card_is_confirmed_by_stripe() {
         .unwrap();
     assert_eq!(pi.status.as_str(), "canceled");
     // The reader is free for the next payment.
-    let next = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let next = bakery_payment(&env, &r);
     wait_on_reader(&env, &next.id).await;
 }
 
@@ -438,10 +451,7 @@ async fn cancel_during_authorisation_reports_the_late_authorisation() {
     };
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     present(&env, &r, None); // authorising for 600 ms
     env.engine.cancel(&p.id).await.unwrap();
@@ -469,10 +479,7 @@ async fn a_foreign_action_is_waited_for_and_never_canceled() {
     let r = env.readers[0].clone();
     // Another integration's payment is on the reader.
     start_foreign_payment(&env.stripe, &env.accounts["bakery"], &r, "foreign").await;
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let waiting = wait_until(&env.engine, &p.id, "waiting for the busy reader", |p| {
         p.waiting_for.as_deref() == Some("reader_busy")
     })
@@ -498,24 +505,15 @@ async fn a_foreign_action_is_waited_for_and_never_canceled() {
 
 #[tokio::test]
 async fn reader_timeout_false_negative_is_not_dispatched_twice() {
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule::new(
-                FaultKind::ReaderTimeout,
-                "POST",
-                "/v1/terminal/readers/*/process_payment_intent",
-            )
-            .times(1)],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(vec![FaultRule::new(
+        FaultKind::ReaderTimeout,
+        "POST",
+        "/v1/terminal/readers/*/process_payment_intent",
+    )
+    .times(1)]);
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     present(&env, &r, None);
     let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -540,10 +538,7 @@ async fn stripe_refusing_the_intent_fails_the_payment_with_the_reason() {
     // The registry still thinks the merchant may charge; Stripe knows better.
     env.sim
         .set_capability(&env.accounts["bakery"], CapabilityStatus::Inactive);
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
     assert_eq!(p.failure.unwrap().code, "merchant_not_enabled");
     assert_eq!(p.payment_intent, None);
@@ -552,28 +547,19 @@ async fn stripe_refusing_the_intent_fails_the_payment_with_the_reason() {
 
 #[tokio::test]
 async fn reader_offline_mid_payment_ends_at_the_deadline_with_the_true_outcome() {
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule::new(
-                FaultKind::OfflineMidAction,
-                "POST",
-                "/v1/terminal/readers/*/process_payment_intent",
-            )
-            .times(1)],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(vec![FaultRule::new(
+        FaultKind::OfflineMidAction,
+        "POST",
+        "/v1/terminal/readers/*/process_payment_intent",
+    )
+    .times(1)]);
     let cfg = EngineConfig {
         action_deadline: Duration::from_millis(800),
         ..fast_config()
     };
     let env = env_with(sim_cfg, cfg, 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
     assert_eq!(p.failure.as_ref().unwrap().code, "reader_offline");
     let notes: Vec<_> = p.history.iter().filter_map(|h| h.note.clone()).collect();
@@ -594,10 +580,7 @@ async fn reader_offline_mid_payment_ends_at_the_deadline_with_the_true_outcome()
     assert_eq!(pi.status.as_str(), "canceled");
     // The reader comes back with our stale action still on it: the next payment clears it.
     env.sim.set_reader_online(&r, true);
-    let next = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let next = bakery_payment(&env, &r);
     wait_on_reader(&env, &next.id).await;
     present(&env, &r, None);
     wait_status(&env.engine, &next.id, Status::Succeeded).await;
@@ -609,10 +592,7 @@ async fn offline_reader_fails_the_payment_after_a_bounded_wait() {
     let env = env().await;
     let r = env.readers[0].clone();
     env.sim.set_reader_online(&r, false);
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
     assert_eq!(p.failure.as_ref().unwrap().code, "reader_offline");
     assert_eq!(
@@ -630,19 +610,10 @@ async fn server_errors_and_dropped_connections_at_creation_make_one_intent() {
         FaultRule::new(FaultKind::DropAfter, "POST", "/v1/payment_intents").times(1),
         FaultRule::new(FaultKind::DropBefore, "POST", "/v1/payment_intents").times(1),
     ];
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules,
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(rules);
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     present(&env, &r, None);
     wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -667,10 +638,7 @@ async fn two_merchants_sharing_a_reader_take_turns() {
     let env = env().await;
     let r = env.readers[0].clone();
     // A blocker keeps the reader busy while both merchants queue up.
-    let blocker = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let blocker = bakery_payment(&env, &r);
     wait_on_reader(&env, &blocker.id).await;
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -731,10 +699,7 @@ async fn a_full_queue_refuses_more() {
     };
     let env = env_with(instant_sim(), cfg, 1).await;
     let r = env.readers[0].clone();
-    let first = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let first = bakery_payment(&env, &r);
     wait_on_reader(&env, &first.id).await;
     env.engine
         .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
@@ -801,10 +766,7 @@ async fn a_merchant_without_card_payments_fails_without_touching_stripe() {
     m.enabled = false;
     env.dir.add_merchant(m);
     let before = env.sim.requests().len();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     assert_eq!(p.status, Status::Failed);
     assert_eq!(p.failure.unwrap().code, "merchant_not_enabled");
     assert_eq!(env.sim.requests().len(), before);
@@ -814,10 +776,7 @@ async fn a_merchant_without_card_payments_fails_without_touching_stripe() {
 async fn a_display_waits_its_turn_and_never_displaces_a_payment() {
     let env = env().await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_on_reader(&env, &p.id).await;
     let cart = readerd::stripe::wire::Cart {
         currency: "eur".into(),
@@ -852,10 +811,7 @@ async fn a_display_waits_its_turn_and_never_displaces_a_payment() {
 async fn on_reader_tip_is_recorded_once() {
     let env = env().await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     env.sim.present_card_with_tip(&r, None, 150).unwrap();
     let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -871,10 +827,7 @@ async fn connection_error_lets_the_payment_intent_decide() {
     };
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_on_reader(&env, &p.id).await;
     present(&env, &r, None);
     // The reader loses its link while the authorisation runs; it succeeds on Stripe.
@@ -911,10 +864,7 @@ async fn connection_error_lets_the_payment_intent_decide() {
 async fn the_customer_canceling_on_the_reader_cancels_the_payment() {
     let env = env().await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     env.sim.customer_cancel(&r).unwrap();
     let p = wait_status(&env.engine, &p.id, Status::Canceled).await;
@@ -933,19 +883,10 @@ async fn rate_limits_are_waited_out_with_one_intent() {
         FaultRule::new(FaultKind::RateLimit, "POST", "/v1/payment_intents").times(2),
         FaultRule::new(FaultKind::RateLimit, "GET", "/v1/terminal/readers/*").times(2),
     ];
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules,
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(rules);
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     present(&env, &r, None);
     wait_status(&env.engine, &p.id, Status::Succeeded).await;
@@ -971,10 +912,7 @@ async fn a_reader_busy_too_long_fails_the_payment_and_leaves_the_foreign_action_
     let env = env_with(instant_sim(), cfg, 1).await;
     let r = env.readers[0].clone();
     let foreign = start_foreign_payment(&env.stripe, &env.accounts["bakery"], &r, "foreign").await;
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let p = wait_status(&env.engine, &p.id, Status::Failed).await;
     assert_eq!(p.failure.unwrap().code, "reader_busy");
     let reader = env.stripe.retrieve_reader(&r).await.unwrap();
@@ -991,25 +929,16 @@ async fn a_reader_busy_too_long_fails_the_payment_and_leaves_the_foreign_action_
 /// The real deadlines (15 s pickup check, 3 min action deadline) on tokio's paused clock.
 #[tokio::test(start_paused = true)]
 async fn default_deadlines_on_a_paused_clock() {
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule::new(
-                FaultKind::OfflineMidAction,
-                "POST",
-                "/v1/terminal/readers/*/process_payment_intent",
-            )
-            .times(1)],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(vec![FaultRule::new(
+        FaultKind::OfflineMidAction,
+        "POST",
+        "/v1/terminal/readers/*/process_payment_intent",
+    )
+    .times(1)]);
     let env = env_with(sim_cfg, EngineConfig::default(), 1).await;
     let r = env.readers[0].clone();
     let started = tokio::time::Instant::now();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     let mut p = p;
     for _ in 0..5000 {
         p = env.engine.get(&p.id).unwrap().unwrap();
@@ -1113,27 +1042,18 @@ async fn application_fee_and_cancel_after_a_decline() {
 async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it() {
     // Our process_payment_intent is held up in the network long enough for another
     // integration to take the reader first.
-    let sim_cfg = SimConfig {
-        faults: Faults {
-            rules: vec![FaultRule {
-                latency_ms: Some(500),
-                ..FaultRule::new(
-                    FaultKind::Latency,
-                    "POST",
-                    "/v1/terminal/readers/*/process_payment_intent",
-                )
-                .times(1)
-            }],
-            ..Faults::default()
-        },
-        ..instant_sim()
-    };
+    let sim_cfg = with_faults(vec![FaultRule {
+        latency_ms: Some(500),
+        ..FaultRule::new(
+            FaultKind::Latency,
+            "POST",
+            "/v1/terminal/readers/*/process_payment_intent",
+        )
+        .times(1)
+    }]);
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 1000, CaptureMode::Automatic), "t", None)
-        .unwrap();
+    let p = bakery_payment(&env, &r);
     wait_until(&env.engine, &p.id, "dispatching", |p| {
         p.step == readerd::payments::machine::Step::Dispatching
     })
