@@ -483,6 +483,8 @@ fn dispatch(
         ("POST", ["v1", "accounts"]) => st.create_account(scope, f),
         ("GET", ["v1", "accounts"]) => st.list_accounts(scope, f),
         ("GET", ["v1", "accounts", id]) => st.get_account(scope, id),
+        ("GET", ["v1", "accounts", id, "capabilities"]) => st.list_capabilities(scope, id),
+        ("GET", ["v1", "accounts", id, "capabilities", cap]) => st.get_capability(scope, id, cap),
         ("GET", ["v1", "account"]) => st.get_self_account(scope),
 
         ("POST", ["v1", "terminal", "locations"]) => st.create_location(scope, f),

@@ -248,6 +248,18 @@ def emulator_section(s, sim_base):
     check("account country as created", r.get("country") == "DE", repr(r))
     r = s.call("GET", f"/v1/accounts/{acct}")
     check("GET /v1/accounts/{id}", r.status == 200 and r.get("id") == acct, repr(r))
+    r = s.call("GET", f"/v1/accounts/{acct}/capabilities/card_payments")
+    check("GET /v1/accounts/{id}/capabilities/card_payments is a Capability",
+          r.status == 200 and r.get("object") == "capability" and r.get("status") == "active"
+          and r.get("requested") is True and r.get("account") == acct, repr(r))
+    bare = s.call("POST", "/v1/accounts", [("type", "custom"), ("country", "DE")]).get("id")
+    r = s.call("GET", f"/v1/accounts/{bare}/capabilities/card_payments")
+    check("a capability never requested is unrequested", r.status == 200
+          and r.get("status") == "unrequested", repr(r))
+    r = s.call("GET", f"/v1/accounts/{bare}")
+    check("and the account without card_payments cannot charge",
+          r.get("charges_enabled") is False
+          and (r.get("capabilities") or {}).get("card_payments") != "active", repr(r))
     r = s.call("GET", "/v1/accounts/acct_doesnotexist")
     check("unknown account is 404 resource_missing", r.status == 404
           and r.err_code() == "resource_missing", repr(r))
@@ -701,6 +713,14 @@ merchants = ["cafe"]
                                               "display_name": "Ghost", "charge_type": "direct"})
     check("merchant with an unknown account refused (4xx)", 400 <= r.status < 500
           and isinstance(r.get("error"), dict), repr(r))
+    bare = s.call("POST", "/v1/accounts", [("type", "custom"), ("country", "DE")]).get("id")
+    r = api.call("POST", "/v1/merchants", A, {"id": "noncard", "account": bare,
+                                              "display_name": "No cards", "charge_type": "direct"})
+    if r.status in (200, 201):
+        accounts["noncard"] = bare  # charged (and refused) once readers exist
+    else:
+        check("an account without card_payments is refused with a reason", 400 <= r.status < 500
+              and isinstance(r.get("error"), dict), repr(r))
     r = api.call("POST", "/v1/merchants", A, {"id": "bad", "account": accounts["bakery"],
                                               "display_name": "x", "charge_type": "sideways"})
     check("bad charge_type is 400", r.status == 400, repr(r))
@@ -887,6 +907,16 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
           and pid not in [x.get("id") for x in lst], repr(r))
     r = pay({"merchant": "cafe", "reader": "counter-1", "amount": 500, "currency": "eur"}, token=P)
     check("pos charging outside its merchants is refused (403/404)", r.status in (403, 404), repr(r))
+    if "noncard" in accounts:
+        pr = api.call("POST", "/v1/payments", A, {"merchant": "noncard", "reader": "counter-1",
+                                                  "amount": 1000, "currency": "eur"})
+        # The contract lists merchant_not_enabled among the failure codes of a failed payment.
+        refused = 400 <= pr.status < 500 and "not_enabled" in json.dumps(pr.json)
+        failed = pr.status == 201 and pr.get("status") == "failed" \
+            and (pr.get("failure") or {}).get("code") == "merchant_not_enabled" \
+            and not pr.get("payment_intent")
+        check("a merchant without active card_payments cannot be charged (merchant_not_enabled)",
+              refused or failed, repr(pr))
     r = pay({"merchant": "bakery", "reader": "counter-1", "amount": -5, "currency": "eur"})
     check("negative amount is 400", r.status == 400, repr(r))
     r = pay({"merchant": "bakery", "reader": "counter-1", "amount": 500, "currency": "EUR"})

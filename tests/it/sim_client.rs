@@ -387,6 +387,25 @@ pub fn check_any(v: &Value) {
         }
         "terminal.reader" | "terminal.location" | "payment_intent" | "charge" | "account"
         | "refund" => check(kind, v),
+        // Outside the OpenAPI subset: the top-level fields of Stripe's Capability object.
+        "capability" => {
+            const FIELDS: &[&str] = &[
+                "id",
+                "object",
+                "account",
+                "future_requirements",
+                "requested",
+                "requested_at",
+                "requirements",
+                "status",
+            ];
+            for k in v.as_object().expect("an object").keys() {
+                assert!(
+                    FIELDS.contains(&k.as_str()),
+                    "capability.{k} unknown to Stripe"
+                );
+            }
+        }
         other => panic!("unexpected object `{other}`: {v}"),
     }
 }

@@ -259,6 +259,92 @@ async fn accounts_are_created_listed_and_their_capability_gates_payments() {
         .err(403, Some("account_invalid"));
 }
 
+/// Stripe's Capability object (`GET /v1/accounts/{id}/capabilities/card_payments`), which
+/// adds `unrequested` to what the Account's `capabilities` hash shows.
+#[tokio::test]
+async fn capabilities_are_retrieved_and_listed_like_stripe() {
+    let (sim, api) = instant().await;
+    let a = api.account("DE").await;
+    let v = api
+        .get(
+            &format!("/v1/accounts/{a}/capabilities/card_payments"),
+            &Params::new(),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(v["object"], "capability");
+    assert_eq!(v["id"], "card_payments");
+    assert_eq!(v["account"], a.as_str());
+    assert_eq!(v["requested"], true);
+    assert_eq!(v["status"], "active");
+    assert!(v["requirements"]["currently_due"].is_array(), "{v}");
+
+    let bare = api
+        .post("/v1/accounts", &params(&[("country", "DE")]), None)
+        .await
+        .ok();
+    let b = bare["id"].as_str().unwrap().to_string();
+    let v = api
+        .get(
+            &format!("/v1/accounts/{b}/capabilities/card_payments"),
+            &Params::new(),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(
+        (v["status"].as_str(), v["requested"].as_bool()),
+        (Some("unrequested"), Some(false))
+    );
+
+    assert!(sim.set_capability(&a, CapabilityStatus::Pending));
+    let l = api
+        .get(
+            &format!("/v1/accounts/{a}/capabilities"),
+            &Params::new(),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(l["object"], "list");
+    let card = l["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "card_payments")
+        .cloned()
+        .unwrap();
+    assert_eq!(card["status"], "pending");
+    assert_eq!(
+        card["requirements"]["disabled_reason"],
+        "requirements.pending_verification"
+    );
+
+    // The account itself may read it; another account and an unknown capability may not.
+    api.get(
+        &format!("/v1/accounts/{a}/capabilities/card_payments"),
+        &Params::new(),
+        Some(&a),
+    )
+    .await
+    .ok();
+    api.get(
+        &format!("/v1/accounts/{a}/capabilities/card_payments"),
+        &Params::new(),
+        Some(&b),
+    )
+    .await
+    .err(404, Some("resource_missing"));
+    api.get(
+        &format!("/v1/accounts/{a}/capabilities/no_such_capability"),
+        &Params::new(),
+        None,
+    )
+    .await
+    .err(404, Some("resource_missing"));
+}
+
 #[tokio::test]
 async fn payment_intent_parameters_are_validated_like_stripe() {
     let (_sim, api) = instant().await;

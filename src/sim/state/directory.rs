@@ -136,6 +136,40 @@ impl State {
         }
     }
 
+    /// A connected account as seen from `scope` (the platform, or the account itself).
+    fn connected_account(&self, scope: &Option<String>, id: &str) -> Res<&Account> {
+        match (scope, self.accounts.get(id)) {
+            (None, Some(rec)) => Ok(&rec.obj),
+            (Some(s), Some(rec)) if s == id => Ok(&rec.obj),
+            _ => Err(SimError::no_such("account", id, Some("account")).status(404)),
+        }
+    }
+
+    /// `GET /v1/accounts/{id}/capabilities/{capability}`: Stripe's Capability object, which
+    /// unlike the Account's `capabilities` hash also shows `unrequested`.
+    pub fn get_capability(&self, scope: &Option<String>, id: &str, cap: &str) -> Res<Value> {
+        let acct = self.connected_account(scope, id)?;
+        match capability_json(acct, cap) {
+            Some(v) => Ok(v),
+            None => Err(SimError::no_such("capability", cap, None).status(404)),
+        }
+    }
+
+    /// `GET /v1/accounts/{id}/capabilities`: every capability the emulator models.
+    pub fn list_capabilities(&self, scope: &Option<String>, id: &str) -> Res<Value> {
+        let acct = self.connected_account(scope, id)?;
+        let data: Vec<Value> = CAPABILITIES
+            .iter()
+            .filter_map(|c| capability_json(acct, c))
+            .collect();
+        Ok(serde_json::json!({
+            "object": "list",
+            "url": format!("/v1/accounts/{id}/capabilities"),
+            "has_more": false,
+            "data": data,
+        }))
+    }
+
     /// `GET /v1/account`: the addressed account itself.
     pub fn get_self_account(&self, scope: &Option<String>) -> Res<Value> {
         match scope {
@@ -285,4 +319,41 @@ impl State {
             .collect();
         paginate(items, f, "/v1/terminal/locations")
     }
+}
+
+/// The capabilities the emulator models (the ones readerd's flows touch).
+const CAPABILITIES: &[&str] = &["card_payments", "transfers"];
+
+/// A Capability object as Stripe returns it; `None` for a capability not modelled.
+fn capability_json(acct: &Account, cap: &str) -> Option<Value> {
+    let caps = acct.capabilities.clone().unwrap_or_default();
+    let status = match cap {
+        "card_payments" => caps.card_payments,
+        "transfers" => caps.transfers,
+        _ => return None,
+    };
+    let requested = status.is_some();
+    let status = status.map_or("unrequested".to_string(), |s| s.as_str().to_string());
+    let disabled_reason = match status.as_str() {
+        "active" | "unrequested" => None,
+        _ => Some("requirements.pending_verification"),
+    };
+    Some(serde_json::json!({
+        "id": cap,
+        "object": "capability",
+        "account": acct.id,
+        "requested": requested,
+        "requested_at": requested.then_some(acct.created).flatten(),
+        "status": status,
+        "requirements": {
+            "alternatives": [],
+            "current_deadline": null,
+            "currently_due": [],
+            "disabled_reason": disabled_reason,
+            "errors": [],
+            "eventually_due": [],
+            "past_due": [],
+            "pending_verification": [],
+        },
+    }))
 }
