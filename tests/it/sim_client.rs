@@ -234,12 +234,16 @@ impl Api {
 
 /// An emulator whose authorisations finish inside the present call.
 pub async fn instant() -> (SimHandle, Api) {
-    let sim = spawn(SimConfig {
+    emulator(SimConfig {
         auth_delay: std::time::Duration::ZERO,
         ..SimConfig::default()
     })
     .await
-    .expect("emulator");
+}
+
+/// An emulator started with `cfg`, and a client for it.
+pub async fn emulator(cfg: SimConfig) -> (SimHandle, Api) {
+    let sim = spawn(cfg).await.expect("emulator");
     let api = Api::new(&sim);
     (sim, api)
 }

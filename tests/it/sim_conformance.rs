@@ -2,8 +2,8 @@
 //! object it returns is checked against the wire types and Stripe's schema.
 
 use crate::common::get_json;
-use crate::sim_client::{check, instant, world, Api};
-use readerd::sim::{spawn, SimConfig};
+use crate::sim_client::{check, emulator, instant, world, Api};
+use readerd::sim::SimConfig;
 use readerd::stripe::form::Params;
 use readerd::stripe::wire::CapabilityStatus;
 use serde_json::Value;
@@ -782,13 +782,11 @@ async fn reader_display_and_action_is_kept_until_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn one_action_at_a_time_and_no_cancel_during_authorisation() {
-    let sim = spawn(SimConfig {
+    let (_sim, api) = emulator(SimConfig {
         auth_delay: Duration::from_secs(3),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let w = world(&api).await;
     let a = Some(w.account.as_str());
     let pi = api.intent(a, 1000, "automatic").await;
@@ -1218,14 +1216,12 @@ async fn the_stripe_client_reads_everything_the_emulator_writes() {
 
 #[tokio::test(start_paused = true)]
 async fn auto_present_taps_the_default_card_by_itself() {
-    let sim = spawn(SimConfig {
+    let (_sim, api) = emulator(SimConfig {
         auth_delay: Duration::from_secs(1),
         auto_present: Some(Duration::from_secs(2)),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let w = world(&api).await;
     let pi = api.intent(Some(&w.account), 1000, "automatic").await;
     api.process(&w.reader, &pi).await.ok();
@@ -1253,13 +1249,11 @@ async fn auto_present_taps_the_default_card_by_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reader_that_loses_its_link_while_authorising_reports_connection_error() {
-    let sim = spawn(SimConfig {
+    let (sim, api) = emulator(SimConfig {
         auth_delay: Duration::from_secs(2),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let w = world(&api).await;
     let pi = api.intent(Some(&w.account), 1000, "manual").await;
     api.process(&w.reader, &pi).await.ok();

@@ -1,7 +1,7 @@
 //! The emulator's injected faults, each made deterministic with a one-shot rule or a seed.
 
 use crate::common::get_json;
-use crate::sim_client::{check, instant, world, Api};
+use crate::sim_client::{check, emulator, instant, world, Api};
 use readerd::sim::{spawn, FaultKind, FaultRule, Faults, SimConfig, SimHandle};
 use readerd::stripe::form::Params;
 use serde_json::Value;
@@ -138,7 +138,7 @@ async fn a_reader_timeout_can_be_a_false_negative() {
 
 #[tokio::test]
 async fn a_reader_that_drops_off_mid_action_leaves_it_in_progress() {
-    let sim = spawn(SimConfig {
+    let (sim, api) = emulator(SimConfig {
         auth_delay: Duration::ZERO,
         auto_present: Some(Duration::from_millis(1)),
         faults: one_shot(
@@ -148,9 +148,7 @@ async fn a_reader_that_drops_off_mid_action_leaves_it_in_progress() {
         ),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let w = world(&api).await;
     let pi = api.intent(Some(&w.account), 1000, "automatic").await;
     let v = api.process(&w.reader, &pi).await.ok();
@@ -211,13 +209,11 @@ async fn latency_holds_the_key_so_a_concurrent_duplicate_gets_409() {
 
 #[tokio::test(start_paused = true)]
 async fn the_rate_limiter_answers_429_with_the_limiter_reason() {
-    let sim = spawn(SimConfig {
+    let (sim, api) = emulator(SimConfig {
         rate_limit: Some(2),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let q = Params::new();
     api.get("/v1/terminal/readers", &q, None).await.ok();
     api.get("/v1/terminal/readers", &q, None).await.ok();

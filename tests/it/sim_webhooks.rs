@@ -1,11 +1,11 @@
 //! Webhooks from the emulator: signed as Stripe signs them, from the right account,
 //! retried while the endpoint fails, and duplicated when asked to.
 
-use crate::sim_client::{check_any, world, Api};
+use crate::sim_client::{check_any, emulator, world};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use readerd::sim::{spawn, Faults, SimConfig, WebhookTarget};
+use readerd::sim::{Faults, SimConfig, WebhookTarget};
 use readerd::stripe::webhook;
 use readerd::stripe::wire::Event;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -67,7 +67,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
 async fn events_are_signed_scoped_and_retried_until_delivered() {
     // The endpoint fails twice: the first event is retried with backoff.
     let (url, mut rx) = receiver(2).await;
-    let sim = spawn(SimConfig {
+    let (_sim, api) = emulator(SimConfig {
         auth_delay: Duration::ZERO,
         webhook: Some(WebhookTarget {
             url,
@@ -75,9 +75,7 @@ async fn events_are_signed_scoped_and_retried_until_delivered() {
         }),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let w = world(&api).await;
     let pi = api.intent(Some(&w.account), 1000, "automatic").await;
     api.process(&w.reader, &pi).await.ok();
@@ -131,7 +129,7 @@ async fn events_are_signed_scoped_and_retried_until_delivered() {
 #[tokio::test(start_paused = true)]
 async fn events_can_be_duplicated_and_delayed() {
     let (url, mut rx) = receiver(0).await;
-    let sim = spawn(SimConfig {
+    let (sim, api) = emulator(SimConfig {
         webhook: Some(WebhookTarget {
             url,
             secret: SECRET.into(),
@@ -144,9 +142,7 @@ async fn events_can_be_duplicated_and_delayed() {
         },
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let a = api.account("US").await;
     let started = tokio::time::Instant::now();
     let pi = api.intent(Some(&a), 1000, "manual").await;
@@ -162,7 +158,7 @@ async fn events_can_be_duplicated_and_delayed() {
 #[tokio::test(start_paused = true)]
 async fn events_queued_during_the_delay_can_arrive_out_of_order() {
     let (url, mut rx) = receiver(0).await;
-    let sim = spawn(SimConfig {
+    let (_sim, api) = emulator(SimConfig {
         seed: 3,
         webhook: Some(WebhookTarget {
             url,
@@ -175,9 +171,7 @@ async fn events_queued_during_the_delay_can_arrive_out_of_order() {
         },
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
+    .await;
     let a = api.account("US").await;
     let mut created = Vec::new();
     for _ in 0..6 {
