@@ -146,6 +146,14 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig} failed");
 }
 
+/// SIGTERM, then the clean exit (status 0) that must follow; returns what it logged.
+fn terminate(child: Child) -> String {
+    signal(&child, "-TERM");
+    let (status, logs) = finish(child);
+    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    logs
+}
+
 /// Waits for the exit (bounded) and returns the status with everything it logged.
 fn finish(mut child: Child) -> (ExitStatus, String) {
     let start = Instant::now();
@@ -200,9 +208,7 @@ async fn notifies_ready_when_serving_and_stopping_on_sigterm_then_exits_0() {
     // The store was closed cleanly: a second daemon opens it.
     let mut again = setup.spawn(&notify);
     notify.expect("READY=1", &mut again);
-    signal(&again, "-TERM");
-    let (status, _) = finish(again);
-    assert_eq!(status.code(), Some(0));
+    terminate(again);
 }
 
 #[tokio::test]
@@ -257,9 +263,7 @@ async fn sighup_reloads_api_tokens_without_a_restart() {
         200
     );
 
-    signal(&child, "-TERM");
-    let (status, logs) = finish(child);
-    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    let logs = terminate(child);
     // The log names what changed, never a token or its hash.
     let reload_line = logs
         .lines()
@@ -442,9 +446,7 @@ async fn sigterm_during_a_payment_then_restart_finishes_it_once() {
         1,
         "{done:#}"
     );
-    signal(&second, "-TERM");
-    let (status, _) = finish(second);
-    assert_eq!(status.code(), Some(0));
+    terminate(second);
 }
 
 /// Under `WatchdogSec=`, the real binary pings while its loops live; and `[log] format =
@@ -461,9 +463,7 @@ async fn watchdog_pings_arrive_and_json_logs_are_json() {
     notify.expect("READY=1", &mut child);
     notify.expect("WATCHDOG=1", &mut child);
     notify.expect("WATCHDOG=1", &mut child);
-    signal(&child, "-TERM");
-    let (status, logs) = finish(child);
-    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    let logs = terminate(child);
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {
