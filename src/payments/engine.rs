@@ -555,15 +555,19 @@ impl Engine {
         slot
     }
 
-    /// Busy flag and queue depth of a reader (for the fleet API).
-    pub fn reader_live(&self, reader: &str) -> ReaderLive {
-        let slot = self
-            .inner
+    /// The reader's slot if its worker was ever started (never starts one).
+    fn existing_slot(&self, reader: &str) -> Option<Arc<ReaderSlot>> {
+        self.inner
             .readers
             .lock()
             .expect("readers")
             .get(reader)
-            .cloned();
+            .cloned()
+    }
+
+    /// Busy flag and queue depth of a reader (for the fleet API).
+    pub fn reader_live(&self, reader: &str) -> ReaderLive {
+        let slot = self.existing_slot(reader);
         match slot {
             None => ReaderLive::default(),
             Some(s) => {
@@ -1362,13 +1366,7 @@ impl Engine {
 
     /// A webhook said something about a reader: wake its worker to re-read.
     pub fn hint_reader(&self, reader: &str) {
-        let slot = self
-            .inner
-            .readers
-            .lock()
-            .expect("readers")
-            .get(reader)
-            .cloned();
+        let slot = self.existing_slot(reader);
         if let Some(s) = slot {
             s.hint.notify_one();
         }

@@ -551,6 +551,30 @@ fn json_body(body: &Bytes) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
+/// A control route that reads a JSON body: `f` with the body, or 400 when it is not JSON.
+fn with_json(body: &Bytes, f: impl FnOnce(Value) -> Response) -> Response {
+    match json_body(body) {
+        Ok(v) => f(v),
+        Err(msg) => sim_error(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+/// 200 with `v` as JSON (`null` should it not serialise).
+fn ok_json(v: impl serde::Serialize) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_value(v).unwrap_or(Value::Null),
+    )
+}
+
+/// A simulated action refused as Stripe would: its status and error object.
+fn control_error(e: SimError) -> Response {
+    json_response(
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+        json!({"error": e.error}),
+    )
+}
+
 fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> Response {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let with_state = |f: &mut dyn FnMut(&mut super::state::State) -> Response| {
@@ -561,10 +585,7 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
         r
     };
     match (method.as_str(), segs.as_slice()) {
-        ("GET", ["requests"]) => json_response(
-            StatusCode::OK,
-            serde_json::to_value(&*lock(&shared.log)).unwrap_or(Value::Null),
-        ),
+        ("GET", ["requests"]) => ok_json(&*lock(&shared.log)),
         ("POST", ["reset-requests"]) => {
             let mut log = lock(&shared.log);
             let n = log.len();
@@ -577,11 +598,7 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                 None => sim_error(StatusCode::NOT_FOUND, format!("No such reader: '{id}'")),
             })
         }
-        ("POST", ["readers", id, "present"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
+        ("POST", ["readers", id, "present"]) => with_json(body, |v| {
             let number = v
                 .get("number")
                 .and_then(Value::as_str)
@@ -596,59 +613,33 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                     .and_then(|card| st.present(&owner, id, card, tip));
                 match r {
                     Ok(()) => json_response(StatusCode::OK, st.reader_view(id, &[])),
-                    Err(e) => json_response(
-                        StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                        json!({"error": e.error}),
-                    ),
+                    Err(e) => control_error(e),
                 }
             })
-        }
+        }),
         ("POST", ["readers", id, "customer-cancel"]) => {
             with_state(&mut |st| match st.customer_cancel(id) {
                 Ok(v) => json_response(StatusCode::OK, v),
-                Err(e) => json_response(
-                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                    json!({"error": e.error}),
-                ),
+                Err(e) => control_error(e),
             })
         }
-        ("GET", ["faults"]) => json_response(
-            StatusCode::OK,
-            serde_json::to_value(&*lock(&shared.faults)).unwrap_or(Value::Null),
-        ),
-        ("POST", ["faults"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
-            match serde_json::from_value::<Faults>(v) {
-                Ok(f) => {
-                    *lock(&shared.faults) = f.clone();
-                    json_response(
-                        StatusCode::OK,
-                        serde_json::to_value(f).unwrap_or(Value::Null),
-                    )
-                }
-                Err(e) => sim_error(StatusCode::BAD_REQUEST, format!("invalid faults: {e}")),
+        ("GET", ["faults"]) => ok_json(&*lock(&shared.faults)),
+        ("POST", ["faults"]) => with_json(body, |v| match serde_json::from_value::<Faults>(v) {
+            Ok(f) => {
+                *lock(&shared.faults) = f.clone();
+                ok_json(f)
             }
-        }
-        ("POST", ["rate-limit"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
+            Err(e) => sim_error(StatusCode::BAD_REQUEST, format!("invalid faults: {e}")),
+        }),
+        ("POST", ["rate-limit"]) => with_json(body, |v| {
             let per_second = v
                 .get("per_second")
                 .and_then(Value::as_u64)
                 .map(|n| n as u32);
             lock(&shared.rate).0 = per_second;
             json_response(StatusCode::OK, json!({"per_second": per_second}))
-        }
-        ("POST", ["accounts"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
+        }),
+        ("POST", ["accounts"]) => with_json(body, |v| {
             let country = v
                 .get("country")
                 .and_then(Value::as_str)
@@ -666,17 +657,10 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                 .unwrap_or(CapabilityStatus::Active);
             with_state(&mut |st| {
                 let a = st.add_account(&country, &currency, Some(status.clone()));
-                json_response(
-                    StatusCode::OK,
-                    serde_json::to_value(a).unwrap_or(Value::Null),
-                )
+                ok_json(a)
             })
-        }
-        ("POST", ["preview"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
+        }),
+        ("POST", ["preview"]) => with_json(body, |v| {
             let Some(enabled) = v.get("platform_owned_readers").and_then(Value::as_bool) else {
                 return sim_error(
                     StatusCode::BAD_REQUEST,
@@ -690,12 +674,8 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                     json!({"platform_owned_readers": st.platform_owned_readers}),
                 )
             })
-        }
-        ("POST", ["accounts", id, "capabilities"]) => {
-            let v = match json_body(body) {
-                Ok(v) => v,
-                Err(msg) => return sim_error(StatusCode::BAD_REQUEST, msg),
-            };
+        }),
+        ("POST", ["accounts", id, "capabilities"]) => with_json(body, |v| {
             let Some(status) = v.get("card_payments").and_then(Value::as_str) else {
                 return sim_error(
                     StatusCode::BAD_REQUEST,
@@ -710,23 +690,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
             }
             with_state(
                 &mut |st| match st.set_capability(id, CapabilityStatus::from(status)) {
-                    Some(a) => json_response(
-                        StatusCode::OK,
-                        serde_json::to_value(a).unwrap_or(Value::Null),
-                    ),
+                    Some(a) => ok_json(a),
                     None => sim_error(StatusCode::NOT_FOUND, format!("No such account: '{id}'")),
                 },
             )
-        }
+        }),
         ("GET", ["stats"]) => with_state(&mut |st| {
             json_response(StatusCode::OK, json!({"payment_intents": st.stats()}))
         }),
-        ("GET", ["events"]) => with_state(&mut |st| {
-            json_response(
-                StatusCode::OK,
-                serde_json::to_value(&st.events).unwrap_or(Value::Null),
-            )
-        }),
+        ("GET", ["events"]) => with_state(&mut |st| ok_json(&st.events)),
         _ => sim_error(
             StatusCode::NOT_FOUND,
             format!("unknown control route {method} /_sim/{rest}"),

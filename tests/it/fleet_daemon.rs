@@ -1,6 +1,7 @@
 //! `readerd run` as the real binary: it serves the API from its config, keeps the registry
 //! across restarts, and exits cleanly on SIGTERM and SIGINT.
 
+use crate::common::free_port;
 use readerd::api::auth::token_sha256;
 use readerd::sim::{self, SimConfig};
 use readerd::stripe::wire::CapabilityStatus;
@@ -8,14 +9,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn start(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_readerd"))

@@ -3,6 +3,8 @@
 //! restarted on the same store; every payment must end exactly once, with exactly one
 //! PaymentIntent each. Also: `readerd demo --tour` exits 0.
 
+use crate::common::free_port;
+use crate::common::get_json;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -20,14 +22,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn readerd() -> Command {
@@ -114,15 +108,7 @@ impl Ctx {
     }
     /// Successful, non-replayed POSTs to paths ending in `suffix`, as the emulator saw them.
     async fn executed(&self, suffix: &str) -> usize {
-        let reqs: Value = self
-            .http
-            .get(format!("{}/_sim/requests", self.sim))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reqs: Value = get_json(&self.http, format!("{}/_sim/requests", self.sim)).await;
         reqs.as_array()
             .unwrap()
             .iter()
@@ -153,15 +139,7 @@ impl Ctx {
     }
 
     async fn intents(&self, account: &str) -> u64 {
-        let stats: Value = self
-            .http
-            .get(format!("{}/_sim/stats", self.sim))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = get_json(&self.http, format!("{}/_sim/stats", self.sim)).await;
         stats["payment_intents"][account].as_u64().unwrap_or(0)
     }
     /// Stripe's own test helper: the customer taps the default test card.

@@ -1,6 +1,7 @@
 //! `readerd sim` as a standalone process: it starts, announces its address, serves Stripe's
 //! API and the control routes, and documents its flags.
 
+use crate::common::get_json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -63,14 +64,7 @@ async fn the_standalone_emulator_serves_until_stopped() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let log: serde_json::Value = http
-        .get(format!("{base}/_sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: serde_json::Value = get_json(&http, format!("{base}/_sim/requests")).await;
     assert_eq!(log.as_array().unwrap().len(), 2);
     assert_eq!(log[1]["path"], "/v1/terminal/locations");
 }

@@ -1,6 +1,7 @@
 //! The emulator driven over HTTP through Stripe's documented server-driven flows; every
 //! object it returns is checked against the wire types and Stripe's schema.
 
+use crate::common::get_json;
 use crate::sim_client::{check, instant, world, Api};
 use readerd::sim::{spawn, SimConfig};
 use readerd::stripe::form::Params;
@@ -1002,14 +1003,11 @@ async fn the_request_log_has_the_documented_keys() {
     api.post_key("/v1/payment_intents", &p, Some(&a), "k-log")
         .await
         .ok();
-    let log: Vec<Value> = reqwest::Client::new()
-        .get(format!("{}/_sim/requests", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Vec<Value> = get_json(
+        &reqwest::Client::new(),
+        format!("{}/_sim/requests", sim.base_url()),
+    )
+    .await;
     let last = log.last().unwrap();
     for k in ["method", "path", "account", "idempotency_key", "status"] {
         assert!(last.get(k).is_some(), "missing {k} in {last}");
@@ -1019,14 +1017,11 @@ async fn the_request_log_has_the_documented_keys() {
     assert_eq!(last["account"], a.as_str());
     assert_eq!(last["idempotency_key"], "k-log");
     assert_eq!(last["status"], 200);
-    let stats: Value = reqwest::Client::new()
-        .get(format!("{}/_sim/stats", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(
+        &reqwest::Client::new(),
+        format!("{}/_sim/stats", sim.base_url()),
+    )
+    .await;
     assert_eq!(stats["payment_intents"][&a], 1);
     reqwest::Client::new()
         .post(format!("{}/_sim/reset-requests", sim.base_url()))

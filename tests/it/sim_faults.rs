@@ -1,5 +1,6 @@
 //! The emulator's injected faults, each made deterministic with a one-shot rule or a seed.
 
+use crate::common::get_json;
 use crate::sim_client::{check, instant, world, Api};
 use readerd::sim::{spawn, FaultKind, FaultRule, Faults, SimConfig};
 use readerd::stripe::form::Params;
@@ -312,14 +313,7 @@ async fn faults_are_set_and_read_over_the_control_route() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let got: Value = http
-        .get(format!("{}/_sim/faults", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = get_json(&http, format!("{}/_sim/faults", sim.base_url())).await;
     assert_eq!(got["rules"][0]["times"], 2);
     for _ in 0..2 {
         api.get("/v1/terminal/locations", &Params::new(), None)

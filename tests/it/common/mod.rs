@@ -69,3 +69,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
         self.clone()
     }
 }
+
+/// GET `url` and read the answer as JSON (any status; the tests check the body).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A port nobody listens on right now, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
