@@ -991,26 +991,13 @@ impl Engine {
         match res {
             Ok(intent) => {
                 super::worker::failpoint("after_capture");
-                self.observe(
-                    &p.id,
-                    Observation::Intent {
-                        view: IntentView::from(&intent),
-                        reader_done: true,
-                    },
-                    Source::Api,
-                )
+                self.observe(&p.id, Observation::intent_read(&intent), Source::Api)
             }
             Err(e) => {
                 // Whatever happened, the PaymentIntent says what is true now.
                 if let Ok(intent) = self.read_intent(p).await {
-                    let after = self.observe(
-                        &p.id,
-                        Observation::Intent {
-                            view: IntentView::from(&intent),
-                            reader_done: true,
-                        },
-                        Source::Api,
-                    )?;
+                    let after =
+                        self.observe(&p.id, Observation::intent_read(&intent), Source::Api)?;
                     if after.status == Status::Succeeded {
                         return Ok(after);
                     }
@@ -1326,14 +1313,7 @@ impl Engine {
             let _g = lock.lock().await;
             if let Ok(intent) = self.read_intent(&p).await {
                 n += 1;
-                let _ = self.observe(
-                    &p.id,
-                    Observation::Intent {
-                        view: IntentView::from(&intent),
-                        reader_done: true,
-                    },
-                    Source::Poll,
-                );
+                let _ = self.observe(&p.id, Observation::intent_read(&intent), Source::Poll);
             }
         }
         // Refunds whose outcome stayed unknown (Stripe unreachable, or a stored 5xx not yet
@@ -1416,14 +1396,7 @@ impl Engine {
         let _g = lock.lock().await;
         let p = self.load(id)?;
         let intent = self.read_intent(&p).await?;
-        let p = self.observe(
-            id,
-            Observation::Intent {
-                view: IntentView::from(&intent),
-                reader_done: true,
-            },
-            Source::Reconcile,
-        )?;
+        let p = self.observe(id, Observation::intent_read(&intent), Source::Reconcile)?;
         if p.status == Status::RequiresCapture && p.capture_request.is_some() {
             self.send_capture(&p).await?;
         } else if !p.status.is_final() && (p.cancel_requested || p.failing.is_some()) {

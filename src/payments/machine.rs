@@ -309,6 +309,16 @@ pub enum Observation {
     Refunded { total: i64 },
 }
 
+impl Observation {
+    /// A fresh read of the PaymentIntent made when our reader action is over.
+    pub fn intent_read(intent: &wire::PaymentIntent) -> Self {
+        Observation::Intent {
+            view: IntentView::from(intent),
+            reader_done: true,
+        }
+    }
+}
+
 /// An observation the machine refuses (a bug in the caller, or a request that does not fit).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {

@@ -206,13 +206,7 @@ impl Flow {
                 }
             }
             let intent = self.read_intent(&p).await?;
-            let p = self.observe(
-                Observation::Intent {
-                    view: IntentView::from(&intent),
-                    reader_done: true,
-                },
-                Source::Reconcile,
-            )?;
+            let p = self.observe(Observation::intent_read(&intent), Source::Reconcile)?;
             if !matches!(p.status, Status::Queued | Status::Processing) {
                 return self.after(p).await;
             }
@@ -691,13 +685,7 @@ impl Flow {
                 }
                 "intent_invalid_state" => {
                     let intent = self.read_intent(&p).await?;
-                    let p = self.observe(
-                        Observation::Intent {
-                            view: IntentView::from(&intent),
-                            reader_done: true,
-                        },
-                        Source::Poll,
-                    )?;
+                    let p = self.observe(Observation::intent_read(&intent), Source::Poll)?;
                     if matches!(p.status, Status::Queued | Status::Processing)
                         && !has_money(&intent.status)
                     {

@@ -59,6 +59,12 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// `readerd run` on `config` (with an optional failpoint), once its API answers.
+    async fn daemon(&self, config: &Path, failpoint: Option<&str>) -> Proc {
+        let d = start_daemon(config, failpoint);
+        wait_up(&self.http, &format!("{}/healthz", self.api)).await;
+        d
+    }
     async fn call(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let resp = req.send().await.unwrap();
         let s = resp.status();
@@ -245,8 +251,7 @@ level = "warn"
 
     // Set up with a daemon that is then killed.
     let reader = {
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         ctx.admin_post("/v1/merchants", json!({"id": "bakery", "account": acct}))
             .await;
         let loc = ctx
@@ -277,8 +282,7 @@ level = "warn"
         let key = format!("crash-{step}");
         let amount = 1000 + 100 * i as i64;
         {
-            let mut d = start_daemon(&config, Some(step));
-            wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+            let mut d = ctx.daemon(&config, Some(step)).await;
             // The answer may or may not make it out before the abort.
             let _ = ctx.pay(&key, amount).await;
             let mut exited = false;
@@ -291,8 +295,7 @@ level = "warn"
             }
             assert!(exited, "the daemon did not stop at {step}");
         }
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         // The same key and body: the payment accepted before the crash.
         let resp = ctx.pay(&key, amount).await.unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED, "{step}");
@@ -318,8 +321,7 @@ level = "warn"
     // Captures and refunds killed before and after Stripe carried them out.
     let mut manual = Vec::new();
     {
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         for k in 0..2 {
             let p: Value = ctx
                 .post(
@@ -347,10 +349,8 @@ level = "warn"
         |step: &'static str, path: String, key: Option<&'static str>, body: Value| {
             let ctx = &ctx;
             let config = &config;
-            let http = &http;
             async move {
-                let mut d = start_daemon(config, Some(step));
-                wait_up(http, &format!("{}/healthz", ctx.api)).await;
+                let mut d = ctx.daemon(config, Some(step)).await;
                 let _ = ctx.post(&path, key, body).await;
                 for _ in 0..500 {
                     if d.0.try_wait().unwrap().is_some() {
@@ -369,8 +369,7 @@ level = "warn"
             json!({"amount": 4000}),
         )
         .await;
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         let done = ctx
             .wait(id, "captured after the restart", |p| {
                 p["status"] == "succeeded"
@@ -389,8 +388,7 @@ level = "warn"
     .await;
     {
         // The pending refund is sent again at start-up, with its own key.
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         ctx.wait(&manual[0], "refunded after the restart", |p| {
             p["amount_refunded"] == 1000
         })
@@ -404,8 +402,7 @@ level = "warn"
     )
     .await;
     {
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         let p = ctx
             .wait(&manual[0], "refunded after the restart", |p| {
                 p["amount_refunded"] == 1500
@@ -431,8 +428,7 @@ level = "warn"
 
     // SIGKILL while the card dialogue is up; the customer pays while the daemon is down.
     let id = {
-        let _d = start_daemon(&config, None);
-        wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+        let _d = ctx.daemon(&config, None).await;
         let p: Value = ctx
             .pay("crash-sigkill", 3000)
             .await
@@ -448,8 +444,7 @@ level = "warn"
         id
     }; // killed here
     ctx.present(&reader).await;
-    let _d = start_daemon(&config, None);
-    wait_up(&http, &format!("{}/healthz", ctx.api)).await;
+    let _d = ctx.daemon(&config, None).await;
     let done = ctx
         .wait(&id, "succeeded after the restart", |p| {
             p["status"] == "succeeded"

@@ -4,8 +4,8 @@
 
 use crate::common::{create_location, register_reader};
 use crate::payments_flow::{
-    bakery_payment, env_with, fast_config, instant_sim, req, wait_on_reader, wait_status,
-    with_faults,
+    bakery_payment, env_with, fast_config, instant_sim, paid_on_reader, req, wait_on_reader,
+    wait_status, with_faults,
 };
 use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
@@ -30,9 +30,7 @@ async fn a_stored_5xx_on_creation_leaves_one_intent_whether_or_not_it_was_create
         .await;
         let r = env.readers[0].clone();
         let p = bakery_payment(&env, &r);
-        wait_on_reader(&env, &p.id).await;
-        env.sim.present_card(&r, None).unwrap();
-        let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+        let p = paid_on_reader(&env, &r, &p.id).await;
         let acct = &env.accounts["bakery"];
         assert_eq!(
             env.sim.payment_intent_count(Some(acct)),
@@ -82,9 +80,7 @@ async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_fini
         .await;
         let r = env.readers[0].clone();
         let p = bakery_payment(&env, &r);
-        wait_on_reader(&env, &p.id).await;
-        env.sim.present_card(&r, None).unwrap();
-        wait_status(&env.engine, &p.id, Status::Succeeded).await;
+        paid_on_reader(&env, &r, &p.id).await;
         assert_eq!(
             env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
             1
@@ -137,9 +133,7 @@ async fn without_the_preview_direct_charges_fail_as_account_mismatch_and_destina
         .engine
         .create(req("florist", &r, 1500, CaptureMode::Automatic), "t", None)
         .unwrap();
-    wait_on_reader(&env, &q.id).await;
-    env.sim.present_card(&r, None).unwrap();
-    wait_status(&env.engine, &q.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &q.id).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -355,9 +349,7 @@ async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
-    wait_on_reader(&env, &p.id).await;
-    env.sim.present_card(&r, None).unwrap();
-    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(
         env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
         1

@@ -162,6 +162,14 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
     }
 }
 
+/// The usual happy end: once the payment is on `reader`, the customer taps the default
+/// test card and the payment succeeds.
+pub async fn paid_on_reader(env: &Env, reader: &str, id: &str) -> Payment {
+    wait_on_reader(env, id).await;
+    env.sim.present_card(reader, None).unwrap();
+    wait_status(&env.engine, id, Status::Succeeded).await
+}
+
 /// Waits (bounded) until the payment satisfies `f`.
 pub async fn wait_until(e: &Engine, id: &str, what: &str, f: impl Fn(&Payment) -> bool) -> Payment {
     for _ in 0..2000 {
@@ -213,9 +221,7 @@ async fn automatic_payment_succeeds_with_one_intent_on_the_merchant_account() {
         .unwrap();
     assert_eq!(p.status, Status::Queued);
     assert_eq!(p.reader, r, "the label resolves to the reader id");
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    let p = paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(p.amount_captured, 1250);
     assert_eq!(p.failure, None);
     let acct = &env.accounts["bakery"];
@@ -270,9 +276,7 @@ async fn destination_charges_live_on_the_platform_with_a_transfer() {
         .engine
         .create(req("florist", &r, 2000, CaptureMode::Automatic), "t", None)
         .unwrap();
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    let p = paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(env.sim.payment_intent_count(None), 1);
     let pi = env
         .stripe
@@ -357,9 +361,7 @@ async fn decline_then_retry_on_the_same_intent() {
     assert!(env.engine.capture(&p.id, None).await.is_err());
     let again = env.engine.retry(&p.id).await.unwrap();
     assert_eq!(again.status, Status::Queued);
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let s = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    let s = paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(s.payment_intent, d.payment_intent, "same PaymentIntent");
     assert_eq!(
         env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
@@ -491,9 +493,7 @@ async fn a_foreign_action_is_waited_for_and_never_canceled() {
     );
     // The foreign customer pays; then ours goes.
     present(&env, &r, None);
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &p.id).await;
     let cancels = env
         .sim
         .requests()
@@ -514,9 +514,7 @@ async fn reader_timeout_false_negative_is_not_dispatched_twice() {
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    let p = paid_on_reader(&env, &r, &p.id).await;
     let ppi: Vec<_> = env
         .sim
         .requests()
@@ -581,9 +579,7 @@ async fn reader_offline_mid_payment_ends_at_the_deadline_with_the_true_outcome()
     // The reader comes back with our stale action still on it: the next payment clears it.
     env.sim.set_reader_online(&r, true);
     let next = bakery_payment(&env, &r);
-    wait_on_reader(&env, &next.id).await;
-    present(&env, &r, None);
-    wait_status(&env.engine, &next.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &next.id).await;
 }
 
 /// Backoffs and waits run on tokio's paused clock.
@@ -614,9 +610,7 @@ async fn server_errors_and_dropped_connections_at_creation_make_one_intent() {
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(
         env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
         1
@@ -887,9 +881,7 @@ async fn rate_limits_are_waited_out_with_one_intent() {
     let env = env_with(sim_cfg, fast_config(), 1).await;
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(
         env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
         1
@@ -1070,9 +1062,7 @@ async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it
         .iter()
         .any(|q| q.path.ends_with("/process_payment_intent") && q.status == 400));
     present(&env, &r, None); // the foreign customer pays
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    let p = paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(
         p.attempt, 2,
         "a new attempt (and key) after the busy refusal"

@@ -2,7 +2,7 @@
 
 use crate::common::get_json;
 use crate::sim_client::{check, instant, world, Api};
-use readerd::sim::{spawn, FaultKind, FaultRule, Faults, SimConfig};
+use readerd::sim::{spawn, FaultKind, FaultRule, Faults, SimConfig, SimHandle};
 use readerd::stripe::form::Params;
 use serde_json::Value;
 use std::time::Duration;
@@ -20,6 +20,22 @@ fn one_shot(kind: FaultKind, method: &str, path: &str) -> Faults {
         rules: vec![FaultRule::new(kind, method, path).times(1)],
         ..Faults::default()
     }
+}
+
+/// Arms a one-shot `kind` on creating a PaymentIntent, then creates one under `key`: the
+/// connection is dropped, so no answer comes back.
+async fn create_dropped(sim: &SimHandle, api: &Api, kind: FaultKind, account: &str, key: &str) {
+    sim.set_faults(one_shot(kind, "POST", "/v1/payment_intents"));
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/payment_intents",
+            &pi_params(),
+            Some(account),
+            Some(key),
+        )
+        .await;
+    assert!(r.is_err(), "expected a dropped connection, got {r:?}");
 }
 
 #[tokio::test]
@@ -51,42 +67,14 @@ async fn dropped_connections_before_and_after_the_work_look_alike_to_the_caller(
     let (sim, api) = instant().await;
     let a = api.account("US").await;
     // Before: no answer, nothing done.
-    sim.set_faults(one_shot(
-        FaultKind::DropBefore,
-        "POST",
-        "/v1/payment_intents",
-    ));
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/payment_intents",
-            &pi_params(),
-            Some(&a),
-            Some("k1"),
-        )
-        .await;
-    assert!(r.is_err(), "expected a dropped connection, got {r:?}");
+    create_dropped(&sim, &api, FaultKind::DropBefore, &a, "k1").await;
     assert_eq!(sim.payment_intent_count(Some(&a)), 0);
     api.post_key("/v1/payment_intents", &pi_params(), Some(&a), "k1")
         .await
         .ok();
     assert_eq!(sim.payment_intent_count(Some(&a)), 1);
     // After: no answer, but the PaymentIntent exists and the key replays it.
-    sim.set_faults(one_shot(
-        FaultKind::DropAfter,
-        "POST",
-        "/v1/payment_intents",
-    ));
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/payment_intents",
-            &pi_params(),
-            Some(&a),
-            Some("k2"),
-        )
-        .await;
-    assert!(r.is_err(), "expected a dropped connection, got {r:?}");
+    create_dropped(&sim, &api, FaultKind::DropAfter, &a, "k2").await;
     assert_eq!(sim.payment_intent_count(Some(&a)), 2);
     let r = api
         .post_key("/v1/payment_intents", &pi_params(), Some(&a), "k2")
@@ -96,21 +84,7 @@ async fn dropped_connections_before_and_after_the_work_look_alike_to_the_caller(
     check("payment_intent", &replayed);
     assert_eq!(sim.payment_intent_count(Some(&a)), 2);
     // A replay can be lost on the way too; the key still holds the answer.
-    sim.set_faults(one_shot(
-        FaultKind::DropBefore,
-        "POST",
-        "/v1/payment_intents",
-    ));
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/payment_intents",
-            &pi_params(),
-            Some(&a),
-            Some("k2"),
-        )
-        .await;
-    assert!(r.is_err(), "expected a dropped connection, got {r:?}");
+    create_dropped(&sim, &api, FaultKind::DropBefore, &a, "k2").await;
     let again = api
         .post_key("/v1/payment_intents", &pi_params(), Some(&a), "k2")
         .await;
