@@ -1095,6 +1095,29 @@ def payments_section(api, s, d, accounts, reader_ids, sim_base, tokens):
     check("list filtered by reader", r.status == 200 and lst
           and all(x.get("reader") == r2 for x in lst), repr(r))
 
+    print("== daemon: a full reader queue", flush=True)
+    r = pay({"merchant": "bakery", "reader": "counter-2", "amount": 1800, "currency": "eur"})
+    head = r.get("id")
+    wait_on_reader(head)
+    waiting, full = [], None
+    for _ in range(200):
+        r = pay({"merchant": "bakery", "reader": "counter-2", "amount": 1900, "currency": "eur"})
+        if r.status == 201:
+            waiting.append(r.get("id"))
+            continue
+        full = r
+        break
+    check("a full reader queue answers 429 with the error envelope", full is not None
+          and full.status == 429 and isinstance(full.get("error"), dict), repr(full))
+    for q in waiting:
+        api.call("POST", f"/v1/payments/{q}/cancel", P)
+        queued_cancels.add(q)
+    still = [q for q in waiting if get(q).get("status") != "canceled"]
+    check(f"the {len(waiting)} queued payments cancel at once", not still, short(still))
+    api.call("POST", f"/v1/payments/{head}/cancel", P)
+    p = wait_status(head, "canceled")
+    check("and the one on the reader cancels too", p.get("status") == "canceled", repr(p))
+
     print("== daemon: validation, queue, scoping of keys", flush=True)
     base = {"merchant": "bakery", "reader": "counter-1", "currency": "eur"}
     for label, body in (("amount 0", dict(base, amount=0)),
