@@ -4,8 +4,8 @@
 
 use crate::common::{create_location, register_reader};
 use crate::payments_flow::{
-    bakery_payment, env_with, fast_config, instant_sim, paid_on_reader, req, wait_on_reader,
-    wait_status, with_faults,
+    bakery_intents, bakery_payment, env_with, fast_config, instant_sim, paid_on_reader, req,
+    wait_on_reader, wait_status, with_faults,
 };
 use readerd::payments::engine::PaymentError;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
@@ -81,10 +81,7 @@ async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_fini
         let r = env.readers[0].clone();
         let p = bakery_payment(&env, &r);
         paid_on_reader(&env, &r, &p.id).await;
-        assert_eq!(
-            env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-            1
-        );
+        assert_eq!(bakery_intents(&env), 1);
         let taken: Vec<_> = env
             .sim
             .requests()
@@ -350,8 +347,5 @@ async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
     paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        1
-    );
+    assert_eq!(bakery_intents(&env), 1);
 }

@@ -162,6 +162,11 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
     }
 }
 
+/// How many PaymentIntents the emulator holds on the bakery's account.
+pub fn bakery_intents(env: &Env) -> usize {
+    env.sim.payment_intent_count(Some(&env.accounts["bakery"]))
+}
+
 /// The usual happy end: once the payment is on `reader`, the customer taps the default
 /// test card and the payment succeeds.
 pub async fn paid_on_reader(env: &Env, reader: &str, id: &str) -> Payment {
@@ -363,10 +368,7 @@ async fn decline_then_retry_on_the_same_intent() {
     assert_eq!(again.status, Status::Queued);
     let s = paid_on_reader(&env, &r, &p.id).await;
     assert_eq!(s.payment_intent, d.payment_intent, "same PaymentIntent");
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        1
-    );
+    assert_eq!(bakery_intents(&env), 1);
     let keys: Vec<_> = env
         .sim
         .requests()
@@ -403,10 +405,7 @@ async fn cancel_while_queued_touches_nothing_on_stripe() {
     );
     present(&env, &r, None);
     wait_status(&env.engine, &first.id, Status::Succeeded).await;
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        1
-    );
+    assert_eq!(bakery_intents(&env), 1);
     // A final payment stays final.
     assert!(env.engine.cancel(&first.id).await.is_err());
     assert_eq!(
@@ -611,10 +610,7 @@ async fn server_errors_and_dropped_connections_at_creation_make_one_intent() {
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
     paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        1
-    );
+    assert_eq!(bakery_intents(&env), 1);
     let creates: Vec<_> = env
         .sim
         .requests()
@@ -882,10 +878,7 @@ async fn rate_limits_are_waited_out_with_one_intent() {
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
     paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        1
-    );
+    assert_eq!(bakery_intents(&env), 1);
     let limited = env
         .sim
         .requests()
@@ -1068,8 +1061,5 @@ async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it
         "a new attempt (and key) after the busy refusal"
     );
     assert_eq!(count(&env, "POST", "/cancel_action"), 0);
-    assert_eq!(
-        env.sim.payment_intent_count(Some(&env.accounts["bakery"])),
-        2
-    );
+    assert_eq!(bakery_intents(&env), 2);
 }
