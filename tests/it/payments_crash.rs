@@ -100,6 +100,13 @@ impl Ctx {
         .await
         .1
     }
+    /// Waits until the payment is on the reader, waiting for the card.
+    async fn wait_on_reader(&self, id: &str) -> Value {
+        self.wait(id, "on the reader", |p| {
+            p["status"] == "processing" && p["waiting_for"] == "card"
+        })
+        .await
+    }
     async fn wait(&self, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         for _ in 0..1000 {
@@ -301,10 +308,7 @@ level = "warn"
         assert_eq!(resp.status(), StatusCode::CREATED, "{step}");
         let p: Value = resp.json().await.unwrap();
         let id = p["id"].as_str().unwrap().to_string();
-        ctx.wait(&id, "on the reader", |p| {
-            p["status"] == "processing" && p["waiting_for"] == "card"
-        })
-        .await;
+        ctx.wait_on_reader(&id).await;
         ctx.present(&reader).await;
         let done = ctx
             .wait(&id, "succeeded", |p| p["status"] == "succeeded")
@@ -335,10 +339,7 @@ level = "warn"
                 .await
                 .unwrap();
             let id = p["id"].as_str().unwrap().to_string();
-            ctx.wait(&id, "on the reader", |p| {
-                p["status"] == "processing" && p["waiting_for"] == "card"
-            })
-            .await;
+            ctx.wait_on_reader(&id).await;
             ctx.present(&reader).await;
             ctx.wait(&id, "authorised", |p| p["status"] == "requires_capture")
                 .await;
@@ -437,10 +438,7 @@ level = "warn"
             .await
             .unwrap();
         let id = p["id"].as_str().unwrap().to_string();
-        ctx.wait(&id, "on the reader", |p| {
-            p["status"] == "processing" && p["waiting_for"] == "card"
-        })
-        .await;
+        ctx.wait_on_reader(&id).await;
         id
     }; // killed here
     ctx.present(&reader).await;
