@@ -17,6 +17,19 @@ const POS: &str = "crash-pos";
 /// A child process killed when dropped.
 struct Proc(Child);
 
+impl Proc {
+    /// Whether the process exits (by itself) within a bounded wait.
+    async fn exited(&mut self) -> bool {
+        for _ in 0..500 {
+            if self.0.try_wait().unwrap().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -292,15 +305,7 @@ level = "warn"
             let mut d = ctx.daemon(&config, Some(step)).await;
             // The answer may or may not make it out before the abort.
             let _ = ctx.pay(&key, amount).await;
-            let mut exited = false;
-            for _ in 0..500 {
-                if d.0.try_wait().unwrap().is_some() {
-                    exited = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(exited, "the daemon did not stop at {step}");
+            assert!(d.exited().await, "the daemon did not stop at {step}");
         }
         let _d = ctx.daemon(&config, None).await;
         // The same key and body: the payment accepted before the crash.
@@ -353,13 +358,7 @@ level = "warn"
             async move {
                 let mut d = ctx.daemon(config, Some(step)).await;
                 let _ = ctx.post(&path, key, body).await;
-                for _ in 0..500 {
-                    if d.0.try_wait().unwrap().is_some() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                panic!("the daemon did not stop at {step}");
+                assert!(d.exited().await, "the daemon did not stop at {step}");
             }
         };
     for (id, step) in manual.iter().zip(["before_capture", "after_capture"]) {
