@@ -1355,18 +1355,13 @@ impl Engine {
     /// A webhook said something about a PaymentIntent: re-read it (through the worker when
     /// the payment is on the reader).
     pub fn hint_intent(&self, pi: &str) {
-        let id = self
-            .inner
-            .by_intent
-            .lock()
-            .expect("intent index")
-            .get(pi)
-            .cloned();
-        let Some(id) = id else { return };
-        let Ok(Some(p)) = self.get(&id) else { return };
+        let Some(p) = self.payment_for_intent(pi) else {
+            return;
+        };
         match p.status {
             Status::Queued | Status::Processing => self.hint_reader(&p.reader),
             Status::RequiresCapture | Status::Declined | Status::Succeeded => {
+                let id = p.id.clone();
                 let engine = self.clone();
                 tokio::spawn(async move {
                     let lock = engine.op_lock(&id);
