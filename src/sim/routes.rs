@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -713,8 +712,6 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
 /// next write, so the response is never sent and the socket is closed.
 #[derive(Clone, Debug)]
 pub(crate) struct Conn {
-    #[allow(dead_code)]
-    peer: SocketAddr,
     kill: Arc<AtomicBool>,
 }
 
@@ -733,7 +730,7 @@ impl axum::serve::Listener for SimListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok((stream, peer)) => {
+                Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let kill = Arc::new(AtomicBool::new(false));
                     return (
@@ -741,7 +738,7 @@ impl axum::serve::Listener for SimListener {
                             inner: stream,
                             kill: kill.clone(),
                         },
-                        Conn { peer, kill },
+                        Conn { kill },
                     );
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
@@ -750,8 +747,9 @@ impl axum::serve::Listener for SimListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        // Checks the socket is still usable; the address itself is not needed.
+        self.0.local_addr()?;
         Ok(Conn {
-            peer: self.0.local_addr()?,
             kill: Arc::new(AtomicBool::new(false)),
         })
     }
