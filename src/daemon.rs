@@ -20,7 +20,6 @@ use crate::fleet::{Fleet, Idle, LiveState, StripeHealth};
 use crate::store::{Registry, StoreError};
 use crate::stripe::StripeClient;
 use crate::systemd::{Heartbeat, Notifier};
-use axum::Router;
 use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -88,7 +87,7 @@ impl Shutdown {
 pub struct PluginParts {
     /// Routes merged into the API (handlers use `State<AppState>`, [`api::Caller`],
     /// [`api::ApiJson`] and [`api::ApiError`]).
-    pub routes: Option<Router<AppState>>,
+    pub routes: Option<api::Routes>,
     /// The readers' live state (busy, queue depth); the last plugin to give one wins.
     pub live: Option<Arc<dyn LiveState>>,
     /// Tasks that end on [`Shutdown`]; the daemon waits for them when stopping.
@@ -127,6 +126,8 @@ pub struct DaemonHandle {
     pub addr: SocketAddr,
     /// The core services, for tests and the demo.
     pub state: AppState,
+    /// Every method and path the API serves (the tenancy test walks it).
+    pub routes: Vec<api::Route>,
     trigger: ShutdownTrigger,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -240,7 +241,7 @@ impl Daemon {
         }
         reader_metrics(&state);
 
-        let app = api::router(state.clone(), routes);
+        let (app, route_table) = api::router(state.clone(), routes);
         let serve_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             let result = axum::serve(listener, app)
@@ -275,6 +276,7 @@ impl Daemon {
         Ok(DaemonHandle {
             addr,
             state,
+            routes: route_table,
             trigger,
             server,
             tasks,

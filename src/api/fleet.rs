@@ -8,7 +8,8 @@
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::{timestamp, ApiJson};
-use super::{AppState, Caller};
+use super::scope::{self, Object};
+use super::{AppState, Caller, Routes};
 use crate::fleet::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
     ReaderRecord, SyncReport, Upsert,
@@ -16,20 +17,23 @@ use crate::fleet::{
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/merchants", post(add_merchant).get(list_merchants))
-        .route("/v1/merchants/{id}", get(show_merchant))
-        .route("/v1/merchants/{id}/check", post(check_merchant))
-        .route("/v1/locations", post(create_location).get(list_locations))
-        .route("/v1/locations/{id}", get(show_location))
-        .route("/v1/readers", post(register_reader).get(list_readers))
-        .route("/v1/readers/sync", post(sync_readers))
-        .route("/v1/readers/{id}", get(show_reader).post(update_reader))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/v1/merchants", add_merchant)
+        .get("/v1/merchants", list_merchants)
+        .get("/v1/merchants/{id}", show_merchant)
+        .post("/v1/merchants/{id}/check", check_merchant)
+        .post("/v1/locations", create_location)
+        .get("/v1/locations", list_locations)
+        .get("/v1/locations/{id}", show_location)
+        .post("/v1/readers", register_reader)
+        .get("/v1/readers", list_readers)
+        .post("/v1/readers/sync", sync_readers)
+        .get("/v1/readers/{id}", show_reader)
+        .post("/v1/readers/{id}", update_reader)
 }
 
 // Wire shapes ---------------------------------------------------------------------------
@@ -240,26 +244,13 @@ fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderVie
         queue_depth: live.queue_depth,
         merchants: r.merchants.as_ref().map(|list| {
             list.iter()
-                .filter(|m| caller.may_see_merchant(m))
+                .filter(|m| scope::allows(caller, Object::Merchant(m)))
                 .cloned()
                 .collect()
         }),
         gone: r.gone,
         created_at: timestamp(r.created_at),
         updated_at: timestamp(r.updated_at),
-    }
-}
-
-fn location_visible(caller: &Caller, l: &LocationRecord) -> bool {
-    l.merchant
-        .as_deref()
-        .is_none_or(|m| caller.may_see_merchant(m))
-}
-
-fn reader_visible(caller: &Caller, r: &ReaderRecord) -> bool {
-    match &r.merchants {
-        None => true,
-        Some(list) => list.iter().any(|m| caller.may_see_merchant(m)),
     }
 }
 
@@ -380,7 +371,7 @@ async fn list_locations(
             .fleet
             .locations()?
             .iter()
-            .filter(|l| location_visible(&caller, l))
+            .filter(|l| scope::allows(&caller, Object::Location(l)))
             .map(LocationView::from)
             .collect(),
     ))
@@ -394,7 +385,7 @@ async fn show_location(
     let l = state
         .fleet
         .location(&id)?
-        .filter(|l| location_visible(&caller, l))
+        .filter(|l| scope::allows(&caller, Object::Location(l)))
         .ok_or_else(|| ApiError::not_found("location", &id))?;
     Ok(Json((&l).into()))
 }
@@ -435,7 +426,7 @@ async fn list_readers(
             .fleet
             .readers()?
             .iter()
-            .filter(|r| reader_visible(&caller, r))
+            .filter(|r| scope::allows(&caller, Object::Reader(r)))
             .map(|r| reader_view(&state, &caller, r))
             .collect(),
     ))
@@ -474,7 +465,7 @@ async fn show_reader(
     let mut r = state
         .fleet
         .find_reader(&id)?
-        .filter(|r| reader_visible(&caller, r))
+        .filter(|r| scope::allows(&caller, Object::Reader(r)))
         .ok_or_else(|| ApiError::not_found("reader", &id))?;
     if refresh {
         r = state.fleet.refresh_reader(&r.id).await?;

@@ -16,11 +16,14 @@ pub mod fleet;
 pub mod json;
 pub mod ops;
 pub mod payments;
+pub mod routes;
+pub mod scope;
 pub mod webhooks;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;
 pub use json::{ApiJson, BodyLimit};
+pub use routes::{Route, Routes};
 
 use crate::config::{Config, WebhookSecret};
 use crate::fleet::{Fleet, LiveState, StripeHealth};
@@ -75,14 +78,16 @@ impl FromRef<AppState> for BodyLimit {
 }
 
 /// The complete API: fleet and ops routes, then `extra` (each plugin's routes), with JSON
-/// 404/405 answers for everything else. While the daemon drains for shutdown, requests that
-/// would start new work are refused (`refuse_while_draining`).
-pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
-    let mut r = Router::new().merge(fleet::routes()).merge(ops::routes());
+/// 404/405 answers for everything else, and its route table. While the daemon drains for
+/// shutdown, requests that would start new work are refused (`refuse_while_draining`).
+pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
+    let mut all = fleet::routes().merge(ops::routes());
     for e in extra {
-        r = r.merge(e);
+        all = all.merge(e);
     }
-    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+    let (r, table) = all.into_parts();
+    let r = r
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -94,7 +99,8 @@ pub fn router(state: AppState, extra: Vec<Router<AppState>>) -> Router {
             state.clone(),
             refuse_while_draining,
         ))
-        .with_state(state)
+        .with_state(state);
+    (r, table)
 }
 
 /// During a graceful shutdown, every `POST /v1/…` (a new payment, a retry, a capture, a

@@ -10,12 +10,11 @@
 //! [`PROBE_EVERY`].
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, Routes};
 use crate::store::Tree;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -24,11 +23,11 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// How long a probe may take before Stripe counts as unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {

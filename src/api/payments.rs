@@ -6,34 +6,36 @@
 //! live in [`crate::payments::Engine`].
 
 use super::json::parse_body;
-use super::{ApiError, ApiJson, AppState, Caller};
+use super::scope::{self, Object};
+use super::{ApiError, ApiJson, AppState, Caller, Routes};
+use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, RefundRecord};
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 
 /// The payment routes; the engine rides along as an extension.
-pub fn routes(engine: Engine) -> Router<AppState> {
-    Router::new()
-        .route("/v1/payments", post(create).get(list))
-        .route("/v1/payments/{id}", get(show))
-        .route("/v1/payments/{id}/events", get(events))
-        .route("/v1/payments/{id}/cancel", post(cancel))
-        .route("/v1/payments/{id}/capture", post(capture))
-        .route("/v1/payments/{id}/retry", post(retry))
-        .route("/v1/payments/{id}/refunds", post(refund))
-        .route("/v1/readers/{id}/display", post(display))
-        .route("/v1/readers/{id}/clear", post(clear))
-        .layer(Extension(engine))
+pub fn routes(engine: Engine) -> Routes {
+    Routes::new()
+        .post("/v1/payments", create)
+        .get("/v1/payments", list)
+        .get("/v1/payments/{id}", show)
+        .get("/v1/payments/{id}/events", events)
+        .post("/v1/payments/{id}/cancel", cancel)
+        .post("/v1/payments/{id}/capture", capture)
+        .post("/v1/payments/{id}/retry", retry)
+        .post("/v1/payments/{id}/refunds", refund)
+        .post("/v1/readers/{id}/display", display)
+        .post("/v1/readers/{id}/clear", clear)
+        .extension(engine)
 }
 
 impl From<PaymentError> for ApiError {
@@ -105,10 +107,27 @@ fn refund_json(r: &RefundRecord) -> Value {
 
 /// The payment, if the caller may see it (404 otherwise, whoever's it is).
 fn visible(engine: &Engine, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
-    match engine.get(id)? {
-        Some(p) if caller.may_see_merchant(&p.merchant) => Ok(p),
-        _ => Err(ApiError::not_found("payment", id)),
-    }
+    let p = engine
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found("payment", id))?;
+    scope::check(caller, Object::Payment(&p))?;
+    Ok(p)
+}
+
+/// The reader named by id or label, if the caller may act on it for `merchant` (see
+/// [`scope`]): `404` for a reader a pos client may not use, whether or not it exists.
+fn usable_reader(
+    state: &AppState,
+    caller: &Caller,
+    reader: &str,
+    merchant: Option<&str>,
+) -> Result<ReaderRecord, ApiError> {
+    let r = state
+        .fleet
+        .find_reader(reader)?
+        .ok_or_else(|| ApiError::not_found("reader", reader))?;
+    scope::check(caller, Object::ReaderFor(&r, merchant))?;
+    Ok(r)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -131,14 +150,14 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 }
 
 async fn create(
+    State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreatePayment>,
 ) -> Result<Response, ApiError> {
-    if !caller.may_see_merchant(&req.merchant) {
-        return Err(ApiError::not_found("merchant", &req.merchant));
-    }
+    scope::check(&caller, Object::Merchant(&req.merchant))?;
+    usable_reader(&state, &caller, &req.reader, Some(&req.merchant))?;
     let key = idempotency_key(&headers)?;
     let p = engine.create(req, &caller.name, key.as_deref())?;
     Ok((StatusCode::CREATED, Json(payment_json(&p))).into_response())
@@ -317,20 +336,32 @@ struct LineItem {
     quantity: i64,
 }
 
+/// The queue name of a display that an admin sends for no merchant.
+const OPERATOR: &str = "_operator";
+
+/// `POST /v1/readers/{id}/display`: the same scope decision as a payment on that reader
+/// (a pos client names one of its merchants, or gets the first one the reader serves), so a
+/// till can never put a cart in front of another merchant's customers.
 async fn display(
+    State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(reader): Path<String>,
     ApiJson(b): ApiJson<DisplayBody>,
 ) -> Result<Response, ApiError> {
-    let merchant = match (&b.merchant, caller.merchants.first()) {
-        (Some(m), _) => m.clone(),
-        (None, Some(m)) if !caller.is_admin() => m.clone(),
-        (None, _) => "_operator".to_string(),
+    let record = state
+        .fleet
+        .find_reader(&reader)?
+        .ok_or_else(|| ApiError::not_found("reader", &reader))?;
+    let merchant = match b.merchant.as_deref() {
+        Some(m) => {
+            scope::check(&caller, Object::Merchant(m))?;
+            Some(m)
+        }
+        None => scope::default_merchant(&caller, &record),
     };
-    if !caller.is_admin() && !caller.may_see_merchant(&merchant) {
-        return Err(ApiError::not_found("merchant", &merchant));
-    }
+    scope::check(&caller, Object::ReaderFor(&record, merchant))?;
+    let merchant = merchant.unwrap_or(OPERATOR).to_string();
     if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_lowercase()) {
         return Err(ApiError::bad_request(
             "currency must be lower-case, such as \"eur\"",
@@ -355,10 +386,10 @@ async fn display(
         tax: b.tax,
         total: b.total,
     };
-    let id = engine.display(&reader, &merchant, cart)?;
+    let id = engine.display(&record.id, &merchant, cart)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "object": "display", "reader": reader, "status": "queued"})),
+        Json(json!({"id": id, "object": "display", "reader": record.id, "status": "queued"})),
     )
         .into_response())
 }

@@ -7,7 +7,7 @@
 //! or re-reads the PaymentIntent, so a late or reordered event cannot undo what Stripe now
 //! says. Without a configured signing secret the route does not exist (404).
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Routes};
 use crate::payments::Engine;
 use crate::store::Tree;
 use crate::stripe::webhook::{verify, SignatureError, DEFAULT_TOLERANCE_SECS};
@@ -15,15 +15,14 @@ use crate::stripe::wire::Event;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub fn routes(engine: Engine) -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/stripe", post(receive))
-        .layer(Extension(engine))
+pub fn routes(engine: Engine) -> Routes {
+    Routes::new()
+        .post("/webhooks/stripe", receive)
+        .extension(engine)
 }
 
 /// A processed event id (tree `webhook_events`).

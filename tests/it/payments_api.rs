@@ -477,7 +477,9 @@ async fn tenant_isolation_and_validation() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = api.get("nope", "/v1/payments").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    // A reader whose allowlist excludes the merchant.
+    // A reader whose allowlist excludes the merchant: a pos client of another merchant
+    // cannot see it (404, as for a reader that does not exist); the admin can, and is told
+    // why.
     let (s, e) = api
         .post(
             &florist,
@@ -485,7 +487,16 @@ async fn tenant_isolation_and_validation() {
             json!({"merchant": "florist", "reader": "till-2", "amount": 1000, "currency": "eur"}),
         )
         .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, e) = api
+        .post(
+            ADMIN,
+            "/v1/payments",
+            json!({"merchant": "florist", "reader": "till-2", "amount": 1000, "currency": "eur"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["error"]["code"], "reader_not_allowed", "{e}");
     // A reader in another country.
     let (s, e) = api
         .post(
