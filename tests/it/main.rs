@@ -14,7 +14,6 @@ mod payments_crash;
 mod payments_faults;
 mod payments_flow;
 mod sim_cli;
-mod sim_client;
 mod sim_conformance;
 mod sim_faults;
 mod sim_webhooks;
