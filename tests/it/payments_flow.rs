@@ -503,32 +503,6 @@ async fn a_foreign_action_is_waited_for_and_never_canceled() {
 }
 
 #[tokio::test]
-async fn reader_timeout_false_negative_is_not_dispatched_twice() {
-    let sim_cfg = with_faults(vec![FaultRule::new(
-        FaultKind::ReaderTimeout,
-        "POST",
-        "/v1/terminal/readers/*/process_payment_intent",
-    )
-    .times(1)]);
-    let env = env_with(sim_cfg, fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = bakery_payment(&env, &r);
-    let p = paid_on_reader(&env, &r, &p.id).await;
-    let ppi: Vec<_> = env
-        .sim
-        .requests()
-        .into_iter()
-        .filter(|q| q.path.ends_with("/process_payment_intent"))
-        .collect();
-    assert_eq!(ppi.len(), 1, "the reader had it: not re-sent ({ppi:?})");
-    assert_eq!(ppi[0].fault.as_deref(), Some("reader_timeout"));
-    assert!(p
-        .history
-        .iter()
-        .any(|h| h.note.as_deref().is_some_and(|n| n.contains("after all"))));
-}
-
-#[tokio::test]
 async fn stripe_refusing_the_intent_fails_the_payment_with_the_reason() {
     let env = env().await;
     let r = env.readers[0].clone();
@@ -595,32 +569,6 @@ async fn offline_reader_fails_the_payment_after_a_bounded_wait() {
         1,
         "PaymentIntent canceled first"
     );
-}
-
-/// Backoffs and waits run on tokio's paused clock.
-#[tokio::test(start_paused = true)]
-async fn server_errors_and_dropped_connections_at_creation_make_one_intent() {
-    let rules = vec![
-        FaultRule::new(FaultKind::Error, "POST", "/v1/payment_intents").times(2),
-        FaultRule::new(FaultKind::DropAfter, "POST", "/v1/payment_intents").times(1),
-        FaultRule::new(FaultKind::DropBefore, "POST", "/v1/payment_intents").times(1),
-    ];
-    let sim_cfg = with_faults(rules);
-    let env = env_with(sim_cfg, fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = bakery_payment(&env, &r);
-    paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(bakery_intents(&env), 1);
-    let creates: Vec<_> = env
-        .sim
-        .requests()
-        .into_iter()
-        .filter(|q| q.method == "POST" && q.path == "/v1/payment_intents")
-        .collect();
-    assert!(creates.len() >= 4, "{creates:?}");
-    assert!(creates
-        .iter()
-        .all(|q| q.idempotency_key == creates[0].idempotency_key));
 }
 
 #[tokio::test]
@@ -864,28 +812,6 @@ async fn the_customer_canceling_on_the_reader_cancels_the_payment() {
         1,
         "Stripe confirmed the cancel"
     );
-}
-
-/// Backoffs and waits run on tokio's paused clock.
-#[tokio::test(start_paused = true)]
-async fn rate_limits_are_waited_out_with_one_intent() {
-    let rules = vec![
-        FaultRule::new(FaultKind::RateLimit, "POST", "/v1/payment_intents").times(2),
-        FaultRule::new(FaultKind::RateLimit, "GET", "/v1/terminal/readers/*").times(2),
-    ];
-    let sim_cfg = with_faults(rules);
-    let env = env_with(sim_cfg, fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = bakery_payment(&env, &r);
-    paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(bakery_intents(&env), 1);
-    let limited = env
-        .sim
-        .requests()
-        .iter()
-        .filter(|q| q.status == 429)
-        .count();
-    assert_eq!(limited, 4);
 }
 
 #[tokio::test]
