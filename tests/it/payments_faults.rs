@@ -6,8 +6,8 @@
 
 use crate::common::{create_location, register_reader};
 use crate::payments_flow::{
-    bakery_intents, bakery_payment, env_with, fast_config, instant_sim, paid_on_reader, req,
-    wait_on_reader, wait_status, with_faults,
+    authorised_on_reader, bakery_intents, bakery_payment, env_with, fast_config, instant_sim,
+    paid_on_reader, req, wait_on_reader, wait_status, with_faults,
 };
 use readerd::payments::engine::PaymentError;
 use readerd::payments::Payment;
@@ -253,14 +253,7 @@ async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
 /// from then on.
 async fn authorised(rules: Vec<FaultRule>, amount: i64) -> (crate::payments_flow::Env, String) {
     let env = env_with(instant_sim(), fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, amount, CaptureMode::Manual), "t", None)
-        .unwrap();
-    wait_on_reader(&env, &p.id).await;
-    env.sim.present_card(&r, None).unwrap();
-    wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    let p = authorised_on_reader(&env, amount).await;
     env.sim.set_faults(Faults {
         rules,
         ..Faults::default()

@@ -175,6 +175,19 @@ pub async fn paid_on_reader(env: &Env, reader: &str, id: &str) -> Payment {
     wait_status(&env.engine, id, Status::Succeeded).await
 }
 
+/// A payment of `amount` for `bakery` with manual capture, authorised on reader 0 with the
+/// default test card.
+pub async fn authorised_on_reader(env: &Env, amount: i64) -> Payment {
+    let r = &env.readers[0];
+    let p = env
+        .engine
+        .create(req("bakery", r, amount, CaptureMode::Manual), "t", None)
+        .unwrap();
+    wait_on_reader(env, &p.id).await;
+    env.sim.present_card(r, None).unwrap();
+    wait_status(&env.engine, &p.id, Status::RequiresCapture).await
+}
+
 /// Waits (bounded) until the payment satisfies `f`.
 pub async fn wait_until(e: &Engine, id: &str, what: &str, f: impl Fn(&Payment) -> bool) -> Payment {
     for _ in 0..2000 {
@@ -303,14 +316,7 @@ async fn destination_charges_live_on_the_platform_with_a_transfer() {
 #[tokio::test]
 async fn manual_capture_partial_then_refunds_never_exceed_the_capture() {
     let env = env().await;
-    let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 5000, CaptureMode::Manual), "t", None)
-        .unwrap();
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    let p = authorised_on_reader(&env, 5000).await;
     assert!(p.capture_before.is_some(), "capture_before is kept: {p:?}");
     assert_eq!(p.amount_captured, 0);
     // Over the authorised amount: refused before Stripe.
@@ -876,14 +882,7 @@ async fn default_deadlines_on_a_paused_clock() {
 #[tokio::test]
 async fn the_sweep_records_what_stripe_decided_on_its_own() {
     let env = env().await;
-    let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, 3000, CaptureMode::Manual), "t", None)
-        .unwrap();
-    wait_on_reader(&env, &p.id).await;
-    present(&env, &r, None);
-    let p = wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    let p = authorised_on_reader(&env, 3000).await;
     // The authorisation is canceled outside readerd (say, from the Dashboard).
     env.stripe
         .cancel_payment_intent(
