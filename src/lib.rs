@@ -6,7 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod fleet;
 pub mod metrics;
 pub mod payments;

@@ -634,8 +634,9 @@ const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
 /// make Stripe degraded; a few scattered failures (a reader timeout, one 500) do not.
 const DEGRADED_MIN_BAD: usize = 5;
 
-/// Field note 15: fleet-wide Stripe stalls must be visible. Tracks the outcomes of recent
-/// Stripe attempts and flips between healthy and degraded.
+/// A Stripe stall stops every reader at once; it must show as one signal
+/// (`readerd_stripe_degraded`), not only as many slow payments. Tracks the outcomes of
+/// recent Stripe attempts and flips between healthy and degraded.
 #[derive(Debug, Default)]
 struct Degradation {
     recent: VecDeque<(tokio::time::Instant, bool)>,

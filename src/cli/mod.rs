@@ -1,9 +1,12 @@
 //! The command line: the daemon, the emulator, the demo, and the API client commands.
 //! Each command's arguments live beside the code that runs it.
 
+pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod fleet;
 pub mod payments;
+pub mod sim;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,15 +44,15 @@ pub enum Command {
     /// Smart readers.
     Readers(fleet::ReadersCmd),
     /// The stateful Stripe emulator as a standalone server.
-    Sim(crate::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Everything on one machine: emulator, daemon, two merchants, two readers.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Take a payment and follow it live.
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
     /// Benchmark the payment flow against the in-process emulator.
-    Bench(crate::payments::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// A tokio runtime for a command (multi-threaded or on the current thread), or `None` after
@@ -77,10 +80,10 @@ pub fn main() -> ExitCode {
         Command::Merchants(c) => c.run(),
         Command::Locations(c) => c.run(),
         Command::Readers(c) => c.run(),
-        Command::Sim(args) => crate::sim::run(args),
-        Command::Demo(a) => crate::demo::main(a),
+        Command::Sim(args) => sim::run(args),
+        Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
-        Command::Bench(a) => crate::payments::bench::main(a),
+        Command::Bench(a) => bench::main(a),
     }
 }

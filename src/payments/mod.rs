@@ -7,9 +7,7 @@
 //! - [`worker`]: one task per reader carrying each payment through the reader.
 //! - [`stats`]: request counts and the daemon's own latencies.
 //! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
-//! - [`bench`]: `readerd bench`.
 
-pub mod bench;
 pub mod directory;
 pub mod engine;
 pub mod machine;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Acceptance check of readerd against its published contract and Stripe's documented API.
 
-Knows only docs/contract (commands, config, HTTP API, statuses) and Stripe's documentation
-(endpoints, form encoding, auth, error envelopes, test helpers, test cards). Builds nothing:
+Knows only readerd's external contract (commands, config, HTTP API, statuses, as
+docs/API.md and docs/OPERATIONS.md describe them) and Stripe's documentation (endpoints,
+form encoding, auth, error envelopes, test helpers, test cards). Builds nothing:
 
     python3 tests/acceptance/contract_check.py PATH_TO_READERD
 

@@ -1,98 +1,180 @@
-//! The payment flow against Stripe answers that only some integrations ever see: a 5xx
-//! stored under the idempotency key, the platform-owned-reader preview missing, a reader
-//! whose location is not in the country of the account receiving the funds.
+//! The payment flow against faults and against Stripe answers that only some integrations
+//! ever see: a 5xx stored under the idempotency key, server errors, dropped connections,
+//! rate limits and reader timeouts on the way to the reader (one table), then the
+//! platform-owned-reader preview missing, a reader whose location is not in the country of
+//! the account receiving the funds, and stored 5xx on capture, refund and cancel.
 
 use crate::common::{create_location, register_reader};
 use crate::payments_flow::{
-    bakery_intents, bakery_payment, env_with, fast_config, instant_sim, paid_on_reader, req,
-    wait_on_reader, wait_status, with_faults,
+    authorised_on_reader, bakery_intents, bakery_payment, env_with, fast_config, instant_sim,
+    paid_on_reader, req, wait_on_reader, wait_status, with_faults,
 };
 use readerd::payments::engine::PaymentError;
+use readerd::payments::Payment;
 use readerd::payments::{CaptureMode, ReaderInfo, Status};
-use readerd::sim::{FaultKind, FaultRule, Faults, SimConfig};
+use readerd::sim::{FaultKind, FaultRule, Faults, RequestRecord, SimConfig};
 use readerd::stripe::wire::PaymentIntentStatus;
 use readerd::stripe::RequestOptions;
 
-fn stored_5xx(path: &str, executed: bool) -> SimConfig {
-    with_faults(vec![FaultRule::new(FaultKind::ErrorStored, "POST", path)
+const CREATE: &str = "/v1/payment_intents";
+const DISPATCH: &str = "/v1/terminal/readers/*/process_payment_intent";
+
+/// A stored 5xx (replayed for the key forever) on the first `POST path`, with the work done
+/// on Stripe or not.
+fn stored_5xx(path: &str, executed: bool) -> FaultRule {
+    FaultRule::new(FaultKind::ErrorStored, "POST", path)
         .executed(executed)
-        .times(1)])
+        .times(1)
 }
 
+/// The requests the emulator answered or dropped for `method path` (exactly).
+fn sent<'a>(log: &'a [RequestRecord], method: &str, path: &str) -> Vec<&'a RequestRecord> {
+    log.iter()
+        .filter(|q| q.method == method && q.path == path)
+        .collect()
+}
+
+fn dispatches(log: &[RequestRecord]) -> Vec<&RequestRecord> {
+    log.iter()
+        .filter(|q| q.path.ends_with("/process_payment_intent"))
+        .collect()
+}
+
+/// A fault the flow must come through: the bakery's usual payment still ends `succeeded`
+/// on the reader, with exactly one PaymentIntent, which Stripe says succeeded and which
+/// names the payment; `check` then reads what was sent to Stripe.
+struct Survived {
+    fault: &'static str,
+    rules: Vec<FaultRule>,
+    check: fn(&[RequestRecord], &Payment),
+}
+
+fn survived() -> Vec<Survived> {
+    vec![
+        Survived {
+            fault: "a stored 5xx on creation, the PaymentIntent created",
+            rules: vec![stored_5xx(CREATE, true)],
+            check: |log, _| {
+                // The stored failure sent the flow to look for its PaymentIntent by
+                // metadata before anything else; found, it is never created again.
+                assert!(!sent(log, "GET", CREATE).is_empty(), "{log:?}");
+                let creates = sent(log, "POST", CREATE);
+                assert_eq!(creates.len(), 1, "{creates:?}");
+            },
+        },
+        Survived {
+            fault: "a stored 5xx on creation, nothing created",
+            rules: vec![stored_5xx(CREATE, false)],
+            check: |log, _| {
+                assert!(!sent(log, "GET", CREATE).is_empty(), "{log:?}");
+                // Not found: created once more, with a new key (the old one only replays).
+                let creates = sent(log, "POST", CREATE);
+                assert_eq!(creates.len(), 2, "{creates:?}");
+                assert_ne!(creates[0].idempotency_key, creates[1].idempotency_key);
+                assert_eq!(creates[1].status, 200);
+            },
+        },
+        Survived {
+            fault: "a stored 5xx on creation, then a failed search for the PaymentIntent",
+            rules: vec![
+                FaultRule::new(FaultKind::ErrorStored, "POST", CREATE).times(1),
+                // The search itself fails once, with a 500 Stripe says not to retry.
+                FaultRule::new(FaultKind::ErrorStored, "GET", CREATE).times(1),
+            ],
+            // Never a second PaymentIntent: the common checks say it all.
+            check: |_, _| {},
+        },
+        Survived {
+            fault: "server errors and dropped connections at creation",
+            rules: vec![
+                FaultRule::new(FaultKind::Error, "POST", CREATE).times(2),
+                FaultRule::new(FaultKind::DropAfter, "POST", CREATE).times(1),
+                FaultRule::new(FaultKind::DropBefore, "POST", CREATE).times(1),
+            ],
+            check: |log, _| {
+                // Every attempt replays the one key.
+                let creates = sent(log, "POST", CREATE);
+                assert!(creates.len() >= 4, "{creates:?}");
+                assert!(creates
+                    .iter()
+                    .all(|q| q.idempotency_key == creates[0].idempotency_key));
+            },
+        },
+        Survived {
+            fault: "rate limits on creation and on reader reads",
+            rules: vec![
+                FaultRule::new(FaultKind::RateLimit, "POST", CREATE).times(2),
+                FaultRule::new(FaultKind::RateLimit, "GET", "/v1/terminal/readers/*").times(2),
+            ],
+            check: |log, _| {
+                let limited = log.iter().filter(|q| q.status == 429).count();
+                assert_eq!(limited, 4);
+            },
+        },
+        Survived {
+            fault: "a stored 5xx on dispatch, the action taken by the reader",
+            rules: vec![stored_5xx(DISPATCH, true)],
+            check: |log, _| {
+                // The reader had it: nothing re-sent.
+                let taken = dispatches(log);
+                assert_eq!(taken.len(), 1, "{taken:?}");
+            },
+        },
+        Survived {
+            fault: "a stored 5xx on dispatch, nothing taken",
+            rules: vec![stored_5xx(DISPATCH, false)],
+            check: |log, _| {
+                // Re-sent once, with a new key.
+                let taken = dispatches(log);
+                assert_eq!(taken.len(), 2, "{taken:?}");
+                assert_ne!(taken[0].idempotency_key, taken[1].idempotency_key);
+            },
+        },
+        Survived {
+            fault: "a reader timeout that is a false negative",
+            rules: vec![FaultRule::new(FaultKind::ReaderTimeout, "POST", DISPATCH).times(1)],
+            check: |log, p| {
+                let taken = dispatches(log);
+                assert_eq!(taken.len(), 1, "the reader had it: not re-sent ({taken:?})");
+                assert_eq!(taken[0].fault.as_deref(), Some("reader_timeout"));
+                assert!(p
+                    .history
+                    .iter()
+                    .any(|h| h.note.as_deref().is_some_and(|n| n.contains("after all"))));
+            },
+        },
+    ]
+}
+
+/// Backoffs and waits run on tokio's paused clock.
 #[tokio::test(start_paused = true)]
-async fn a_stored_5xx_on_creation_leaves_one_intent_whether_or_not_it_was_created() {
-    for executed in [true, false] {
-        let env = env_with(
-            stored_5xx("/v1/payment_intents", executed),
-            fast_config(),
-            1,
-        )
-        .await;
+async fn each_fault_on_the_way_to_the_reader_still_ends_in_one_paid_intent() {
+    for case in survived() {
+        let fault = case.fault;
+        let env = env_with(with_faults(case.rules), fast_config(), 1).await;
         let r = env.readers[0].clone();
         let p = bakery_payment(&env, &r);
         let p = paid_on_reader(&env, &r, &p.id).await;
+        assert_eq!(bakery_intents(&env), 1, "{fault}");
         let acct = &env.accounts["bakery"];
-        assert_eq!(
-            env.sim.payment_intent_count(Some(acct)),
-            1,
-            "executed {executed}"
-        );
-        let log = env.sim.requests();
-        let creates: Vec<_> = log
-            .iter()
-            .filter(|q| q.method == "POST" && q.path == "/v1/payment_intents")
-            .collect();
-        // The stored failure sent the flow to look for its PaymentIntent by metadata
-        // before anything else.
-        assert!(
-            log.iter()
-                .any(|q| q.method == "GET" && q.path == "/v1/payment_intents"),
-            "{log:?}"
-        );
-        if executed {
-            // Found: never created again.
-            assert_eq!(creates.len(), 1, "{creates:?}");
-        } else {
-            // Not found: created once more, with a new key (the old one only replays).
-            assert_eq!(creates.len(), 2, "{creates:?}");
-            assert_ne!(creates[0].idempotency_key, creates[1].idempotency_key);
-            assert_eq!(creates[1].status, 200);
-        }
         let pi = p.payment_intent.clone().unwrap();
         let intent = env
             .stripe
             .retrieve_payment_intent(&pi, &[], &RequestOptions::account(acct.as_str()))
             .await
             .unwrap();
-        assert_eq!(intent.status, PaymentIntentStatus::Succeeded);
-        assert_eq!(intent.metadata.get("readerd_payment"), Some(&p.id));
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stored_5xx_on_dispatch_is_resolved_on_the_reader_and_the_payment_finishes() {
-    for executed in [true, false] {
-        let env = env_with(
-            stored_5xx("/v1/terminal/readers/*/process_payment_intent", executed),
-            fast_config(),
-            1,
-        )
-        .await;
-        let r = env.readers[0].clone();
-        let p = bakery_payment(&env, &r);
-        paid_on_reader(&env, &r, &p.id).await;
-        assert_eq!(bakery_intents(&env), 1);
-        let taken: Vec<_> = env
-            .sim
-            .requests()
-            .into_iter()
-            .filter(|q| q.path.ends_with("/process_payment_intent"))
-            .collect();
-        // Done: the reader had it, nothing re-sent. Not done: re-sent once, new key.
-        let expected = if executed { 1 } else { 2 };
-        assert_eq!(taken.len(), expected, "executed {executed}: {taken:?}");
-        if !executed {
-            assert_ne!(taken[0].idempotency_key, taken[1].idempotency_key);
+        assert_eq!(intent.status, PaymentIntentStatus::Succeeded, "{fault}");
+        assert_eq!(
+            intent.metadata.get("readerd_payment"),
+            Some(&p.id),
+            "{fault}"
+        );
+        let log = env.sim.requests();
+        let checked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.check)(&log, &p)));
+        if let Err(e) = checked {
+            eprintln!("fault: {fault}");
+            std::panic::resume_unwind(e);
         }
     }
 }
@@ -171,14 +253,7 @@ async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
 /// from then on.
 async fn authorised(rules: Vec<FaultRule>, amount: i64) -> (crate::payments_flow::Env, String) {
     let env = env_with(instant_sim(), fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = env
-        .engine
-        .create(req("bakery", &r, amount, CaptureMode::Manual), "t", None)
-        .unwrap();
-    wait_on_reader(&env, &p.id).await;
-    env.sim.present_card(&r, None).unwrap();
-    wait_status(&env.engine, &p.id, Status::RequiresCapture).await;
+    let p = authorised_on_reader(&env, amount).await;
     env.sim.set_faults(Faults {
         rules,
         ..Faults::default()
@@ -334,18 +409,4 @@ async fn a_refund_left_pending_by_an_unreachable_stripe_is_finished_by_the_sweep
         .await
         .unwrap();
     assert_eq!(on_stripe.len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_search_after_a_stored_5xx_never_leads_to_a_second_intent() {
-    let sim_cfg = with_faults(vec![
-        FaultRule::new(FaultKind::ErrorStored, "POST", "/v1/payment_intents").times(1),
-        // The search itself fails once, with a 500 Stripe says not to retry.
-        FaultRule::new(FaultKind::ErrorStored, "GET", "/v1/payment_intents").times(1),
-    ]);
-    let env = env_with(sim_cfg, fast_config(), 1).await;
-    let r = env.readers[0].clone();
-    let p = bakery_payment(&env, &r);
-    paid_on_reader(&env, &r, &p.id).await;
-    assert_eq!(bakery_intents(&env), 1);
 }

@@ -2,7 +2,7 @@
 //! object it returns is checked against the wire types and Stripe's schema.
 
 use crate::common::get_json;
-use crate::sim_client::{check, emulator, instant, world, Api};
+use crate::common::sim_client::{check, emulator, instant, world, Api};
 use readerd::sim::SimConfig;
 use readerd::stripe::form::Params;
 use readerd::stripe::wire::CapabilityStatus;
@@ -1031,7 +1031,7 @@ async fn the_request_log_has_the_documented_keys() {
 
 #[test]
 fn the_shape_check_refuses_fields_unknown_to_stripe() {
-    if !crate::sim_client::schema_available() {
+    if !crate::common::sim_client::schema_available() {
         return;
     }
     let reader = serde_json::json!({

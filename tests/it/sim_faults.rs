@@ -1,7 +1,7 @@
 //! The emulator's injected faults, each made deterministic with a one-shot rule or a seed.
 
 use crate::common::get_json;
-use crate::sim_client::{check, emulator, instant, world, Api};
+use crate::common::sim_client::{check, emulator, instant, world, Api};
 use readerd::sim::{spawn, FaultKind, FaultRule, Faults, SimConfig, SimHandle};
 use readerd::stripe::form::Params;
 use serde_json::Value;

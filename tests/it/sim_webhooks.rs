@@ -1,7 +1,7 @@
 //! Webhooks from the emulator: signed as Stripe signs them, from the right account,
 //! retried while the endpoint fails, and duplicated when asked to.
 
-use crate::sim_client::{check_any, emulator, world};
+use crate::common::sim_client::{check_any, emulator, world};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -5,10 +5,10 @@
 //! latency (acceptance to `process_payment_intent` sent; reader outcome seen to status
 //! recorded) at p50 and p99, and the process's peak resident memory (`VmHWM`).
 
-use super::directory::{MerchantInfo, ReaderInfo, StaticDirectory};
-use super::engine::{CreatePayment, Engine, EngineConfig};
-use super::machine::{CaptureMode, ChargeType, Status};
-use super::stats::quantile;
+use crate::payments::directory::{MerchantInfo, ReaderInfo, StaticDirectory};
+use crate::payments::engine::{CreatePayment, Engine, EngineConfig};
+use crate::payments::machine::{CaptureMode, ChargeType, Status};
+use crate::payments::stats::quantile;
 use crate::sim::{self, SimConfig};
 use crate::store::Registry;
 use crate::stripe::params::{CreateLocation, RegisterReader};

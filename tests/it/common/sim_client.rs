@@ -289,7 +289,7 @@ const NEWER: &[&str] = &[
 fn spec() -> Option<&'static Value> {
     static SPEC: OnceLock<Option<Value>> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let dir = crate::common::fixtures_dir()?;
+        let dir = super::fixtures_dir()?;
         let text = std::fs::read_to_string(dir.join("openapi-terminal-subset.json")).ok()?;
         serde_json::from_str(&text).ok()
     })
