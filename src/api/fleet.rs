@@ -11,7 +11,7 @@ use super::json::{timestamp, ApiJson};
 use super::{AppState, Caller};
 use crate::fleet::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
-    ReaderRecord, SyncReport, Upsert,
+    ReaderRecord, Settlement, SyncReport, Upsert,
 };
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -44,6 +44,10 @@ pub struct AddMerchantBody {
     pub display_name: Option<String>,
     #[serde(default = "default_charge_type")]
     pub charge_type: ChargeType,
+    /// Destination charges: `merchant` (the default, `on_behalf_of` the merchant) or
+    /// `platform`.
+    #[serde(default)]
+    pub settlement: Settlement,
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
 }
@@ -59,6 +63,7 @@ pub struct MerchantView {
     pub account: String,
     pub display_name: String,
     pub charge_type: ChargeType,
+    pub settlement: Settlement,
     pub application_fee_amount: Option<i64>,
     pub country: Option<String>,
     pub default_currency: Option<String>,
@@ -83,6 +88,7 @@ impl From<&MerchantRecord> for MerchantView {
             account: m.account.clone(),
             display_name: m.display_name.clone(),
             charge_type: m.charge_type,
+            settlement: m.settlement,
             application_fee_amount: m.application_fee_amount,
             country: m.country.clone(),
             default_currency: m.default_currency.clone(),
@@ -295,6 +301,7 @@ async fn add_merchant(
             account: body.account,
             display_name: body.display_name,
             charge_type: body.charge_type,
+            settlement: body.settlement,
             application_fee_amount: body.application_fee_amount,
         })
         .await?;

@@ -41,6 +41,27 @@ pub struct MerchantInfo {
     /// The account's currency (Terminal takes the local currency only), when known.
     pub currency: Option<String>,
     pub fee: Option<Fee>,
+    /// The platform, not the merchant, settles its destination charges (no `on_behalf_of`).
+    pub platform_settles: bool,
+}
+
+impl MerchantInfo {
+    /// The account named `on_behalf_of` on its PaymentIntents: its own, on a destination
+    /// charge that settles on the merchant. A direct charge is on the account already.
+    pub fn on_behalf_of(&self) -> Option<String> {
+        (self.charge_type == ChargeType::Destination && !self.platform_settles)
+            .then(|| self.account.clone())
+    }
+
+    /// The country of the account that receives the funds, which the reader's location must
+    /// be in, when known: the merchant's, except when the platform settles (its country is
+    /// then Stripe's to check).
+    pub fn funds_country(&self) -> Option<String> {
+        match (self.charge_type, self.platform_settles) {
+            (ChargeType::Destination, true) => None,
+            _ => self.country.clone(),
+        }
+    }
 }
 
 /// A reader as the payment flow sees it.
