@@ -168,6 +168,28 @@ mod tests {
     }
 
     #[test]
+    fn destination_charges_settle_on_the_merchant_unless_the_platform_does() {
+        let m = |charge_type, platform_settles| MerchantInfo {
+            id: "florist".into(),
+            account: "acct_1".into(),
+            charge_type,
+            enabled: true,
+            country: Some("FR".into()),
+            currency: Some("eur".into()),
+            fee: None,
+            platform_settles,
+        };
+        let d = m(ChargeType::Destination, false);
+        assert_eq!(d.on_behalf_of().as_deref(), Some("acct_1"));
+        assert_eq!(d.funds_country().as_deref(), Some("FR"));
+        let p = m(ChargeType::Destination, true);
+        assert_eq!((p.on_behalf_of(), p.funds_country()), (None, None));
+        let direct = m(ChargeType::Direct, false);
+        assert_eq!(direct.on_behalf_of(), None);
+        assert_eq!(direct.funds_country().as_deref(), Some("FR"));
+    }
+
+    #[test]
     fn readers_by_id_or_label_and_allowlists() {
         let d = StaticDirectory::new();
         d.add_reader(ReaderInfo {

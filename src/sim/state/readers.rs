@@ -644,7 +644,7 @@ impl State {
                     refunded: false,
                     status: "failed".into(),
                     application_fee: None,
-                    application_fee_amount: None,
+                    application_fee_amount: pi.application_fee_amount,
                     transfer: None,
                 };
                 pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
