@@ -12,7 +12,7 @@ use super::scope::{self, Object};
 use super::{AppState, Caller, Routes};
 use crate::fleet::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
-    ReaderRecord, SyncReport, Upsert,
+    ReaderRecord, Settlement, SyncReport, Upsert,
 };
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -48,6 +48,10 @@ pub struct AddMerchantBody {
     pub display_name: Option<String>,
     #[serde(default = "default_charge_type")]
     pub charge_type: ChargeType,
+    /// Destination charges: `merchant` (the default, `on_behalf_of` the merchant) or
+    /// `platform`.
+    #[serde(default)]
+    pub settlement: Settlement,
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
 }
@@ -63,6 +67,7 @@ pub struct MerchantView {
     pub account: String,
     pub display_name: String,
     pub charge_type: ChargeType,
+    pub settlement: Settlement,
     pub application_fee_amount: Option<i64>,
     pub country: Option<String>,
     pub default_currency: Option<String>,
@@ -87,6 +92,7 @@ impl From<&MerchantRecord> for MerchantView {
             account: m.account.clone(),
             display_name: m.display_name.clone(),
             charge_type: m.charge_type,
+            settlement: m.settlement,
             application_fee_amount: m.application_fee_amount,
             country: m.country.clone(),
             default_currency: m.default_currency.clone(),
@@ -286,6 +292,7 @@ async fn add_merchant(
             account: body.account,
             display_name: body.display_name,
             charge_type: body.charge_type,
+            settlement: body.settlement,
             application_fee_amount: body.application_fee_amount,
         })
         .await?;

@@ -80,6 +80,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             country: Some("FR".into()),
             currency: Some("eur".into()),
             fee: None,
+            platform_settles: false,
         });
     }
     let loc = stripe

@@ -42,6 +42,10 @@ pub enum MerchantsAction {
         /// `direct` (PaymentIntent on the connected account) or `destination`.
         #[arg(long, default_value = "direct", value_parser = ["direct", "destination"])]
         charge_type: String,
+        /// Destination charges: who settles them, `merchant` (on_behalf_of the merchant) or
+        /// `platform`.
+        #[arg(long, value_parser = ["merchant", "platform"])]
+        settlement: Option<String>,
         /// A fixed platform fee per payment, in minor units.
         #[arg(long)]
         application_fee_amount: Option<i64>,
@@ -248,6 +252,7 @@ impl MerchantsCmd {
                     account_flag,
                     display_name,
                     charge_type,
+                    settlement,
                     application_fee_amount,
                 } => {
                     let id = id.or(id_flag);
@@ -256,6 +261,9 @@ impl MerchantsCmd {
                         json!({"id": id, "account": account, "charge_type": charge_type});
                     if let Some(n) = display_name {
                         body["display_name"] = json!(n);
+                    }
+                    if let Some(s) = settlement {
+                        body["settlement"] = json!(s);
                     }
                     if let Some(f) = application_fee_amount {
                         body["application_fee_amount"] = json!(f);

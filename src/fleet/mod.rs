@@ -12,7 +12,9 @@
 mod records;
 mod sync;
 
-pub use records::{AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord};
+pub use records::{
+    AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord, Settlement,
+};
 pub use sync::SyncReport;
 
 use crate::store::{Registry, StoreError, Tree};
@@ -196,6 +198,7 @@ pub struct NewMerchant {
     pub account: String,
     pub display_name: Option<String>,
     pub charge_type: ChargeType,
+    pub settlement: Settlement,
     pub application_fee_amount: Option<i64>,
 }
 
@@ -317,6 +320,11 @@ impl Fleet {
                 new.account
             )));
         }
+        if new.settlement == Settlement::Platform && new.charge_type != ChargeType::Destination {
+            return Err(FleetError::Invalid(
+                "settlement \"platform\" applies to destination charges only: a direct charge settles on the merchant's account".into(),
+            ));
+        }
         if matches!(new.application_fee_amount, Some(a) if a < 0) {
             return Err(FleetError::Invalid(
                 "application_fee_amount must not be negative".into(),
@@ -364,6 +372,7 @@ impl Fleet {
             account: new.account.clone(),
             display_name,
             charge_type: new.charge_type,
+            settlement: new.settlement,
             application_fee_amount: new.application_fee_amount,
             country: None,
             default_currency: None,
@@ -501,7 +510,9 @@ impl Fleet {
                 kind: "merchant",
                 id: mid.clone(),
             })?;
-            if let Some(mc) = &m.country {
+            // A merchant whose destination charges the platform settles is not bound to
+            // its own country here; the platform's is Stripe's to check.
+            if let Some(mc) = m.settlement_country() {
                 if !mc.eq_ignore_ascii_case(&country) {
                     return Err(FleetError::CountryMismatch {
                         location: country,
@@ -584,8 +595,8 @@ impl Fleet {
                     id: m.clone(),
                 });
             };
-            if let (Some(lc), Some(mc)) = (&location_country, &merchant.country) {
-                if !lc.eq_ignore_ascii_case(mc) {
+            if let (Some(lc), Some(mc)) = (&location_country, merchant.settlement_country()) {
+                if !lc.eq_ignore_ascii_case(&mc) {
                     return Err(FleetError::CountryMismatch {
                         location: lc.to_ascii_uppercase(),
                         merchant: merchant.id,

@@ -27,6 +27,29 @@ impl ChargeType {
     }
 }
 
+/// Which account settles a merchant's destination charges (Stripe's settlement merchant).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Settlement {
+    /// The merchant's own account: the PaymentIntent carries `on_behalf_of`, so the charge
+    /// settles in the merchant's country and currency, and the reader's location must be
+    /// in the merchant's country.
+    #[default]
+    Merchant,
+    /// The platform: no `on_behalf_of`; the location rule then applies to the platform's
+    /// country, which Stripe checks when the payment reaches the reader.
+    Platform,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Merchant => "merchant",
+            Settlement::Platform => "platform",
+        }
+    }
+}
+
 /// A merchant: a Connect account readerd may charge for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MerchantRecord {
@@ -36,6 +59,9 @@ pub struct MerchantRecord {
     pub account: String,
     pub display_name: String,
     pub charge_type: ChargeType,
+    /// Who settles its destination charges (only `merchant` for direct charges).
+    #[serde(default)]
+    pub settlement: Settlement,
     /// A fixed platform fee per payment, in minor units.
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
@@ -64,6 +90,15 @@ impl MerchantRecord {
     /// Whether payments may be taken for it: `card_payments` active and charges enabled.
     pub fn can_charge(&self) -> bool {
         self.card_payments == "active" && self.charges_enabled
+    }
+
+    /// The country of the account its payments settle on, when readerd knows it: the
+    /// merchant's, unless the platform settles its destination charges.
+    pub fn settlement_country(&self) -> Option<String> {
+        match (self.charge_type, self.settlement) {
+            (ChargeType::Destination, Settlement::Platform) => None,
+            _ => self.country.clone(),
+        }
     }
 }
 

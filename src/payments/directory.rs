@@ -41,6 +41,27 @@ pub struct MerchantInfo {
     /// The account's currency (Terminal takes the local currency only), when known.
     pub currency: Option<String>,
     pub fee: Option<Fee>,
+    /// The platform, not the merchant, settles its destination charges (no `on_behalf_of`).
+    pub platform_settles: bool,
+}
+
+impl MerchantInfo {
+    /// The account named `on_behalf_of` on its PaymentIntents: its own, on a destination
+    /// charge that settles on the merchant. A direct charge is on the account already.
+    pub fn on_behalf_of(&self) -> Option<String> {
+        (self.charge_type == ChargeType::Destination && !self.platform_settles)
+            .then(|| self.account.clone())
+    }
+
+    /// The country of the account that receives the funds, which the reader's location must
+    /// be in, when known: the merchant's, except when the platform settles (its country is
+    /// then Stripe's to check).
+    pub fn funds_country(&self) -> Option<String> {
+        match (self.charge_type, self.platform_settles) {
+            (ChargeType::Destination, true) => None,
+            _ => self.country.clone(),
+        }
+    }
 }
 
 /// A reader as the payment flow sees it.
@@ -144,6 +165,28 @@ mod tests {
         };
         assert_eq!(f.on(1000), 25);
         assert_eq!(f.on(5), 5);
+    }
+
+    #[test]
+    fn destination_charges_settle_on_the_merchant_unless_the_platform_does() {
+        let m = |charge_type, platform_settles| MerchantInfo {
+            id: "florist".into(),
+            account: "acct_1".into(),
+            charge_type,
+            enabled: true,
+            country: Some("FR".into()),
+            currency: Some("eur".into()),
+            fee: None,
+            platform_settles,
+        };
+        let d = m(ChargeType::Destination, false);
+        assert_eq!(d.on_behalf_of().as_deref(), Some("acct_1"));
+        assert_eq!(d.funds_country().as_deref(), Some("FR"));
+        let p = m(ChargeType::Destination, true);
+        assert_eq!((p.on_behalf_of(), p.funds_country()), (None, None));
+        let direct = m(ChargeType::Direct, false);
+        assert_eq!(direct.on_behalf_of(), None);
+        assert_eq!(direct.funds_country().as_deref(), Some("FR"));
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub struct RefundRecord {
     pub status: String,
     pub refund: Option<String>,
     pub created_at: String,
+    /// A destination charge's refund reverses the transfer and refunds the fee in
+    /// proportion; decided when the refund is recorded, so a re-send repeats its parameters.
+    #[serde(default)]
+    pub reverse_transfer: bool,
 }
 
 /// A cart display waiting in a reader's queue.
@@ -621,7 +625,7 @@ impl Engine {
             .directory
             .reader(&req.reader)
             .ok_or(PaymentError::NotFound("reader"))?;
-        validate(&req, &merchant.country, &reader)?;
+        validate(&req, &merchant.funds_country(), &reader)?;
         if let Some(c) = &merchant.currency {
             if !c.eq_ignore_ascii_case(&req.currency) {
                 return Err(PaymentError::invalid(
@@ -687,6 +691,7 @@ impl Engine {
                 description: req.description.clone(),
                 metadata: req.metadata.clone(),
                 application_fee_amount: merchant.fee.map(|f| f.on(req.amount)).filter(|f| *f > 0),
+                on_behalf_of: merchant.on_behalf_of(),
                 intent_key: format!("readerd:pi:{id}"),
             },
             &at,
@@ -1068,6 +1073,7 @@ impl Engine {
             status: "pending".into(),
             refund: None,
             created_at: now(),
+            reverse_transfer: p.charge_type == ChargeType::Destination,
         };
         let k = rkey.unwrap_or_else(|| format!("{id}/{rid}"));
         self.inner.registry.put(Tree::Refunds, &k, &rec)?;
@@ -1111,6 +1117,8 @@ impl Engine {
                 ("readerd_payment".to_string(), p.id.clone()),
                 (REFUND_METADATA.to_string(), rec.id.clone()),
             ]),
+            reverse_transfer: rec.reverse_transfer,
+            refund_application_fee: rec.reverse_transfer,
         };
         self.count("create_refund");
         let mut res = self

@@ -181,6 +181,10 @@ pub struct Payment {
     /// The platform fee asked for on the PaymentIntent, if any.
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
+    /// Destination charges: the settlement account named `on_behalf_of`, decided at
+    /// acceptance so that a replayed creation sends the same parameters.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
     pub payment_intent: Option<String>,
     /// Idempotency key of the PaymentIntent creation, on disk before the request is sent.
     pub intent_key: String,
@@ -227,6 +231,7 @@ pub struct NewPayment {
     pub description: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub application_fee_amount: Option<i64>,
+    pub on_behalf_of: Option<String>,
     pub intent_key: String,
 }
 
@@ -353,6 +358,7 @@ impl Payment {
             description: n.description,
             metadata: n.metadata,
             application_fee_amount: n.application_fee_amount,
+            on_behalf_of: n.on_behalf_of,
             payment_intent: None,
             intent_key: n.intent_key,
             attempt: 0,
@@ -608,6 +614,7 @@ mod tests {
                 description: None,
                 metadata: BTreeMap::new(),
                 application_fee_amount: None,
+                on_behalf_of: None,
                 intent_key: "pi:pay_1".into(),
             },
             T,

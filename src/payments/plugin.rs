@@ -30,6 +30,7 @@ impl Directory for FleetDirectory {
                 fixed,
                 basis_points: 0,
             }),
+            platform_settles: m.settlement == fleet_mod::Settlement::Platform,
         })
     }
 

@@ -290,7 +290,7 @@ impl Flow {
                 super::machine::ChargeType::Direct => None,
                 super::machine::ChargeType::Destination => Some(p.account.clone()),
             },
-            on_behalf_of: None,
+            on_behalf_of: p.on_behalf_of.clone(),
         };
         let started = Instant::now();
         let mut key = p.intent_key.clone();

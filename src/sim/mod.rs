@@ -353,6 +353,12 @@ impl SimHandle {
     pub fn events(&self) -> Vec<Event> {
         self.with_state(|st| st.events.clone())
     }
+
+    /// Who holds what: every account's money movements per currency (`platform` for the
+    /// platform), as `GET /_sim/balances` shows them.
+    pub fn balances(&self) -> state::Books {
+        self.with_state(|st| st.balances())
+    }
 }
 
 impl Drop for SimHandle {

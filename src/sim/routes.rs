@@ -521,6 +521,8 @@ fn dispatch(
         ("POST", ["v1", "refunds"]) => st.create_refund(scope, f),
         ("GET", ["v1", "refunds"]) => st.list_refunds(scope, f),
         ("GET", ["v1", "refunds", id]) => st.get_refund(scope, id),
+        ("GET", ["v1", "transfers", id]) => st.get_transfer(scope, id),
+        ("GET", ["v1", "application_fees", id]) => st.get_application_fee(scope, id),
 
         _ => Err(SimError::unrecognized(
             method,
@@ -698,6 +700,7 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
             json_response(StatusCode::OK, json!({"payment_intents": st.stats()}))
         }),
         ("GET", ["events"]) => with_state(&mut |st| ok_json(&st.events)),
+        ("GET", ["balances"]) => with_state(&mut |st| ok_json(st.balances())),
         _ => sim_error(
             StatusCode::NOT_FOUND,
             format!("unknown control route {method} /_sim/{rest}"),

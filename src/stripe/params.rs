@@ -268,6 +268,11 @@ pub struct CreateRefund {
     pub amount: Option<i64>,
     pub reason: Option<String>,
     pub metadata: Metadata,
+    /// Connect: pull the refunded share of the charge's transfer back from the destination
+    /// account (destination charges). Sent only when true.
+    pub reverse_transfer: bool,
+    /// Connect: give the refunded share of the application fee back. Sent only when true.
+    pub refund_application_fee: bool,
 }
 
 impl CreateRefund {
@@ -276,7 +281,12 @@ impl CreateRefund {
         p.push("payment_intent", &self.payment_intent)
             .push_opt("amount", self.amount)
             .push_opt("reason", self.reason.as_ref())
-            .push_map("metadata", &self.metadata);
+            .push_map("metadata", &self.metadata)
+            .push_opt("reverse_transfer", self.reverse_transfer.then_some(true))
+            .push_opt(
+                "refund_application_fee",
+                self.refund_application_fee.then_some(true),
+            );
         p
     }
 }

@@ -113,7 +113,9 @@ has_id!(
     Reader,
     PaymentIntent,
     Charge,
-    Refund
+    Refund,
+    Transfer,
+    ApplicationFee
 );
 
 /// `{"object": "list", "data": [...], "has_more", "url"}`.
@@ -664,6 +666,14 @@ pub struct Charge {
     #[serde(default)]
     pub refunded: bool,
     pub status: String,
+    /// The platform's fee on this charge (Connect), once the charge is captured.
+    #[serde(default)]
+    pub application_fee: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+    /// A destination charge's transfer to the connected account, once captured.
+    #[serde(default)]
+    pub transfer: Option<Expandable<ObjectRef>>,
 }
 
 /// A refund.
@@ -685,6 +695,48 @@ pub struct Refund {
     pub reason: Option<String>,
     #[serde(default)]
     pub status: Option<String>,
+    /// The reversal of the charge's transfer this refund made (`reverse_transfer`).
+    #[serde(default)]
+    pub transfer_reversal: Option<Expandable<ObjectRef>>,
+}
+
+/// A transfer to a connected account (here: the one a destination charge makes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_reversed: i64,
+    pub created: i64,
+    pub currency: String,
+    pub destination: Expandable<ObjectRef>,
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub reversed: bool,
+    /// The charge that funded it.
+    #[serde(default)]
+    pub source_transaction: Option<String>,
+}
+
+/// An application fee: what the platform collected on a connected account's charge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationFee {
+    pub id: String,
+    pub object: String,
+    /// The connected account the fee was taken from.
+    pub account: Expandable<ObjectRef>,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    pub charge: String,
+    pub created: i64,
+    pub currency: String,
+    pub livemode: bool,
+    #[serde(default)]
+    pub refunded: bool,
 }
 
 // ---------------------------------------------------------------------------------------

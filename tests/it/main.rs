@@ -12,6 +12,7 @@ mod ops_lifecycle;
 mod ops_metrics;
 mod payments_api;
 mod payments_crash;
+mod payments_destination;
 mod payments_faults;
 mod payments_flow;
 mod sim_cli;

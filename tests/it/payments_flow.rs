@@ -72,6 +72,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
             country: Some("FR".into()),
             currency: Some("eur".into()),
             fee: None,
+            platform_settles: false,
         });
         accounts.insert(m.to_string(), acct);
     }

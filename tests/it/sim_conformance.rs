@@ -6,7 +6,7 @@ use crate::common::sim_client::{check, emulator, instant, world, Api};
 use readerd::sim::SimConfig;
 use readerd::stripe::form::Params;
 use readerd::stripe::wire::CapabilityStatus;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 fn params(pairs: &[(&str, &str)]) -> Params {
@@ -1192,8 +1192,7 @@ async fn the_stripe_client_reads_everything_the_emulator_writes() {
             &CreateRefund {
                 payment_intent: pi.id.clone(),
                 amount: Some(400),
-                reason: None,
-                metadata: Default::default(),
+                ..Default::default()
             },
             &on_acct.clone().key("re-1"),
         )
@@ -1376,12 +1375,15 @@ async fn a_reader_outside_the_country_of_the_account_receiving_the_funds_is_refu
     let de = api.account("DE").await;
     let us_reader = api.reader(&api.location("HQ", "US").await).await;
     let de_reader = api.reader(&api.location("Berlin", "DE").await).await;
-    let destination = |acct: &str| {
+    let destination = |acct: &str, on_behalf_of: bool| {
         let mut p = Params::new();
         p.push("amount", 1000)
             .push("currency", "usd")
             .push_list("payment_method_types", &["card_present"])
             .push("transfer_data[destination]", acct);
+        if on_behalf_of {
+            p.push("on_behalf_of", acct);
+        }
         p
     };
     // Direct charge: the connected account receives the funds.
@@ -1391,21 +1393,33 @@ async fn a_reader_outside_the_country_of_the_account_receiving_the_funds_is_refu
         .await
         .err(400, Some("terminal_reader_invalid_location_for_payment"));
     assert_eq!(e["type"], "invalid_request_error");
-    // Destination charge: the destination receives them.
-    let pi_dest = api
-        .post("/v1/payment_intents", &destination(&de), None)
+    // Destination charge on behalf of the connected account: it is the settlement
+    // merchant, so its country decides.
+    let pi_obo = api
+        .post("/v1/payment_intents", &destination(&de, true), None)
         .await
         .ok();
-    let pi_dest = pi_dest["id"].as_str().unwrap().to_string();
-    api.process(&us_reader, &pi_dest)
+    let pi_obo = pi_obo["id"].as_str().unwrap().to_string();
+    api.process(&us_reader, &pi_obo)
         .await
         .err(400, Some("terminal_reader_invalid_location_for_payment"));
     // Nothing was taken by the refused reader; the matching ones take them.
     assert!(api.get_reader(&us_reader).await["action"].is_null());
     api.process(&de_reader, &pi_de).await.ok();
     api.cancel_action(&de_reader).await.ok();
-    api.process(&de_reader, &pi_dest).await.ok();
+    api.process(&de_reader, &pi_obo).await.ok();
     api.cancel_action(&de_reader).await.ok();
+    // Destination charge without on_behalf_of: the platform (US) settles it.
+    let pi_plat = api
+        .post("/v1/payment_intents", &destination(&de, false), None)
+        .await
+        .ok();
+    let pi_plat = pi_plat["id"].as_str().unwrap().to_string();
+    api.process(&de_reader, &pi_plat)
+        .await
+        .err(400, Some("terminal_reader_invalid_location_for_payment"));
+    api.process(&us_reader, &pi_plat).await.ok();
+    api.cancel_action(&us_reader).await.ok();
     // The platform's own charge (no destination) pays the platform, a US account.
     let own = api.intent(None, 1000, "automatic").await;
     api.process(&de_reader, &own)
@@ -1443,4 +1457,250 @@ async fn payment_intents_are_listed_by_creation_time() {
             .ok();
         assert_eq!(v["data"].as_array().unwrap().len(), n, "{q}={t}");
     }
+}
+
+/// A destination charge (`transfer_data[destination]`, `on_behalf_of`, a fee), captured in
+/// part: the Transfer and the application fee it makes, as Stripe documents them.
+async fn captured_destination_charge(api: &Api, acct: &str, reader: &str) -> (String, Value) {
+    let mut p = Params::new();
+    p.push("amount", 10000)
+        .push("currency", "usd")
+        .push_list("payment_method_types", &["card_present"])
+        .push("capture_method", "manual")
+        .push("application_fee_amount", 300)
+        .push("transfer_data[destination]", acct)
+        .push("on_behalf_of", acct);
+    let v = api.post("/v1/payment_intents", &p, None).await.ok();
+    let pi = v["id"].as_str().unwrap().to_string();
+    api.process(reader, &pi).await.ok();
+    api.present(reader, None).await.ok();
+    // Nothing moves before the capture.
+    let v = api.get_intent(None, &pi).await;
+    assert!(v["latest_charge"]["transfer"].is_null(), "{v}");
+    assert!(v["latest_charge"]["application_fee"].is_null(), "{v}");
+    // A partial capture with the fee adjusted at capture.
+    let v = api
+        .post(
+            &format!("/v1/payment_intents/{pi}/capture"),
+            &params(&[
+                ("amount_to_capture", "8000"),
+                ("application_fee_amount", "200"),
+            ]),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(v["amount_received"], 8000);
+    let charge = api.get_intent(None, &pi).await["latest_charge"].clone();
+    check("charge", &charge);
+    (pi, charge)
+}
+
+fn book(b: &Value, who: &str) -> Value {
+    b[who]["usd"].clone()
+}
+
+async fn balances(api: &Api) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{}/_sim/balances", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_destination_charge_transfers_and_its_refunds_reverse_and_refund_in_proportion() {
+    let (_sim, api) = instant().await;
+    let w = world(&api).await;
+    let (pi, charge) = captured_destination_charge(&api, &w.account, &w.reader).await;
+    let ch = charge["id"].as_str().unwrap().to_string();
+    let tr = charge["transfer"].as_str().expect("a transfer").to_string();
+    let fee = charge["application_fee"]
+        .as_str()
+        .expect("a fee")
+        .to_string();
+    assert!(tr.starts_with("tr_") && fee.starts_with("fee_"), "{charge}");
+    assert_eq!(charge["application_fee_amount"], 200);
+    let t = api
+        .get(&format!("/v1/transfers/{tr}"), &Params::new(), None)
+        .await
+        .ok();
+    check("transfer", &t);
+    assert_eq!(t["object"], "transfer");
+    assert_eq!(t["amount"], 8000);
+    assert_eq!(t["destination"], w.account.as_str());
+    assert_eq!(t["source_transaction"], ch.as_str());
+    let f = api
+        .get(&format!("/v1/application_fees/{fee}"), &Params::new(), None)
+        .await
+        .ok();
+    check("application_fee", &f);
+    assert_eq!(f["amount"], 200);
+    assert_eq!(f["account"], w.account.as_str());
+    // The platform's objects, not the connected account's.
+    api.get(
+        &format!("/v1/transfers/{tr}"),
+        &Params::new(),
+        Some(&w.account),
+    )
+    .await
+    .err(404, Some("resource_missing"));
+    let b = balances(&api).await;
+    assert_eq!(
+        book(&b, "platform"),
+        json!({"charges": 8000, "refunds": 0, "transfers": -8000, "transfer_reversals": 0,
+               "application_fees": 200, "application_fee_refunds": 0, "net": 200})
+    );
+    assert_eq!(book(&b, &w.account)["net"], 7800);
+
+    // A refund of 3000 of 8000: 3000 of the transfer back, 75 of the 200 fee given back.
+    let refund = |amount: &str| {
+        params(&[
+            ("payment_intent", pi.as_str()),
+            ("amount", amount),
+            ("reverse_transfer", "true"),
+            ("refund_application_fee", "true"),
+        ])
+    };
+    let r = api.post("/v1/refunds", &refund("3000"), None).await.ok();
+    check("refund", &r);
+    assert!(
+        r["transfer_reversal"].as_str().unwrap().starts_with("trr_"),
+        "{r}"
+    );
+    let b = balances(&api).await;
+    assert_eq!(
+        book(&b, "platform"),
+        json!({"charges": 8000, "refunds": -3000, "transfers": -8000, "transfer_reversals": 3000,
+               "application_fees": 200, "application_fee_refunds": -75, "net": 125})
+    );
+    assert_eq!(
+        book(&b, &w.account),
+        json!({"charges": 0, "refunds": 0, "transfers": 8000, "transfer_reversals": -3000,
+               "application_fees": -200, "application_fee_refunds": 75, "net": 4875})
+    );
+    // 1001 more: the shares follow the cumulative refund (4001 of 8000: 100 of the fee).
+    api.post("/v1/refunds", &refund("1001"), None).await.ok();
+    let f = api
+        .get(&format!("/v1/application_fees/{fee}"), &Params::new(), None)
+        .await
+        .ok();
+    assert_eq!(f["amount_refunded"], 100);
+    // The rest: the whole transfer reversed, the whole fee refunded, nobody holds anything.
+    api.post("/v1/refunds", &refund("3999"), None).await.ok();
+    let t = api
+        .get(&format!("/v1/transfers/{tr}"), &Params::new(), None)
+        .await
+        .ok();
+    assert_eq!(
+        (t["amount_reversed"].as_i64(), t["reversed"].as_bool()),
+        (Some(8000), Some(true))
+    );
+    let f = api
+        .get(&format!("/v1/application_fees/{fee}"), &Params::new(), None)
+        .await
+        .ok();
+    assert_eq!(
+        (f["amount_refunded"].as_i64(), f["refunded"].as_bool()),
+        (Some(200), Some(true))
+    );
+    let b = balances(&api).await;
+    assert_eq!(book(&b, "platform")["net"], 0);
+    assert_eq!(book(&b, &w.account)["net"], 0);
+}
+
+#[tokio::test]
+async fn refunds_refuse_what_stripe_refuses_and_by_default_the_platform_pays() {
+    let (_sim, api) = instant().await;
+    let w = world(&api).await;
+    let (pi, _) = captured_destination_charge(&api, &w.account, &w.reader).await;
+    let with = |extra: &[(&str, &str)]| {
+        let mut p = params(&[("payment_intent", pi.as_str()), ("amount", "1000")]);
+        for (k, v) in extra {
+            p.push(*k, *v);
+        }
+        p
+    };
+    // The fee of a destination charge is refunded only with its transfer reversed.
+    let e = api
+        .post(
+            "/v1/refunds",
+            &with(&[("refund_application_fee", "true")]),
+            None,
+        )
+        .await
+        .err(400, None);
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["param"], "refund_application_fee");
+    api.post("/v1/refunds", &with(&[("reverse_transfer", "maybe")]), None)
+        .await
+        .err(400, Some("parameter_invalid_boolean"));
+    // Nothing moved for the refused ones.
+    let before = balances(&api).await;
+    assert_eq!(book(&before, "platform")["refunds"], 0);
+    // Without reverse_transfer the platform pays the refund and the merchant keeps its
+    // transfer: Stripe's default, and what readerd must not leave a merchant with.
+    let r = api.post("/v1/refunds", &with(&[]), None).await.ok();
+    assert!(r["transfer_reversal"].is_null(), "{r}");
+    let b = balances(&api).await;
+    assert_eq!(book(&b, "platform")["net"], 200 - 1000);
+    assert_eq!(book(&b, &w.account)["net"], 7800);
+
+    // A direct charge has no transfer to reverse.
+    let pi = api.intent(Some(&w.account), 2000, "automatic").await;
+    api.process(&w.reader, &pi).await.ok();
+    api.present(&w.reader, None).await.ok();
+    let mut p = params(&[
+        ("payment_intent", pi.as_str()),
+        ("reverse_transfer", "true"),
+    ]);
+    let e = api
+        .post("/v1/refunds", &p, Some(&w.account))
+        .await
+        .err(400, None);
+    assert_eq!(e["param"], "reverse_transfer");
+    let b = balances(&api).await;
+    assert_eq!(book(&b, &w.account)["charges"], 2000);
+    assert_eq!(book(&b, &w.account)["refunds"], 0);
+    p = params(&[("payment_intent", pi.as_str()), ("amount", "500")]);
+    api.post("/v1/refunds", &p, Some(&w.account)).await.ok();
+    let b = balances(&api).await;
+    assert_eq!(book(&b, &w.account)["refunds"], -500);
+}
+
+#[tokio::test]
+async fn a_direct_charge_fee_is_paid_by_the_connected_account_and_refunded_on_request() {
+    let (_sim, api) = instant().await;
+    let w = world(&api).await;
+    let a = Some(w.account.as_str());
+    let mut p = Params::new();
+    p.push("amount", 4000)
+        .push("currency", "usd")
+        .push_list("payment_method_types", &["card_present"])
+        .push("application_fee_amount", 120);
+    let v = api.post("/v1/payment_intents", &p, a).await.ok();
+    let pi = v["id"].as_str().unwrap().to_string();
+    api.process(&w.reader, &pi).await.ok();
+    api.present(&w.reader, None).await.ok();
+    let charge = api.get_intent(a, &pi).await["latest_charge"].clone();
+    assert!(charge["transfer"].is_null(), "{charge}");
+    assert!(charge["application_fee"]
+        .as_str()
+        .unwrap()
+        .starts_with("fee_"));
+    let b = balances(&api).await;
+    assert_eq!(book(&b, &w.account)["net"], 4000 - 120);
+    assert_eq!(book(&b, "platform")["net"], 120);
+    // Half refunded with the fee: half of the fee goes back to the account.
+    let p = params(&[
+        ("payment_intent", pi.as_str()),
+        ("amount", "2000"),
+        ("refund_application_fee", "true"),
+    ]);
+    api.post("/v1/refunds", &p, a).await.ok();
+    let b = balances(&api).await;
+    assert_eq!(book(&b, &w.account)["net"], 4000 - 120 - 2000 + 60);
+    assert_eq!(book(&b, "platform")["net"], 60);
 }

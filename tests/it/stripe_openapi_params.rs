@@ -31,7 +31,11 @@ const NEWER_THAN_SUBSET: &[(&str, &str, &str)] = &[
 
 /// `POST /v1/refunds` is outside the subset (it holds Terminal and PaymentIntents only).
 /// Its parameters as Stripe's API reference ("Create a refund") gives them, for the ones
-/// readerd sends.
+/// readerd sends. `refund_application_fee` and `reverse_transfer` are booleans there
+/// ("Connect only"): the first refunds the application fee in proportion to the refunded
+/// amount, the second reverses the transfer in proportion (for a charge made with
+/// `transfer_data[destination]`); both appear with the same types on the reader's
+/// `refund_payment` in the subset.
 fn refunds_schema() -> Value {
     json!({
         "type": "object",
@@ -44,6 +48,8 @@ fn refunds_schema() -> Value {
                 {"type": "object", "additionalProperties": {"type": "string"}},
                 {"type": "string", "enum": [""]}
             ]},
+            "refund_application_fee": {"type": "boolean"},
+            "reverse_transfer": {"type": "boolean"},
             "expand": {"type": "array", "items": {"type": "string", "maxLength": 5000}}
         }
     })
@@ -545,6 +551,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             amount: full.then_some(100),
             reason: some("requested_by_customer"),
             metadata: meta,
+            // What a destination charge's refund sends.
+            reverse_transfer: full,
+            refund_application_fee: full,
         },
         &acct,
     )
@@ -640,6 +649,8 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("POST", "/v1/terminal/readers/tmr_1/set_reader_display", "type=cart&cart[currency]=eur&cart[total]=1&cart[line_items][0][amount]=1&cart[line_items][0][quantity]=1"),
         ("POST", "/v1/refunds", "payment_intent=pi_1&reason=changed_mind"),
         ("POST", "/v1/refunds", "payment_intent=pi_1&amount_refunded=1"),
+        ("POST", "/v1/refunds", "payment_intent=pi_1&reverse_transfer=yes"),
+        ("POST", "/v1/refunds", "payment_intent=pi_1&refund_aplication_fee=true"),
         ("GET", "/v1/terminal/readers?status=busy", ""),
         ("GET", "/v1/terminal/readers?limit=100&starting_afterr=tmr_1", ""),
         ("GET", "/v1/payment_intents/pi_1?expand=latest_charge", ""),
@@ -654,6 +665,7 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("POST", "/v1/terminal/readers/tmr_1/process_payment_intent", "payment_intent=pi_1&process_config[skip_tipping]=true&process_config[enable_customer_cancellation]=false"),
         ("POST", "/v1/payment_intents", "amount=1250&currency=eur&capture_method=manual&transfer_data[destination]=acct_1&payment_method_types[]=card_present&metadata[a]=b"),
         ("POST", "/v1/payment_intents/pi_1", "application_fee_amount=&metadata="),
+        ("POST", "/v1/refunds", "payment_intent=pi_1&amount=400&reverse_transfer=true&refund_application_fee=true"),
         ("GET", "/v1/terminal/readers?status=online&limit=100&starting_after=tmr_1&expand[]=data.location", ""),
     ];
     for (method, target, body) in good {

@@ -1,5 +1,6 @@
 //! The emulator's objects and their status machines, with no I/O: accounts, locations,
-//! readers and their action slot, PaymentIntents, charges and refunds.
+//! readers and their action slot, PaymentIntents, charges and refunds, transfers and
+//! application fees.
 //!
 //! Every object has an owner: `None` is the platform, `Some(acct)` a connected account. A
 //! request sees only the objects of the account it addresses (`Stripe-Account`, or the
@@ -14,12 +15,16 @@
 //! webhook events are queued in `outbox`.
 //!
 //! The operations live beside the objects they act on: `directory` (accounts, locations),
-//! `readers` (readers, their action slot, the simulated customer, authorisation) and
-//! `payments` (PaymentIntents, refunds).
+//! `readers` (readers, their action slot, the simulated customer, authorisation),
+//! `payments` (PaymentIntents, refunds) and `connect` (transfers, application fees, their
+//! reversals and refunds, and every account's books).
 
+mod connect;
 mod directory;
 mod payments;
 mod readers;
+
+pub use connect::{Book, Books};
 
 use crate::stripe::form::as_list;
 use crate::stripe::wire::*;
@@ -322,6 +327,12 @@ pub struct State {
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
     pub refunds: BTreeMap<String, Rec<Refund>>,
+    /// Destination charges' transfers (the platform's objects).
+    pub transfers: BTreeMap<String, Rec<Transfer>>,
+    /// Application fees collected by the platform.
+    pub application_fees: BTreeMap<String, Rec<ApplicationFee>>,
+    /// Who holds what: every account's money movements (`GET /_sim/balances`).
+    pub books: Books,
     /// Events not yet handed to the webhook sender.
     pub outbox: Outbox,
     /// Every event created (`GET /_sim/events`).
@@ -609,6 +620,9 @@ impl State {
             intents: BTreeMap::new(),
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            application_fees: BTreeMap::new(),
+            books: Books::new(),
             outbox: Vec::new(),
             events: Vec::new(),
             timers: Vec::new(),

@@ -1,6 +1,8 @@
 //! PaymentIntents (create, update, capture, cancel, list) and refunds, with Stripe's status
-//! machine and its errors for illegal transitions.
+//! machine and its errors for illegal transitions. What a capture or a refund moves between
+//! Connect accounts is `connect`'s.
 
+use super::connect::RefundConnect;
 use super::*;
 use crate::stripe::wire::*;
 use serde_json::Value;
@@ -361,9 +363,12 @@ impl State {
         pi.amount_received = amount;
         pi.amount_capturable = 0;
         let charge = pi.latest_charge.as_ref().map(|c| c.id().to_string());
-        if let Some(ch) = charge.and_then(|c| self.charges.get_mut(&c)) {
-            ch.obj.captured = true;
-            ch.obj.amount_captured = amount;
+        if let Some(c) = charge {
+            if let Some(ch) = self.charges.get_mut(&c) {
+                ch.obj.captured = true;
+                ch.obj.amount_captured = amount;
+            }
+            self.charge_captured(&c);
         }
         let v = self.intent_view(id, &[]);
         self.emit("payment_intent.succeeded", owner, v);
@@ -430,6 +435,10 @@ impl State {
             "origin",
         ])?;
         let amount = f.int(&["amount"])?;
+        let connect = RefundConnect {
+            reverse_transfer: f.bool(&["reverse_transfer"])?.unwrap_or(false),
+            refund_application_fee: f.bool(&["refund_application_fee"])?.unwrap_or(false),
+        };
         if amount.is_some_and(|a| a <= 0) {
             return Err(SimError::param(
                 Some("parameter_invalid_integer"),
@@ -470,9 +479,12 @@ impl State {
             (None, None) => return Err(SimError::missing("payment_intent")),
         };
         let refund_id = self.id("re");
-        let ch = match self.charges.get_mut(&charge_id) {
-            Some(c) if &c.owner == scope => c,
+        match self.charges.get(&charge_id) {
+            Some(c) if &c.owner == scope => self.check_refund_connect(&c.obj, connect)?,
             _ => return Err(SimError::no_such("charge", &charge_id, Some("charge")).status(400)),
+        }
+        let Some(ch) = self.charges.get_mut(&charge_id) else {
+            return Err(SimError::no_such("charge", &charge_id, Some("charge")).status(400));
         };
         if !ch.obj.captured {
             return Err(SimError::invalid(
@@ -495,21 +507,25 @@ impl State {
             )
             .with_param("amount"));
         }
-        ch.obj.amount_refunded += amount;
-        ch.obj.refunded = ch.obj.amount_refunded >= ch.obj.amount_captured;
         let mut metadata = Metadata::new();
         f.apply_metadata(&mut metadata)?;
+        ch.obj.amount_refunded += amount;
+        ch.obj.refunded = ch.obj.amount_refunded >= ch.obj.amount_captured;
+        let currency = ch.obj.currency.clone();
+        let payment_intent = ch.obj.payment_intent.clone();
+        let reversal = self.refund_booked(&charge_id, amount, connect);
         let refund = Refund {
             id: refund_id.clone(),
             object: "refund".into(),
             amount,
             charge: Some(charge_id.clone()),
             created: now_secs(),
-            currency: ch.obj.currency.clone(),
+            currency,
             metadata,
-            payment_intent: ch.obj.payment_intent.clone(),
+            payment_intent,
             reason,
             status: Some("succeeded".into()),
+            transfer_reversal: reversal.map(Expandable::Id),
         };
         let seq = self.next_seq();
         self.refunds.insert(

@@ -284,7 +284,7 @@ impl State {
         // The PaymentIntent: on the reader's own account, or (preview) on a connected
         // account of this platform when the reader belongs to the platform.
         let preview = self.platform_owned_readers;
-        let (pi_owner, status, types, destination) = match self.intents.get(&pi_id) {
+        let (pi_owner, status, types, on_behalf_of) = match self.intents.get(&pi_id) {
             Some(r)
                 if r.owner == reader_owner
                     || (preview && reader_owner.is_none() && r.owner.is_some()) =>
@@ -293,10 +293,7 @@ impl State {
                     r.owner.clone(),
                     r.obj.status.clone(),
                     r.obj.payment_method_types.clone(),
-                    r.obj
-                        .transfer_data
-                        .as_ref()
-                        .map(|t| t.destination.id().to_string()),
+                    r.obj.on_behalf_of.as_ref().map(|a| a.id().to_string()),
                 )
             }
             _ => {
@@ -307,15 +304,16 @@ impl State {
             }
         };
         // Stripe's regional rule: the reader's location must be in the country of the
-        // account that receives the funds (the PaymentIntent's connected account, the
-        // destination of a destination charge, else the account itself).
+        // account that receives the funds, the settlement merchant: `on_behalf_of` when
+        // set, else the account the PaymentIntent is on (a connected account for a direct
+        // charge, the platform for a destination charge without `on_behalf_of`).
         let location_country = self
             .readers
             .get(id)
             .and_then(|r| r.obj.location.as_ref())
             .and_then(|l| self.locations.get(l.id()))
             .and_then(|l| l.obj.address.country.clone());
-        let receiver = pi_owner.clone().or(destination);
+        let receiver = on_behalf_of.or(pi_owner.clone());
         let funds_country = match &receiver {
             Some(acct) => self.accounts.get(acct).and_then(|a| a.obj.country.clone()),
             None => self.platform.country.clone(),
@@ -645,6 +643,9 @@ impl State {
                     }),
                     refunded: false,
                     status: "failed".into(),
+                    application_fee: None,
+                    application_fee_amount: pi.application_fee_amount,
+                    transfer: None,
                 };
                 pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
                 let r = match card.outcome(amount) {
@@ -692,6 +693,7 @@ impl State {
                 };
                 let seq = self.seq + 1;
                 self.seq = seq;
+                let captured = charge.captured;
                 self.charges.insert(
                     charge_id.clone(),
                     Rec {
@@ -700,6 +702,9 @@ impl State {
                         obj: charge,
                     },
                 );
+                if captured {
+                    self.charge_captured(&charge_id);
+                }
                 r
             };
         let pi_view = self.intents.get(&pi_id).map(|r| to_value(&r.obj));

@@ -390,7 +390,7 @@ pub fn check_any(v: &Value) {
             }
         }
         "terminal.reader" | "terminal.location" | "payment_intent" | "charge" | "account"
-        | "refund" => check(kind, v),
+        | "refund" | "transfer" | "application_fee" => check(kind, v),
         // Outside the OpenAPI subset: the top-level fields of Stripe's Capability object.
         "capability" => {
             const FIELDS: &[&str] = &[
@@ -436,6 +436,13 @@ pub fn check(kind: &str, v: &Value) {
         }
         "refund" => {
             let _: wire::Refund = serde_json::from_value(v.clone()).expect("a Refund");
+        }
+        "transfer" => {
+            let _: wire::Transfer = serde_json::from_value(v.clone()).expect("a Transfer");
+        }
+        "application_fee" => {
+            let _: wire::ApplicationFee =
+                serde_json::from_value(v.clone()).expect("an ApplicationFee");
         }
         "list" => {
             let l: wire::List<Value> = serde_json::from_value(v.clone()).expect("a List");
