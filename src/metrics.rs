@@ -1,175 +1,186 @@
-//! Prometheus metrics: a small registry of labelled counters, gauges and histograms, the
-//! series readerd exports, and their rendering in the Prometheus text format (`GET /metrics`).
+//! Prometheus metrics: the series readerd exports on `GET /metrics`, on the Prometheus
+//! project's own client (`prometheus-client`): its registry, metric types and text
+//! exposition format (version 0.0.4, the format every Prometheus server scrapes).
 //!
-//! One [`Metrics`] per daemon, shared as `Arc<Metrics>` (it sits in the API state and is
-//! handed to the Stripe client, the payment workers, the fleet and the webhook intake).
-//! Events are recorded where they happen through the typed methods below (`stripe_request`,
-//! `payment_status`, `webhook_rejected`, …), so label names and values stay consistent.
-//! State that is better read than tracked (readers' live state, authorisations and the time
-//! left before `capture_before`) is filled in at scrape time by collectors that the owning
+//! One [`Metrics`] per daemon, with a registry of its own (tests run several daemons in one
+//! process), shared as `Arc<Metrics>` (it sits in the API state and is handed to the Stripe
+//! client, the payment workers, the fleet and the webhook intake). Events are recorded where
+//! they happen through the typed methods below (`stripe_request`, `payment_status`,
+//! `webhook_rejected`, …), so label names and values stay consistent. State that is better
+//! read than tracked (readers' live state, authorisations and the time left before
+//! `capture_before`) is filled in right before each scrape by collectors that the owning
 //! module registers with [`Metrics::add_collector`].
 //!
 //! Labels carry ids the operator already knows (merchant ids, reader ids, payment ids of
 //! open authorisations); never amounts, tokens, keys or card data. Stripe paths are reduced
 //! to templates (`/v1/payment_intents/{id}/capture`) to keep the number of series bounded.
 
+use prometheus_client::encoding::{prometheus_text, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Latency buckets for Stripe requests (seconds); reader commands may take up to 80 s.
 const STRIPE_LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 80.0];
 /// Buckets for the client-side rate limiter's waits (seconds).
 const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
+// Series ------------------------------------------------------------------------------------
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
+/// One series' labels: the family's label names, each with this series' value.
+type Labels = Vec<(&'static str, String)>;
 
-#[derive(Clone, Debug)]
-struct Hist {
-    /// Per bucket (not cumulative); rendered cumulatively.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-/// One metric name with its label names and one value per label set.
-#[derive(Debug)]
-struct Family<V> {
+/// A family's name, HELP text and label names, and its label set for `values`.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, V>>,
 }
 
-impl<V: Clone> Family<V> {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Family {
-            name,
-            help,
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn key(&self, labels: &[&str]) -> Option<Vec<String>> {
-        if labels.len() != self.labels.len() {
+impl Desc {
+    fn key(&self, values: &[&str]) -> Option<Labels> {
+        if values.len() != self.labels.len() {
             debug_assert!(false, "{}: wrong number of labels", self.name);
             return None;
         }
-        Some(labels.iter().map(|s| s.to_string()).collect())
+        Some(
+            self.labels
+                .iter()
+                .zip(values)
+                .map(|(n, v)| (*n, v.to_string()))
+                .collect(),
+        )
     }
 
-    fn with(&self, labels: &[&str], init: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
-        if let Some(key) = self.key(labels) {
-            let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-            f(values.entry(key).or_insert_with(init));
+    /// Registers `metric` under the exact name and HELP operators scrape: the client adds
+    /// `_total` to counters and a full stop to HELP texts, so both are left out here.
+    fn register(&self, registry: &mut Registry, metric: impl Metric) {
+        let mut name = self.name;
+        if metric.metric_type() == MetricType::Counter {
+            name = name.strip_suffix("_total").unwrap_or(name);
         }
-    }
-
-    fn snapshot(&self) -> Vec<(Vec<String>, V)> {
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    fn get(&self, labels: &[&str]) -> Option<V> {
-        let key = self.key(labels)?;
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()
+        registry.register(
+            name,
+            self.help.strip_suffix('.').unwrap_or(self.help),
+            metric,
+        );
     }
 }
 
 /// A monotonically increasing count per label set.
-#[derive(Debug)]
-pub struct CounterVec(Family<f64>);
+#[derive(Clone, Debug)]
+pub struct CounterVec {
+    desc: Desc,
+    family: Family<Labels, Counter>,
+}
 
 impl CounterVec {
     fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        CounterVec(Family::new(name, help, labels))
-    }
-    pub fn inc(&self, labels: &[&str]) {
-        self.add(labels, 1.0);
-    }
-    /// Adds `v` (ignored unless positive: counters never go down).
-    pub fn add(&self, labels: &[&str], v: f64) {
-        if v > 0.0 {
-            self.0.with(labels, || 0.0, |c| *c += v);
+        CounterVec {
+            desc: Desc { name, help, labels },
+            family: Family::default(),
         }
     }
-    pub fn get(&self, labels: &[&str]) -> f64 {
-        self.0.get(labels).unwrap_or(0.0)
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+    pub fn add(&self, labels: &[&str], n: u64) {
+        if let Some(key) = self.desc.key(labels) {
+            self.family.get_or_create(&key).inc_by(n);
+        }
+    }
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        self.desc
+            .key(labels)
+            .and_then(|key| self.family.get(&key).map(|c| c.get()))
+            .unwrap_or(0)
     }
 }
 
 /// A value per label set that goes up and down.
-#[derive(Debug)]
-pub struct GaugeVec(Family<f64>);
+#[derive(Clone, Debug)]
+pub struct GaugeVec {
+    desc: Desc,
+    family: Family<Labels, Value>,
+}
 
 impl GaugeVec {
     fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        GaugeVec(Family::new(name, help, labels))
+        GaugeVec {
+            desc: Desc { name, help, labels },
+            family: Family::default(),
+        }
     }
     pub fn set(&self, labels: &[&str], v: f64) {
-        self.0.with(labels, || 0.0, |g| *g = v);
+        if let Some(key) = self.desc.key(labels) {
+            self.family.get_or_create(&key).0.set(v);
+        }
     }
     pub fn add(&self, labels: &[&str], v: f64) {
-        self.0.with(labels, || 0.0, |g| *g += v);
+        if let Some(key) = self.desc.key(labels) {
+            self.family.get_or_create(&key).0.inc_by(v);
+        }
     }
     pub fn get(&self, labels: &[&str]) -> Option<f64> {
-        self.0.get(labels)
+        let key = self.desc.key(labels)?;
+        self.family.get(&key).map(|g| g.0.get())
     }
     /// Drops one label set (a reader that was removed, a capture that happened).
     pub fn remove(&self, labels: &[&str]) {
-        if let Some(key) = self.0.key(labels) {
-            self.0
-                .values
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+        if let Some(key) = self.desc.key(labels) {
+            self.family.remove(&key);
         }
     }
-    /// Replaces every label set at once: for collectors that recompute a gauge from state.
+    /// Replaces every label set at once: for collectors that recompute a gauge from state
+    /// (they run one scrape at a time, so no scrape sees the gauge half filled).
     pub fn replace_all<'a>(&self, entries: impl IntoIterator<Item = (Vec<&'a str>, f64)>) {
-        let mut fresh = BTreeMap::new();
+        self.family.clear();
         for (labels, v) in entries {
-            if let Some(key) = self.0.key(&labels) {
-                fresh.insert(key, v);
-            }
+            self.set(&labels, v);
         }
-        *self.0.values.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+}
+
+/// A gauge's value, written as an integer when it is one (`1`, not `1.0`), as readerd
+/// always has.
+#[derive(Debug, Default)]
+struct Value(Gauge<f64, AtomicU64>);
+
+impl TypedMetric for Value {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for Value {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let v = self.0.get();
+        // Integers up to 2^53 are exact in an f64.
+        if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 {
+            encoder.encode_gauge(&(v as i64))
+        } else {
+            encoder.encode_gauge(&v)
+        }
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
     }
 }
 
 /// A distribution per label set, in fixed buckets.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HistogramVec {
-    family: Family<Hist>,
-    bounds: &'static [f64],
+    desc: Desc,
+    family: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl HistogramVec {
@@ -177,35 +188,49 @@ impl HistogramVec {
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
-        bounds: &'static [f64],
+        buckets: fn() -> Histogram,
     ) -> Self {
         HistogramVec {
-            family: Family::new(name, help, labels),
-            bounds,
+            desc: Desc { name, help, labels },
+            family: Family::new_with_constructor(buckets),
         }
     }
     pub fn observe(&self, labels: &[&str], v: f64) {
-        let n = self.bounds.len();
-        let idx = self.bounds.iter().position(|b| v <= *b).unwrap_or(n);
-        self.family.with(
-            labels,
-            || Hist {
-                counts: vec![0; n + 1],
-                sum: 0.0,
-                count: 0,
-            },
-            |h| {
-                h.counts[idx] += 1;
-                h.sum += v;
-                h.count += 1;
-            },
-        );
-    }
-    /// Number of observations for a label set.
-    pub fn count(&self, labels: &[&str]) -> u64 {
-        self.family.get(labels).map(|h| h.count).unwrap_or(0)
+        if let Some(key) = self.desc.key(labels) {
+            self.family.get_or_create(&key).observe(v);
+        }
     }
 }
+
+/// The families encode through the client's own `Family`; unlike it, they keep their HELP
+/// and TYPE lines while they have no series yet, as `/metrics` always has.
+macro_rules! encode_as_family {
+    ($($t:ty => $kind:expr),*) => {$(
+        impl EncodeMetric for $t {
+            fn encode(&self, encoder: MetricEncoder) -> std::fmt::Result {
+                self.family.encode(encoder)
+            }
+            fn metric_type(&self) -> MetricType {
+                $kind
+            }
+        }
+    )*};
+}
+encode_as_family!(
+    CounterVec => MetricType::Counter,
+    GaugeVec => MetricType::Gauge,
+    HistogramVec => MetricType::Histogram
+);
+
+fn stripe_latency_histogram() -> Histogram {
+    Histogram::new(STRIPE_LATENCY_BUCKETS.iter().copied())
+}
+
+fn rate_limit_wait_histogram() -> Histogram {
+    Histogram::new(RATE_LIMIT_WAIT_BUCKETS.iter().copied())
+}
+
+// The daemon's series -----------------------------------------------------------------------
 
 type Collector = Box<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -251,6 +276,10 @@ pub struct Metrics {
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
+    /// Every family above, in the order they are written.
+    registry: Registry,
+    /// One scrape at a time: collectors replace whole gauges before the registry is encoded.
+    scrape: Mutex<()>,
     degradation: Mutex<Degradation>,
     /// Non-final payments by id, for the state gauges.
     open_payments: Mutex<BTreeMap<String, OpenPayment>>,
@@ -279,7 +308,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let m = Metrics {
+        let mut m = Metrics {
             payments: CounterVec::new(
                 "readerd_payments_total",
                 "Payments that entered each status.",
@@ -299,7 +328,7 @@ impl Metrics {
                 "readerd_stripe_request_duration_seconds",
                 "Latency of Stripe API request attempts.",
                 &["endpoint"],
-                STRIPE_LATENCY_BUCKETS,
+                stripe_latency_histogram,
             ),
             stripe_retries: CounterVec::new(
                 "readerd_stripe_retries_total",
@@ -310,7 +339,7 @@ impl Metrics {
                 "readerd_stripe_rate_limiter_wait_seconds",
                 "Time requests waited for the client-side Stripe rate limiter.",
                 &[],
-                RATE_LIMIT_WAIT_BUCKETS,
+                rate_limit_wait_histogram,
             ),
             stripe_degraded: GaugeVec::new(
                 "readerd_stripe_degraded",
@@ -378,9 +407,61 @@ impl Metrics {
                 &[],
             ),
             collectors: Mutex::new(Vec::new()),
+            registry: Registry::default(),
+            scrape: Mutex::new(()),
             degradation: Mutex::new(Degradation::default()),
             open_payments: Mutex::new(BTreeMap::new()),
         };
+        let registry = &mut m.registry;
+        m.build_info.desc.register(registry, m.build_info.clone());
+        m.start_time.desc.register(registry, m.start_time.clone());
+        m.payments.desc.register(registry, m.payments.clone());
+        m.payments_current
+            .desc
+            .register(registry, m.payments_current.clone());
+        m.stripe_requests
+            .desc
+            .register(registry, m.stripe_requests.clone());
+        m.stripe_retries
+            .desc
+            .register(registry, m.stripe_retries.clone());
+        m.stripe_degraded
+            .desc
+            .register(registry, m.stripe_degraded.clone());
+        m.reader_online
+            .desc
+            .register(registry, m.reader_online.clone());
+        m.reader_busy.desc.register(registry, m.reader_busy.clone());
+        m.reader_queue_depth
+            .desc
+            .register(registry, m.reader_queue_depth.clone());
+        m.reader_last_seen_age
+            .desc
+            .register(registry, m.reader_last_seen_age.clone());
+        m.authorizations_awaiting_capture
+            .desc
+            .register(registry, m.authorizations_awaiting_capture.clone());
+        m.capture_seconds_left
+            .desc
+            .register(registry, m.capture_seconds_left.clone());
+        m.webhooks_accepted
+            .desc
+            .register(registry, m.webhooks_accepted.clone());
+        m.webhooks_rejected
+            .desc
+            .register(registry, m.webhooks_rejected.clone());
+        m.api_rejections
+            .desc
+            .register(registry, m.api_rejections.clone());
+        m.config_reloads
+            .desc
+            .register(registry, m.config_reloads.clone());
+        m.stripe_request_duration
+            .desc
+            .register(registry, m.stripe_request_duration.clone());
+        m.rate_limiter_wait
+            .desc
+            .register(registry, m.rate_limiter_wait.clone());
         m.build_info.set(&[env!("CARGO_PKG_VERSION")], 1.0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -590,6 +671,7 @@ impl Metrics {
 
     /// Runs the collectors, then renders every series in the Prometheus text format.
     pub fn render(&self) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh_payment_gauges();
         {
             let collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
@@ -598,30 +680,8 @@ impl Metrics {
             }
         }
         let mut out = String::with_capacity(4096);
-        let simple: [(&Family<f64>, Kind); 17] = [
-            (&self.build_info.0, Kind::Gauge),
-            (&self.start_time.0, Kind::Gauge),
-            (&self.payments.0, Kind::Counter),
-            (&self.payments_current.0, Kind::Gauge),
-            (&self.stripe_requests.0, Kind::Counter),
-            (&self.stripe_retries.0, Kind::Counter),
-            (&self.stripe_degraded.0, Kind::Gauge),
-            (&self.reader_online.0, Kind::Gauge),
-            (&self.reader_busy.0, Kind::Gauge),
-            (&self.reader_queue_depth.0, Kind::Gauge),
-            (&self.reader_last_seen_age.0, Kind::Gauge),
-            (&self.authorizations_awaiting_capture.0, Kind::Gauge),
-            (&self.capture_seconds_left.0, Kind::Gauge),
-            (&self.webhooks_accepted.0, Kind::Counter),
-            (&self.webhooks_rejected.0, Kind::Counter),
-            (&self.api_rejections.0, Kind::Counter),
-            (&self.config_reloads.0, Kind::Counter),
-        ];
-        for (family, kind) in simple {
-            render_simple(&mut out, family, kind);
-        }
-        render_histogram(&mut out, &self.stripe_request_duration);
-        render_histogram(&mut out, &self.rate_limiter_wait);
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -634,7 +694,8 @@ const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
 /// make Stripe degraded; a few scattered failures (a reader timeout, one 500) do not.
 const DEGRADED_MIN_BAD: usize = 5;
 
-/// Field note 15: fleet-wide Stripe stalls must be visible. Tracks the outcomes of recent
+/// A Stripe stall that hits the whole fleet must be visible on its own, not only as many
+/// failed payments. Tracks the outcomes of recent
 /// Stripe attempts and flips between healthy and degraded.
 #[derive(Debug, Default)]
 struct Degradation {
@@ -661,102 +722,6 @@ impl Degradation {
         } else {
             None
         }
-    }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(out, "# TYPE {name} {}", kind.name());
-}
-
-fn render_simple(out: &mut String, f: &Family<f64>, kind: Kind) {
-    header(out, f.name, f.help, kind);
-    for (values, v) in f.snapshot() {
-        let _ = writeln!(
-            out,
-            "{}{} {}",
-            f.name,
-            label_set(f.labels, &values, None),
-            number(v)
-        );
-    }
-}
-
-fn render_histogram(out: &mut String, h: &HistogramVec) {
-    let f = &h.family;
-    header(out, f.name, f.help, Kind::Histogram);
-    for (values, hist) in f.snapshot() {
-        let mut cumulative = 0;
-        for (i, bound) in h.bounds.iter().enumerate() {
-            cumulative += hist.counts[i];
-            let le = number(*bound);
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {cumulative}",
-                f.name,
-                label_set(f.labels, &values, Some(&le))
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{}_bucket{} {}",
-            f.name,
-            label_set(f.labels, &values, Some("+Inf")),
-            hist.count
-        );
-        let ls = label_set(f.labels, &values, None);
-        let _ = writeln!(out, "{}_sum{ls} {}", f.name, number(hist.sum));
-        let _ = writeln!(out, "{}_count{ls} {}", f.name, hist.count);
-    }
-}
-
-fn label_set(names: &[&str], values: &[String], le: Option<&str>) -> String {
-    if names.is_empty() && le.is_none() {
-        return String::new();
-    }
-    let mut s = String::from("{");
-    for (i, (n, v)) in names.iter().zip(values).enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{n}=\"{}\"", escape_label(v));
-    }
-    if let Some(le) = le {
-        if !names.is_empty() {
-            s.push(',');
-        }
-        let _ = write!(s, "le=\"{le}\"");
-    }
-    s.push('}');
-    s
-}
-
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
     }
 }
 
@@ -1021,10 +986,40 @@ mod tests {
     }
 
     #[test]
-    fn counters_never_decrease() {
+    fn counters_count_per_label_set() {
         let m = Metrics::new();
-        m.webhooks_rejected.add(&["bad_signature"], -3.0);
         m.webhook_rejected("bad_signature");
-        assert_eq!(m.webhooks_rejected.get(&["bad_signature"]), 1.0);
+        m.webhooks_rejected.add(&["bad_signature"], 2);
+        m.webhook_rejected("duplicate");
+        assert_eq!(m.webhooks_rejected.get(&["bad_signature"]), 3);
+        assert_eq!(m.webhooks_rejected.get(&["duplicate"]), 1);
+        assert_eq!(m.webhooks_rejected.get(&["stale_timestamp"]), 0);
+    }
+
+    #[test]
+    fn names_and_help_are_written_as_given() {
+        // The client adds `_total` to counters and a full stop to HELP texts: neither may
+        // appear twice.
+        let out = Metrics::new().render();
+        assert!(out.contains(
+            "# HELP readerd_config_reloads_total Configuration reloads (SIGHUP), by result.\n"
+        ));
+        assert!(out.contains("# TYPE readerd_config_reloads_total counter\n"));
+        assert!(!out.contains("_total_total") && !out.contains(".."));
+        assert!(out.contains("readerd_stripe_degraded 0\n"));
+        assert!(!out.contains("{}"));
+        assert!(!out.contains("# EOF"));
+    }
+
+    #[test]
+    fn gauges_write_integers_as_integers_and_keep_fractions() {
+        let m = Metrics::new();
+        m.reader_last_seen_age.set(&["tmr_1"], 2.5);
+        m.reader_queue_depth.set(&["tmr_1"], 3.0);
+        m.reader_busy.set(&["tmr_1"], -1.0);
+        let out = m.render();
+        assert!(out.contains("readerd_reader_last_seen_age_seconds{reader=\"tmr_1\"} 2.5\n"));
+        assert!(out.contains("readerd_reader_queue_depth{reader=\"tmr_1\"} 3\n"));
+        assert!(out.contains("readerd_reader_busy{reader=\"tmr_1\"} -1\n"));
     }
 }
