@@ -38,12 +38,18 @@ impl Desc {
     }
 
     /// Registers `metric` under the exact name and HELP operators scrape: the client adds
-    /// `_total` to counters and a full stop to HELP texts, so both are left out here.
+    /// `_total` to counters and a full stop to HELP texts, so both are left out here (and
+    /// must be there to leave out, or the scraped name or HELP would not be the one given).
     fn register(&self, registry: &mut Registry, metric: impl Metric) {
         let mut name = self.name;
         if metric.metric_type() == MetricType::Counter {
+            debug_assert!(name.ends_with("_total"), "{name}: a counter ends in _total");
             name = name.strip_suffix("_total").unwrap_or(name);
         }
+        debug_assert!(
+            self.help.ends_with('.'),
+            "{name}: HELP ends with a full stop"
+        );
         registry.register(
             name,
             self.help.strip_suffix('.').unwrap_or(self.help),
