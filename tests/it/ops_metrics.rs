@@ -32,6 +32,172 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Every family operators scrape: name, type, HELP and label names. A rename or a changed
+/// label set is a breaking change for dashboards and alerts (list it in CHANGELOG.md).
+const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "readerd_build_info",
+        "gauge",
+        "Always 1; the version label says which readerd runs.",
+        &["version"],
+    ),
+    (
+        "readerd_start_time_seconds",
+        "gauge",
+        "Start time of the daemon, seconds since the Unix epoch.",
+        &[],
+    ),
+    (
+        "readerd_payments_total",
+        "counter",
+        "Payments that entered each status.",
+        &["merchant", "status"],
+    ),
+    (
+        "readerd_payments_current",
+        "gauge",
+        "Payments currently in each non-final status.",
+        &["merchant", "status"],
+    ),
+    (
+        "readerd_stripe_requests_total",
+        "counter",
+        "Stripe API request attempts by endpoint and HTTP status (error = no response).",
+        &["endpoint", "method", "status"],
+    ),
+    (
+        "readerd_stripe_retries_total",
+        "counter",
+        "Stripe API request attempts after the first (retries), by endpoint.",
+        &["endpoint"],
+    ),
+    (
+        "readerd_stripe_degraded",
+        "gauge",
+        "1 while Stripe is failing or slow for many requests.",
+        &[],
+    ),
+    (
+        "readerd_reader_online",
+        "gauge",
+        "1 if the reader is online and seen recently.",
+        &["reader"],
+    ),
+    (
+        "readerd_reader_busy",
+        "gauge",
+        "1 while the reader holds an action.",
+        &["reader"],
+    ),
+    (
+        "readerd_reader_queue_depth",
+        "gauge",
+        "Commands waiting for the reader.",
+        &["reader"],
+    ),
+    (
+        "readerd_reader_last_seen_age_seconds",
+        "gauge",
+        "Seconds since Stripe last heard from the reader.",
+        &["reader"],
+    ),
+    (
+        "readerd_authorizations_awaiting_capture",
+        "gauge",
+        "Authorised payments waiting for a manual capture.",
+        &["merchant"],
+    ),
+    (
+        "readerd_authorization_capture_seconds_left",
+        "gauge",
+        "Seconds left before the authorisation's capture_before (negative: lapsed).",
+        &["merchant", "payment"],
+    ),
+    (
+        "readerd_webhook_events_accepted_total",
+        "counter",
+        "Stripe webhook events accepted, by event type.",
+        &["type"],
+    ),
+    (
+        "readerd_webhook_events_rejected_total",
+        "counter",
+        "Stripe webhook events rejected, by reason.",
+        &["reason"],
+    ),
+    (
+        "readerd_api_requests_rejected_total",
+        "counter",
+        "API requests refused by the daemon's own state, by reason.",
+        &["reason"],
+    ),
+    (
+        "readerd_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP), by result.",
+        &["result"],
+    ),
+    (
+        "readerd_stripe_request_duration_seconds",
+        "histogram",
+        "Latency of Stripe API request attempts.",
+        &["endpoint"],
+    ),
+    (
+        "readerd_stripe_rate_limiter_wait_seconds",
+        "histogram",
+        "Time requests waited for the client-side Stripe rate limiter.",
+        &[],
+    ),
+];
+
+/// The scrape has exactly [`FAMILIES`], in that order, and every sample belongs to one of
+/// them with its label names (plus `le` on histogram buckets) and a number for a value.
+fn assert_families(text: &str) {
+    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let want: Vec<String> = FAMILIES
+        .iter()
+        .flat_map(|(name, kind, help, _)| {
+            [
+                format!("# HELP {name} {help}"),
+                format!("# TYPE {name} {kind}"),
+            ]
+        })
+        .collect();
+    assert_eq!(headers, want, "families changed:\n{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}').unwrap()),
+            None => (series, ""),
+        };
+        let mut keys: Vec<&str> = if labels.is_empty() {
+            vec![]
+        } else {
+            // Label values here hold no `",`; split on the pairs' separators.
+            labels
+                .split("\",")
+                .map(|kv| kv.split('=').next().unwrap())
+                .collect()
+        };
+        let family = FAMILIES
+            .iter()
+            .find(|(n, kind, ..)| {
+                name == *n
+                    || (*kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(n)))
+            })
+            .unwrap_or_else(|| panic!("sample of no family: {line}"));
+        if name.ends_with("_bucket") {
+            assert_eq!(keys.pop(), Some("le"), "{line}");
+        }
+        assert_eq!(keys, family.3, "{line}");
+    }
+}
+
 fn id(p: &serde_json::Value) -> String {
     p["id"].as_str().unwrap().to_string()
 }
@@ -103,6 +269,7 @@ async fn metrics_carry_payments_stripe_readers_captures_and_webhooks() {
         text = scrape(&api).await;
     }
 
+    assert_families(&text);
     let at_least_one = [
         r#"readerd_payments_total{merchant="bakery",status="queued"}"#,
         r#"readerd_payments_total{merchant="bakery",status="processing"}"#,
