@@ -431,10 +431,7 @@ fn reader_metrics(state: &AppState) {
         let Ok(readers) = fleet.readers() else {
             return;
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::clock::now_ms();
         let readers: Vec<_> = readers.into_iter().filter(|r| !r.gone).collect();
         let lives: Vec<_> = readers.iter().map(|r| live.reader(&r.id)).collect();
         let gauge = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<&str>, f64)> {

@@ -7,12 +7,15 @@
 //! is not final is reconciled against Stripe and resumed ([`Engine::start`]).
 
 use super::directory::{Directory, ReaderInfo};
+use super::failpoint::failpoint;
+use super::ids::new_id;
 use super::machine::{
     CaptureMode, CaptureRequest, ChargeType, Failure, IntentView, NewPayment, Observation, Payment,
     Refused, Source, Status,
 };
 use super::queue::{Job, QueueFull, ReaderQueue};
 use super::worker;
+use crate::clock::now_rfc3339 as now;
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::params::{CancelPaymentIntent, CapturePaymentIntent, CreateRefund};
 use crate::stripe::wire::{Cart, PaymentIntentStatus};
@@ -223,7 +226,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The current time, RFC 3339 with milliseconds.
 /// Refund metadata naming readerd's refund record, so a refund whose answer was lost
 /// can be found on Stripe.
 pub const REFUND_METADATA: &str = "readerd_refund";
@@ -243,21 +245,6 @@ fn cancelable(s: &PaymentIntentStatus) -> bool {
             | PaymentIntentStatus::RequiresAction
             | PaymentIntentStatus::RequiresCapture
     )
-}
-
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// A random id with a prefix (`pay_…`).
-pub fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    let s: String = rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(20)
-        .map(char::from)
-        .collect();
-    format!("{prefix}_{s}")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -932,7 +919,7 @@ impl Engine {
             }
             Ok(())
         })?;
-        super::worker::failpoint("before_capture");
+        failpoint("before_capture");
         self.send_capture(&p).await
     }
 
@@ -990,7 +977,7 @@ impl Engine {
             .await;
         match res {
             Ok(intent) => {
-                super::worker::failpoint("after_capture");
+                failpoint("after_capture");
                 self.observe(&p.id, Observation::intent_read(&intent), Source::Api)
             }
             Err(e) => {
@@ -1071,7 +1058,7 @@ impl Engine {
         };
         let k = rkey.unwrap_or_else(|| format!("{id}/{rid}"));
         self.inner.registry.put(Tree::Refunds, &k, &rec)?;
-        super::worker::failpoint("before_refund");
+        failpoint("before_refund");
         let rec = self.send_refund(rec).await?;
         Ok((self.load(id)?, rec))
     }
@@ -1150,7 +1137,7 @@ impl Engine {
             }
         }
         if res.is_ok() {
-            super::worker::failpoint("after_refund");
+            failpoint("after_refund");
         }
         let (status, refund, err) = match res {
             Ok(r) => (

@@ -5,6 +5,7 @@
 //! - [`directory`]: what the flow asks of the fleet registry (merchants, readers).
 //! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile.
 //! - [`worker`]: one task per reader carrying each payment through the reader.
+//! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
 //! - [`stats`]: request counts and the daemon's own latencies.
 //! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
 //! - [`bench`]: `readerd bench`.
@@ -12,6 +13,8 @@
 pub mod bench;
 pub mod directory;
 pub mod engine;
+pub mod failpoint;
+pub mod ids;
 pub mod machine;
 pub mod plugin;
 pub mod queue;
@@ -22,5 +25,6 @@ pub use directory::{Directory, Fee, MerchantInfo, ReaderInfo, StaticDirectory};
 pub use engine::{
     CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive, RefundRecord,
 };
+pub use ids::new_id;
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use plugin::PaymentsPlugin;

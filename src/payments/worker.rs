@@ -19,8 +19,11 @@
 //! never existed), so nothing authorised later can be lost.
 
 use super::engine::{has_money, Engine, EngineConfig, PaymentError, ReaderSlot};
+use super::failpoint::failpoint;
+use super::ids::new_id;
 use super::machine::{Failure, IntentView, Observation, Payment, Source, Status, Step};
 use super::queue::Job;
+use crate::clock::{now_ms, now_rfc3339};
 use crate::stripe::params::{CreatePaymentIntent, ProcessPaymentIntent, SetReaderDisplay};
 use crate::stripe::wire::{
     ActionStatus, ActionType, CaptureMethod, PaymentIntent, PaymentIntentStatus, Reader,
@@ -28,20 +31,9 @@ use crate::stripe::wire::{
 };
 use crate::stripe::{Disposition, RequestOptions, StripeError};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
-
-/// Aborts the process at a named step when `READERD_FAILPOINT` names it: the crash tests
-/// kill the daemon exactly there, after the step's record is on disk.
-pub fn failpoint(name: &str) {
-    static POINT: OnceLock<Option<String>> = OnceLock::new();
-    let point = POINT.get_or_init(|| std::env::var("READERD_FAILPOINT").ok());
-    if point.as_deref() == Some(name) {
-        eprintln!("readerd: failpoint {name} reached; aborting");
-        std::process::abort();
-    }
-}
 
 /// How far Stripe's clock may be behind ours when looking for a PaymentIntent by the time
 /// it was created.
@@ -148,13 +140,6 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis((250u64 << n.min(5)).min(5_000))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Flow {
     fn load(&self) -> R<Payment> {
         self.e.load(&self.id)
@@ -166,7 +151,7 @@ impl Flow {
 
     /// Records a note and what the payment now waits for, in one write.
     fn note(&self, text: impl Into<String>, waiting_for: Option<String>) -> R<Payment> {
-        let at = super::engine::now();
+        let at = now_rfc3339();
         let text = text.into();
         self.e.update(&self.id, |p| {
             p.waiting_for = waiting_for;
@@ -459,7 +444,7 @@ impl Flow {
             "readerd:cancel_action:{}:{}:{}",
             self.id,
             p.map(|p| p.attempt).unwrap_or(0),
-            super::engine::new_id("k")
+            new_id("k")
         );
         self.e
             .stripe()
@@ -584,7 +569,7 @@ impl Flow {
                 return Ok(None);
             }
             let attempt = p.attempt + 1;
-            let key = format!("readerd:ppi:{pi}:{attempt}:{}", super::engine::new_id("k"));
+            let key = format!("readerd:ppi:{pi}:{attempt}:{}", new_id("k"));
             let k = key.clone();
             self.e.update(&self.id, |p| {
                 p.attempt = attempt;
