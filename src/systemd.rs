@@ -13,7 +13,7 @@
 //! [`Liveness`] and ticks it every round (idle loops wake periodically to do so). Each loop
 //! declares its budget: the longest it may legitimately go without a tick, which for a loop
 //! that calls Stripe includes Stripe's own timeouts and retries (a Stripe stall must not
-//! restart the daemon; field note 15). [`run_watchdog`] pings only while every registered
+//! restart the daemon). [`run_watchdog`] pings only while every registered
 //! loop is within its budget. A loop that panics leaves its heartbeat behind, stale for
 //! good, so a dead worker ends in a watchdog restart instead of a daemon that answers
 //! `/healthz` and never finishes a payment.

@@ -3,8 +3,10 @@
 //! - [`machine`]: the payment record and its status machine (pure transitions, no I/O).
 //! - [`queue`]: a reader's bounded queue, fair across merchants.
 //! - [`directory`]: what the flow asks of the fleet registry (merchants, readers).
-//! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile.
-//! - [`worker`]: one task per reader carrying each payment through the reader.
+//! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile (a file per
+//!   stage).
+//! - [`worker`]: one task per reader carrying each payment through the reader (a file per
+//!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
 //! - [`stats`]: request counts and the daemon's own latencies.
 //! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
