@@ -7,7 +7,8 @@
 
 use super::json::parse_body;
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, RefundRecord};
+use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
+use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;

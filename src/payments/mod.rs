@@ -8,6 +8,7 @@
 //! - [`worker`]: one task per reader carrying each payment through the reader (a file per
 //!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
+//! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`stats`]: request counts and the daemon's own latencies.
 //! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
 //! - [`bench`]: `readerd bench`.
@@ -20,13 +21,13 @@ pub mod ids;
 pub mod machine;
 pub mod plugin;
 pub mod queue;
+pub mod refunds;
 pub mod stats;
 pub mod worker;
 
 pub use directory::{Directory, Fee, MerchantInfo, ReaderInfo, StaticDirectory};
-pub use engine::{
-    CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive, RefundRecord,
-};
+pub use engine::{CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive};
 pub use ids::new_id;
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use plugin::PaymentsPlugin;
+pub use refunds::{RefundRecord, RefundStatus};

@@ -10,7 +10,7 @@
 //! - [`accept`]: validation and acceptance of a payment (`create`), API idempotency.
 //! - [`cancel`]: cancel (queued, on the reader, or off it) and retry after a decline.
 //! - [`capture`]: capture of an authorised payment, at most once.
-//! - [`refund`]: refunds, never more than captured.
+//! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
 //!
@@ -26,7 +26,6 @@ mod refund;
 
 pub use accept::{CreatePayment, MAX_AMOUNT};
 pub(crate) use reader_ops::DisplayRequest;
-pub use refund::{RefundRecord, REFUND_METADATA};
 
 use super::directory::Directory;
 use super::machine::{ChargeType, Observation, Payment, Refused, Source, Status};
@@ -292,6 +291,9 @@ impl Engine {
         self.get(id)?.ok_or(PaymentError::NotFound("payment"))
     }
 
+    /// The payments that pass `f`, newest first. A scan of the whole tree, on purpose: the
+    /// list is of every payment (paging and indexes by merchant or reader are for when the
+    /// history outgrows it).
     pub fn list(&self, f: &PaymentFilter) -> Result<Vec<Payment>, PaymentError> {
         let all: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
         let mut out: Vec<Payment> = all

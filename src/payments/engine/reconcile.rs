@@ -2,15 +2,18 @@
 //! that is not final, the periodic sweep (payments waiting off the reader, stopped flows,
 //! pending refunds), and webhook hints (a re-read, never a decision on their own).
 
-use super::{Engine, PaymentError, PaymentFilter, RefundRecord};
+use super::{Engine, PaymentError, PaymentFilter};
 use crate::payments::machine::{IntentView, Observation, Payment, Source, Status};
 use crate::payments::queue::Job;
+use crate::payments::refunds::{self, RefundStatus};
 use crate::store::Tree;
 
 impl Engine {
     /// Reconciles and resumes every payment that is not final. Call once, at start-up,
     /// inside the runtime.
     pub async fn start(&self) -> Result<usize, PaymentError> {
+        // Every payment is read, on purpose: each one's PaymentIntent goes into the webhook
+        // index, and each one that is not final is resumed.
         let payments: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
         let mut resumed = 0;
         for p in &payments {
@@ -62,8 +65,7 @@ impl Engine {
             }
         }
         // Refunds left pending by a crash are re-sent with their own keys.
-        let refunds: Vec<RefundRecord> = self.inner.registry.list(Tree::Refunds)?;
-        for r in refunds.into_iter().filter(|r| r.status == "pending") {
+        for r in refunds::pending(&self.inner.registry)? {
             let engine = self.clone();
             tokio::spawn(async move {
                 let _ = engine.send_refund(r).await;
@@ -77,6 +79,8 @@ impl Engine {
     /// `capture_before`, a cancel from the Dashboard) is recorded even without webhooks; and
     /// puts back in line any payment on its way whose flow stopped.
     pub async fn sweep(&self) -> usize {
+        // Every payment is read, on purpose: finding the open ones among them is the sweep's
+        // job (until the store keeps an index of open payments).
         let Ok(all) = self.list(&PaymentFilter::default()) else {
             return 0;
         };
@@ -113,14 +117,7 @@ impl Engine {
         }
         // Refunds whose outcome stayed unknown (Stripe unreachable, or a stored 5xx not yet
         // resolved) are sent again with their own keys.
-        let pending: Vec<RefundRecord> = self
-            .inner
-            .registry
-            .list(Tree::Refunds)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r: &RefundRecord| r.status == "pending")
-            .collect();
+        let pending = refunds::pending(&self.inner.registry).unwrap_or_default();
         for r in pending {
             let lock = self.op_lock(&r.payment);
             let _g = lock.lock().await;
@@ -128,7 +125,7 @@ impl Engine {
                 .refunds_of(&r.payment)
                 .ok()
                 .and_then(|all| all.into_iter().find(|x| x.id == r.id))
-                .filter(|x| x.status == "pending");
+                .filter(|x| x.status == RefundStatus::Pending);
             if let Some(rec) = still {
                 n += 1;
                 if let Err(e) = self.send_refund(rec).await {

@@ -1,35 +1,18 @@
-//! Refunds of a succeeded payment (tree `refunds`): never more than captured, each named on
-//! Stripe by `metadata[readerd_refund]`, and never taken for refused while its outcome is
-//! unknown (it stays pending and is sent again with its key).
+//! Refunds of a succeeded payment (the records are in [`crate::payments::refunds`]): never
+//! more than captured, each named on Stripe by `metadata[readerd_refund]`, and never taken
+//! for refused while its outcome is unknown (it stays pending and is sent again with its
+//! key).
 
 use super::{server_side, Engine, PaymentError};
 use crate::clock::now_rfc3339 as now;
 use crate::payments::failpoint::failpoint;
 use crate::payments::ids::new_id;
 use crate::payments::machine::{Observation, Payment, Source, Status};
+use crate::payments::refunds::{self, RefundRecord, RefundStatus, REFUND_METADATA};
 use crate::store::Tree;
 use crate::stripe::params::CreateRefund;
-use crate::stripe::Disposition;
-use serde::{Deserialize, Serialize};
+use crate::stripe::{wire, Disposition, StripeError};
 use std::collections::BTreeMap;
-
-/// A refund of a payment (tree `refunds`, key `<payment>/<key>`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RefundRecord {
-    pub id: String,
-    pub payment: String,
-    pub amount: i64,
-    /// Stripe idempotency key, on disk before the request.
-    pub stripe_key: String,
-    /// `pending` until Stripe answers, then Stripe's status; `failed` excludes it from totals.
-    pub status: String,
-    pub refund: Option<String>,
-    pub created_at: String,
-}
-
-/// Refund metadata naming readerd's refund record, so a refund whose answer was lost
-/// can be found on Stripe.
-pub const REFUND_METADATA: &str = "readerd_refund";
 
 impl Engine {
     /// Refunds a succeeded payment, fully (`None`) or partially; refunds never add up to more
@@ -44,7 +27,7 @@ impl Engine {
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;
-        let rkey = key.map(|k| format!("{id}/{client}/{k}"));
+        let rkey = key.map(|k| refunds::idempotent_key(id, client, k));
         if let Some(k) = &rkey {
             if let Some(prev) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, k)? {
                 if amount.is_some_and(|a| a != prev.amount) {
@@ -53,7 +36,7 @@ impl Engine {
                         "this Idempotency-Key was used for a refund of another amount",
                     ));
                 }
-                let rec = if prev.status == "pending" {
+                let rec = if prev.status == RefundStatus::Pending {
                     self.send_refund(prev).await?
                 } else {
                     prev
@@ -73,7 +56,7 @@ impl Engine {
         let committed: i64 = self
             .refunds_of(id)?
             .iter()
-            .filter(|r| r.status != "failed" && r.status != "canceled")
+            .filter(|r| r.status.commits_money())
             .map(|r| r.amount)
             .sum();
         let left = p.amount_captured - committed;
@@ -90,11 +73,11 @@ impl Engine {
             payment: id.to_string(),
             amount,
             stripe_key: format!("readerd:refund:{id}:{rid}"),
-            status: "pending".into(),
+            status: RefundStatus::Pending,
             refund: None,
             created_at: now(),
         };
-        let k = rkey.unwrap_or_else(|| format!("{id}/{rid}"));
+        let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));
         self.inner.registry.put(Tree::Refunds, &k, &rec)?;
         failpoint("before_refund");
         let rec = self.send_refund(rec).await?;
@@ -102,31 +85,75 @@ impl Engine {
     }
 
     /// Gives a pending refund a new Stripe key, written before it is used.
-    pub(super) fn rekey_refund(&self, rec: &RefundRecord) -> Result<RefundRecord, PaymentError> {
+    fn rekey_refund(&self, rec: &RefundRecord) -> Result<RefundRecord, PaymentError> {
         let _g = self.write_lock(&rec.payment);
         let mut updated = rec.clone();
         updated.stripe_key = format!("readerd:refund:{}:{}:{}", rec.payment, rec.id, new_id("k"));
-        let all: Vec<(String, Vec<u8>)> = self.inner.registry.store().scan(Tree::Refunds)?;
-        for (k, _) in all {
-            if let Some(r) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, &k)? {
-                if r.id == rec.id {
-                    self.inner.registry.put(Tree::Refunds, &k, &updated)?;
-                }
-            }
-        }
+        refunds::replace(&self.inner.registry, &updated)?;
         Ok(updated)
     }
 
+    /// The payment's refunds (a prefix range of the tree).
     pub(super) fn refunds_of(&self, id: &str) -> Result<Vec<RefundRecord>, PaymentError> {
-        let all: Vec<RefundRecord> = self.inner.registry.list(Tree::Refunds)?;
-        Ok(all.into_iter().filter(|r| r.payment == id).collect())
+        Ok(refunds::of_payment(&self.inner.registry, id)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
+    /// Sends a pending refund with its key and records what Stripe answered. A definitive
+    /// refusal is `failed`; an unknown outcome leaves it pending and is an error.
     pub(super) async fn send_refund(
         &self,
         rec: RefundRecord,
     ) -> Result<RefundRecord, PaymentError> {
         let p = self.load(&rec.payment)?;
+        let (rec, res) = self.create_refund(&p, rec).await?;
+        if res.is_ok() {
+            failpoint("after_refund");
+        }
+        let (status, refund, err) = match res {
+            Ok(r) => (
+                RefundStatus::from(r.status.unwrap_or_else(|| "succeeded".into())),
+                Some(r.id),
+                None,
+            ),
+            // A 5xx is never taken for a refusal: the refund may exist, so it stays
+            // pending (counted against what can still be refunded).
+            Err(e) if e.disposition() == Disposition::Definitive && !server_side(&e) => {
+                (RefundStatus::Failed, None, Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rec = {
+            let _g = self.write_lock(&rec.payment);
+            let mut updated = rec;
+            updated.status = status;
+            updated.refund = refund;
+            refunds::replace(&self.inner.registry, &updated)?;
+            updated
+        };
+        let total: i64 = self
+            .refunds_of(&rec.payment)?
+            .iter()
+            .filter(|r| r.refund.is_some() && r.status.commits_money())
+            .map(|r| r.amount)
+            .sum();
+        self.observe(&rec.payment, Observation::Refunded { total }, Source::Api)?;
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(rec),
+        }
+    }
+
+    /// The refund on Stripe: created with the record's key; after a 5xx that Stripe stored
+    /// under the key, found by its metadata, or, when it is not there, created with a new
+    /// key (on disk first). Returns the record as it now is (its key may be new).
+    async fn create_refund(
+        &self,
+        p: &Payment,
+        rec: RefundRecord,
+    ) -> Result<(RefundRecord, Result<wire::Refund, StripeError>), PaymentError> {
         let pi = p
             .payment_intent
             .clone()
@@ -141,83 +168,41 @@ impl Engine {
             ]),
         };
         self.count("create_refund");
-        let mut res = self
+        let res = self
             .inner
             .stripe
             .create_refund(
                 &params,
-                &Self::intent_options(&p).key(rec.stripe_key.clone()),
+                &Self::intent_options(p).key(rec.stripe_key.clone()),
             )
             .await;
-        if let Err(e) = &res {
-            if e.disposition() == Disposition::Definitive && server_side(e) {
-                // A 5xx stored under the key: the refund may or may not exist. Look for
-                // it by its metadata; only when it is not there, a new key (on disk first).
-                self.count("list_refunds");
-                let found = self
-                    .inner
-                    .stripe
-                    .list_refunds(&params.payment_intent, &Self::intent_options(&p))
-                    .await?
-                    .into_iter()
-                    .find(|r| r.metadata.get(REFUND_METADATA) == Some(&rec.id));
-                res = match found {
-                    Some(r) => Ok(r),
-                    None => {
-                        let rec = self.rekey_refund(&rec)?;
-                        self.count("create_refund");
-                        self.inner
-                            .stripe
-                            .create_refund(
-                                &params,
-                                &Self::intent_options(&p).key(rec.stripe_key.clone()),
-                            )
-                            .await
-                    }
-                };
-            }
+        match &res {
+            Err(e) if e.disposition() == Disposition::Definitive && server_side(e) => {}
+            _ => return Ok((rec, res)),
         }
-        if res.is_ok() {
-            failpoint("after_refund");
+        // A 5xx stored under the key: the refund may or may not exist. Look for it by its
+        // metadata; only when it is not there, a new key (on disk first).
+        self.count("list_refunds");
+        let found = self
+            .inner
+            .stripe
+            .list_refunds(&params.payment_intent, &Self::intent_options(p))
+            .await?
+            .into_iter()
+            .find(|r| r.metadata.get(REFUND_METADATA) == Some(&rec.id));
+        if let Some(r) = found {
+            return Ok((rec, Ok(r)));
         }
-        let (status, refund, err) = match res {
-            Ok(r) => (
-                r.status.unwrap_or_else(|| "succeeded".into()),
-                Some(r.id),
-                None,
-            ),
-            // A 5xx is never taken for a refusal: the refund may exist, so it stays
-            // pending (counted against what can still be refunded).
-            Err(e) if e.disposition() == Disposition::Definitive && !server_side(&e) => {
-                ("failed".to_string(), None, Some(e))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let rec = {
-            let _g = self.write_lock(&rec.payment);
-            let all: Vec<(String, Vec<u8>)> = self.inner.registry.store().scan(Tree::Refunds)?;
-            let mut updated = rec.clone();
-            updated.status = status;
-            updated.refund = refund;
-            for (k, _) in all {
-                if let Some(r) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, &k)? {
-                    if r.id == rec.id {
-                        self.inner.registry.put(Tree::Refunds, &k, &updated)?;
-                    }
-                }
-            }
-            updated
-        };
-        let total: i64 = self
-            .refunds_of(&rec.payment)?
-            .iter()
-            .filter(|r| r.refund.is_some() && r.status != "failed" && r.status != "canceled")
-            .map(|r| r.amount)
-            .sum();
-        self.observe(&rec.payment, Observation::Refunded { total }, Source::Api)?;
-        match err {
-            Some(e) => Err(e.into()),
-            None => Ok(rec),
-        }
+        let rec = self.rekey_refund(&rec)?;
+        self.count("create_refund");
+        let res = self
+            .inner
+            .stripe
+            .create_refund(
+                &params,
+                &Self::intent_options(p).key(rec.stripe_key.clone()),
+            )
+            .await;
+        Ok((rec, res))
     }
 }
