@@ -32,11 +32,15 @@ use super::machine::{ChargeType, Observation, Payment, Refused, Source, Status};
 use super::queue::{QueueFull, ReaderQueue};
 use super::worker;
 use crate::clock::now_rfc3339 as now;
+use crate::fleet::LiveState;
+use crate::metrics::Metrics;
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::wire::PaymentIntentStatus;
 use crate::stripe::{RequestOptions, StripeClient, StripeError};
+use crate::systemd::Liveness;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
@@ -177,12 +181,23 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     pub(crate) stats: Mutex<super::stats::Stats>,
-    /// The daemon's metrics, once the plugin hands them over (absent in bare engines).
-    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
-    /// The daemon's loop registry: each reader worker keeps a heartbeat in it.
-    pub(crate) liveness: std::sync::OnceLock<crate::systemd::Liveness>,
-    /// Set when the daemon drains for shutdown: workers take no new job from their queues.
-    pub(crate) draining: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+    /// The daemon's metrics, liveness and drain flag.
+    pub(crate) links: DaemonLinks,
+}
+
+/// What ties an engine to the daemon around it. An engine on its own (the benchmark, tests)
+/// takes [`DaemonLinks::default`]: metrics and heartbeats nobody reads, a drain flag never
+/// set.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonLinks {
+    /// Payment statuses are recorded here as they are written.
+    pub metrics: Arc<Metrics>,
+    /// The daemon's loop registry: each reader worker keeps a heartbeat in it, so that a
+    /// stuck or dead worker stops the systemd watchdog.
+    pub liveness: Liveness,
+    /// Set when the daemon drains for shutdown: from then on no worker starts another job
+    /// (queued payments keep their place and start after the restart).
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The engine. Cheap to clone.
@@ -209,6 +224,7 @@ impl Engine {
         stripe: StripeClient,
         directory: Arc<dyn Directory>,
         config: EngineConfig,
+        links: DaemonLinks,
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         Engine {
@@ -224,9 +240,7 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 stats: Mutex::new(Default::default()),
-                metrics: std::sync::OnceLock::new(),
-                liveness: std::sync::OnceLock::new(),
-                draining: std::sync::OnceLock::new(),
+                links,
             }),
         }
     }
@@ -239,43 +253,21 @@ impl Engine {
         &self.inner.stripe
     }
 
-    /// Records payment statuses into `metrics` from now on (call before [`Engine::start`]).
-    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
-        let _ = self.inner.metrics.set(metrics);
-    }
-
-    /// Gives every reader worker a heartbeat in `liveness` (call before [`Engine::start`]),
-    /// so that a stuck or dead worker stops the systemd watchdog.
-    pub fn set_liveness(&self, liveness: crate::systemd::Liveness) {
-        let _ = self.inner.liveness.set(liveness);
-    }
-
-    /// The daemon's drain flag: once it is set, no worker starts another job (queued
-    /// payments keep their place and start after the restart).
-    pub fn set_drain_flag(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
-        let _ = self.inner.draining.set(flag);
-    }
-
     /// Whether the daemon is draining for shutdown.
     pub(crate) fn is_draining(&self) -> bool {
-        self.inner
-            .draining
-            .get()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+        self.inner.links.draining.load(Ordering::SeqCst)
     }
 
     /// Tells the metrics about a written payment (`before`: its status before the write).
     fn track(&self, before: Option<Status>, p: &Payment) {
-        if let Some(m) = self.inner.metrics.get() {
-            m.payment_written(
-                &p.id,
-                &p.merchant,
-                before.map(Status::as_str),
-                p.status.as_str(),
-                p.status.is_final(),
-                p.capture_before,
-            );
-        }
+        self.inner.links.metrics.payment_written(
+            &p.id,
+            &p.merchant,
+            before.map(Status::as_str),
+            p.status.as_str(),
+            p.status.is_final(),
+            p.capture_before,
+        );
     }
 
     /// Every change to any payment, as it is written.
@@ -484,6 +476,17 @@ impl Engine {
     /// Request counts and latency samples (for the benchmark).
     pub fn stats(&self) -> super::stats::Stats {
         self.inner.stats.lock().expect("stats").clone()
+    }
+}
+
+/// The engine is the fleet API's source of reader live state.
+impl LiveState for Engine {
+    fn reader(&self, reader_id: &str) -> crate::fleet::ReaderLive {
+        let l = self.reader_live(reader_id);
+        crate::fleet::ReaderLive {
+            busy: l.busy,
+            queue_depth: l.queue_depth,
+        }
     }
 }
 

@@ -30,15 +30,13 @@ impl Engine {
             if let Some(pi) = &p.payment_intent {
                 self.index_intent(pi, &p.id);
             }
-            if let Some(m) = self.inner.metrics.get() {
-                m.payment_open(
-                    &p.id,
-                    &p.merchant,
-                    p.status.as_str(),
-                    false,
-                    p.capture_before,
-                );
-            }
+            self.inner.links.metrics.payment_open(
+                &p.id,
+                &p.merchant,
+                p.status.as_str(),
+                false,
+                p.capture_before,
+            );
             resumed += 1;
             match p.status {
                 Status::Queued | Status::Processing => {

@@ -51,14 +51,10 @@ const WORKER_BUDGET: Duration = Duration::from_secs(30 * 60);
 pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
     let beat = engine
         .inner
+        .links
         .liveness
-        .get()
-        .map(|l| l.register(format!("reader worker {}", slot.id), WORKER_BUDGET));
-    let tick = || {
-        if let Some(b) = &beat {
-            b.tick();
-        }
-    };
+        .register(format!("reader worker {}", slot.id), WORKER_BUDGET);
+    let tick = || beat.tick();
     loop {
         let job = loop {
             tick();
