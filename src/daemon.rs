@@ -9,6 +9,9 @@
 //! address and a shutdown switch, so tests (and the demo) run whole daemons in-process on
 //! `127.0.0.1:0`. `run` adds the signal handling (SIGTERM, SIGINT) around it.
 //!
+//! Longer than 600 lines on purpose: it is the daemon's whole lifecycle (start-up order,
+//! background loops, drain and shutdown, signals and reload), read top to bottom.
+//!
 //! The payment engine is built here with everything it needs (registry, Stripe client,
 //! the fleet as its directory, metrics, liveness, drain flag); its routes join the API, it
 //! is the readers' live state, and its sweep is one of the background loops.
