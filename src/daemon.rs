@@ -1,26 +1,28 @@
 //! The daemon's life: start-up in a fixed order, the background loops, and shutdown.
 //!
 //! Start-up order (`readerd run`): tracing; config validated (exit 64 on a bad one, before
-//! anything is bound or opened); secrets read; store opened; the listener bound; plugins
-//! started; the API served; then the initial sync, in the background, so that the API is up
+//! anything is bound or opened); secrets read; store opened; the listener bound; the
+//! payment engine built and its unfinished payments reconciled; the API served; then the initial sync, in the background, so that the API is up
 //! even while Stripe is unreachable.
 //!
 //! [`Daemon::start`] takes an already-bound listener and returns a [`DaemonHandle`] with its
 //! address and a shutdown switch, so tests (and the demo) run whole daemons in-process on
 //! `127.0.0.1:0`. `run` adds the signal handling (SIGTERM, SIGINT) around it.
 //!
-//! Plugins ([`Plugin`]) are how the modules built on the fleet join in: each gets the core
-//! [`AppState`] and the shutdown signal at start-up and returns its routes, optionally the
-//! readers' live state, and the tasks the daemon must wait for on shutdown.
-//! [`default_plugins`] lists those that `readerd run` and the test helpers use.
+//! Longer than 600 lines on purpose: it is the daemon's whole lifecycle (start-up order,
+//! background loops, drain and shutdown, signals and reload), read top to bottom.
+//!
+//! The payment engine is built here with everything it needs (registry, Stripe client,
+//! the fleet as its directory, metrics, liveness, drain flag); its routes join the API, it
+//! is the readers' live state, and its sweep is one of the background loops.
 
 use crate::api::{self, AppState, Auth, BodyLimit};
 use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
-use crate::fleet::{Fleet, Idle, LiveState, StripeHealth};
+use crate::fleet::{Fleet, Idle, StripeHealth};
+use crate::payments::{DaemonLinks, Engine, FleetDirectory};
 use crate::store::{Registry, StoreError};
 use crate::stripe::StripeClient;
 use crate::systemd::{Heartbeat, Notifier};
-use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -42,8 +44,8 @@ pub enum DaemonError {
     Bind { addr: String, message: String },
     #[error("stripe client: {0}")]
     Stripe(#[from] crate::stripe::StripeError),
-    #[error("plugin {name}: {message}")]
-    Plugin { name: &'static str, message: String },
+    #[error("payments: {0}")]
+    Payments(String),
 }
 
 /// A shutdown signal: cheap to clone, awaited by every long-running task.
@@ -82,41 +84,10 @@ impl Shutdown {
     }
 }
 
-/// What a plugin adds to the daemon.
-#[derive(Default)]
-pub struct PluginParts {
-    /// Routes merged into the API (handlers use `State<AppState>`, [`api::Caller`],
-    /// [`api::ApiJson`] and [`api::ApiError`]).
-    pub routes: Option<api::Routes>,
-    /// The readers' live state (busy, queue depth); the last plugin to give one wins.
-    pub live: Option<Arc<dyn LiveState>>,
-    /// Tasks that end on [`Shutdown`]; the daemon waits for them when stopping.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
-/// A module that joins the daemon at start-up (payments, webhooks, metrics).
-pub trait Plugin: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-    /// Called once, after the store is open and before the API serves its first request.
-    /// A plugin that must recover state (e.g. unfinished payments) does it here or in a
-    /// task it returns.
-    fn start(
-        &self,
-        state: AppState,
-        shutdown: Shutdown,
-    ) -> BoxFuture<'static, Result<PluginParts, DaemonError>>;
-}
-
-/// The plugins every daemon runs (`readerd run`, the demo, the test helpers).
-pub fn default_plugins() -> Vec<Arc<dyn Plugin>> {
-    vec![Arc::new(crate::payments::PaymentsPlugin::default())]
-}
-
-/// A daemon to start: its config, its secrets and its plugins.
+/// A daemon to start: its config and its secrets.
 pub struct Daemon {
     config: Config,
     secrets: Secrets,
-    plugins: Vec<Arc<dyn Plugin>>,
 }
 
 /// A running daemon.
@@ -153,34 +124,19 @@ const API_PROBE_BUDGET: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_secs(30);
 
 impl Daemon {
-    /// A daemon with [`default_plugins`].
     pub fn new(config: Config, secrets: Secrets) -> Self {
-        Daemon {
-            config,
-            secrets,
-            plugins: default_plugins(),
-        }
+        Daemon { config, secrets }
     }
 
-    /// Adds a plugin (after the default ones).
-    pub fn plugin(mut self, p: Arc<dyn Plugin>) -> Self {
-        self.plugins.push(p);
-        self
-    }
-
-    /// Opens the store, starts plugins and background loops, and serves the API on
+    /// Opens the store, starts the payment engine and background loops, and serves the API on
     /// `listener`. The config must already be validated.
     pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
-        let Daemon {
-            config,
-            secrets,
-            plugins,
-        } = self;
+        let Daemon { config, secrets } = self;
         let path = config.store.path.clone();
         let registry = tokio::task::spawn_blocking(move || Registry::open(&path))
             .await
             .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
-        Self::start_with_registry(config, secrets, plugins, registry, listener).await
+        Self::start_with_registry(config, secrets, registry, listener).await
     }
 
     /// As [`Daemon::start`], on a registry that is already open (the demo's temporary one).
@@ -189,13 +145,12 @@ impl Daemon {
         registry: Registry,
         listener: TcpListener,
     ) -> Result<DaemonHandle, DaemonError> {
-        Self::start_with_registry(self.config, self.secrets, self.plugins, registry, listener).await
+        Self::start_with_registry(self.config, self.secrets, registry, listener).await
     }
 
     async fn start_with_registry(
         config: Config,
         secrets: Secrets,
-        plugins: Vec<Arc<dyn Plugin>>,
         registry: Registry,
         listener: TcpListener,
     ) -> Result<DaemonHandle, DaemonError> {
@@ -224,24 +179,13 @@ impl Daemon {
         };
         let (trigger, shutdown) = shutdown_pair();
 
-        let mut routes = Vec::new();
-        let mut tasks = Vec::new();
-        let mut live = None;
-        for p in &plugins {
-            let parts = p.start(state.clone(), shutdown.clone()).await?;
-            routes.extend(parts.routes);
-            if parts.live.is_some() {
-                live = parts.live;
-            }
-            tasks.extend(parts.tasks);
-            tracing::info!(plugin = p.name(), "plugin started");
-        }
-        if let Some(l) = live {
-            state.live = l;
-        }
+        let engine = start_payments(&state).await?;
+        state.live = Arc::new(engine.clone());
+        let mut tasks = vec![tokio::spawn(sweep_loop(engine.clone(), shutdown.clone()))];
         reader_metrics(&state);
 
-        let (app, route_table) = api::router(state.clone(), routes);
+        let routes = api::payments::routes(engine.clone()).merge(api::webhooks::routes(engine));
+        let (app, route_table) = api::router(state.clone(), vec![routes]);
         let serve_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             let result = axum::serve(listener, app)
@@ -329,6 +273,45 @@ impl DaemonHandle {
         self.drain().await;
         self.shutdown();
         self.join().await;
+    }
+}
+
+/// The payment engine on the daemon's services (`[payments]` of the config), its
+/// unfinished payments reconciled and resumed.
+async fn start_payments(state: &AppState) -> Result<Engine, DaemonError> {
+    let engine = Engine::new(
+        state.registry.clone(),
+        state.stripe.clone(),
+        Arc::new(FleetDirectory(state.fleet.clone())),
+        state.config.payments.engine(),
+        DaemonLinks {
+            metrics: state.metrics.clone(),
+            liveness: state.liveness.clone(),
+            draining: state.draining.clone(),
+        },
+    );
+    let resumed = engine
+        .start()
+        .await
+        .map_err(|e| DaemonError::Payments(e.to_string()))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "unfinished payments reconciled and resumed");
+    }
+    Ok(engine)
+}
+
+/// How often authorised and declined payments are re-read (webhooks make it sooner).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Re-reads payments that wait off the reader every [`SWEEP_INTERVAL`] until shutdown.
+async fn sweep_loop(engine: Engine, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        let n = engine.sweep().await;
+        tracing::debug!(payments = n, "authorised and declined payments re-read");
     }
 }
 
@@ -433,10 +416,7 @@ fn reader_metrics(state: &AppState) {
         let Ok(readers) = fleet.readers() else {
             return;
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::clock::now_ms();
         let readers: Vec<_> = readers.into_iter().filter(|r| !r.gone).collect();
         let lives: Vec<_> = readers.iter().map(|r| live.reader(&r.id)).collect();
         let gauge = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<&str>, f64)> {

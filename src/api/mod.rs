@@ -3,8 +3,8 @@
 //!
 //! Composition: [`AppState`] holds the shared services (cheap to clone, everything behind
 //! `Arc`). [`router`] builds the complete API from the fleet and ops routes plus any number
-//! of extra `Router<AppState>`s that daemon plugins contribute (payments, webhooks,
-//! metrics; see `daemon::Plugin`). Handlers of every module use the same extractors:
+//! of extra `Router<AppState>`s that the daemon adds (the payment and webhook routes on
+//! its payment engine). Handlers of every module use the same extractors:
 //! [`Caller`] for authentication and scope, [`ApiJson`] for bodies, [`ApiError`] for errors.
 //!
 //! List endpoints answer a bare JSON array; times are RFC 3339 UTC strings
@@ -77,7 +77,7 @@ impl FromRef<AppState> for BodyLimit {
     }
 }
 
-/// The complete API: fleet and ops routes, then `extra` (each plugin's routes), with JSON
+/// The complete API: fleet and ops routes, then `extra` (the payment and webhook routes), with JSON
 /// 404/405 answers for everything else, and its route table. While the daemon drains for
 /// shutdown, requests that would start new work are refused (`refuse_while_draining`).
 pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {

@@ -50,10 +50,7 @@ async fn receive(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::now_secs();
     // Any configured endpoint secret may have signed it (account and Connect endpoints).
     // When none matches, report the most telling reason: a stale timestamp under a
     // matching signature says more than "no match".
@@ -86,7 +83,7 @@ async fn receive(
     })?;
     let seen = Seen {
         kind: event.kind.clone(),
-        received_at: crate::payments::engine::now(),
+        received_at: crate::clock::now_rfc3339(),
     };
     if state
         .registry

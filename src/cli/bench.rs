@@ -138,6 +138,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             poll_max: Duration::from_millis(args.poll_ms * 4),
             ..EngineConfig::default()
         },
+        Default::default(),
     );
     engine.start().await.map_err(|e| e.to_string())?;
     let started = Instant::now();

@@ -44,7 +44,7 @@ struct Setup {
 }
 
 fn token() -> String {
-    crate::payments::engine::new_id("demo")
+    crate::payments::new_id("demo")
 }
 
 /// The `readerd demo` command.
@@ -416,5 +416,5 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
 }
 
 fn token_key() -> String {
-    crate::payments::engine::new_id("tour")
+    crate::payments::new_id("tour")
 }

@@ -93,7 +93,7 @@ impl PayCmd {
             let key = self
                 .idempotency_key
                 .clone()
-                .unwrap_or_else(|| crate::payments::engine::new_id("cli"));
+                .unwrap_or_else(|| crate::payments::new_id("cli"));
             let body = json!({
                 "merchant": self.merchant,
                 "reader": self.reader,

@@ -17,13 +17,14 @@ pub use records::{
 };
 pub use sync::SyncReport;
 
+pub(crate) use crate::clock::now_ms;
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::error::{Disposition, StripeError};
 use crate::stripe::params::{CreateLocation, RegisterReader, UpdateReader};
 use crate::stripe::wire::{self, Account};
 use crate::stripe::{RequestOptions, StripeClient};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Reader metadata on Stripe that mirrors the registry's allowlist (comma-separated merchant
@@ -63,14 +64,6 @@ fn allowlist_from(metadata: &wire::Metadata) -> Option<Vec<String>> {
 /// The least time between two writes of a reader's unchanged state by
 /// [`Fleet::observe_reader`].
 pub const OBSERVE_WRITE_EVERY_MS: i64 = 10_000;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Merchant ids: 1 to 64 of `A-Z a-z 0-9 - _`.
 pub fn validate_merchant_id(id: &str) -> Result<(), FleetError> {

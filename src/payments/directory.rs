@@ -3,13 +3,14 @@
 //! The fleet registry owns merchants, locations and readers; the payment flow only asks a
 //! few questions of it (which account, which charge type, is it enabled, which country,
 //! which reader is meant by this id or label, may this merchant use it). [`Directory`] is
-//! that seam: the daemon plugs the fleet registry in, tests and benchmarks a
-//! [`StaticDirectory`].
+//! that seam, with two implementations: [`FleetDirectory`], the fleet registry the daemon
+//! uses, and [`StaticDirectory`] for tests and the benchmark.
 
 use super::machine::ChargeType;
+use crate::fleet::{self, Fleet};
 use crate::stripe::wire::Reader;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// A platform fee taken on each payment of a merchant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,6 +151,74 @@ impl Directory for StaticDirectory {
             .keys()
             .cloned()
             .collect()
+    }
+}
+
+/// The fleet registry seen through the payment flow's questions.
+pub struct FleetDirectory(pub Arc<Fleet>);
+
+impl Directory for FleetDirectory {
+    fn merchant(&self, id: &str) -> Option<MerchantInfo> {
+        let m = self.0.merchant(id).ok()??;
+        Some(MerchantInfo {
+            id: m.id.clone(),
+            account: m.account.clone(),
+            charge_type: match m.charge_type {
+                fleet::ChargeType::Direct => ChargeType::Direct,
+                fleet::ChargeType::Destination => ChargeType::Destination,
+            },
+            enabled: m.can_charge(),
+            country: m.country.clone(),
+            currency: m.default_currency.clone(),
+            fee: m.application_fee_amount.map(|fixed| Fee {
+                fixed,
+                basis_points: 0,
+            }),
+            platform_settles: m.settlement == fleet::Settlement::Platform,
+        })
+    }
+
+    fn reader(&self, id_or_label: &str) -> Option<ReaderInfo> {
+        let r = self.0.find_reader(id_or_label).ok()??;
+        if r.gone {
+            return None;
+        }
+        let country = r
+            .location
+            .as_deref()
+            .and_then(|l| self.0.location(l).ok().flatten())
+            .and_then(|l| l.address.country);
+        Some(ReaderInfo {
+            id: r.id,
+            label: Some(r.label),
+            country,
+            allowed_merchants: r.merchants,
+        })
+    }
+
+    fn reader_ids(&self) -> Vec<String> {
+        self.0
+            .readers()
+            .map(|rs| rs.into_iter().map(|r| r.id).collect())
+            .unwrap_or_default()
+    }
+
+    fn reader_missing(&self, id: &str) {
+        // One read by the fleet confirms it and marks the reader gone, so that no new
+        // payment is accepted for it before the next sync.
+        let fleet = self.0.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = fleet.refresh_reader(&id).await {
+                tracing::warn!(reader = %id, error = %e, "missing reader not recorded");
+            }
+        });
+    }
+
+    fn observe_reader(&self, reader: &crate::stripe::wire::Reader) {
+        if let Err(e) = self.0.observe_reader(reader) {
+            tracing::warn!(reader = %reader.id, error = %e, "reader state not recorded");
+        }
     }
 }
 

@@ -2,23 +2,30 @@
 //!
 //! - [`machine`]: the payment record and its status machine (pure transitions, no I/O).
 //! - [`queue`]: a reader's bounded queue, fair across merchants.
-//! - [`directory`]: what the flow asks of the fleet registry (merchants, readers).
-//! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile.
-//! - [`worker`]: one task per reader carrying each payment through the reader.
+//! - [`directory`]: what the flow asks of the fleet registry (merchants, readers), and
+//!   its answer from the fleet.
+//! - [`engine`]: accepting payments, capture/cancel/refund, start-up reconcile (a file per
+//!   stage).
+//! - [`worker`]: one task per reader carrying each payment through the reader (a file per
+//!   step: intent, dispatch, watch).
+//! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
+//! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`stats`]: request counts and the daemon's own latencies.
-//! - [`plugin`]: how payments join the daemon (routes, live reader state, reconcile).
 
 pub mod directory;
 pub mod engine;
+pub mod failpoint;
+pub mod ids;
 pub mod machine;
-pub mod plugin;
 pub mod queue;
+pub mod refunds;
 pub mod stats;
 pub mod worker;
 
-pub use directory::{Directory, Fee, MerchantInfo, ReaderInfo, StaticDirectory};
+pub use directory::{Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, StaticDirectory};
 pub use engine::{
-    CreatePayment, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive, RefundRecord,
+    CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
 };
+pub use ids::new_id;
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
-pub use plugin::PaymentsPlugin;
+pub use refunds::{RefundRecord, RefundStatus};

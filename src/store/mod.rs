@@ -102,6 +102,8 @@ pub trait Store: Send + Sync + 'static {
     fn remove(&self, tree: Tree, key: &str) -> Result<(), StoreError>;
     /// Every entry of a tree, in key order.
     fn scan(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The entries whose key starts with `prefix`, in key order; reads only those.
+    fn scan_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +225,21 @@ impl Registry {
         self.store.remove(tree, key)
     }
 
+    /// The records whose key starts with `prefix`, with their keys, in key order. Reads
+    /// only those: a key laid out as `<owner>/<id>` makes "every record of one owner" a
+    /// range, not a scan of the tree.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.store
+            .scan_prefix(tree, prefix)?
+            .into_iter()
+            .map(|(k, b)| Self::decode(tree, &k, &b).map(|v| (k, v)))
+            .collect()
+    }
+
     /// Every record of a tree, in key order.
     pub fn list<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
         self.store
@@ -265,5 +282,35 @@ mod tests {
         }
         let err = Registry::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_prefix_scan_reads_exactly_the_keys_under_the_prefix() {
+        let r = Registry::temporary().unwrap();
+        for (k, n) in [
+            ("pay_a/1", 1),
+            ("pay_a/2", 2),
+            ("pay_ab/3", 3),
+            ("pay_b/4", 4),
+        ] {
+            r.put(Tree::Refunds, k, &Rec { n }).unwrap();
+        }
+        let got: Vec<(String, Rec)> = r.scan_prefix(Tree::Refunds, "pay_a/").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("pay_a/1".to_string(), Rec { n: 1 }),
+                ("pay_a/2".to_string(), Rec { n: 2 })
+            ]
+        );
+        assert!(r
+            .scan_prefix::<Rec>(Tree::Refunds, "pay_c/")
+            .unwrap()
+            .is_empty());
+        // Another tree with the same keys is not read.
+        assert!(r
+            .scan_prefix::<Rec>(Tree::Payments, "pay_a/")
+            .unwrap()
+            .is_empty());
     }
 }

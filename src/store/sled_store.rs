@@ -119,4 +119,14 @@ impl Store for SledStore {
             })
             .collect()
     }
+
+    fn scan_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .map(|r| {
+                let (k, v) = r.map_err(engine)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
 }

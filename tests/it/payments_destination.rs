@@ -236,7 +236,7 @@ fn older_records_load_with_the_defaults() {
     }))
     .unwrap();
     assert_eq!(m.settlement, readerd::fleet::Settlement::Merchant);
-    let r: readerd::payments::engine::RefundRecord = serde_json::from_value(json!({
+    let r: readerd::payments::RefundRecord = serde_json::from_value(json!({
         "id": "rf_1", "payment": "pay_1", "amount": 100, "stripe_key": "k",
         "status": "pending", "refund": null, "created_at": "2026-11-29T00:00:00Z"
     }))

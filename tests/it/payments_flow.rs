@@ -105,6 +105,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
         stripe.clone(),
         dir.clone(),
         cfg,
+        Default::default(),
     );
     engine.start().await.unwrap();
     Env {

@@ -11,7 +11,7 @@
 //! ```
 
 use readerd::config::{ClientEntry, Config, Role, Secrets, WebhookSecret};
-use readerd::daemon::{Daemon, DaemonHandle, Plugin};
+use readerd::daemon::{Daemon, DaemonHandle};
 use readerd::sim::{self, SimConfig, SimHandle};
 use readerd::stripe::wire::CapabilityStatus;
 use readerd::stripe::{ClientConfig, SecretKey, StripeClient};
@@ -19,7 +19,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The platform key the daemon uses against the emulator (any `sk_test_…` is the platform).
@@ -37,7 +36,6 @@ pub struct TestEnvBuilder {
     pos: Vec<(String, Vec<String>)>,
     configure: Vec<Configure>,
     sim_config: SimConfig,
-    plugins: Vec<Arc<dyn Plugin>>,
 }
 
 impl TestEnvBuilder {
@@ -60,12 +58,6 @@ impl TestEnvBuilder {
     /// The emulator's settings.
     pub fn sim(mut self, config: SimConfig) -> Self {
         self.sim_config = config;
-        self
-    }
-
-    /// An extra plugin (after `daemon::default_plugins()`).
-    pub fn plugin(mut self, p: Arc<dyn Plugin>) -> Self {
-        self.plugins.push(p);
         self
     }
 
@@ -118,7 +110,6 @@ impl TestEnvBuilder {
             store_path,
             config,
             daemon: None,
-            plugins: self.plugins,
             http: reqwest::Client::new(),
             _dir: dir,
         };
@@ -140,7 +131,6 @@ pub struct TestEnv {
     /// The daemon's config as started.
     pub config: Config,
     pub daemon: Option<DaemonHandle>,
-    plugins: Vec<Arc<dyn Plugin>>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -167,10 +157,7 @@ impl TestEnv {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
-        let mut daemon = Daemon::new(self.config.clone(), Self::secrets());
-        for p in &self.plugins {
-            daemon = daemon.plugin(p.clone());
-        }
+        let daemon = Daemon::new(self.config.clone(), Self::secrets());
         let handle = daemon.start(listener).await.expect("daemon starts");
         self.api_url = format!("http://{}", handle.addr);
         self.daemon = Some(handle);

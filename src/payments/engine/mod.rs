@@ -1,0 +1,499 @@
+//! The payment engine: accepts payments, owns one worker per reader, and carries out what
+//! does not need the reader (capture, cancel of an authorised or declined payment, refunds).
+//!
+//! Every change to a payment is a read-modify-write of its record under one short lock,
+//! with no Stripe call inside it; the network calls happen between such writes, and each
+//! one's idempotency key is written before the call is made. At start-up every payment that
+//! is not final is reconciled against Stripe and resumed ([`Engine::start`]).
+//!
+//! One file per stage, each an `impl Engine` block:
+//! - [`accept`]: validation and acceptance of a payment (`create`), API idempotency.
+//! - [`cancel`]: cancel (queued, on the reader, or off it) and retry after a decline.
+//! - [`capture`]: capture of an authorised payment, at most once.
+//! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
+//! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
+//! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
+//!
+//! This file holds the engine itself: its tunables, errors, per-reader slots, and the
+//! record access every stage shares (load, update, observe).
+
+mod accept;
+mod cancel;
+mod capture;
+mod reader_ops;
+mod reconcile;
+mod refund;
+
+pub use accept::{CreatePayment, MAX_AMOUNT};
+pub(crate) use reader_ops::DisplayRequest;
+
+use super::directory::Directory;
+use super::machine::{ChargeType, Observation, Payment, Refused, Source, Status};
+use super::queue::{QueueFull, ReaderQueue};
+use super::worker;
+use crate::clock::now_rfc3339 as now;
+use crate::fleet::LiveState;
+use crate::metrics::Metrics;
+use crate::store::{Registry, StoreError, Tree};
+use crate::stripe::wire::PaymentIntentStatus;
+use crate::stripe::{RequestOptions, StripeClient, StripeError};
+use crate::systemd::Liveness;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+
+/// Tunables of the flow. Defaults suit real readers; tests shorten them.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Waiting jobs per reader before `429`.
+    pub queue_capacity: usize,
+    /// Reader polling while an action is in progress starts here...
+    pub poll_min: Duration,
+    /// ...and slows down to this.
+    pub poll_max: Duration,
+    /// A reader that has not shown a sign of life this long after a dispatch has probably not
+    /// picked the action up: say so.
+    pub pickup_timeout: Duration,
+    /// An action still in progress after this long is cancelled (the PaymentIntent decides).
+    pub action_deadline: Duration,
+    /// How long to wait for someone else's action on the reader to finish.
+    pub busy_wait: Duration,
+    /// How long to wait for an offline reader to come back before failing.
+    pub offline_wait: Duration,
+    /// How long to keep replaying a PaymentIntent creation whose outcome is unknown.
+    pub create_window: Duration,
+    /// `process_payment_intent` re-sends after `terminal_reader_timeout` (each with a new key).
+    pub dispatch_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            queue_capacity: 32,
+            poll_min: Duration::from_millis(300),
+            poll_max: Duration::from_secs(2),
+            pickup_timeout: Duration::from_secs(15),
+            action_deadline: Duration::from_secs(180),
+            busy_wait: Duration::from_secs(60),
+            offline_wait: Duration::from_secs(30),
+            create_window: Duration::from_secs(120),
+            dispatch_attempts: 3,
+        }
+    }
+}
+
+/// Why a request about payments was refused. The API maps each to a status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// 400.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// 403.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// 404.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// 409.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 429.
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
+    /// Stripe refused or could not be reached.
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PaymentError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        PaymentError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+    fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        PaymentError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Refused> for PaymentError {
+    fn from(r: Refused) -> Self {
+        PaymentError::conflict("invalid_state", r.to_string())
+    }
+}
+
+/// Filters of the payment list.
+#[derive(Clone, Debug, Default)]
+pub struct PaymentFilter {
+    pub merchant: Option<String>,
+    pub reader: Option<String>,
+    pub status: Option<Status>,
+    /// Only these merchants (a pos client's scope); `None` = all.
+    pub scope: Option<Vec<String>>,
+}
+
+/// A reader's live state, as the fleet API shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReaderLive {
+    pub busy: bool,
+    pub queue_depth: usize,
+    /// The payment the reader is working on.
+    pub current: Option<String>,
+}
+
+/// One reader's queue and worker handles.
+pub(crate) struct ReaderSlot {
+    pub id: String,
+    pub queue: Mutex<ReaderQueue>,
+    /// Wakes the worker when a job arrives.
+    pub work: Notify,
+    /// Wakes a worker that is watching: a webhook arrived or a cancel was asked for.
+    pub hint: Notify,
+    /// The payment (or display) being worked on.
+    pub current: Mutex<Option<String>>,
+    /// The reader shows a cart we sent (ours to clear before a payment).
+    pub shows_our_cart: Mutex<bool>,
+}
+
+pub(crate) struct Inner {
+    pub registry: Registry,
+    pub stripe: StripeClient,
+    pub directory: Arc<dyn Directory>,
+    pub config: EngineConfig,
+    /// Serialise read-modify-write of payment and refund records, per payment (never held
+    /// across a network call).
+    write_locks: Vec<Mutex<()>>,
+    /// Serialises capture/cancel/refund requests per payment (held across Stripe calls, but
+    /// no store lock is).
+    op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    readers: Mutex<HashMap<String, Arc<ReaderSlot>>>,
+    /// PaymentIntent id → payment id, for webhook hints.
+    by_intent: Mutex<HashMap<String, String>>,
+    pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
+    events: broadcast::Sender<Payment>,
+    pub(crate) stats: Mutex<super::stats::Stats>,
+    /// The daemon's metrics, liveness and drain flag.
+    pub(crate) links: DaemonLinks,
+}
+
+/// What ties an engine to the daemon around it. An engine on its own (the benchmark, tests)
+/// takes [`DaemonLinks::default`]: metrics and heartbeats nobody reads, a drain flag never
+/// set.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonLinks {
+    /// Payment statuses are recorded here as they are written.
+    pub metrics: Arc<Metrics>,
+    /// The daemon's loop registry: each reader worker keeps a heartbeat in it, so that a
+    /// stuck or dead worker stops the systemd watchdog.
+    pub liveness: Liveness,
+    /// Set when the daemon drains for shutdown: from then on no worker starts another job
+    /// (queued payments keep their place and start after the restart).
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+/// A server error (5xx, possibly stored under the key): the request may or may not have
+/// been carried out.
+fn server_side(e: &StripeError) -> bool {
+    e.status().is_some_and(|s| s >= 500)
+}
+
+impl Engine {
+    pub fn new(
+        registry: Registry,
+        stripe: StripeClient,
+        directory: Arc<dyn Directory>,
+        config: EngineConfig,
+        links: DaemonLinks,
+    ) -> Engine {
+        let (events, _) = broadcast::channel(1024);
+        Engine {
+            inner: Arc::new(Inner {
+                registry,
+                stripe,
+                directory,
+                config,
+                write_locks: (0..64).map(|_| Mutex::new(())).collect(),
+                op_locks: Mutex::new(HashMap::new()),
+                readers: Mutex::new(HashMap::new()),
+                by_intent: Mutex::new(HashMap::new()),
+                displays: Mutex::new(HashMap::new()),
+                events,
+                stats: Mutex::new(Default::default()),
+                links,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn stripe(&self) -> &StripeClient {
+        &self.inner.stripe
+    }
+
+    /// Whether the daemon is draining for shutdown.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.links.draining.load(Ordering::SeqCst)
+    }
+
+    /// Tells the metrics about a written payment (`before`: its status before the write).
+    fn track(&self, before: Option<Status>, p: &Payment) {
+        self.inner.links.metrics.payment_written(
+            &p.id,
+            &p.merchant,
+            before.map(Status::as_str),
+            p.status.as_str(),
+            p.status.is_final(),
+            p.capture_before,
+        );
+    }
+
+    /// Every change to any payment, as it is written.
+    pub fn subscribe(&self) -> broadcast::Receiver<Payment> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Payment>, PaymentError> {
+        Ok(self.inner.registry.get(Tree::Payments, id)?)
+    }
+
+    pub(crate) fn load(&self, id: &str) -> Result<Payment, PaymentError> {
+        self.get(id)?.ok_or(PaymentError::NotFound("payment"))
+    }
+
+    /// The payments that pass `f`, newest first. A scan of the whole tree, on purpose: the
+    /// list is of every payment (paging and indexes by merchant or reader are for when the
+    /// history outgrows it).
+    pub fn list(&self, f: &PaymentFilter) -> Result<Vec<Payment>, PaymentError> {
+        let all: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
+        let mut out: Vec<Payment> = all
+            .into_iter()
+            .filter(|p| f.merchant.as_ref().is_none_or(|m| &p.merchant == m))
+            .filter(|p| f.reader.as_ref().is_none_or(|r| &p.reader == r))
+            .filter(|p| f.status.is_none_or(|s| p.status == s))
+            .filter(|p| f.scope.as_ref().is_none_or(|s| s.contains(&p.merchant)))
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+
+    /// The lock for read-modify-write of one payment's records (sharded by id, so that
+    /// payments on different readers never wait for each other's disk flushes).
+    fn write_lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let i = (h.finish() as usize) % self.inner.write_locks.len();
+        self.inner.write_locks[i].lock().expect("write lock")
+    }
+
+    /// Read-modify-write of one payment; publishes the result.
+    pub(crate) fn update<F>(&self, id: &str, f: F) -> Result<Payment, PaymentError>
+    where
+        F: FnOnce(&mut Payment) -> Result<(), PaymentError>,
+    {
+        let p = {
+            let _g = self.write_lock(id);
+            let mut p: Payment = self
+                .inner
+                .registry
+                .get(Tree::Payments, id)?
+                .ok_or(PaymentError::NotFound("payment"))?;
+            let before = p.status;
+            f(&mut p)?;
+            self.inner.registry.put(Tree::Payments, id, &p)?;
+            self.track(Some(before), &p);
+            p
+        };
+        let _ = self.inner.events.send(p.clone());
+        Ok(p)
+    }
+
+    /// Applies an observation and persists it. A refused observation is logged and leaves
+    /// the record as it was.
+    pub(crate) fn observe(
+        &self,
+        id: &str,
+        obs: Observation,
+        source: Source,
+    ) -> Result<Payment, PaymentError> {
+        let at = now();
+        let mut refused = None;
+        let mut changed = None;
+        let p = self.update(id, |p| {
+            match p.apply(obs, source, &at) {
+                Ok(ch) => changed = ch,
+                Err(r) => refused = Some(r),
+            }
+            Ok(())
+        })?;
+        if let Some(r) = refused {
+            tracing::debug!(payment = %id, reason = %r, "observation not applied");
+        }
+        if let Some(ch) = changed {
+            tracing::info!(payment = %id, from = %ch.from, to = %ch.to, source = ?source, "payment status");
+            if ch.to.is_final() || matches!(ch.to, Status::RequiresCapture | Status::Declined) {
+                self.inner
+                    .stats
+                    .lock()
+                    .expect("stats")
+                    .outcome(id, std::time::Instant::now());
+            }
+        }
+        Ok(p)
+    }
+
+    pub(crate) fn index_intent(&self, pi: &str, payment: &str) {
+        self.inner
+            .by_intent
+            .lock()
+            .expect("intent index")
+            .insert(pi.to_string(), payment.to_string());
+    }
+
+    /// Our payment of a PaymentIntent, if it is one of ours.
+    pub(crate) fn payment_for_intent(&self, pi: &str) -> Option<Payment> {
+        let id = self
+            .inner
+            .by_intent
+            .lock()
+            .expect("intent index")
+            .get(pi)
+            .cloned()?;
+        self.get(&id).ok().flatten()
+    }
+
+    pub(crate) fn slot(&self, reader: &str) -> Arc<ReaderSlot> {
+        let mut readers = self.inner.readers.lock().expect("readers");
+        if let Some(s) = readers.get(reader) {
+            return s.clone();
+        }
+        let slot = Arc::new(ReaderSlot {
+            id: reader.to_string(),
+            queue: Mutex::new(ReaderQueue::new(self.inner.config.queue_capacity)),
+            work: Notify::new(),
+            hint: Notify::new(),
+            current: Mutex::new(None),
+            shows_our_cart: Mutex::new(false),
+        });
+        readers.insert(reader.to_string(), slot.clone());
+        tokio::spawn(worker::run(self.clone(), slot.clone()));
+        slot
+    }
+
+    /// The reader's slot if its worker was ever started (never starts one).
+    fn existing_slot(&self, reader: &str) -> Option<Arc<ReaderSlot>> {
+        self.inner
+            .readers
+            .lock()
+            .expect("readers")
+            .get(reader)
+            .cloned()
+    }
+
+    /// Busy flag and queue depth of a reader (for the fleet API).
+    pub fn reader_live(&self, reader: &str) -> ReaderLive {
+        let slot = self.existing_slot(reader);
+        match slot {
+            None => ReaderLive::default(),
+            Some(s) => {
+                let current = s.current.lock().expect("current").clone();
+                ReaderLive {
+                    busy: current.is_some(),
+                    queue_depth: s.queue.lock().expect("queue").len(),
+                    current,
+                }
+            }
+        }
+    }
+
+    fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .op_locks
+            .lock()
+            .expect("op locks")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// `RequestOptions` for the payment's PaymentIntent: the connected account for direct
+    /// charges, the platform for destination charges.
+    pub(crate) fn intent_options(p: &Payment) -> RequestOptions {
+        match p.charge_type {
+            ChargeType::Direct => RequestOptions::account(&p.account),
+            ChargeType::Destination => RequestOptions::platform(),
+        }
+    }
+
+    pub(crate) async fn read_intent(
+        &self,
+        p: &Payment,
+    ) -> Result<crate::stripe::wire::PaymentIntent, PaymentError> {
+        let pi = p
+            .payment_intent
+            .as_deref()
+            .ok_or(PaymentError::NotFound("payment_intent"))?;
+        self.count("retrieve_payment_intent");
+        Ok(self
+            .inner
+            .stripe
+            .retrieve_payment_intent(pi, &["latest_charge"], &Self::intent_options(p))
+            .await?)
+    }
+
+    pub(crate) fn count(&self, kind: &'static str) {
+        self.inner.stats.lock().expect("stats").request(kind);
+    }
+
+    /// How many payments reached an outcome so far (final, declined or authorised).
+    pub fn settled_count(&self) -> u64 {
+        self.inner.stats.lock().expect("stats").settled
+    }
+
+    /// Request counts and latency samples (for the benchmark).
+    pub fn stats(&self) -> super::stats::Stats {
+        self.inner.stats.lock().expect("stats").clone()
+    }
+}
+
+/// The engine is the fleet API's source of reader live state.
+impl LiveState for Engine {
+    fn reader(&self, reader_id: &str) -> crate::fleet::ReaderLive {
+        let l = self.reader_live(reader_id);
+        crate::fleet::ReaderLive {
+            busy: l.busy,
+            queue_depth: l.queue_depth,
+        }
+    }
+}
+
+/// A PaymentIntent is carrying (or has carried) money.
+pub(crate) fn has_money(s: &PaymentIntentStatus) -> bool {
+    matches!(
+        s,
+        PaymentIntentStatus::RequiresCapture | PaymentIntentStatus::Succeeded
+    )
+}

@@ -1,0 +1,181 @@
+//! Refund records (tree `refunds`) and their store access.
+//!
+//! A record's key starts with its payment's id: `<payment>/<refund id>` for a refund asked
+//! without an `Idempotency-Key`, `<payment>/<client>/<Idempotency-Key>` for one asked with
+//! one (so that the same key finds the same refund). Payment ids (`pay_` and 20 letters and
+//! digits) hold no `/`, so `<payment>/` is a prefix that reads exactly that payment's
+//! refunds, with no scan of the tree.
+
+use crate::store::{Registry, StoreError, Tree};
+use serde::{Deserialize, Serialize};
+
+/// Refund metadata naming readerd's refund record, so a refund whose answer was lost
+/// can be found on Stripe.
+pub const REFUND_METADATA: &str = "readerd_refund";
+
+crate::string_enum!(
+    /// Where a refund stands: `pending` until Stripe answers (or while its outcome is
+    /// unknown), then Stripe's own status. Serialised as Stripe spells it; a status this
+    /// version does not know is kept as it is.
+    RefundStatus {
+        Pending => "pending",
+        RequiresAction => "requires_action",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Canceled => "canceled",
+    }
+);
+
+impl RefundStatus {
+    /// Whether the refund counts against what can still be refunded: everything but a
+    /// refusal, so that a refund whose outcome is unknown is never paid out twice.
+    pub fn commits_money(&self) -> bool {
+        !matches!(self, RefundStatus::Failed | RefundStatus::Canceled)
+    }
+}
+
+/// A refund of a payment (tree `refunds`; keys in the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub payment: String,
+    pub amount: i64,
+    /// Stripe idempotency key, on disk before the request.
+    pub stripe_key: String,
+    /// `pending` until Stripe answers, then Stripe's status; `failed` and `canceled` are
+    /// excluded from totals ([`RefundStatus::commits_money`]).
+    pub status: RefundStatus,
+    pub refund: Option<String>,
+    pub created_at: String,
+    /// A destination charge's refund reverses the transfer and refunds the fee in
+    /// proportion; decided when the refund is recorded, so a re-send repeats its parameters.
+    #[serde(default)]
+    pub reverse_transfer: bool,
+}
+
+/// The key of a refund asked without an `Idempotency-Key`.
+pub(crate) fn key(payment: &str, refund: &str) -> String {
+    format!("{payment}/{refund}")
+}
+
+/// The key of a refund asked by `client` with `Idempotency-Key: idempotency_key`.
+pub(crate) fn idempotent_key(payment: &str, client: &str, idempotency_key: &str) -> String {
+    format!("{payment}/{client}/{idempotency_key}")
+}
+
+/// Every refund of one payment (a prefix range).
+pub(crate) fn of_payment(
+    registry: &Registry,
+    payment: &str,
+) -> Result<Vec<(String, RefundRecord)>, StoreError> {
+    registry.scan_prefix(Tree::Refunds, &format!("{payment}/"))
+}
+
+/// Writes `rec` over the stored record of the same refund, wherever its key (the caller
+/// holds the payment's write lock).
+pub(crate) fn replace(registry: &Registry, rec: &RefundRecord) -> Result<(), StoreError> {
+    for (k, r) in of_payment(registry, &rec.payment)? {
+        if r.id == rec.id {
+            registry.put(Tree::Refunds, &k, rec)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every pending refund, of any payment. A scan of the whole tree, on purpose: it is how
+/// the start-up reconcile and the sweep find refunds whose outcome stayed unknown without
+/// an index of open work (an index belongs with the store's other indexes, when lists
+/// stop being scans).
+pub(crate) fn pending(registry: &Registry) -> Result<Vec<RefundRecord>, StoreError> {
+    Ok(registry
+        .list::<RefundRecord>(Tree::Refunds)?
+        .into_iter()
+        .filter(|r| r.status == RefundStatus::Pending)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(payment: &str, id: &str, status: RefundStatus) -> RefundRecord {
+        RefundRecord {
+            id: id.into(),
+            payment: payment.into(),
+            amount: 100,
+            stripe_key: format!("readerd:refund:{payment}:{id}"),
+            status,
+            refund: None,
+            created_at: "2026-11-29T20:00:00.000Z".into(),
+            reverse_transfer: false,
+        }
+    }
+
+    #[test]
+    fn statuses_keep_stripes_spelling_on_disk_and_unknown_ones_survive() {
+        for (s, text) in [
+            (RefundStatus::Pending, "pending"),
+            (RefundStatus::RequiresAction, "requires_action"),
+            (RefundStatus::Succeeded, "succeeded"),
+            (RefundStatus::Failed, "failed"),
+            (RefundStatus::Canceled, "canceled"),
+            (RefundStatus::Other("later".into()), "later"),
+        ] {
+            assert_eq!(serde_json::to_value(&s).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<RefundStatus>(text.into()).unwrap(),
+                s
+            );
+        }
+        // A record written before the status was typed reads the same.
+        let old = r#"{"id":"rf_1","payment":"pay_1","amount":5,"stripe_key":"k","status":"pending","refund":null,"created_at":"t"}"#;
+        let r: RefundRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+    }
+
+    #[test]
+    fn only_refusals_leave_the_total() {
+        assert!(RefundStatus::Pending.commits_money());
+        assert!(RefundStatus::Succeeded.commits_money());
+        assert!(RefundStatus::RequiresAction.commits_money());
+        assert!(!RefundStatus::Failed.commits_money());
+        assert!(!RefundStatus::Canceled.commits_money());
+    }
+
+    #[test]
+    fn a_payments_refunds_are_read_by_its_prefix_and_replaced_in_place() {
+        let reg = Registry::temporary().unwrap();
+        let a = rec("pay_a", "rf_1", RefundStatus::Pending);
+        let keyed = rec("pay_a", "rf_2", RefundStatus::Pending);
+        let other = rec("pay_ab", "rf_3", RefundStatus::Pending);
+        reg.put(Tree::Refunds, &key("pay_a", "rf_1"), &a).unwrap();
+        reg.put(Tree::Refunds, &idempotent_key("pay_a", "pos", "k1"), &keyed)
+            .unwrap();
+        reg.put(Tree::Refunds, &key("pay_ab", "rf_3"), &other)
+            .unwrap();
+
+        let ids = |p: &str| -> Vec<String> {
+            let mut ids: Vec<String> = of_payment(&reg, p)
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| r.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids("pay_a"), vec!["rf_1", "rf_2"]);
+        assert_eq!(ids("pay_ab"), vec!["rf_3"]);
+
+        let mut done = keyed.clone();
+        done.status = RefundStatus::Succeeded;
+        replace(&reg, &done).unwrap();
+        let stored: Option<RefundRecord> = reg
+            .get(Tree::Refunds, &idempotent_key("pay_a", "pos", "k1"))
+            .unwrap();
+        assert_eq!(stored, Some(done));
+        let mut left: Vec<String> = pending(&reg).unwrap().into_iter().map(|r| r.id).collect();
+        left.sort();
+        assert_eq!(left, vec!["rf_1", "rf_3"]);
+    }
+}

@@ -1,0 +1,291 @@
+//! Step 4: watching. The reader is polled, faster at first, while our action is in
+//! progress (webhooks only wake the poll early); once the action is over the PaymentIntent
+//! decides. A reader that shows no sign of life after the dispatch is reported as not
+//! having picked the payment up; an action past its deadline is cancelled and, again, the
+//! PaymentIntent decides. A cancel refused during authorisation waits for the result.
+
+use super::{is_our_action, Flow, R};
+use crate::clock::now_ms;
+use crate::payments::machine::{Failure, IntentView, Observation, Payment, Source, Status};
+use crate::stripe::wire::{ActionStatus, PaymentIntentStatus, Reader, ReaderStatus};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// What the watch knows between two looks.
+struct Watch {
+    pi: String,
+    dispatched: Instant,
+    /// The dispatch on the wall clock, to compare with the reader's `last_seen_at`.
+    dispatched_ms: i64,
+    interval: Duration,
+    deadline: Instant,
+    cancel_sent: bool,
+    pickup_noted: bool,
+    /// Set once the deadline passed: the failure to report if the PaymentIntent carries
+    /// no money in the end.
+    deadline_failure: Option<Failure>,
+    source: Source,
+}
+
+/// After a look: keep watching, or the watch is over.
+enum Look {
+    Again,
+    Done,
+}
+
+impl Flow {
+    pub(super) async fn watch(&self, mut p: Payment, dispatched: Instant, first: Source) -> R<()> {
+        let mut w = Watch {
+            pi: p.payment_intent.clone().unwrap_or_default(),
+            dispatched,
+            dispatched_ms: now_ms(),
+            interval: self.cfg.poll_min,
+            deadline: dispatched + self.cfg.action_deadline,
+            cancel_sent: false,
+            pickup_noted: false,
+            deadline_failure: None,
+            source: first,
+        };
+        // A resumed payment looks at once; otherwise every look follows a wait.
+        let mut look_now = first == Source::Reconcile;
+        loop {
+            if !look_now {
+                let woke = tokio::select! {
+                    _ = sleep(w.interval) => false,
+                    _ = self.slot.hint.notified() => true,
+                };
+                w.source = if woke { Source::Webhook } else { Source::Poll };
+            }
+            look_now = false;
+            p = self.load()?;
+            if p.status.is_final() {
+                return Ok(());
+            }
+            if p.cancel_requested && !w.cancel_sent {
+                w.cancel_sent = true;
+                self.cancel_on_reader().await?;
+            }
+            let reader = self.read_reader().await;
+            let ours = reader.as_ref().and_then(|r| is_our_action(r, &w.pi));
+            if ours == Some(ActionStatus::InProgress) {
+                let r = reader.as_ref().expect("ours implies a reader");
+                if !self.in_progress(r, &mut w).await? {
+                    continue;
+                }
+            }
+            match self.decide(&p, reader.as_ref(), ours, &mut w).await? {
+                Look::Again => {}
+                Look::Done => return Ok(()),
+            }
+        }
+    }
+
+    /// Asks the reader to cancel our action (the customer's or the POS's cancel); what
+    /// happened is noted, the PaymentIntent still decides.
+    async fn cancel_on_reader(&self) -> R<()> {
+        match self.cancel_action().await {
+            Ok(_) => {
+                self.observe(
+                    Observation::Note("cancel sent to the reader".into()),
+                    Source::Api,
+                )?;
+            }
+            Err(e) if e.code() == Some("terminal_reader_busy") => {
+                self.note(
+                    "cancel refused by the reader: the card is being authorised; waiting for the result",
+                    Some("authorisation".into()),
+                )?;
+            }
+            Err(e) => {
+                self.observe(
+                    Observation::Note(format!("cancel on the reader failed: {e}")),
+                    Source::Api,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Our action is in progress: note a reader that has not picked it up, and past the
+    /// deadline cancel it. `true` when the PaymentIntent should decide now.
+    async fn in_progress(&self, r: &Reader, w: &mut Watch) -> R<bool> {
+        let offline = r.status == Some(ReaderStatus::Offline);
+        if !w.pickup_noted && w.dispatched.elapsed() >= self.cfg.pickup_timeout {
+            let seen = r.last_seen_at.is_some_and(|ms| ms >= w.dispatched_ms);
+            if !seen || offline {
+                w.pickup_noted = true;
+                self.note(
+                    format!(
+                        "the reader has not picked the payment up after {} s (last seen {})",
+                        self.cfg.pickup_timeout.as_secs(),
+                        r.last_seen_at
+                            .map(|ms| format!(
+                                "{} s before the dispatch",
+                                (w.dispatched_ms - ms) / 1000
+                            ))
+                            .unwrap_or_else(|| "never".into())
+                    ),
+                    Some("reader_not_picked_up".into()),
+                )?;
+            }
+        }
+        if Instant::now() < w.deadline || w.deadline_failure.is_some() {
+            w.interval = (w.interval * 3 / 2).min(self.cfg.poll_max);
+            w.source = Source::Poll;
+            return Ok(false);
+        }
+        let failure = if offline {
+            Failure::new(
+                "reader_offline",
+                "the reader went offline during the payment",
+            )
+        } else {
+            Failure::new("timeout", "the reader did not finish the payment in time")
+        };
+        match self.cancel_action().await {
+            Ok(_) => {
+                self.observe(
+                    Observation::Note(format!(
+                        "deadline passed ({}); reader action canceled",
+                        failure.code
+                    )),
+                    Source::Poll,
+                )?;
+                w.deadline_failure = Some(failure);
+                Ok(true)
+            }
+            Err(e) => {
+                // Authorising (busy) or unreachable: look again a bit later.
+                self.observe(
+                    Observation::Note(format!(
+                        "deadline passed but the reader action could not be canceled: {e}"
+                    )),
+                    Source::Poll,
+                )?;
+                w.deadline = Instant::now() + self.cfg.poll_max * 5;
+                if offline {
+                    // An unreachable reader cannot be cancelled; the deadline still
+                    // stands, and the PaymentIntent decides.
+                    w.deadline_failure = Some(failure);
+                    Ok(true)
+                } else {
+                    w.interval = (w.interval * 3 / 2).min(self.cfg.poll_max);
+                    Ok(false)
+                }
+            }
+        }
+    }
+
+    /// Our action is over (or gone, or past its deadline): the PaymentIntent decides.
+    async fn decide(
+        &self,
+        p: &Payment,
+        reader: Option<&Reader>,
+        ours: Option<ActionStatus>,
+        w: &mut Watch,
+    ) -> R<Look> {
+        self.e
+            .inner
+            .stats
+            .lock()
+            .expect("stats")
+            .reader_done(&self.id, std::time::Instant::now());
+        let action_failure = reader.and_then(|r| {
+            let a = r.action.as_ref()?;
+            (ours == Some(ActionStatus::Failed)).then(|| {
+                Failure::new(
+                    a.failure_code
+                        .clone()
+                        .unwrap_or_else(|| "reader_action_failed".into()),
+                    a.failure_message
+                        .clone()
+                        .unwrap_or_else(|| "the reader action failed".into()),
+                )
+            })
+        });
+        let intent = self.read_intent(p).await?;
+        let reader_done = ours != Some(ActionStatus::InProgress) || w.deadline_failure.is_some();
+        let p = self.observe(
+            Observation::Intent {
+                view: IntentView::from(&intent),
+                reader_done,
+            },
+            w.source,
+        )?;
+        if !matches!(p.status, Status::Processing | Status::Queued) {
+            self.after(p).await?;
+            return Ok(Look::Done);
+        }
+        match intent.status {
+            PaymentIntentStatus::RequiresPaymentMethod
+                if intent.last_payment_error.is_none() || w.deadline_failure.is_some() =>
+            {
+                self.ended_without_payment(p, action_failure, w).await?;
+                Ok(Look::Done)
+            }
+            _ => {
+                // Collected or authorising: the PaymentIntent has not decided yet.
+                if w.deadline_failure.is_some()
+                    && Instant::now() >= w.deadline + self.cfg.action_deadline
+                {
+                    let f = w
+                        .deadline_failure
+                        .clone()
+                        .unwrap_or_else(|| Failure::new("timeout", "no result in time"));
+                    self.give_up(f).await?;
+                    return Ok(Look::Done);
+                }
+                w.interval = self.cfg.poll_min;
+                w.source = Source::Poll;
+                Ok(Look::Again)
+            }
+        }
+    }
+
+    /// The action is over and the PaymentIntent still waits for a card with no decline on
+    /// it: the customer canceled on the reader, a cancel was asked for, or the payment
+    /// failed on the reader's side; the PaymentIntent is canceled in every case.
+    async fn ended_without_payment(
+        &self,
+        p: Payment,
+        action_failure: Option<Failure>,
+        w: &Watch,
+    ) -> R<()> {
+        let customer = action_failure
+            .as_ref()
+            .is_some_and(|f| f.code == "customer_canceled");
+        if customer {
+            // The customer pressed cancel on the reader: a cancel, which Stripe confirms by
+            // canceling the PaymentIntent.
+            let f = action_failure.clone();
+            let p = self.e.update(&self.id, |p| {
+                p.cancel_requested = true;
+                p.failure = f;
+                Ok(())
+            })?;
+            self.note("the customer canceled on the reader", None)?;
+            self.e.cancel_intent(&p, Source::Poll).await?;
+            return Ok(());
+        }
+        if p.cancel_requested {
+            self.e.cancel_intent(&p, Source::Api).await?;
+            return Ok(());
+        }
+        let f = w
+            .deadline_failure
+            .clone()
+            .or(action_failure)
+            .unwrap_or_else(|| {
+                if self.reader_missing.load(Ordering::SeqCst) {
+                    self.reader_gone("404 while the payment was on it")
+                } else {
+                    Failure::new(
+                        "reader_action_lost",
+                        "the reader's action ended without a result",
+                    )
+                }
+            });
+        self.give_up(f).await
+    }
+}
