@@ -193,7 +193,9 @@ pub struct Payment {
     pub amount_refunded: i64,
     pub tip: Option<i64>,
     pub failure: Option<Failure>,
-    /// Unix seconds after which an uncaptured authorisation is released.
+    /// Unix seconds after which an uncaptured authorisation is released: Stripe's own
+    /// value, kept in Stripe's unit. Not a [`Timestamp`] on purpose: records already hold it
+    /// as a bare number of seconds, which a `Timestamp` would read as milliseconds.
     pub capture_before: Option<i64>,
     #[serde(default)]
     pub capture_request: Option<CaptureRequest>,
