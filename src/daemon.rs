@@ -416,7 +416,7 @@ fn reader_metrics(state: &AppState) {
         let Ok(readers) = fleet.readers() else {
             return;
         };
-        let now_ms = crate::clock::now_ms();
+        let now = crate::clock::Timestamp::now();
         let readers: Vec<_> = readers.into_iter().filter(|r| !r.gone).collect();
         let lives: Vec<_> = readers.iter().map(|r| live.reader(&r.id)).collect();
         let gauge = |f: &dyn Fn(usize) -> f64| -> Vec<(Vec<&str>, f64)> {
@@ -437,7 +437,7 @@ fn reader_metrics(state: &AppState) {
                     let seen = readers[i].last_seen_at?;
                     Some((
                         vec![readers[i].id.as_str()],
-                        ((now_ms - seen).max(0) as f64) / 1000.0,
+                        ((now - seen).max(0) as f64) / 1000.0,
                     ))
                 })
                 .collect::<Vec<_>>(),

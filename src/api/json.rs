@@ -6,6 +6,7 @@
 //! Request types use `#[serde(deny_unknown_fields)]`.
 
 use super::error::ApiError;
+use crate::clock::Timestamp;
 use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -75,11 +76,10 @@ where
     }
 }
 
-/// An API timestamp: RFC 3339 in UTC with seconds (`2026-11-26T15:04:05Z`), from Unix
-/// milliseconds.
-pub fn timestamp(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+/// An API time: RFC 3339 in UTC with milliseconds (`2026-11-26T15:04:05.123Z`), the form
+/// every time in the API takes (records' [`Timestamp`]s serialise the same way).
+pub fn timestamp(t: Timestamp) -> String {
+    t.to_rfc3339()
 }
 
 #[cfg(test)]
@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert_eq!(timestamp(Timestamp::from_ms(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            timestamp(Timestamp::from_ms(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 }

@@ -8,6 +8,7 @@
 use super::json::parse_body;
 use super::scope::{self, Object};
 use super::{ApiError, ApiJson, AppState, Caller, Routes};
+use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
 use crate::payments::RefundRecord;
@@ -84,7 +85,7 @@ pub fn payment_json(p: &Payment) -> Value {
         "amount_refunded": p.amount_refunded,
         "tip": p.tip,
         "failure": p.failure,
-        "capture_before": p.capture_before.map(|s| super::json::timestamp(s * 1000)),
+        "capture_before": p.capture_before.map(|s| super::json::timestamp(Timestamp::from_secs(s))),
         "cancel_requested": p.cancel_requested,
         "waiting_for": p.waiting_for,
         "attempts": p.attempt,

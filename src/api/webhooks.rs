@@ -29,7 +29,7 @@ pub fn routes(engine: Engine) -> Routes {
 #[derive(Debug, Serialize, Deserialize)]
 struct Seen {
     kind: String,
-    received_at: String,
+    received_at: crate::clock::Timestamp,
 }
 
 async fn receive(
@@ -83,7 +83,7 @@ async fn receive(
     })?;
     let seen = Seen {
         kind: event.kind.clone(),
-        received_at: crate::clock::now_rfc3339(),
+        received_at: crate::clock::Timestamp::now(),
     };
     if state
         .registry

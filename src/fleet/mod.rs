@@ -17,7 +17,7 @@ pub use records::{
 };
 pub use sync::SyncReport;
 
-pub(crate) use crate::clock::now_ms;
+use crate::clock::Timestamp;
 use crate::store::{Registry, StoreError, Tree};
 use crate::stripe::error::{Disposition, StripeError};
 use crate::stripe::params::{CreateLocation, RegisterReader, UpdateReader};
@@ -345,7 +345,7 @@ impl Fleet {
                 reason: format!("Stripe rejected it ({reason})"),
             });
         }
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.merchant(&new.id)?;
         let display_name = new
@@ -408,7 +408,7 @@ impl Fleet {
         let result = self
             .observed(self.stripe.retrieve_account(&m.account))
             .await;
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let mut record = self.merchant(id)?.ok_or_else(|| FleetError::NotFound {
             kind: "merchant",
@@ -443,7 +443,7 @@ impl Fleet {
     /// Re-checks the merchants whose last check is at least `max_age` old (one read each):
     /// at start-up, what a long stop left stale.
     pub async fn check_merchants_older_than(&self, max_age: Duration) -> usize {
-        let cutoff = now_ms() - max_age.as_millis().min(i64::MAX as u128) as i64;
+        let cutoff = Timestamp::now() - max_age;
         let ids: Vec<String> = match self.merchants() {
             Ok(list) => list
                 .into_iter()
@@ -525,7 +525,7 @@ impl Fleet {
         let loc = self
             .observed(self.stripe.create_location(&params, &opts))
             .await?;
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.location(&loc.id)?;
         let (mut record, _) = location_record(&loc, existing.as_ref(), now);
@@ -633,7 +633,7 @@ impl Fleet {
         let reader = self
             .observed(self.stripe.register_reader(&params, &opts))
             .await?;
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(&reader.id)?;
         let (mut record, _) = reader_record(&reader, existing.as_ref(), now);
@@ -670,7 +670,7 @@ impl Fleet {
         let reader = self
             .observed(self.stripe.update_reader(id, &params, &opts))
             .await?;
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(id)?;
         let (mut r, _) = reader_record(&reader, existing.as_ref(), now);
@@ -686,7 +686,7 @@ impl Fleet {
     /// listed state stays fresh without any extra Stripe read. A heartbeat alone is written
     /// at most every [`OBSERVE_WRITE_EVERY_MS`], to spare the disk during fast polling.
     pub fn observe_reader(&self, reader: &wire::Reader) -> Result<ReaderRecord, FleetError> {
-        let now = now_ms();
+        let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(&reader.id)?;
         let (record, changed) = reader_record(reader, existing.as_ref(), now);
@@ -714,7 +714,7 @@ impl Fleet {
                 if !r.gone {
                     r.gone = true;
                     r.status = "offline".to_string();
-                    r.updated_at = now_ms();
+                    r.updated_at = Timestamp::now();
                     self.registry.put(Tree::Readers, &r.id, &r)?;
                 }
                 Ok(r)
@@ -732,7 +732,7 @@ impl Fleet {
 }
 
 /// Copies what readerd keeps of an account into a merchant record.
-fn apply_account(record: &mut MerchantRecord, account: &Account, now: i64) {
+fn apply_account(record: &mut MerchantRecord, account: &Account, now: Timestamp) {
     record.country = account.country.as_ref().map(|c| c.to_ascii_uppercase());
     record.default_currency = account.default_currency.clone();
     record.card_payments = account
@@ -778,7 +778,7 @@ fn from_wire_address(a: &wire::Address) -> AddressRecord {
 pub(crate) fn location_record(
     loc: &wire::Location,
     existing: Option<&LocationRecord>,
-    now: i64,
+    now: Timestamp,
 ) -> (LocationRecord, bool) {
     let rec = LocationRecord {
         id: loc.id.clone(),
@@ -838,9 +838,12 @@ pub const OFFLINE_AFTER_MS: i64 = 120_000;
 pub(crate) fn reader_record(
     r: &wire::Reader,
     existing: Option<&ReaderRecord>,
-    now: i64,
+    now: Timestamp,
 ) -> (ReaderRecord, bool) {
-    let last_seen_at = r.last_seen_at.or(existing.and_then(|e| e.last_seen_at));
+    let last_seen_at = r
+        .last_seen_at
+        .map(Timestamp::from_ms)
+        .or(existing.and_then(|e| e.last_seen_at));
     let stripe_online = matches!(r.status, Some(wire::ReaderStatus::Online));
     let fresh = last_seen_at.is_none_or(|seen| now - seen <= OFFLINE_AFTER_MS);
     let rec = ReaderRecord {
@@ -882,6 +885,10 @@ pub(crate) fn reader_record(
 mod tests {
     use super::*;
 
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_ms(ms)
+    }
+
     fn wire_reader(status: &str, last_seen_at: Option<i64>) -> wire::Reader {
         serde_json::from_value(serde_json::json!({
             "id": "tmr_1", "object": "terminal.reader", "device_type": "simulated_wisepos_e",
@@ -894,35 +901,38 @@ mod tests {
     #[test]
     fn a_stale_heartbeat_is_offline_whatever_the_status_says() {
         let now = 1_800_000_000_000;
-        let (r, _) = reader_record(&wire_reader("online", Some(now - 1_000)), None, now);
+        let (r, _) = reader_record(&wire_reader("online", Some(now - 1_000)), None, at(now));
         assert_eq!(r.status, "online");
         let (r, _) = reader_record(
             &wire_reader("online", Some(now - OFFLINE_AFTER_MS - 1)),
             None,
-            now,
+            at(now),
         );
         assert_eq!(r.status, "offline");
-        let (r, _) = reader_record(&wire_reader("offline", Some(now)), None, now);
+        let (r, _) = reader_record(&wire_reader("offline", Some(now)), None, at(now));
         assert_eq!(r.status, "offline");
     }
 
     #[test]
     fn a_heartbeat_alone_is_no_change_and_the_allowlist_is_kept() {
         let now = 1_800_000_000_000;
-        let (mut first, new) = reader_record(&wire_reader("online", Some(now)), None, now);
+        let (mut first, new) = reader_record(&wire_reader("online", Some(now)), None, at(now));
         assert!(new);
         first.merchants = Some(vec!["bakery".into()]);
         let later = now + 5_000;
         let (second, changed) =
-            reader_record(&wire_reader("online", Some(later)), Some(&first), later);
+            reader_record(&wire_reader("online", Some(later)), Some(&first), at(later));
         assert!(!changed);
-        assert_eq!(second.last_seen_at, Some(later));
+        assert_eq!(second.last_seen_at, Some(at(later)));
         assert_eq!(second.updated_at, first.updated_at);
         assert_eq!(second.merchants, first.merchants);
-        let (third, changed) =
-            reader_record(&wire_reader("offline", Some(later)), Some(&second), later);
+        let (third, changed) = reader_record(
+            &wire_reader("offline", Some(later)),
+            Some(&second),
+            at(later),
+        );
         assert!(changed);
-        assert_eq!(third.updated_at, later);
-        assert_eq!(third.created_at, now);
+        assert_eq!(third.updated_at, at(later));
+        assert_eq!(third.created_at, at(now));
     }
 }

@@ -3,9 +3,11 @@
 //! charged; which reader serves whom) plus `synced_at`, the last time Stripe confirmed the
 //! object, which is how a sync tells "gone from Stripe" from "written while I was listing".
 //!
-//! Times are Unix milliseconds. Fields added later must be `#[serde(default)]` so that
-//! older records still read.
+//! Times are [`Timestamp`]s (stored as RFC 3339 with milliseconds; records written when
+//! they were stored as Unix milliseconds read as they are). Fields added later must be
+//! `#[serde(default)]` so that older records still read.
 
+use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// How a merchant's payments are created.
@@ -81,9 +83,9 @@ pub struct MerchantRecord {
     #[serde(default)]
     pub check_error: Option<String>,
     /// When Stripe last confirmed the account.
-    pub checked_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub checked_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl MerchantRecord {
@@ -133,9 +135,9 @@ pub struct LocationRecord {
     /// No longer on Stripe (seen missing by a sync).
     #[serde(default)]
     pub gone: bool,
-    pub synced_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub synced_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// A smart reader, owned by the platform.
@@ -150,18 +152,18 @@ pub struct ReaderRecord {
     pub device_type: String,
     /// `online` or `offline`, as Stripe last reported it.
     pub status: String,
-    /// Stripe's `last_seen_at` (milliseconds).
+    /// Stripe's `last_seen_at`.
     #[serde(default)]
-    pub last_seen_at: Option<i64>,
+    pub last_seen_at: Option<Timestamp>,
     /// The merchants it may serve; `None` = every merchant.
     #[serde(default)]
     pub merchants: Option<Vec<String>>,
     /// No longer on Stripe (seen missing by a sync).
     #[serde(default)]
     pub gone: bool,
-    pub synced_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub synced_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl ReaderRecord {
@@ -171,5 +173,49 @@ impl ReaderRecord {
             None => true,
             Some(list) => list.iter().any(|m| m == merchant),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Registry, SledStore, Tree, SCHEMA_VERSION};
+
+    /// A store of schema 1 (fleet times as Unix milliseconds) opens as schema 2 and its
+    /// records read with the same times; they are written back in the new form.
+    #[test]
+    fn a_schema_1_store_opens_and_its_millisecond_times_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let raw = SledStore::open(dir.path()).unwrap();
+            use crate::store::Store;
+            raw.put(Tree::Meta, "schema_version", b"1").unwrap();
+            let v1 = r#"{"v":1,"data":{"id":"tmr_1","label":"front","location":"tml_1",
+                "serial_number":"s-1","device_type":"simulated_wisepos_e","status":"online",
+                "last_seen_at":1700000000123,"merchants":null,"gone":false,
+                "synced_at":1700000000456,"created_at":1600000000000,"updated_at":1700000000456}}"#;
+            raw.put(Tree::Readers, "tmr_1", v1.as_bytes()).unwrap();
+        }
+        let reg = Registry::open(dir.path()).unwrap();
+        let version = reg
+            .store()
+            .get(Tree::Meta, "schema_version")
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string().as_bytes());
+        assert_eq!(SCHEMA_VERSION, 2);
+        let r: ReaderRecord = reg.get(Tree::Readers, "tmr_1").unwrap().unwrap();
+        assert_eq!(r.last_seen_at, Some(Timestamp::from_ms(1_700_000_000_123)));
+        assert_eq!(r.synced_at, Timestamp::from_ms(1_700_000_000_456));
+        assert_eq!(r.created_at, Timestamp::from_ms(1_600_000_000_000));
+        reg.put(Tree::Readers, "tmr_1", &r).unwrap();
+        let bytes = reg.store().get(Tree::Readers, "tmr_1").unwrap().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains(r#""synced_at":"2023-11-14T22:13:20.456Z""#),
+            "{text}"
+        );
+        let again: ReaderRecord = reg.get(Tree::Readers, "tmr_1").unwrap().unwrap();
+        assert_eq!(again, r);
     }
 }

@@ -6,9 +6,8 @@
 //! it was last written before the sync began, so a reader registered while the lists were
 //! in flight is not mistaken for a deleted one.
 
-use super::{
-    location_record, now_ms, reader_record, Fleet, FleetError, LocationRecord, ReaderRecord,
-};
+use super::{location_record, reader_record, Fleet, FleetError, LocationRecord, ReaderRecord};
+use crate::clock::Timestamp;
 use crate::store::Tree;
 use crate::stripe::params::ListReaders;
 use crate::stripe::wire::{Location, Reader};
@@ -34,7 +33,7 @@ pub struct Counts {
 
 pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
     let _one_at_a_time = fleet.sync_lock.lock().await;
-    let started = now_ms();
+    let started = Timestamp::now();
     let locations = fleet.observed(fleet.stripe.list_locations()).await?;
     let readers = fleet
         .observed(fleet.stripe.list_readers(&ListReaders::default()))
@@ -48,11 +47,11 @@ pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
 /// The registry half of a sync: no network, under the fleet's write lock.
 fn apply(
     fleet: &Fleet,
-    started: i64,
+    started: Timestamp,
     locations: &[Location],
     readers: &[Reader],
 ) -> Result<SyncReport, FleetError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let mut report = SyncReport::default();
     let _w = fleet.writing();
 

@@ -13,6 +13,7 @@
 //! - final statuses are never left (an older observation cannot undo them);
 //! - an authorisation that lands while a cancel is pending is reported, not lost.
 
+use crate::clock::Timestamp;
 use crate::stripe::wire::{self, PaymentIntentStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -128,8 +129,7 @@ impl Failure {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub status: Status,
-    /// RFC 3339.
-    pub at: String,
+    pub at: Timestamp,
     pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -197,7 +197,9 @@ pub struct Payment {
     pub amount_refunded: i64,
     pub tip: Option<i64>,
     pub failure: Option<Failure>,
-    /// Unix seconds after which an uncaptured authorisation is released.
+    /// Unix seconds after which an uncaptured authorisation is released: Stripe's own
+    /// value, kept in Stripe's unit. Not a [`Timestamp`] on purpose: records already hold it
+    /// as a bare number of seconds, which a `Timestamp` would read as milliseconds.
     pub capture_before: Option<i64>,
     #[serde(default)]
     pub capture_request: Option<CaptureRequest>,
@@ -212,8 +214,8 @@ pub struct Payment {
     /// anything worth saying.
     #[serde(default)]
     pub waiting_for: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -344,7 +346,7 @@ pub struct Change {
 
 impl Payment {
     /// A freshly accepted payment (`queued`).
-    pub fn new(n: NewPayment, now: &str) -> Payment {
+    pub fn new(n: NewPayment, now: Timestamp) -> Payment {
         Payment {
             id: n.id,
             status: Status::Queued,
@@ -373,11 +375,11 @@ impl Payment {
             cancel_requested: false,
             failing: None,
             waiting_for: None,
-            created_at: now.to_string(),
-            updated_at: now.to_string(),
+            created_at: now,
+            updated_at: now,
             history: vec![HistoryEntry {
                 status: Status::Queued,
-                at: now.to_string(),
+                at: now,
                 source: Source::Api,
                 note: None,
             }],
@@ -389,27 +391,27 @@ impl Payment {
         self.payment_intent.is_none()
     }
 
-    fn set(&mut self, to: Status, source: Source, now: &str, note: Option<String>) -> Change {
+    fn set(&mut self, to: Status, source: Source, now: Timestamp, note: Option<String>) -> Change {
         let from = self.status;
         self.status = to;
-        self.updated_at = now.to_string();
+        self.updated_at = now;
         if to != Status::Processing && to != Status::Queued {
             self.waiting_for = None;
         }
         self.history.push(HistoryEntry {
             status: to,
-            at: now.to_string(),
+            at: now,
             source,
             note,
         });
         Change { from, to }
     }
 
-    fn note(&mut self, source: Source, now: &str, note: String) {
-        self.updated_at = now.to_string();
+    fn note(&mut self, source: Source, now: Timestamp, note: String) {
+        self.updated_at = now;
         self.history.push(HistoryEntry {
             status: self.status,
-            at: now.to_string(),
+            at: now,
             source,
             note: Some(note),
         });
@@ -421,7 +423,7 @@ impl Payment {
         &mut self,
         obs: Observation,
         source: Source,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Option<Change>, Refused> {
         match obs {
             Observation::Intent { view, reader_done } => {
@@ -499,7 +501,7 @@ impl Payment {
             Observation::Refunded { total } => {
                 if total > self.amount_refunded {
                     self.amount_refunded = total.min(self.amount_captured);
-                    self.updated_at = now.to_string();
+                    self.updated_at = now;
                 }
                 Ok(None)
             }
@@ -511,7 +513,7 @@ impl Payment {
         view: IntentView,
         reader_done: bool,
         source: Source,
-        now: &str,
+        now: Timestamp,
     ) -> Option<Change> {
         // Facts that only ever grow are recorded whatever the status.
         if self.tip.is_none() {
@@ -529,7 +531,7 @@ impl Payment {
                     && view.amount_received > self.amount_captured
                 {
                     self.amount_captured = view.amount_received;
-                    self.updated_at = now.to_string();
+                    self.updated_at = now;
                 }
                 return None;
             }

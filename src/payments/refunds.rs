@@ -6,6 +6,7 @@
 //! digits) hold no `/`, so `<payment>/` is a prefix that reads exactly that payment's
 //! refunds, with no scan of the tree.
 
+use crate::clock::Timestamp;
 use crate::store::{Registry, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,7 @@ pub struct RefundRecord {
     /// excluded from totals ([`RefundStatus::commits_money`]).
     pub status: RefundStatus,
     pub refund: Option<String>,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// A destination charge's refund reverses the transfer and refunds the fee in
     /// proportion; decided when the refund is recorded, so a re-send repeats its parameters.
     #[serde(default)]
@@ -106,7 +107,7 @@ mod tests {
             stripe_key: format!("readerd:refund:{payment}:{id}"),
             status,
             refund: None,
-            created_at: "2026-11-29T20:00:00.000Z".into(),
+            created_at: Timestamp::from_ms(1_795_000_000_000),
             reverse_transfer: false,
         }
     }
@@ -128,10 +129,16 @@ mod tests {
             );
         }
         // A record written before the status was typed reads the same.
-        let old = r#"{"id":"rf_1","payment":"pay_1","amount":5,"stripe_key":"k","status":"pending","refund":null,"created_at":"t"}"#;
+        let old = r#"{"id":"rf_1","payment":"pay_1","amount":5,"stripe_key":"k","status":"pending","refund":null,"created_at":"2026-11-29T20:00:00.123Z"}"#;
         let r: RefundRecord = serde_json::from_str(old).unwrap();
         assert_eq!(r.status, RefundStatus::Pending);
-        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        assert!(!r.reverse_transfer, "an old refund repeats its old request");
+        let again = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            again,
+            old.replace('}', r#","reverse_transfer":false}"#),
+            "every old field kept as it was"
+        );
     }
 
     #[test]

@@ -14,7 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The store's schema version. A store written by a newer readerd is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: every record time is a `clock::Timestamp`, written as RFC 3339 with milliseconds;
+///   fleet records of version 1 hold Unix milliseconds, which still read, so the step from
+///   1 rewrites nothing. The version says that a readerd expecting numbers must not open it.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The format version written into every record's envelope.
 pub const RECORD_FORMAT: u32 = 1;
@@ -157,7 +162,7 @@ impl Registry {
             });
         }
         // Migrations from older schemas go here, one step at a time. Version 0 is an empty
-        // (new) store, which needs none.
+        // (new) store, which needs none; 1 → 2 needs none either (see [`SCHEMA_VERSION`]).
         if found < SCHEMA_VERSION {
             store.put(
                 Tree::Meta,

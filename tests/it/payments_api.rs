@@ -818,7 +818,7 @@ async fn reader_reads_of_a_payment_keep_the_listed_reader_fresh_without_a_sync()
     // The registry last heard from the reader an hour ago (the last sync).
     let registry = api._daemon.as_ref().unwrap().state.registry.clone();
     let mut rec: ReaderRecord = registry.get(Tree::Readers, &reader).unwrap().unwrap();
-    let hour_ago = rec.last_seen_at.unwrap() - 3_600_000;
+    let hour_ago = rec.last_seen_at.unwrap() - Duration::from_secs(3600);
     rec.last_seen_at = Some(hour_ago);
     rec.synced_at = hour_ago;
     registry.put(Tree::Readers, &reader, &rec).unwrap();

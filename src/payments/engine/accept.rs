@@ -2,7 +2,7 @@
 //! `idempotency`), the record written before the reader's worker can see the job.
 
 use super::{Engine, PaymentError};
-use crate::clock::now_rfc3339 as now;
+use crate::clock::Timestamp;
 use crate::payments::directory::ReaderInfo;
 use crate::payments::ids::new_id;
 use crate::payments::machine::{CaptureMode, Failure, NewPayment, Observation, Payment, Source};
@@ -102,7 +102,7 @@ impl Engine {
             Claim::Done(p) => return Ok(*p),
         };
 
-        let at = now();
+        let at = Timestamp::now();
         let mut p = Payment::new(
             NewPayment {
                 id: id.clone(),
@@ -119,7 +119,7 @@ impl Engine {
                 on_behalf_of: merchant.on_behalf_of(),
                 intent_key: format!("readerd:pi:{id}"),
             },
-            &at,
+            at,
         );
         if !merchant.enabled {
             // Nothing reaches Stripe: the payment is failed on arrival, and says why.
@@ -129,7 +129,7 @@ impl Engine {
                     format!("card payments are not active for merchant {}", merchant.id),
                 )),
                 Source::Api,
-                &at,
+                at,
             )?;
             self.inner.registry.put(Tree::Payments, &id, &p)?;
             self.track(None, &p);

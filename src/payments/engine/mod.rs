@@ -31,7 +31,7 @@ use super::directory::Directory;
 use super::machine::{ChargeType, Observation, Payment, Refused, Source, Status};
 use super::queue::{QueueFull, ReaderQueue};
 use super::worker;
-use crate::clock::now_rfc3339 as now;
+use crate::clock::Timestamp;
 use crate::fleet::LiveState;
 use crate::metrics::Metrics;
 use crate::store::{Registry, StoreError, Tree};
@@ -295,7 +295,7 @@ impl Engine {
             .filter(|p| f.status.is_none_or(|s| p.status == s))
             .filter(|p| f.scope.as_ref().is_none_or(|s| s.contains(&p.merchant)))
             .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|p| std::cmp::Reverse(p.created_at));
         Ok(out)
     }
 
@@ -339,11 +339,11 @@ impl Engine {
         obs: Observation,
         source: Source,
     ) -> Result<Payment, PaymentError> {
-        let at = now();
+        let at = Timestamp::now();
         let mut refused = None;
         let mut changed = None;
         let p = self.update(id, |p| {
-            match p.apply(obs, source, &at) {
+            match p.apply(obs, source, at) {
                 Ok(ch) => changed = ch,
                 Err(r) => refused = Some(r),
             }

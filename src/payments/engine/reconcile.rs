@@ -25,7 +25,7 @@ impl Engine {
             .into_iter()
             .filter(|p| !p.status.is_final())
             .collect();
-        open.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        open.sort_by_key(|p| p.created_at);
         for p in open {
             if let Some(pi) = &p.payment_intent {
                 self.index_intent(pi, &p.id);

@@ -4,7 +4,7 @@
 //! key).
 
 use super::{server_side, Engine, PaymentError};
-use crate::clock::now_rfc3339 as now;
+use crate::clock::Timestamp;
 use crate::payments::failpoint::failpoint;
 use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Observation, Payment, Source, Status};
@@ -75,7 +75,7 @@ impl Engine {
             stripe_key: format!("readerd:refund:{id}:{rid}"),
             status: RefundStatus::Pending,
             refund: None,
-            created_at: now(),
+            created_at: Timestamp::now(),
             reverse_transfer: p.charge_type == ChargeType::Destination,
         };
         let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));

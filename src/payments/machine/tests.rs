@@ -1,9 +1,11 @@
 //! The status machine's transitions, one test per rule.
 
 use super::*;
+use crate::clock::Timestamp;
 use PaymentIntentStatus as P;
 
-const T: &str = "2026-11-26T15:00:00Z";
+/// 2026-11-26T15:00:00Z.
+const T: Timestamp = Timestamp::from_ms(1_795_705_200_000);
 
 fn payment() -> Payment {
     Payment::new(

@@ -168,19 +168,12 @@ impl Flow {
     async fn find_intent(&self, p: &Payment) -> Result<Option<String>, StripeError> {
         self.e.count("list_payment_intents");
         let opts = Engine::intent_options(p);
-        let since = humantime::parse_rfc3339_weak(&p.created_at)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64 - CLOCK_MARGIN.as_secs() as i64);
-        let list = match since {
-            Some(since) => {
-                self.e
-                    .stripe()
-                    .list_payment_intents_created_since(since, &opts)
-                    .await
-            }
-            None => self.e.stripe().list_payment_intents(&opts).await,
-        }?;
+        let since = (p.created_at - CLOCK_MARGIN).as_secs();
+        let list = self
+            .e
+            .stripe()
+            .list_payment_intents_created_since(since, &opts)
+            .await?;
         Ok(list
             .into_iter()
             .find(|pi| pi.metadata.get("readerd_payment") == Some(&p.id))

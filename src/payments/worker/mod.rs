@@ -31,7 +31,7 @@ use super::engine::{Engine, EngineConfig, PaymentError, ReaderSlot};
 use super::ids::new_id;
 use super::machine::{Failure, Observation, Payment, Source, Status, Step};
 use super::queue::Job;
-use crate::clock::now_rfc3339;
+use crate::clock::Timestamp;
 use crate::stripe::wire::{ActionStatus, ActionType, PaymentIntent, Reader};
 use crate::stripe::{Disposition, RequestOptions, StripeError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,11 +138,11 @@ impl Flow {
 
     /// Records a note and what the payment now waits for, in one write.
     fn note(&self, text: impl Into<String>, waiting_for: Option<String>) -> R<Payment> {
-        let at = now_rfc3339();
+        let at = Timestamp::now();
         let text = text.into();
         self.e.update(&self.id, |p| {
             p.waiting_for = waiting_for;
-            p.apply(Observation::Note(text), Source::Poll, &at)?;
+            p.apply(Observation::Note(text), Source::Poll, at)?;
             Ok(())
         })
     }
