@@ -10,12 +10,14 @@ use super::scope::{self, Object};
 use super::{ApiError, ApiJson, AppState, Caller, Routes};
 use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
-use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
+use crate::payments::engine::{
+    CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE,
+};
 use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -165,20 +167,41 @@ async fn create(
     Ok((StatusCode::CREATED, Json(payment_json(&p))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    merchant: Option<String>,
-    reader: Option<String>,
-    status: Option<String>,
-}
+/// The parameters `GET /v1/payments` takes; any other is refused (400).
+const LIST_PARAMS: [&str; 7] = [
+    "merchant",
+    "reader",
+    "status",
+    "limit",
+    "starting_after",
+    "created_gte",
+    "created_lt",
+];
 
+/// `GET /v1/payments`: a page of at most `limit` payments (default 100, at most 1000),
+/// newest first, as a bare array; when more follow, a `Link: <…&starting_after=<last id>>;
+/// rel="next"` header names the next page (RFC 8288).
 async fn list(
     Extension(engine): Extension<Engine>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut get = std::collections::HashMap::new();
+    for (k, v) in &pairs {
+        if !LIST_PARAMS.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {k:?}; one of {}",
+                LIST_PARAMS.join(", ")
+            )));
+        }
+        if !v.is_empty() {
+            get.insert(k.as_str(), v.clone());
+        }
+    }
+    let status = match get.get("status") {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -186,15 +209,52 @@ async fn list(
             ))
         })?),
     };
+    let limit = match get.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE}, not {l:?}"
+                )))
+            }
+        },
+    };
+    let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
+        match get.get(name) {
+            None => Ok(None),
+            Some(v) => Timestamp::parse(v).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be an RFC 3339 time (2026-11-29T20:00:00Z), not {v:?}"
+                ))
+            }),
+        }
+    };
     let filter = PaymentFilter {
-        merchant: q.merchant.filter(|s| !s.is_empty()),
-        reader: q.reader.filter(|s| !s.is_empty()),
+        merchant: get.get("merchant").cloned(),
+        reader: get.get("reader").cloned(),
         status,
         scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
+        created_gte: time("created_gte")?,
+        created_lt: time("created_lt")?,
+        starting_after: get.get("starting_after").cloned(),
+        limit,
     };
-    Ok(Json(
-        engine.list(&filter)?.iter().map(payment_json).collect(),
-    ))
+    let page = engine.list(&filter)?;
+    let body: Vec<Value> = page.items.iter().map(payment_json).collect();
+    let mut resp = Json(body).into_response();
+    if let (true, Some(last)) = (page.has_more, page.items.last()) {
+        let mut next = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs.iter().filter(|(k, _)| k != "starting_after") {
+            next.append_pair(k, v);
+        }
+        next.append_pair("starting_after", &last.id);
+        let link = format!("</v1/payments?{}>; rel=\"next\"", next.finish());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 async fn show(

@@ -121,12 +121,27 @@ impl ApiClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        Ok(self.send_paged(req).await?.0)
+    }
+
+    /// Sends, and answers the body with the path of the next page named by a `Link: <…>;
+    /// rel="next"` header, if any.
+    async fn send_paged(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(Value, Option<String>), ClientError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
+        let next = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         let value: Value = if text.trim().is_empty() {
             Value::Null
@@ -139,7 +154,7 @@ impl ApiClient {
             })?
         };
         if status.is_success() {
-            return Ok(value);
+            return Ok((value, next));
         }
         let err = &value["error"];
         let mut message = err["message"]
@@ -158,6 +173,38 @@ impl ApiClient {
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// A GET of a list, following its `Link: rel="next"` pages until the last one, or until
+    /// `max` items. Calls `each` with every page's items as they arrive.
+    pub async fn get_all_pages(
+        &self,
+        path: &str,
+        max: Option<usize>,
+        mut each: impl FnMut(Vec<Value>),
+    ) -> Result<usize, ClientError> {
+        let mut path = path.to_string();
+        let mut n = 0;
+        loop {
+            let (v, next) = self.send_paged(self.http.get(self.url(&path))).await?;
+            let mut items = match v {
+                Value::Array(a) => a,
+                other => {
+                    return Err(ClientError::Unexpected(format!(
+                        "a list was expected, not {other}"
+                    )))
+                }
+            };
+            if let Some(m) = max {
+                items.truncate(m.saturating_sub(n));
+            }
+            n += items.len();
+            each(items);
+            match next {
+                Some(p) if max.is_none_or(|m| n < m) => path = p,
+                _ => return Ok(n),
+            }
+        }
     }
 
     pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Value, ClientError> {
@@ -181,6 +228,26 @@ impl ApiClient {
     /// A POST without a body.
     pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.http.post(self.url(path))).await
+    }
+}
+
+/// The target of a `Link` header value's `rel="next"` link, as a path (RFC 8288; only the
+/// first link of the value is read, which is all readerd sends).
+fn next_link(value: &str) -> Option<String> {
+    let (target, params) = value.trim().strip_prefix('<')?.split_once('>')?;
+    let next = params
+        .split(';')
+        .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+    if !next {
+        return None;
+    }
+    // An absolute URL is reduced to its path and query, which the client's base prefixes.
+    match target.find("://") {
+        Some(i) => {
+            let rest = &target[i + 3..];
+            Some(rest[rest.find('/').unwrap_or(rest.len())..].to_string())
+        }
+        None => Some(target.to_string()),
     }
 }
 

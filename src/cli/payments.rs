@@ -52,7 +52,7 @@ pub struct PaymentsCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum PaymentsAction {
-    /// List payments (newest first).
+    /// List payments (newest first), following the pages to the last one.
     List {
         #[arg(long)]
         merchant: Option<String>,
@@ -60,6 +60,18 @@ pub enum PaymentsAction {
         reader: Option<String>,
         #[arg(long)]
         status: Option<String>,
+        /// Only payments created at or after this time (RFC 3339).
+        #[arg(long)]
+        created_gte: Option<String>,
+        /// Only payments created before this time (RFC 3339).
+        #[arg(long)]
+        created_lt: Option<String>,
+        /// Stop after this many payments (default: every page).
+        #[arg(long)]
+        max: Option<usize>,
+        /// Payments asked for per page (the API's `limit`, 1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
     },
     /// Show one payment with its history.
     Show { id: String },
@@ -253,23 +265,29 @@ impl PaymentsCmd {
                     merchant,
                     reader,
                     status,
+                    created_gte,
+                    created_lt,
+                    max,
+                    page_size,
                 } => {
-                    let mut q = Vec::new();
+                    let mut q = form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("limit", &page_size.to_string());
                     for (k, v) in [
                         ("merchant", merchant),
                         ("reader", reader),
                         ("status", status),
+                        ("created_gte", created_gte),
+                        ("created_lt", created_lt),
                     ] {
                         if let Some(v) = v {
-                            q.push(format!("{k}={v}"));
+                            q.append_pair(k, &v);
                         }
                     }
-                    let path = if q.is_empty() {
-                        "/v1/payments".to_string()
-                    } else {
-                        format!("/v1/payments?{}", q.join("&"))
-                    };
-                    let v = c.get(&path).await?;
+                    let path = format!("/v1/payments?{}", q.finish());
+                    let mut all = Vec::new();
+                    c.get_all_pages(&path, max, |items| all.extend(items))
+                        .await?;
+                    let v = serde_json::Value::Array(all);
                     if json_out {
                         print_json(&v);
                         return Ok(());

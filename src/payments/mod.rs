@@ -9,6 +9,8 @@
 //! - [`worker`]: one task per reader carrying each payment through the reader (a file per
 //!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
+//! - [`index`]: the payments' secondary indexes (time, merchant, reader, status,
+//!   PaymentIntent), written in the same batch as each payment, and the paged list.
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`stats`]: request counts and the daemon's own latencies.
 
@@ -16,6 +18,7 @@ pub mod directory;
 pub mod engine;
 pub mod failpoint;
 pub mod ids;
+pub mod index;
 pub mod machine;
 pub mod queue;
 pub mod refunds;

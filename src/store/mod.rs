@@ -7,7 +7,7 @@
 
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
@@ -19,7 +19,17 @@ use std::sync::Arc;
 /// - 2: every record time is a `clock::Timestamp`, written as RFC 3339 with milliseconds;
 ///   fleet records of version 1 hold Unix milliseconds, which still read, so the step from
 ///   1 rewrites nothing. The version says that a readerd expecting numbers must not open it.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: payments have secondary indexes (tree `payment_index`: by creation time, merchant,
+///   reader, status, merchant and status, PaymentIntent), written in the same batch as the
+///   payment. The step from 2 builds them from the payments, in chunks, then writes the
+///   version: an interrupted step is started again at the next open (rebuilding is
+///   idempotent). A readerd of version 2 would write payments without their index entries,
+///   so it must not open a store of version 3.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The meta key that marks a store filled for measurement (`readerd bench --fill-store`):
+/// its payments were never on Stripe. `readerd run` warns when it opens one.
+pub const TEST_STORE_KEY: &str = "test_store";
 
 /// The format version written into every record's envelope.
 pub const RECORD_FORMAT: u32 = 1;
@@ -37,10 +47,13 @@ pub enum Tree {
     /// Processed webhook event ids.
     WebhookEvents,
     Refunds,
+    /// Secondary indexes of payments (keys laid out by `payments::index`), written in the
+    /// same [`Batch`] as the payment they point to.
+    PaymentIndex,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -49,6 +62,7 @@ impl Tree {
         Tree::Idempotency,
         Tree::WebhookEvents,
         Tree::Refunds,
+        Tree::PaymentIndex,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +75,7 @@ impl Tree {
             Tree::Idempotency => "idempotency",
             Tree::WebhookEvents => "webhook_events",
             Tree::Refunds => "refunds",
+            Tree::PaymentIndex => "payment_index",
         }
     }
 }
@@ -109,6 +124,73 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The entries whose key starts with `prefix`, in key order; reads only those.
     fn scan_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Writes every put and remove of `batch`, across trees, all or none (a crash leaves
+    /// either the whole batch or nothing of it), and flushes. An empty batch is a no-op.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    /// At most `limit` entries whose key starts with `prefix`, in key order (descending when
+    /// `reverse`), beginning strictly after `start_after` in that order (a whole key, not a
+    /// suffix of the prefix; `None` = from the prefix's first, or last, key). Reads only what
+    /// it returns: this is what makes a page cost O(page).
+    fn scan_range(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+/// One write of a [`Batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        tree: Tree,
+        key: String,
+        value: Vec<u8>,
+    },
+    Remove {
+        tree: Tree,
+        key: String,
+    },
+}
+
+/// Puts and removes over any trees that [`Store::apply`] writes atomically: a record and
+/// the index entries that point to it, or an archived record's removal and its tombstone.
+/// Applied in order, so a later op on the same key wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, tree: Tree, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put {
+            tree,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Puts a typed record in its versioned envelope (as [`Registry::put`] writes it).
+    pub fn put_record<T: Serialize>(&mut self, tree: Tree, key: impl Into<String>, value: &T) {
+        self.put(tree, key, Registry::encode(value));
+    }
+
+    pub fn remove(&mut self, tree: Tree, key: impl Into<String>) {
+        self.ops.push(Op::Remove {
+            tree,
+            key: key.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,7 +215,12 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Opens (creating if needed) the sled store at `path`, checks and migrates its schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let store = SledStore::open(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Registry::open`] with sled's page cache bounded to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let store = SledStore::open(path, cache_bytes)?;
         Self::with_store(Arc::new(store), &path.display().to_string())
     }
 
@@ -161,23 +248,70 @@ impl Registry {
                 supported: SCHEMA_VERSION,
             });
         }
-        // Migrations from older schemas go here, one step at a time. Version 0 is an empty
-        // (new) store, which needs none; 1 → 2 needs none either (see [`SCHEMA_VERSION`]).
+        // Migrations from older schemas, one step at a time (see [`SCHEMA_VERSION`]).
+        // Version 0 is an empty (new) store, which needs none; 1 → 2 needs none either.
+        let registry = Registry { store };
+        if (1..3).contains(&found) {
+            tracing::info!("store schema {found} → 3: building the payment indexes");
+            let n = crate::payments::index::rebuild(&registry)?;
+            tracing::info!(payments = n, "payment indexes built");
+        }
         if found < SCHEMA_VERSION {
-            store.put(
+            registry.store.put(
                 Tree::Meta,
                 "schema_version",
                 SCHEMA_VERSION.to_string().as_bytes(),
             )?;
         }
-        Ok(Registry { store })
+        Ok(registry)
+    }
+
+    /// Whether the store was filled for measurement ([`TEST_STORE_KEY`]).
+    pub fn is_test_store(&self) -> Result<bool, StoreError> {
+        Ok(self.store.get(Tree::Meta, TEST_STORE_KEY)?.is_some())
+    }
+
+    /// Marks the store as filled for measurement.
+    pub fn mark_test_store(&self, why: &str) -> Result<(), StoreError> {
+        self.store.put(Tree::Meta, TEST_STORE_KEY, why.as_bytes())
+    }
+
+    /// Writes a [`Batch`] atomically.
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.store.apply(batch)
+    }
+
+    /// Calls `f` with every record of `tree` whose key starts with `prefix`, in key order,
+    /// reading `chunk` records at a time: a walk of a large tree that never holds it whole.
+    pub fn for_each<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        chunk: usize,
+        mut f: impl FnMut(String, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self
+                .store
+                .scan_range(tree, prefix, after.as_deref(), chunk.max(1), false)?;
+            let done = rows.len() < chunk.max(1);
+            for (k, b) in rows {
+                let v = Self::decode(tree, &k, &b)?;
+                after = Some(k.clone());
+                f(k, v)?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         serde_json::to_vec(&Envelope {
             v: RECORD_FORMAT,
             data: value,
@@ -185,7 +319,7 @@ impl Registry {
         .expect("records serialise")
     }
 
-    fn decode<T: DeserializeOwned>(tree: Tree, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    pub(crate) fn decode<T: DeserializeOwned>(tree: Tree, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
         let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
             tree: tree.name(),
             key: key.to_string(),

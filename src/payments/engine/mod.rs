@@ -28,6 +28,7 @@ pub use accept::{CreatePayment, MAX_AMOUNT};
 pub(crate) use reader_ops::DisplayRequest;
 
 use super::directory::Directory;
+use super::index::{self, Page, PageError, PageQuery};
 use super::machine::{ChargeType, Observation, Payment, Refused, Source, Status};
 use super::queue::{QueueFull, ReaderQueue};
 use super::worker;
@@ -131,15 +132,12 @@ impl From<Refused> for PaymentError {
     }
 }
 
-/// Filters of the payment list.
-#[derive(Clone, Debug, Default)]
-pub struct PaymentFilter {
-    pub merchant: Option<String>,
-    pub reader: Option<String>,
-    pub status: Option<Status>,
-    /// Only these merchants (a pos client's scope); `None` = all.
-    pub scope: Option<Vec<String>>,
-}
+/// Filters and position of a page of the payment list.
+pub type PaymentFilter = PageQuery;
+
+/// The most payments one page answers, and how many when the caller does not say.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
 
 /// A reader's live state, as the fleet API shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -176,8 +174,6 @@ pub(crate) struct Inner {
     /// no store lock is).
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     readers: Mutex<HashMap<String, Arc<ReaderSlot>>>,
-    /// PaymentIntent id → payment id, for webhook hints.
-    by_intent: Mutex<HashMap<String, String>>,
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     pub(crate) stats: Mutex<super::stats::Stats>,
@@ -236,7 +232,6 @@ impl Engine {
                 write_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 op_locks: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
-                by_intent: Mutex::new(HashMap::new()),
                 displays: Mutex::new(HashMap::new()),
                 events,
                 stats: Mutex::new(Default::default()),
@@ -283,20 +278,19 @@ impl Engine {
         self.get(id)?.ok_or(PaymentError::NotFound("payment"))
     }
 
-    /// The payments that pass `f`, newest first. A scan of the whole tree, on purpose: the
-    /// list is of every payment (paging and indexes by merchant or reader are for when the
-    /// history outgrows it).
-    pub fn list(&self, f: &PaymentFilter) -> Result<Vec<Payment>, PaymentError> {
-        let all: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
-        let mut out: Vec<Payment> = all
-            .into_iter()
-            .filter(|p| f.merchant.as_ref().is_none_or(|m| &p.merchant == m))
-            .filter(|p| f.reader.as_ref().is_none_or(|r| &p.reader == r))
-            .filter(|p| f.status.is_none_or(|s| p.status == s))
-            .filter(|p| f.scope.as_ref().is_none_or(|s| s.contains(&p.merchant)))
-            .collect();
-        out.sort_by_key(|p| std::cmp::Reverse(p.created_at));
-        Ok(out)
+    /// One page of the payments that pass `f`, newest first, read through the indexes
+    /// ([`index::page`]): it costs O(page), whatever the history's size. `f.limit` is
+    /// clamped to 1..=[`MAX_PAGE`].
+    pub fn list(&self, f: &PaymentFilter) -> Result<Page, PaymentError> {
+        let mut q = f.clone();
+        q.limit = q.limit.clamp(1, MAX_PAGE);
+        index::page(&self.inner.registry, &q).map_err(|e| match e {
+            PageError::UnknownCursor(id) => PaymentError::invalid(
+                "invalid_request",
+                format!("starting_after: no such payment {id}"),
+            ),
+            PageError::Store(s) => s.into(),
+        })
     }
 
     /// The lock for read-modify-write of one payment's records (sharded by id, so that
@@ -321,9 +315,10 @@ impl Engine {
                 .registry
                 .get(Tree::Payments, id)?
                 .ok_or(PaymentError::NotFound("payment"))?;
+            let old = p.clone();
             let before = p.status;
             f(&mut p)?;
-            self.inner.registry.put(Tree::Payments, id, &p)?;
+            index::write(&self.inner.registry, Some(&old), &p)?;
             self.track(Some(before), &p);
             p
         };
@@ -365,23 +360,10 @@ impl Engine {
         Ok(p)
     }
 
-    pub(crate) fn index_intent(&self, pi: &str, payment: &str) {
-        self.inner
-            .by_intent
-            .lock()
-            .expect("intent index")
-            .insert(pi.to_string(), payment.to_string());
-    }
-
-    /// Our payment of a PaymentIntent, if it is one of ours.
+    /// Our payment of a PaymentIntent, if it is one of ours (the store's intent index,
+    /// written with the record that names the PaymentIntent).
     pub(crate) fn payment_for_intent(&self, pi: &str) -> Option<Payment> {
-        let id = self
-            .inner
-            .by_intent
-            .lock()
-            .expect("intent index")
-            .get(pi)
-            .cloned()?;
+        let id = index::by_intent(&self.inner.registry, pi).ok().flatten()?;
         self.get(&id).ok().flatten()
     }
 

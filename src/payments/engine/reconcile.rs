@@ -2,34 +2,22 @@
 //! that is not final, the periodic sweep (payments waiting off the reader, stopped flows,
 //! pending refunds), and webhook hints (a re-read, never a decision on their own).
 
-use super::{Engine, PaymentError, PaymentFilter};
+use super::{Engine, PaymentError};
+use crate::payments::index;
 use crate::payments::machine::{IntentView, Observation, Payment, Source, Status};
 use crate::payments::queue::Job;
 use crate::payments::refunds::{self, RefundStatus};
-use crate::store::Tree;
 
 impl Engine {
     /// Reconciles and resumes every payment that is not final. Call once, at start-up,
     /// inside the runtime.
     pub async fn start(&self) -> Result<usize, PaymentError> {
-        // Every payment is read, on purpose: each one's PaymentIntent goes into the webhook
-        // index, and each one that is not final is resumed.
-        let payments: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
-        let mut resumed = 0;
-        for p in &payments {
-            if let Some(pi) = &p.payment_intent {
-                self.index_intent(pi, &p.id);
-            }
-        }
-        let mut open: Vec<Payment> = payments
-            .into_iter()
-            .filter(|p| !p.status.is_final())
-            .collect();
+        // Only the payments that are not final are read, through the status index: start-up
+        // costs O(open payments), not O(history).
+        let mut open = self.open_payments()?;
         open.sort_by_key(|p| p.created_at);
+        let mut resumed = 0;
         for p in open {
-            if let Some(pi) = &p.payment_intent {
-                self.index_intent(pi, &p.id);
-            }
             self.inner.links.metrics.payment_open(
                 &p.id,
                 &p.merchant,
@@ -77,9 +65,7 @@ impl Engine {
     /// `capture_before`, a cancel from the Dashboard) is recorded even without webhooks; and
     /// puts back in line any payment on its way whose flow stopped.
     pub async fn sweep(&self) -> usize {
-        // Every payment is read, on purpose: finding the open ones among them is the sweep's
-        // job (until the store keeps an index of open payments).
-        let Ok(all) = self.list(&PaymentFilter::default()) else {
+        let Ok(all) = self.open_payments() else {
             return 0;
         };
         let mut n = 0;
@@ -132,6 +118,22 @@ impl Engine {
             }
         }
         n
+    }
+
+    /// Every payment that is not final, found through the status index.
+    fn open_payments(&self) -> Result<Vec<Payment>, PaymentError> {
+        let mut ids = Vec::new();
+        index::for_each_open(&self.inner.registry, |id| {
+            ids.push(id);
+            Ok(())
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get(&id)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// A webhook said something about a reader: wake its worker to re-read.

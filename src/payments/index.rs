@@ -1,0 +1,368 @@
+//! Secondary indexes of payments (tree `payment_index`), and the paged list they serve.
+//!
+//! Every payment write goes through [`write`], which puts the record and adds or removes its
+//! index entries in one [`Batch`]: the store applies it atomically, so after a crash a record
+//! appears in exactly its indexes. Keys (a time is the creation time in Unix milliseconds,
+//! zero-padded to 16 digits so that text order is time order; merchant and reader ids are
+//! escaped so that they hold no `/`):
+//!
+//! | key | value | serves |
+//! | --- | --- | --- |
+//! | `t/<time>/<id>` | empty | the list, newest first; retention, oldest first |
+//! | `m/<merchant>/<time>/<id>` | empty | `?merchant=`, a pos client's scope |
+//! | `ms/<merchant>/<status>/<time>/<id>` | empty | `?merchant=&status=` |
+//! | `r/<reader>/<time>/<id>` | empty | `?reader=` |
+//! | `s/<status>/<time>/<id>` | empty | `?status=`; the open payments reconcile reads |
+//! | `i/<payment intent>` | payment id | webhook hints |
+//! | `a/<id>` | `<time>/<id>` | an archived payment, so that a cursor naming it still pages |
+//!
+//! A page reads its index ranges from the cursor on and loads only the payments it answers
+//! (plus those a second filter skips), so it costs O(page), not O(history).
+
+use super::machine::{Payment, Status};
+use crate::clock::Timestamp;
+use crate::store::{Batch, Registry, StoreError, Tree};
+use std::collections::{BTreeSet, VecDeque};
+
+/// The index tree.
+const TREE: Tree = Tree::PaymentIndex;
+
+/// Escapes `%` and `/` so that an id is one key segment.
+fn part(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+/// A creation time as a key segment.
+fn time(t: Timestamp) -> String {
+    format!("{:016}", t.as_ms().max(0))
+}
+
+/// Where a payment sorts in every time-ordered index: `<time>/<id>`.
+fn position(p: &Payment) -> String {
+    format!("{}/{}", time(p.created_at), p.id)
+}
+
+/// The statuses that are not final, whose payments reconcile and the sweep read.
+pub const OPEN: [Status; 4] = [
+    Status::Queued,
+    Status::Processing,
+    Status::RequiresCapture,
+    Status::Declined,
+];
+
+/// The index entries of a payment, with their values.
+pub(crate) fn entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
+    let pos = position(p);
+    let m = part(&p.merchant);
+    let st = p.status.as_str();
+    let mut out = vec![
+        (format!("t/{pos}"), Vec::new()),
+        (format!("m/{m}/{pos}"), Vec::new()),
+        (format!("ms/{m}/{st}/{pos}"), Vec::new()),
+        (format!("r/{}/{pos}", part(&p.reader)), Vec::new()),
+        (format!("s/{st}/{pos}"), Vec::new()),
+    ];
+    if let Some(pi) = &p.payment_intent {
+        out.push((format!("i/{}", part(pi)), p.id.clone().into_bytes()));
+    }
+    out
+}
+
+/// Adds to `batch` the record `new` and the index changes from `old` (the stored record,
+/// `None` for a new payment) to `new`.
+pub(crate) fn stage(batch: &mut Batch, old: Option<&Payment>, new: &Payment) {
+    batch.put_record(Tree::Payments, new.id.clone(), new);
+    let before: BTreeSet<String> = old
+        .map(|o| entries(o).into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    let after = entries(new);
+    let keep: BTreeSet<&String> = after.iter().map(|(k, _)| k).collect();
+    for k in &before {
+        if !keep.contains(k) {
+            batch.remove(TREE, k.clone());
+        }
+    }
+    for (k, v) in after {
+        // The intent entry is rewritten when present: cheap, and it heals nothing but is
+        // always right.
+        if !before.contains(&k) || k.starts_with("i/") {
+            batch.put(TREE, k, v);
+        }
+    }
+}
+
+/// Writes a payment and its index entries atomically. The caller holds the payment's write
+/// lock, and `old` is what the store holds now.
+pub(crate) fn write(
+    registry: &Registry,
+    old: Option<&Payment>,
+    new: &Payment,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    stage(&mut batch, old, new);
+    registry.apply(batch)
+}
+
+/// Adds to `batch` the removal of an archived payment and its index entries, and the
+/// tombstone that keeps a cursor naming it usable.
+pub(crate) fn stage_archive(batch: &mut Batch, p: &Payment) {
+    batch.remove(Tree::Payments, p.id.clone());
+    for (k, _) in entries(p) {
+        batch.remove(TREE, k);
+    }
+    batch.put(TREE, format!("a/{}", p.id), position(p).into_bytes());
+}
+
+/// Builds every payment's index entries (the step of the store's schema 2 → 3). Idempotent:
+/// a step interrupted by a crash is simply run again. Reads the payments a chunk at a time.
+pub fn rebuild(registry: &Registry) -> Result<usize, StoreError> {
+    const CHUNK: usize = 1000;
+    let mut n = 0;
+    let mut batch = Batch::default();
+    registry.for_each::<Payment>(Tree::Payments, "", CHUNK, |_, p| {
+        for (k, v) in entries(&p) {
+            batch.put(TREE, k, v);
+        }
+        n += 1;
+        if n % CHUNK == 0 {
+            registry.apply(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    registry.apply(batch)?;
+    Ok(n)
+}
+
+/// The payment of a PaymentIntent, if it is one of ours.
+pub(crate) fn by_intent(registry: &Registry, pi: &str) -> Result<Option<String>, StoreError> {
+    Ok(registry
+        .store()
+        .get(TREE, &format!("i/{}", part(pi)))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// The id at the end of an index key (`…/<time>/<id>`).
+fn id_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// Calls `f` with the id of every payment that is not final, oldest first within each
+/// status, reading the status index a chunk at a time (never the payments tree).
+pub(crate) fn for_each_open(
+    registry: &Registry,
+    mut f: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for st in OPEN {
+        let prefix = format!("s/{}/", st.as_str());
+        let mut after: Option<String> = None;
+        loop {
+            let rows = registry
+                .store()
+                .scan_range(TREE, &prefix, after.as_deref(), 500, false)?;
+            let done = rows.len() < 500;
+            for (k, _) in rows {
+                f(id_of(&k).to_string())?;
+                after = Some(k);
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with every payment created before `before`, oldest first, `chunk` at a time,
+/// until `f` answers `false`.
+pub(crate) fn for_each_created_before(
+    registry: &Registry,
+    before: Timestamp,
+    chunk: usize,
+    mut f: impl FnMut(Payment) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let bound = format!("t/{}", time(before));
+    let mut after: Option<String> = None;
+    loop {
+        let rows = registry
+            .store()
+            .scan_range(TREE, "t/", after.as_deref(), chunk.max(1), false)?;
+        let done = rows.len() < chunk.max(1);
+        for (k, _) in rows {
+            if k >= bound {
+                return Ok(());
+            }
+            if let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&k))? {
+                if !f(p)? {
+                    return Ok(());
+                }
+            }
+            after = Some(k);
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// A page of the payment list.
+#[derive(Clone, Debug, Default)]
+pub struct PageQuery {
+    pub merchant: Option<String>,
+    pub reader: Option<String>,
+    pub status: Option<Status>,
+    /// Only these merchants (a pos client's scope); `None` = all.
+    pub scope: Option<Vec<String>>,
+    pub created_gte: Option<Timestamp>,
+    pub created_lt: Option<Timestamp>,
+    /// The last payment of the previous page.
+    pub starting_after: Option<String>,
+    pub limit: usize,
+}
+
+/// The answer: at most `limit` payments, newest first, and whether more follow.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub items: Vec<Payment>,
+    pub has_more: bool,
+}
+
+/// Why a page cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// `starting_after` names no payment, live or archived.
+    #[error("no such payment {0} to start after")]
+    UnknownCursor(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One index range read newest first, a chunk at a time.
+struct Source {
+    prefix: String,
+    /// The last key read (or the bound to read below).
+    after: Option<String>,
+    buf: VecDeque<String>,
+    done: bool,
+}
+
+impl Source {
+    fn new(prefix: String, below: &[String]) -> Source {
+        // Start strictly below the smallest of the bounds (cursor, `created_lt`).
+        let after = below.iter().map(|b| format!("{prefix}{b}")).min();
+        Source {
+            prefix,
+            after,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The position (`<time>/<id>`) of the next entry, reading a chunk if needed.
+    fn head(&mut self, registry: &Registry, chunk: usize) -> Result<Option<&str>, StoreError> {
+        if self.buf.is_empty() && !self.done {
+            let rows =
+                registry
+                    .store()
+                    .scan_range(TREE, &self.prefix, self.after.as_deref(), chunk, true)?;
+            self.done = rows.len() < chunk;
+            if let Some((k, _)) = rows.last() {
+                self.after = Some(k.clone());
+            }
+            self.buf
+                .extend(rows.into_iter().map(|(k, _)| k[self.prefix.len()..].to_string()));
+        }
+        Ok(self.buf.front().map(String::as_str))
+    }
+}
+
+/// A page of payments, newest first (by creation time, then id), that pass every filter.
+pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
+    let limit = q.limit.max(1);
+    let allowed = |m: &str| q.scope.as_ref().is_none_or(|s| s.iter().any(|x| x == m));
+    let status = q.status.map(Status::as_str);
+    // The index ranges to merge: the narrowest the filters allow.
+    let prefixes: Vec<String> = if let Some(r) = &q.reader {
+        vec![format!("r/{}/", part(r))]
+    } else if let Some(m) = &q.merchant {
+        if !allowed(m) {
+            return Ok(Page::default());
+        }
+        match status {
+            Some(st) => vec![format!("ms/{}/{st}/", part(m))],
+            None => vec![format!("m/{}/", part(m))],
+        }
+    } else if let Some(scope) = &q.scope {
+        let mut ms: Vec<&String> = scope.iter().collect();
+        ms.sort();
+        ms.dedup();
+        ms.into_iter()
+            .map(|m| match status {
+                Some(st) => format!("ms/{}/{st}/", part(m)),
+                None => format!("m/{}/", part(m)),
+            })
+            .collect()
+    } else if let Some(st) = status {
+        vec![format!("s/{st}/")]
+    } else {
+        vec!["t/".to_string()]
+    };
+    let mut below: Vec<String> = Vec::new();
+    if let Some(lt) = q.created_lt {
+        below.push(time(lt));
+    }
+    if let Some(id) = &q.starting_after {
+        let pos = match registry.get::<Payment>(Tree::Payments, id)? {
+            Some(p) => position(&p),
+            None => match registry.store().get(TREE, &format!("a/{id}"))? {
+                Some(b) => String::from_utf8_lossy(&b).into_owned(),
+                None => return Err(PageError::UnknownCursor(id.clone())),
+            },
+        };
+        below.push(pos);
+    }
+    let floor = q.created_gte.map(time);
+    let mut sources: Vec<Source> = prefixes
+        .into_iter()
+        .map(|p| Source::new(p, &below))
+        .collect();
+    let chunk = (limit + 1).min(1001);
+    let mut items = Vec::new();
+    loop {
+        // The newest head among the sources.
+        let mut best: Option<(usize, String)> = None;
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(h) = s.head(registry, chunk)? {
+                if best.as_ref().is_none_or(|(_, b)| h > b.as_str()) {
+                    best = Some((i, h.to_string()));
+                }
+            }
+        }
+        let Some((i, pos)) = best else { break };
+        sources[i].buf.pop_front();
+        if floor.as_ref().is_some_and(|f| pos.as_str() < f.as_str()) {
+            // Every other head is older still.
+            break;
+        }
+        let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&pos))? else {
+            continue;
+        };
+        let pass = q.merchant.as_ref().is_none_or(|m| &p.merchant == m)
+            && q.reader.as_ref().is_none_or(|r| &p.reader == r)
+            && q.status.is_none_or(|s| p.status == s)
+            && allowed(&p.merchant);
+        if !pass {
+            continue;
+        }
+        if items.len() == limit {
+            return Ok(Page {
+                items,
+                has_more: true,
+            });
+        }
+        items.push(p);
+    }
+    Ok(Page {
+        items,
+        has_more: false,
+    })
+}
