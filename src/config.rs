@@ -132,12 +132,23 @@ impl Default for StripeConfig {
 pub struct StoreConfig {
     /// The sled registry's directory.
     pub path: PathBuf,
+    /// sled's page cache, MiB: what of the store sled keeps in memory (its own default,
+    /// 1 GiB, would let the daemon's memory grow with its history).
+    pub cache_mb: u64,
+    /// Final payments created longer ago than this are moved from the live store to a daily
+    /// export file under `archive_dir`; absent = keep everything.
+    pub keep_final: Option<HumanDuration>,
+    /// Where archived payments go (`payments-YYYY-MM-DD.jsonl`, by creation day, UTC).
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("/var/lib/readerd"),
+            cache_mb: 64,
+            keep_final: None,
+            archive_dir: None,
         }
     }
 }
@@ -438,6 +449,23 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.path", "must not be empty"));
+        }
+        if self.store.cache_mb < 8 {
+            return Err(ConfigError::invalid("store.cache_mb", "must be at least 8"));
+        }
+        if let Some(k) = self.store.keep_final {
+            if k.0 < Duration::from_secs(86_400) {
+                return Err(ConfigError::invalid(
+                    "store.keep_final",
+                    "must be at least one day (\"1d\")",
+                ));
+            }
+            if self.store.archive_dir.is_none() {
+                return Err(ConfigError::invalid(
+                    "store.archive_dir",
+                    "must be set when store.keep_final is: archived payments are written there",
+                ));
+            }
         }
         if self.api.max_body_bytes < 256 {
             return Err(ConfigError::invalid(

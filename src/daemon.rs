@@ -24,7 +24,7 @@ use crate::store::{Registry, StoreError};
 use crate::stripe::StripeClient;
 use crate::systemd::{Heartbeat, Notifier};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -132,10 +132,7 @@ impl Daemon {
     /// `listener`. The config must already be validated.
     pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
         let Daemon { config, secrets } = self;
-        let path = config.store.path.clone();
-        let registry = tokio::task::spawn_blocking(move || Registry::open(&path))
-            .await
-            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
+        let registry = open_store(&config).await?;
         Self::start_with_registry(config, secrets, registry, listener).await
     }
 
@@ -182,6 +179,17 @@ impl Daemon {
         let engine = start_payments(&state).await?;
         state.live = Arc::new(engine.clone());
         let mut tasks = vec![tokio::spawn(sweep_loop(engine.clone(), shutdown.clone()))];
+        if let (Some(keep), Some(dir)) = (
+            state.config.store.keep_final,
+            state.config.store.archive_dir.clone(),
+        ) {
+            tasks.push(tokio::spawn(retention_loop(
+                engine.clone(),
+                keep.0,
+                dir,
+                shutdown.clone(),
+            )));
+        }
         reader_metrics(&state);
 
         let routes = api::payments::routes(engine.clone()).merge(api::webhooks::routes(engine));
@@ -313,6 +321,47 @@ async fn sweep_loop(engine: Engine, shutdown: Shutdown) {
         let n = engine.sweep().await;
         tracing::debug!(payments = n, "authorised and declined payments re-read");
     }
+}
+
+/// How often final payments older than `[store] keep_final` are archived.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Archives final payments older than `keep` into `dir` a minute after start, then every
+/// [`RETENTION_INTERVAL`], until shutdown.
+async fn retention_loop(engine: Engine, keep: Duration, dir: PathBuf, shutdown: Shutdown) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = RETENTION_INTERVAL;
+        let before = crate::clock::Timestamp::now() - keep;
+        match engine.archive_final(&dir, before, None).await {
+            Ok(r) if r.archived > 0 || r.held > 0 => {
+                tracing::info!(archived = r.archived, held = r.held, dir = %dir.display(), "final payments archived")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "archiving final payments failed; retrying later"),
+        }
+    }
+}
+
+/// Opens the store of `config` (sled's cache bounded by `[store] cache_mb`), building its
+/// indexes if it is older, and warns when it was filled for measurement.
+async fn open_store(config: &Config) -> Result<Registry, DaemonError> {
+    let path = config.store.path.clone();
+    let cache = config.store.cache_mb.saturating_mul(1024 * 1024);
+    let registry = tokio::task::spawn_blocking(move || Registry::open_with_cache(&path, cache))
+        .await
+        .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
+    if registry.is_test_store().unwrap_or(false) {
+        tracing::warn!(
+            store = %config.store.path.display(),
+            "this store was filled for measurement (readerd bench --fill-store): its payments never were on Stripe; do not use it for real payments"
+        );
+    }
+    Ok(registry)
 }
 
 /// Syncs at once, then every `interval`; after a failure, again within a minute.
@@ -515,13 +564,8 @@ pub fn run(path: &Path) -> ExitCode {
         // Before anything else: a signal during start-up is handled, not fatal.
         let mut signals = Signals::install();
         let listen = config.api.listen;
-        let path = config.store.path.clone();
-        let registry = match tokio::task::spawn_blocking(move || Registry::open(&path)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!("cannot open the store: {e}");
-                return ExitCode::FAILURE;
-            }
+        let registry = match open_store(&config).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
                 return ExitCode::FAILURE;

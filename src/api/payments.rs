@@ -10,9 +10,7 @@ use super::scope::{self, Object};
 use super::{ApiError, ApiJson, AppState, Caller, Routes};
 use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
-use crate::payments::engine::{
-    CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE,
-};
+use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE};
 use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
@@ -186,9 +184,10 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     let mut get = std::collections::HashMap::new();
     for (k, v) in &pairs {
         if !LIST_PARAMS.contains(&k.as_str()) {

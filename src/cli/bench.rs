@@ -35,6 +35,13 @@ pub struct BenchArgs {
     /// Keep the store on disk in this directory (a temporary one otherwise).
     #[arg(long)]
     pub store: Option<std::path::PathBuf>,
+    /// Instead of the flow: fill the store in this directory with `--payments` final
+    /// payments spread over `--days`, without the emulator, and mark it as a test store.
+    #[arg(long, value_name = "DIR", conflicts_with = "store")]
+    pub fill_store: Option<std::path::PathBuf>,
+    /// Days the filled payments are spread over, ending now.
+    #[arg(long, default_value_t = 365)]
+    pub days: u64,
 }
 
 /// The measurements of one run.
@@ -252,6 +259,28 @@ impl std::fmt::Display for BenchReport {
 
 /// The `readerd bench` command.
 pub fn main(args: BenchArgs) -> ExitCode {
+    if let Some(dir) = &args.fill_store {
+        return match super::history::fill_store(
+            dir,
+            args.payments,
+            args.merchants,
+            args.readers,
+            args.days,
+        ) {
+            Ok(secs) => {
+                println!(
+                    "{} final payments written to {} in {secs:.1} s (a test store: readerd run warns about it)",
+                    args.payments,
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("readerd bench --fill-store: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(rt) = crate::cli::runtime("readerd", true) else {
         return ExitCode::FAILURE;
     };

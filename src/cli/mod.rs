@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod history;
 pub mod payments;
 pub mod sim;
 
@@ -51,8 +52,13 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
-    /// Benchmark the payment flow against the in-process emulator.
+    /// Benchmark the payment flow against the in-process emulator (or, with
+    /// `--fill-store`, fill a test store with a large history).
     Bench(bench::BenchArgs),
+    /// Payments created in a period, as JSON lines (through the API).
+    Export(history::ExportCmd),
+    /// Archive final payments now, or restore archive files (the daemon stopped).
+    Archive(history::ArchiveCmd),
 }
 
 /// A tokio runtime for a command (multi-threaded or on the current thread), or `None` after
@@ -85,5 +91,7 @@ pub fn main() -> ExitCode {
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
         Command::Bench(a) => bench::main(a),
+        Command::Export(c) => c.run(),
+        Command::Archive(c) => c.run(),
     }
 }

@@ -187,7 +187,7 @@ mod tests {
     fn a_schema_1_store_opens_and_its_millisecond_times_still_read() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let raw = SledStore::open(dir.path()).unwrap();
+            let raw = SledStore::open(dir.path(), crate::store::DEFAULT_CACHE_BYTES).unwrap();
             use crate::store::Store;
             raw.put(Tree::Meta, "schema_version", b"1").unwrap();
             let v1 = r#"{"v":1,"data":{"id":"tmr_1","label":"front","location":"tml_1",

@@ -183,9 +183,10 @@ pub(crate) fn for_each_created_before(
     let bound = format!("t/{}", time(before));
     let mut after: Option<String> = None;
     loop {
-        let rows = registry
-            .store()
-            .scan_range(TREE, "t/", after.as_deref(), chunk.max(1), false)?;
+        let rows =
+            registry
+                .store()
+                .scan_range(TREE, "t/", after.as_deref(), chunk.max(1), false)?;
         let done = rows.len() < chunk.max(1);
         for (k, _) in rows {
             if k >= bound {
@@ -260,16 +261,21 @@ impl Source {
     /// The position (`<time>/<id>`) of the next entry, reading a chunk if needed.
     fn head(&mut self, registry: &Registry, chunk: usize) -> Result<Option<&str>, StoreError> {
         if self.buf.is_empty() && !self.done {
-            let rows =
-                registry
-                    .store()
-                    .scan_range(TREE, &self.prefix, self.after.as_deref(), chunk, true)?;
+            let rows = registry.store().scan_range(
+                TREE,
+                &self.prefix,
+                self.after.as_deref(),
+                chunk,
+                true,
+            )?;
             self.done = rows.len() < chunk;
             if let Some((k, _)) = rows.last() {
                 self.after = Some(k.clone());
             }
-            self.buf
-                .extend(rows.into_iter().map(|(k, _)| k[self.prefix.len()..].to_string()));
+            self.buf.extend(
+                rows.into_iter()
+                    .map(|(k, _)| k[self.prefix.len()..].to_string()),
+            );
         }
         Ok(self.buf.front().map(String::as_str))
     }
@@ -365,4 +371,241 @@ pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
         items,
         has_more: false,
     })
+}
+
+/// Every disagreement between the payments and their indexes: a payment missing one of its
+/// entries, or an entry (other than a tombstone) that its payment does not have. Empty when
+/// the store is consistent. Reads everything, a chunk at a time: for tests and checks.
+pub fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    registry.for_each::<Payment>(Tree::Payments, "", 1000, |id, p| {
+        for (k, v) in entries(&p) {
+            match registry.store().get(TREE, &k)? {
+                Some(got) if got == v => {}
+                _ => problems.push(format!("{id}: index entry {k} missing")),
+            }
+        }
+        Ok(())
+    })?;
+    let mut after: Option<String> = None;
+    loop {
+        let rows = registry
+            .store()
+            .scan_range(TREE, "", after.as_deref(), 1000, false)?;
+        let done = rows.len() < 1000;
+        for (k, v) in rows {
+            let id = if k.starts_with("i/") {
+                String::from_utf8_lossy(&v).into_owned()
+            } else {
+                id_of(&k).to_string()
+            };
+            if !k.starts_with("a/") {
+                let ok = registry
+                    .get::<Payment>(Tree::Payments, &id)?
+                    .is_some_and(|p| entries(&p).iter().any(|(e, _)| e == &k));
+                if !ok {
+                    problems.push(format!("index entry {k} names no such record"));
+                }
+            }
+            after = Some(k);
+        }
+        if done {
+            return Ok(problems);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::machine::{CaptureMode, ChargeType, NewPayment};
+
+    fn pay(id: &str, merchant: &str, reader: &str, at: i64) -> Payment {
+        Payment::new(
+            NewPayment {
+                id: id.into(),
+                merchant: merchant.into(),
+                account: "acct_1".into(),
+                charge_type: ChargeType::Direct,
+                reader: reader.into(),
+                amount: 100,
+                currency: "eur".into(),
+                capture: CaptureMode::Automatic,
+                description: None,
+                metadata: Default::default(),
+                application_fee_amount: None,
+                on_behalf_of: None,
+                intent_key: format!("k:{id}"),
+            },
+            Timestamp::from_ms(at),
+        )
+    }
+
+    fn ids(p: &Page) -> Vec<&str> {
+        p.items.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    fn q(limit: usize) -> PageQuery {
+        PageQuery {
+            limit,
+            ..Default::default()
+        }
+    }
+
+    /// Five payments, `pay_1` (oldest) to `pay_5`, alternating merchants a and b.
+    fn five() -> Registry {
+        let r = Registry::temporary().unwrap();
+        for i in 1..=5 {
+            let m = if i % 2 == 1 { "a" } else { "b" };
+            write(&r, None, &pay(&format!("pay_{i}"), m, "tmr/1", 1000 * i)).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn an_empty_store_answers_an_empty_last_page() {
+        let r = Registry::temporary().unwrap();
+        let p = page(&r, &q(10)).unwrap();
+        assert!(p.items.is_empty());
+        assert!(!p.has_more);
+    }
+
+    #[test]
+    fn pages_follow_each_other_newest_first_and_the_exact_last_page_says_no_more() {
+        let r = five();
+        let p1 = page(&r, &q(2)).unwrap();
+        assert_eq!(ids(&p1), ["pay_5", "pay_4"]);
+        assert!(p1.has_more);
+        let mut next = q(2);
+        next.starting_after = Some("pay_4".into());
+        let p2 = page(&r, &next).unwrap();
+        assert_eq!(ids(&p2), ["pay_3", "pay_2"]);
+        next.starting_after = Some("pay_2".into());
+        let p3 = page(&r, &next).unwrap();
+        assert_eq!(ids(&p3), ["pay_1"]);
+        assert!(!p3.has_more);
+        // Exactly `limit` left: no more after them.
+        let mut exact = q(5);
+        assert!(!page(&r, &exact).unwrap().has_more);
+        exact.limit = 4;
+        assert!(page(&r, &exact).unwrap().has_more);
+        // A cursor that names nothing is refused, not read as "from the start".
+        next.starting_after = Some("pay_nope".into());
+        assert!(matches!(page(&r, &next), Err(PageError::UnknownCursor(_))));
+    }
+
+    #[test]
+    fn a_payment_created_while_paging_causes_no_duplicate_and_no_gap() {
+        let r = five();
+        let p1 = page(&r, &q(2)).unwrap();
+        write(&r, None, &pay("pay_6", "a", "tmr/1", 6000)).unwrap();
+        let mut seen: Vec<String> = ids(&p1).iter().map(|s| s.to_string()).collect();
+        let mut next = q(2);
+        next.starting_after = p1.items.last().map(|p| p.id.clone());
+        loop {
+            let p = page(&r, &next).unwrap();
+            seen.extend(p.items.iter().map(|p| p.id.clone()));
+            if !p.has_more {
+                break;
+            }
+            next.starting_after = p.items.last().map(|p| p.id.clone());
+        }
+        assert_eq!(seen, ["pay_5", "pay_4", "pay_3", "pay_2", "pay_1"]);
+    }
+
+    #[test]
+    fn an_archived_cursor_still_pages() {
+        let r = five();
+        let p4 = r.get::<Payment>(Tree::Payments, "pay_4").unwrap().unwrap();
+        let mut b = Batch::default();
+        stage_archive(&mut b, &p4);
+        r.apply(b).unwrap();
+        let mut next = q(10);
+        next.starting_after = Some("pay_4".into());
+        assert_eq!(ids(&page(&r, &next).unwrap()), ["pay_3", "pay_2", "pay_1"]);
+        assert!(verify(&r).unwrap().is_empty());
+    }
+
+    #[test]
+    fn filters_read_their_own_index_and_status_changes_move_entries() {
+        let r = five();
+        let mut f = q(10);
+        f.merchant = Some("b".into());
+        assert_eq!(ids(&page(&r, &f).unwrap()), ["pay_4", "pay_2"]);
+        f.merchant = None;
+        f.scope = Some(vec!["a".into()]);
+        assert_eq!(ids(&page(&r, &f).unwrap()), ["pay_5", "pay_3", "pay_1"]);
+        f.scope = Some(vec!["a".into(), "b".into()]);
+        f.limit = 3;
+        assert_eq!(ids(&page(&r, &f).unwrap()), ["pay_5", "pay_4", "pay_3"]);
+        // A reader id with a `/` is one key segment.
+        let mut byr = q(10);
+        byr.reader = Some("tmr/1".into());
+        assert_eq!(page(&r, &byr).unwrap().items.len(), 5);
+        byr.reader = Some("tmr".into());
+        assert!(page(&r, &byr).unwrap().items.is_empty());
+        // Time bounds: gte included, lt excluded.
+        let mut t = q(10);
+        t.created_gte = Some(Timestamp::from_ms(2000));
+        t.created_lt = Some(Timestamp::from_ms(4000));
+        assert_eq!(ids(&page(&r, &t).unwrap()), ["pay_3", "pay_2"]);
+        // A status change moves the payment between status entries, in the same batch.
+        let old = r.get::<Payment>(Tree::Payments, "pay_3").unwrap().unwrap();
+        let mut new = old.clone();
+        new.status = Status::Succeeded;
+        new.payment_intent = Some("pi_3".into());
+        write(&r, Some(&old), &new).unwrap();
+        let mut s = q(10);
+        s.status = Some(Status::Succeeded);
+        assert_eq!(ids(&page(&r, &s).unwrap()), ["pay_3"]);
+        s.merchant = Some("a".into());
+        assert_eq!(ids(&page(&r, &s).unwrap()), ["pay_3"]);
+        s.merchant = Some("b".into());
+        assert!(page(&r, &s).unwrap().items.is_empty());
+        s.status = Some(Status::Queued);
+        s.merchant = None;
+        assert_eq!(
+            ids(&page(&r, &s).unwrap()),
+            ["pay_5", "pay_4", "pay_2", "pay_1"]
+        );
+        assert_eq!(by_intent(&r, "pi_3").unwrap().as_deref(), Some("pay_3"));
+        let mut open = Vec::new();
+        for_each_open(&r, |id| {
+            open.push(id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(open, ["pay_1", "pay_2", "pay_4", "pay_5"]);
+        assert!(verify(&r).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_of_the_previous_schema_gets_its_indexes_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What readerd of schema 2 wrote: the records alone.
+            let r = Registry::open(dir.path()).unwrap();
+            for i in 1..=2500 {
+                r.put(
+                    Tree::Payments,
+                    &format!("pay_{i:05}"),
+                    &pay(&format!("pay_{i:05}"), "a", "tmr_1", i),
+                )
+                .unwrap();
+            }
+            r.store().put(Tree::Meta, "schema_version", b"2").unwrap();
+            assert_eq!(verify(&r).unwrap().len(), 2500 * 5);
+        }
+        let r = Registry::open(dir.path()).unwrap();
+        assert!(verify(&r).unwrap().is_empty());
+        assert_eq!(
+            r.store()
+                .get(Tree::Meta, "schema_version")
+                .unwrap()
+                .unwrap(),
+            b"3"
+        );
+        let p = page(&r, &q(3)).unwrap();
+        assert_eq!(ids(&p), ["pay_02500", "pay_02499", "pay_02498"]);
+    }
 }

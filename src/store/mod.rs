@@ -292,9 +292,9 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let mut after: Option<String> = None;
         loop {
-            let rows = self
-                .store
-                .scan_range(tree, prefix, after.as_deref(), chunk.max(1), false)?;
+            let rows =
+                self.store
+                    .scan_range(tree, prefix, after.as_deref(), chunk.max(1), false)?;
             let done = rows.len() < chunk.max(1);
             for (k, b) in rows {
                 let v = Self::decode(tree, &k, &b)?;
@@ -319,7 +319,11 @@ impl Registry {
         .expect("records serialise")
     }
 
-    pub(crate) fn decode<T: DeserializeOwned>(tree: Tree, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    pub(crate) fn decode<T: DeserializeOwned>(
+        tree: Tree,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
             tree: tree.name(),
             key: key.to_string(),
@@ -451,5 +455,53 @@ mod tests {
             .scan_prefix::<Rec>(Tree::Payments, "pay_a/")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_range_scan_pages_either_way_from_a_key_within_its_prefix() {
+        let r = Registry::temporary().unwrap();
+        let s = r.store();
+        for k in ["a/1", "a/2", "a/3", "a/4", "b/1", "a"] {
+            s.put(Tree::PaymentIndex, k, b"").unwrap();
+        }
+        let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let scan = |after: Option<&str>, limit, rev| {
+            keys(
+                s.scan_range(Tree::PaymentIndex, "a/", after, limit, rev)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(scan(None, 10, false), ["a/1", "a/2", "a/3", "a/4"]);
+        assert_eq!(scan(None, 2, true), ["a/4", "a/3"]);
+        assert_eq!(scan(Some("a/2"), 10, false), ["a/3", "a/4"]);
+        assert_eq!(scan(Some("a/3"), 10, true), ["a/2", "a/1"]);
+        assert_eq!(scan(Some("a/1"), 10, true), Vec::<String>::new());
+        assert_eq!(scan(Some("a/4"), 10, false), Vec::<String>::new());
+        // A start outside the prefix clamps to it.
+        assert_eq!(scan(Some("z"), 1, true), ["a/4"]);
+        assert_eq!(scan(Some(""), 1, false), ["a/1"]);
+    }
+
+    #[test]
+    fn a_batch_writes_across_trees_all_at_once_in_order() {
+        let r = Registry::temporary().unwrap();
+        let s = r.store();
+        s.put(Tree::Refunds, "old", b"x").unwrap();
+        let mut b = Batch::default();
+        b.put_record(Tree::Payments, "p1", &Rec { n: 1 });
+        b.put(Tree::PaymentIndex, "t/p1", "");
+        b.remove(Tree::Refunds, "old");
+        b.put(Tree::PaymentIndex, "k", "1");
+        b.put(Tree::PaymentIndex, "k", "2");
+        assert_eq!(b.len(), 5);
+        s.apply(b).unwrap();
+        assert_eq!(
+            r.get::<Rec>(Tree::Payments, "p1").unwrap(),
+            Some(Rec { n: 1 })
+        );
+        assert_eq!(s.get(Tree::PaymentIndex, "t/p1").unwrap(), Some(vec![]));
+        assert_eq!(s.get(Tree::Refunds, "old").unwrap(), None);
+        assert_eq!(s.get(Tree::PaymentIndex, "k").unwrap(), Some(b"2".to_vec()));
+        s.apply(Batch::default()).unwrap();
     }
 }

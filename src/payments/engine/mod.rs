@@ -13,6 +13,7 @@
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
+//! - [`retention`]: final payments moved to daily archive files, crash-safe, and back.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -23,9 +24,11 @@ mod capture;
 mod reader_ops;
 mod reconcile;
 mod refund;
+mod retention;
 
 pub use accept::{CreatePayment, MAX_AMOUNT};
 pub(crate) use reader_ops::DisplayRequest;
+pub use retention::{restore, ArchiveReport, ArchivedPayment, PENDING_KEY};
 
 use super::directory::Directory;
 use super::index::{self, Page, PageError, PageQuery};
@@ -411,14 +414,14 @@ impl Engine {
         }
     }
 
+    /// The operation lock of one payment. Entries nobody holds are dropped once the map
+    /// grows, so that it never keeps one per payment of the history.
     fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .op_locks
-            .lock()
-            .expect("op locks")
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        let mut locks = self.inner.op_locks.lock().expect("op locks");
+        if locks.len() >= 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id.to_string()).or_default().clone()
     }
 
     /// `RequestOptions` for the payment's PaymentIntent: the connected account for direct
