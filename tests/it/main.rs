@@ -15,6 +15,7 @@ mod payments_crash;
 mod payments_destination;
 mod payments_faults;
 mod payments_flow;
+mod payments_history;
 mod sim_cli;
 mod sim_conformance;
 mod sim_faults;

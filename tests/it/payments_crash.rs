@@ -473,6 +473,13 @@ level = "warn"
             .iter()
             .any(|p| p["id"] == owner.as_str() && p["payment_intent"] == pi.id.as_str()));
     }
+    // After every kill above, each payment record is in exactly its indexes.
+    drop(_d);
+    let registry = readerd::store::Registry::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        readerd::payments::index::verify(&registry).unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

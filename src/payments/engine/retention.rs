@@ -267,3 +267,134 @@ pub fn restore(registry: &Registry, files: &[PathBuf]) -> Result<usize, PaymentE
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::directory::StaticDirectory;
+    use crate::payments::engine::EngineConfig;
+    use crate::payments::machine::{CaptureMode, ChargeType, NewPayment, Status};
+    use crate::stripe::{ClientConfig, SecretKey, StripeClient};
+    use std::sync::Arc;
+
+    fn engine(registry: Registry) -> Engine {
+        let stripe = StripeClient::new(ClientConfig::new(
+            "http://127.0.0.1:9",
+            SecretKey::new("sk_test_none"),
+        ))
+        .unwrap();
+        Engine::new(
+            registry,
+            stripe,
+            Arc::new(StaticDirectory::new()),
+            EngineConfig::default(),
+            Default::default(),
+        )
+    }
+
+    fn payment(id: &str, at_ms: i64, status: Status) -> Payment {
+        let mut p = Payment::new(
+            NewPayment {
+                id: id.into(),
+                merchant: "m".into(),
+                account: "acct_1".into(),
+                charge_type: ChargeType::Direct,
+                reader: "tmr_1".into(),
+                amount: 1000,
+                currency: "eur".into(),
+                capture: CaptureMode::Automatic,
+                description: None,
+                metadata: Default::default(),
+                application_fee_amount: None,
+                on_behalf_of: None,
+                intent_key: format!("k:{id}"),
+            },
+            Timestamp::from_ms(at_ms),
+        );
+        p.status = status;
+        p
+    }
+
+    #[tokio::test]
+    async fn a_payment_with_money_still_moving_stays_live_and_the_rest_goes_to_its_day() {
+        let registry = Registry::temporary().unwrap();
+        let e = engine(registry.clone());
+        let day = 86_400_000;
+        // Day 1: a succeeded payment with a pending refund, and a canceled one. Day 2: a
+        // payment still on its way, and a succeeded one. Day 3: too recent.
+        for p in [
+            payment("pay_refunding", day, Status::Succeeded),
+            payment("pay_canceled", day + 1, Status::Canceled),
+            payment("pay_open", 2 * day, Status::Processing),
+            payment("pay_done", 2 * day + 1, Status::Succeeded),
+            payment("pay_recent", 3 * day, Status::Succeeded),
+        ] {
+            index::write(&registry, None, &p).unwrap();
+        }
+        let mut refund = RefundRecord {
+            id: "rf_1".into(),
+            payment: "pay_refunding".into(),
+            amount: 100,
+            stripe_key: "k".into(),
+            status: RefundStatus::Pending,
+            refund: None,
+            created_at: Timestamp::from_ms(day),
+            reverse_transfer: false,
+        };
+        let rkey = refunds::key("pay_refunding", "rf_1");
+        registry.put(Tree::Refunds, &rkey, &refund).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let before = Timestamp::from_ms(3 * day);
+        let r = e.archive_final(dir.path(), before, None).await.unwrap();
+        assert_eq!(
+            r,
+            ArchiveReport {
+                archived: 2,
+                held: 1
+            }
+        );
+        for id in ["pay_refunding", "pay_open", "pay_recent"] {
+            assert!(e.get(id).unwrap().is_some(), "{id}");
+        }
+        let read = |day: &str| {
+            std::fs::read_to_string(dir.path().join(format!("payments-{day}.jsonl")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<ArchivedPayment>(l)
+                        .unwrap()
+                        .payment
+                        .id
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read("1970-01-02"), ["pay_canceled"]);
+        assert_eq!(read("1970-01-03"), ["pay_done"]);
+        // Once the refund is over, the payment goes too, with its refund.
+        refund.status = RefundStatus::Succeeded;
+        registry.put(Tree::Refunds, &rkey, &refund).unwrap();
+        let r = e.archive_final(dir.path(), before, None).await.unwrap();
+        assert_eq!(
+            r,
+            ArchiveReport {
+                archived: 1,
+                held: 0
+            }
+        );
+        assert_eq!(read("1970-01-02"), ["pay_canceled", "pay_refunding"]);
+        assert!(refunds::of_payment(&registry, "pay_refunding")
+            .unwrap()
+            .is_empty());
+        assert!(index::verify(&registry).unwrap().is_empty());
+        // And back.
+        let n = restore(&registry, &[dir.path().join("payments-1970-01-02.jsonl")]).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            refunds::of_payment(&registry, "pay_refunding")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(index::verify(&registry).unwrap().is_empty());
+    }
+}
