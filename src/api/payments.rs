@@ -169,6 +169,24 @@ struct ListQuery {
     merchant: Option<String>,
     reader: Option<String>,
     status: Option<String>,
+    /// At most this many payments, newest first.
+    limit: Option<String>,
+}
+
+/// The page size when the caller names none, and the most it may ask for.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 1000;
+
+fn list_limit(q: Option<&str>) -> Result<usize, ApiError> {
+    let Some(s) = q.filter(|s| !s.is_empty()) else {
+        return Ok(LIST_LIMIT_DEFAULT);
+    };
+    match s.parse::<usize>() {
+        Ok(n) if (1..=LIST_LIMIT_MAX).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {LIST_LIMIT_MAX}, not {s:?}"
+        ))),
+    }
 }
 
 async fn list(
@@ -184,6 +202,7 @@ async fn list(
             ))
         })?),
     };
+    let limit = list_limit(q.limit.as_deref())?;
     let filter = PaymentFilter {
         merchant: q.merchant.filter(|s| !s.is_empty()),
         reader: q.reader.filter(|s| !s.is_empty()),
@@ -191,7 +210,12 @@ async fn list(
         scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
     };
     Ok(Json(
-        engine.list(&filter)?.iter().map(payment_json).collect(),
+        engine
+            .list(&filter)?
+            .iter()
+            .take(limit)
+            .map(payment_json)
+            .collect(),
     ))
 }
 

@@ -147,6 +147,7 @@ impl Plugin for PaymentsPlugin {
             }
             let _ = slot.set(engine.clone());
             let routes = crate::api::payments::routes(engine.clone())
+                .merge(crate::api::events::routes(engine.clone()))
                 .merge(crate::api::webhooks::routes(engine.clone()));
             let sweeper = tokio::spawn(sweep_loop(engine.clone(), shutdown));
             Ok(PluginParts {
