@@ -431,6 +431,8 @@
     const rows = list.map((p) => {
       const waiting = WAITING[p.waiting_for];
       const failure = p.failure && p.failure.code;
+      const final = ['succeeded', 'canceled', 'failed'].includes(p.status);
+      const note = p.cancel_requested && !final ? 'cancel requested' : waiting || failure;
       return el('tr', {
         'data-payment-id': p.id,
         'data-status': p.status,
@@ -443,10 +445,7 @@
       el('td', { text: readerName(p.reader), title: p.reader }),
       el('td', { class: 'num' }, money(p.amount, p.currency),
         p.tip ? el('span', { class: 'sub', text: '+ tip ' + money(p.tip, p.currency) }) : null),
-      el('td', {}, statusPill(p),
-        waiting || failure || p.cancel_requested
-          ? el('span', { class: 'sub', text: p.cancel_requested ? 'cancel requested' : waiting || failure })
-          : null),
+      el('td', {}, statusPill(p), note ? el('span', { class: 'sub', text: note }) : null),
       el('td', { class: 'num', 'data-refunded': p.amount_refunded },
         p.amount_refunded ? money(p.amount_refunded, p.currency) : '–'),
       el('td', { class: 'actions' }, ...actions(p)));
