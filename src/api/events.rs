@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 /// How often an idle stream looks whether the daemon is draining and the token still holds.
-const DRAIN_CHECK: Duration = Duration::from_millis(500);
+pub(super) const DRAIN_CHECK: Duration = Duration::from_millis(500);
 
 /// The event stream's route; the engine rides along as an extension.
 pub fn routes(engine: Engine) -> Routes {

@@ -336,3 +336,41 @@ async fn the_event_stream_shows_each_caller_only_the_payments_it_may_see() {
         "the stream is over after shutdown: {rest:?}"
     );
 }
+
+#[tokio::test]
+async fn a_payment_stream_ends_when_the_daemon_drains() {
+    let env = TestEnv::start().await;
+    env.add_merchant("bakery", "FR", "eur").await;
+    let location = env.add_location("Hall", "FR", None).await;
+    let reader = env.add_reader("till", &location).await;
+    assert!(env.sim.set_reader_online(&reader, false));
+    let id = queued(&env, &reader, 1).await.remove(0);
+    let mut resp = env
+        .http
+        .get(format!("{}/v1/payments/{id}/events", env.api_url))
+        .bearer_auth(env.pos("bakery"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains(r#""status":"queued""#));
+    // The payment waits for its reader; the stream would stay open until it is final.
+    let started = Instant::now();
+    env.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the shutdown waited for the open stream: {:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|c| c.is_none()),
+            }
+        }
+    })
+    .await;
+    assert!(matches!(rest, Ok(Ok(true)) | Ok(Err(_))), "{rest:?}");
+}
