@@ -295,6 +295,7 @@
     if (ev.event === 'ready' || ev.event === 'resync') {
       // Subscribed: what the lists miss from now on arrives on the stream.
       setLive(true);
+      if ($('notice').classList.contains('bad')) notice(''); // errors of the outage
       loadReaders();
       loadPayments();
     } else if (ev.event === 'payment') {
