@@ -265,8 +265,10 @@ async fn show(
 }
 
 /// Server-Sent Events: the payment as it is now, then one event per status change; the
-/// stream ends after a final status.
+/// stream ends after a final status, or when the daemon drains for shutdown (so a client
+/// following a payment never holds a restart back).
 async fn events(
+    State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
@@ -281,6 +283,7 @@ async fn events(
         done: bool,
         engine: Engine,
         id: String,
+        draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     }
     let st = St {
         rx,
@@ -289,6 +292,7 @@ async fn events(
         done: false,
         engine,
         id,
+        draining: state.draining.clone(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -297,7 +301,14 @@ async fn events(
         let next = match st.first.take() {
             Some(p) => p,
             None => loop {
-                match st.rx.recv().await {
+                if st.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                let received = tokio::time::timeout(super::events::DRAIN_CHECK, st.rx.recv());
+                let Ok(received) = received.await else {
+                    continue; // idle: look at the drain flag again
+                };
+                match received {
                     Ok(p) if p.id == st.id && Some(p.status) != st.last => break p,
                     Ok(_) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

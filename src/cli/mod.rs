@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod history;
+pub mod money;
 pub mod payments;
 pub mod sim;
 
