@@ -15,6 +15,7 @@
 //! | `s/<status>/<time>/<id>` | empty | `?status=`; the open payments reconcile reads |
 //! | `i/<payment intent>` | payment id | webhook hints |
 //! | `a/<id>` | `<time>/<id>` | an archived payment, so that a cursor naming it still pages |
+//! | `rp/<refund key>` | empty | a pending refund (written by `refunds`), for reconcile |
 //!
 //! A page reads its index ranges from the cursor on and loads only the payments it answers
 //! (plus those a second filter skips), so it costs O(page), not O(history).
@@ -130,6 +131,7 @@ pub fn rebuild(registry: &Registry) -> Result<usize, StoreError> {
         Ok(())
     })?;
     registry.apply(batch)?;
+    super::refunds::rebuild(registry)?;
     Ok(n)
 }
 
@@ -399,7 +401,7 @@ pub fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
             } else {
                 id_of(&k).to_string()
             };
-            if !k.starts_with("a/") {
+            if !k.starts_with("a/") && !k.starts_with("rp/") {
                 let ok = registry
                     .get::<Payment>(Tree::Payments, &id)?
                     .is_some_and(|p| entries(&p).iter().any(|(e, _)| e == &k));
@@ -410,6 +412,7 @@ pub fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
             after = Some(k);
         }
         if done {
+            problems.extend(super::refunds::verify(registry)?);
             return Ok(problems);
         }
     }

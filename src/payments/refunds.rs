@@ -7,7 +7,7 @@
 //! refunds, with no scan of the tree.
 
 use crate::clock::Timestamp;
-use crate::store::{Registry, StoreError, Tree};
+use crate::store::{Batch, Registry, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 
 /// Refund metadata naming readerd's refund record, so a refund whose answer was lost
@@ -72,27 +72,101 @@ pub(crate) fn of_payment(
     registry.scan_prefix(Tree::Refunds, &format!("{payment}/"))
 }
 
+/// The index entry (tree `payment_index`) that marks a pending refund, so that reconcile
+/// and the sweep find them without reading every refund.
+fn pending_entry(key: &str) -> String {
+    format!("rp/{key}")
+}
+
+/// Writes a refund record under `key` and its pending mark in one batch: the mark is there
+/// exactly while the refund is pending.
+pub(crate) fn write(registry: &Registry, key: &str, rec: &RefundRecord) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    stage(&mut batch, key, rec);
+    registry.apply(batch)
+}
+
+/// Adds to `batch` what [`write`] writes.
+pub(crate) fn stage(batch: &mut Batch, key: &str, rec: &RefundRecord) {
+    batch.put_record(Tree::Refunds, key, rec);
+    if rec.status == RefundStatus::Pending {
+        batch.put(Tree::PaymentIndex, pending_entry(key), Vec::new());
+    } else {
+        batch.remove(Tree::PaymentIndex, pending_entry(key));
+    }
+}
+
+/// Adds to `batch` the removal of a refund record and its pending mark.
+pub(crate) fn stage_remove(batch: &mut Batch, key: &str) {
+    batch.remove(Tree::Refunds, key);
+    batch.remove(Tree::PaymentIndex, pending_entry(key));
+}
+
 /// Writes `rec` over the stored record of the same refund, wherever its key (the caller
 /// holds the payment's write lock).
 pub(crate) fn replace(registry: &Registry, rec: &RefundRecord) -> Result<(), StoreError> {
     for (k, r) in of_payment(registry, &rec.payment)? {
         if r.id == rec.id {
-            registry.put(Tree::Refunds, &k, rec)?;
+            write(registry, &k, rec)?;
         }
     }
     Ok(())
 }
 
-/// Every pending refund, of any payment. A scan of the whole tree, on purpose: it is how
-/// the start-up reconcile and the sweep find refunds whose outcome stayed unknown without
-/// an index of open work (an index belongs with the store's other indexes, when lists
-/// stop being scans).
+/// Every pending refund, of any payment, found through their pending marks: the start-up
+/// reconcile and the sweep read only these, never the whole tree.
 pub(crate) fn pending(registry: &Registry) -> Result<Vec<RefundRecord>, StoreError> {
-    Ok(registry
-        .list::<RefundRecord>(Tree::Refunds)?
-        .into_iter()
-        .filter(|r| r.status == RefundStatus::Pending)
-        .collect())
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let rows =
+            registry
+                .store()
+                .scan_range(Tree::PaymentIndex, "rp/", after.as_deref(), 500, false)?;
+        let done = rows.len() < 500;
+        for (k, _) in rows {
+            if let Some(r) = registry.get::<RefundRecord>(Tree::Refunds, &k[3..])? {
+                if r.status == RefundStatus::Pending {
+                    out.push(r);
+                }
+            }
+            after = Some(k);
+        }
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Marks every pending refund (the store's schema 2 → 3 step), a chunk at a time.
+pub(crate) fn rebuild(registry: &Registry) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    registry.for_each::<RefundRecord>(Tree::Refunds, "", 1000, |k, r| {
+        if r.status == RefundStatus::Pending {
+            batch.put(Tree::PaymentIndex, pending_entry(&k), Vec::new());
+        }
+        Ok(())
+    })?;
+    registry.apply(batch)
+}
+
+/// Every disagreement between refund records and their pending marks.
+pub(crate) fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    registry.for_each::<RefundRecord>(Tree::Refunds, "", 1000, |k, r| {
+        let marked = registry
+            .store()
+            .get(Tree::PaymentIndex, &pending_entry(&k))?
+            .is_some();
+        if marked != (r.status == RefundStatus::Pending) {
+            problems.push(format!(
+                "refund {k}: pending mark {marked}, status {}",
+                r.status
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(problems)
 }
 
 #[cfg(test)]
@@ -156,11 +230,9 @@ mod tests {
         let a = rec("pay_a", "rf_1", RefundStatus::Pending);
         let keyed = rec("pay_a", "rf_2", RefundStatus::Pending);
         let other = rec("pay_ab", "rf_3", RefundStatus::Pending);
-        reg.put(Tree::Refunds, &key("pay_a", "rf_1"), &a).unwrap();
-        reg.put(Tree::Refunds, &idempotent_key("pay_a", "pos", "k1"), &keyed)
-            .unwrap();
-        reg.put(Tree::Refunds, &key("pay_ab", "rf_3"), &other)
-            .unwrap();
+        write(&reg, &key("pay_a", "rf_1"), &a).unwrap();
+        write(&reg, &idempotent_key("pay_a", "pos", "k1"), &keyed).unwrap();
+        write(&reg, &key("pay_ab", "rf_3"), &other).unwrap();
 
         let ids = |p: &str| -> Vec<String> {
             let mut ids: Vec<String> = of_payment(&reg, p)
@@ -180,9 +252,14 @@ mod tests {
         let stored: Option<RefundRecord> = reg
             .get(Tree::Refunds, &idempotent_key("pay_a", "pos", "k1"))
             .unwrap();
-        assert_eq!(stored, Some(done));
+        assert_eq!(stored.as_ref(), Some(&done));
         let mut left: Vec<String> = pending(&reg).unwrap().into_iter().map(|r| r.id).collect();
         left.sort();
         assert_eq!(left, vec!["rf_1", "rf_3"]);
+        // Read through their pending marks, which follow the status in the same batch.
+        assert!(verify(&reg).unwrap().is_empty());
+        reg.put(Tree::Refunds, &key("pay_ab", "rf_3"), &done)
+            .unwrap();
+        assert_eq!(verify(&reg).unwrap().len(), 1);
     }
 }

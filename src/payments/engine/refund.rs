@@ -79,7 +79,7 @@ impl Engine {
             reverse_transfer: p.charge_type == ChargeType::Destination,
         };
         let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));
-        self.inner.registry.put(Tree::Refunds, &k, &rec)?;
+        refunds::write(&self.inner.registry, &k, &rec)?;
         failpoint("before_refund");
         let rec = self.send_refund(rec).await?;
         Ok((self.load(id)?, rec))

@@ -160,7 +160,7 @@ impl Engine {
                 }
                 index::stage_archive(&mut batch, &p);
                 for (k, _) in &refunds {
-                    batch.remove(Tree::Refunds, k.clone());
+                    refunds::stage_remove(&mut batch, k);
                 }
                 let line = ArchivedPayment {
                     payment: p,
@@ -259,7 +259,7 @@ pub fn restore(registry: &Registry, files: &[PathBuf]) -> Result<usize, PaymentE
             index::stage(&mut batch, None, &a.payment);
             batch.remove(Tree::PaymentIndex, format!("a/{}", a.payment.id));
             for r in &a.refunds {
-                batch.put_record(Tree::Refunds, r.key.clone(), &r.record);
+                refunds::stage(&mut batch, &r.key, &r.record);
             }
             registry.apply(batch)?;
             n += 1;
@@ -342,7 +342,7 @@ mod tests {
             reverse_transfer: false,
         };
         let rkey = refunds::key("pay_refunding", "rf_1");
-        registry.put(Tree::Refunds, &rkey, &refund).unwrap();
+        refunds::write(&registry, &rkey, &refund).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let before = Timestamp::from_ms(3 * day);
         let r = e.archive_final(dir.path(), before, None).await.unwrap();
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(read("1970-01-03"), ["pay_done"]);
         // Once the refund is over, the payment goes too, with its refund.
         refund.status = RefundStatus::Succeeded;
-        registry.put(Tree::Refunds, &rkey, &refund).unwrap();
+        refunds::write(&registry, &rkey, &refund).unwrap();
         let r = e.archive_final(dir.path(), before, None).await.unwrap();
         assert_eq!(
             r,
