@@ -28,6 +28,9 @@
     abort: null,
     timers: [],
     readersPending: null,
+    // The next page of the list (its `Link: rel="next"`), and how many rows to show.
+    morePath: null,
+    shown: LIST_LIMIT,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -123,7 +126,14 @@
     }
   }
 
-  async function api(method, path, body, headers) {
+  // The target of a `Link: <…>; rel="next"` header, or null.
+  function nextLink(link) {
+    const m = /<([^>]*)>\s*;\s*rel="?next"?/.exec(link || '');
+    return m ? m[1] : null;
+  }
+
+  // `meta`, when given, receives the next page's path (`meta.next`).
+  async function api(method, path, body, headers, meta) {
     const h = Object.assign({ Authorization: 'Bearer ' + state.token }, headers || {});
     const init = { method, headers: h, cache: 'no-store' };
     if (body !== undefined) {
@@ -131,6 +141,7 @@
       init.body = JSON.stringify(body);
     }
     const r = await fetch(path, init);
+    if (meta) meta.next = nextLink(r.headers.get('Link'));
     const text = await r.text();
     let v = null;
     try { v = text ? JSON.parse(text) : null; } catch (_) { v = null; }
@@ -239,12 +250,33 @@
     if (state.filter.merchant) q.set('merchant', state.filter.merchant);
     if (state.filter.status) q.set('status', state.filter.status);
     try {
-      const list = await api('GET', '/v1/payments?' + q);
+      const meta = {};
+      const list = await api('GET', '/v1/payments?' + q, undefined, undefined, meta);
       state.payments = new Map(list.map((p) => [p.id, p]));
+      state.morePath = meta.next;
+      state.shown = LIST_LIMIT;
       for (const p of list) state.merchants.add(p.merchant);
       renderMerchantFilter();
       renderPayments();
       renderReaders();
+    } catch (e) {
+      if (e.status !== 401) notice('Payments: ' + e.message, true);
+    }
+  }
+
+  // The next page, older payments, added below the ones shown.
+  async function loadMore() {
+    if (!state.token || !state.morePath) return;
+    try {
+      const meta = {};
+      const list = await api('GET', state.morePath, undefined, undefined, meta);
+      for (const p of list) {
+        if (!state.payments.has(p.id)) state.payments.set(p.id, p);
+        state.merchants.add(p.merchant);
+      }
+      state.morePath = meta.next;
+      state.shown += list.length;
+      renderPayments();
     } catch (e) {
       if (e.status !== 401) notice('Payments: ' + e.message, true);
     }
@@ -426,7 +458,8 @@
   function renderPayments(freshId) {
     const list = [...state.payments.values()]
       .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0))
-      .slice(0, LIST_LIMIT);
+      .slice(0, state.shown);
+    $('payments-more').hidden = !state.morePath;
     $('payments-count').textContent = list.length ? String(list.length) : '';
     $('payments-empty').hidden = list.length > 0;
     const rows = list.map((p) => {
@@ -588,6 +621,7 @@
       signIn(t);
     });
     $('sign-out').addEventListener('click', () => signOut('Signed out.'));
+    $('payments-more').addEventListener('click', loadMore);
     $('confirm-cancel').addEventListener('click', () => $('confirm').close());
     $('filter-merchant').addEventListener('change', (e) => {
       state.filter.merchant = e.target.value;
