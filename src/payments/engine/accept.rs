@@ -5,7 +5,6 @@ use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
 use crate::payments::directory::ReaderInfo;
 use crate::payments::ids::new_id;
-use crate::payments::index;
 use crate::payments::machine::{CaptureMode, Failure, NewPayment, Observation, Payment, Source};
 use crate::payments::queue::{Job, QueueFull};
 use crate::store::Tree;
@@ -132,7 +131,7 @@ impl Engine {
                 Source::Api,
                 at,
             )?;
-            index::write(&self.inner.registry, None, &p)?;
+            self.insert(&p)?;
             self.track(None, &p);
             let _ = self.inner.events.send(p.clone());
             return Ok(p);
@@ -147,7 +146,7 @@ impl Engine {
                 .into());
             }
             // The record is on disk before the worker can see the job.
-            index::write(&self.inner.registry, None, &p)?;
+            self.insert(&p)?;
             self.track(None, &p);
             q.push(Job::Payment {
                 id: id.clone(),

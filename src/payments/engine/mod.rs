@@ -306,6 +306,16 @@ impl Engine {
         self.inner.write_locks[i].lock().expect("write lock")
     }
 
+    /// Writes a new payment with its index entries. Under the payment's write lock and over
+    /// whatever the store holds for its id (two identical requests racing on one
+    /// idempotency key), so that no index entry outlives the record it was written for.
+    pub(crate) fn insert(&self, p: &Payment) -> Result<(), PaymentError> {
+        let _g = self.write_lock(&p.id);
+        let old: Option<Payment> = self.inner.registry.get(Tree::Payments, &p.id)?;
+        index::write(&self.inner.registry, old.as_ref(), p)?;
+        Ok(())
+    }
+
     /// Read-modify-write of one payment; publishes the result.
     pub(crate) fn update<F>(&self, id: &str, f: F) -> Result<Payment, PaymentError>
     where
