@@ -136,8 +136,8 @@ impl Default for StripeConfig {
 pub struct StoreConfig {
     /// The sled registry's directory.
     pub path: PathBuf,
-    /// sled's page cache, MiB: what of the store sled keeps in memory (its own default,
-    /// 1 GiB, would let the daemon's memory grow with its history).
+    /// sled's page cache, MiB (its own default, 1 GiB, would let the daemon's memory grow
+    /// with its history).
     pub cache_mb: u64,
     /// Final payments created longer ago than this are moved from the live store to a daily
     /// export file under `archive_dir`; absent = keep everything.

@@ -7,8 +7,8 @@ use std::path::Path;
 
 /// sled's page cache when the config says nothing: 64 MiB. sled's own default is 1 GiB,
 /// which a store of a million payments fills as lists and migrations read it, so the
-/// daemon's memory would grow with its history. The cache bounds what sled keeps of the
-/// store in memory; reads beyond it go to the OS page cache.
+/// daemon's memory would grow with its history. sled's own bookkeeping (its page table)
+/// still grows with the store's size on top of the cache (measured in docs/BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 pub struct SledStore {

@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--payments", type=int, default=1_000_000)
     ap.add_argument("--store", help="keep (or reuse) the filled store here")
     ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--cache-mb", type=int, default=64, help="[store] cache_mb")
+    ap.add_argument("--no-archive", action="store_true", help="leave the store as it is")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="readerd-history-")
     store = a.store or os.path.join(work, "store")
@@ -90,6 +92,7 @@ def main():
 api_base = "http://127.0.0.1:{free_port()}"
 [store]
 path = "{store}"
+cache_mb = {a.cache_mb}
 archive_dir = "{archive}"
 [api]
 listen = "127.0.0.1:{port}"
@@ -128,7 +131,7 @@ level = "warn"
             times, n, p = [], 0, path
             while n < share[name]:
                 dt, body, link = get(base + p)
-                assert len(body) == 100, (p, len(body))
+                assert len(body) == 100 or not link, (p, len(body))
                 times.append(dt)
                 n += 1
                 p = next_of(link) or path
@@ -140,6 +143,8 @@ level = "warn"
     finally:
         d.terminate()
         d.wait()
+    if a.no_archive:
+        return 0
     # Archive the oldest tenth (the filled payments span 365 days ending now).
     before = time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 365 * 86400 * 0.9)
