@@ -7,13 +7,13 @@
 
 use super::json::parse_body;
 use super::scope::{self, Object};
-use super::{ApiError, ApiJson, AppState, Caller, Routes};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Routes};
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, RefundRecord};
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -174,7 +174,7 @@ struct ListQuery {
 async fn list(
     Extension(engine): Extension<Engine>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
