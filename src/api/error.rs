@@ -88,13 +88,13 @@ impl ApiError {
 }
 
 /// Every error answer's body: `{"error": {...}}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Envelope {
     pub error: ErrorBody,
 }
 
 /// What went wrong, for the client.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable and machine-readable (`not_found`, `invalid_request`, `queue_full`, Stripe's
     /// own code for its definitive refusals, …).

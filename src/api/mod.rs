@@ -14,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod fleet;
 pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod request_id;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How a merchant's payments are created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChargeType {
     /// The PaymentIntent lives on the connected account (`Stripe-Account`).

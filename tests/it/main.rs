@@ -1,5 +1,6 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
+mod api_openapi;
 mod api_request_ids;
 mod api_tenancy;
 mod common;
