@@ -20,6 +20,7 @@ pub mod payments;
 pub mod request_id;
 pub mod routes;
 pub mod scope;
+pub mod tls;
 pub mod webhooks;
 
 pub use auth::{Auth, Caller};

@@ -3,6 +3,7 @@
 mod api_openapi;
 mod api_request_ids;
 mod api_tenancy;
+mod api_tls;
 mod common;
 mod fleet_api;
 mod fleet_auth;
