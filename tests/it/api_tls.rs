@@ -42,7 +42,9 @@ impl Ca {
     /// A certificate (PEM) and its key (PEM) signed by this CA.
     fn issue(&self, name: &str, usage: ExtendedKeyUsagePurpose, expired: bool) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        // The server's is also for the loopback address (the command line's test uses it).
+        let names = vec![name.to_string(), "127.0.0.1".to_string()];
+        let mut p = CertificateParams::new(names).unwrap();
         p.distinguished_name.push(DnType::CommonName, name);
         p.extended_key_usages = vec![usage];
         if expired {
@@ -175,6 +177,36 @@ async fn with_a_client_ca_a_client_without_its_certificate_fails_the_handshake()
     // The certificate does not replace the token.
     let resp = till.get(url(addr, "/v1/readers")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+
+    // The command line, with the venue CA and the till's certificate.
+    let d = dir.path();
+    let (ca_file, cert_file, key_file) = (
+        write(d, "ca.pem", &ca.cert.pem()),
+        write(d, "till-1.pem", &cert),
+        write(d, "till-1.key", &key),
+    );
+    let cli = |with_cert: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_readerd"));
+        cmd.args(["readers", "list", "--json"])
+            .env("READERD_API", format!("https://127.0.0.1:{}", addr.port()))
+            .env("READERD_TOKEN", &env.admin_token)
+            .env("READERD_CA_FILE", &ca_file);
+        if with_cert {
+            cmd.env("READERD_CLIENT_CERT", &cert_file)
+                .env("READERD_CLIENT_KEY", &key_file);
+        }
+        cmd.output()
+    };
+    let out = cli(true).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with('['));
+    let out = cli(false).await.unwrap();
+    assert_ne!(out.status.code(), Some(0), "no client certificate");
     env.stop().await;
 }
 
