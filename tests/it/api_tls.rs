@@ -1,8 +1,9 @@
 //! HTTPS on the API (`[api.tls]`), with certificates made at test time (a venue CA, the
 //! server's certificate, a till's client certificate): HTTPS with the right CA works, plain
 //! HTTP to the port does not, a client without a certificate fails the handshake when mTLS
-//! is on, a reload swaps the certificate for new connections while an open one keeps
-//! working, and unusable files are refused with exit 64, naming the file.
+//! is on, a reload (SIGHUP to the real binary, or the function it calls) swaps the
+//! certificate for new connections while an open one keeps working, and unusable files are
+//! refused with exit 64, naming the file.
 
 use crate::common::TestEnv;
 use rcgen::{
@@ -363,4 +364,55 @@ fn unusable_files_are_refused_with_64_naming_the_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn sighup_to_the_daemon_swaps_the_certificate() {
+    use crate::ops_lifecycle::{api_addr, signal, terminate, NotifySocket, Setup};
+    let setup = Setup::new();
+    let d = setup.dir.path();
+    let ca = Ca::new("Venue CA");
+    let (cert, key) = ca.issue(HOST, ExtendedKeyUsagePurpose::ServerAuth, false);
+    let (cert_file, key_file) = (write(d, "server.pem", &cert), write(d, "server.key", &key));
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str(&format!(
+        "[api.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert_file.display().to_string(),
+        key_file.display().to_string()
+    ));
+    std::fs::write(&setup.config, config).unwrap();
+    let notify = NotifySocket::new(d);
+    let mut child = setup.spawn(&notify);
+    let addr: SocketAddr = api_addr(&notify.expect("READY=1", &mut child))
+        .parse()
+        .unwrap();
+
+    let open = client(&ca, None, addr);
+    let resp = open.get(url(addr, "/healthz")).send().await.unwrap();
+    assert_eq!(peer_cert(&resp), der(&cert));
+    resp.bytes().await.unwrap();
+
+    // Renewed in place, as an operator would, then `systemctl reload`.
+    let (renewed, renewed_key) = ca.issue(HOST, ExtendedKeyUsagePurpose::ServerAuth, false);
+    write(d, "server.pem", &renewed);
+    write(d, "server.key", &renewed_key);
+    signal(&child, "-HUP");
+    notify.expect("RELOADING=1", &mut child);
+    notify.expect("READY=1", &mut child);
+
+    let resp = client(&ca, None, addr)
+        .get(url(addr, "/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        peer_cert(&resp),
+        der(&renewed),
+        "a new connection gets the new certificate"
+    );
+    let resp = open.get(url(addr, "/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the open connection still answers");
+    assert_eq!(peer_cert(&resp), der(&cert));
+    let logs = terminate(child);
+    assert!(logs.contains("TLS certificates reloaded"), "{logs}");
 }
