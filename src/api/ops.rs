@@ -56,6 +56,7 @@ pub struct Ready {
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "openapi",
     tag = "operations",
     summary = "This API's OpenAPI 3.1 document",
     responses((status = 200, description = "The document", content_type = "application/json", body = Object))

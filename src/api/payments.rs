@@ -249,6 +249,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 
 #[utoipa::path(
     post,
+    operation_id = "create_payment",
     path = "/v1/payments",
     tag = "payments",
     summary = "Take a payment on a reader (queued, then followed to a final status)",
@@ -287,6 +288,7 @@ pub struct ListQuery {
 
 #[utoipa::path(
     get,
+    operation_id = "list_payments",
     path = "/v1/payments",
     tag = "payments",
     summary = "The caller's payments, newest first",
@@ -324,6 +326,7 @@ async fn list(
 
 #[utoipa::path(
     get,
+    operation_id = "show_payment",
     path = "/v1/payments/{id}",
     tag = "payments",
     summary = "One payment",
@@ -343,6 +346,7 @@ async fn show(
 /// stream ends after a final status.
 #[utoipa::path(
     get,
+    operation_id = "follow_payment",
     path = "/v1/payments/{id}/events",
     tag = "payments",
     summary = "Follow a payment (Server-Sent Events)",
@@ -408,6 +412,7 @@ async fn events(
 
 #[utoipa::path(
     post,
+    operation_id = "cancel_payment",
     path = "/v1/payments/{id}/cancel",
     tag = "payments",
     summary = "Cancel a payment that is queued, on the reader, declined or authorised",
@@ -434,6 +439,7 @@ pub struct AmountBody {
 
 #[utoipa::path(
     post,
+    operation_id = "capture_payment",
     path = "/v1/payments/{id}/capture",
     tag = "payments",
     summary = "Capture an authorised payment (all of it, or `amount`)",
@@ -455,6 +461,7 @@ async fn capture(
 
 #[utoipa::path(
     post,
+    operation_id = "retry_payment",
     path = "/v1/payments/{id}/retry",
     tag = "payments",
     summary = "Send a declined payment to the reader again",
@@ -473,6 +480,7 @@ async fn retry(
 
 #[utoipa::path(
     post,
+    operation_id = "refund_payment",
     path = "/v1/payments/{id}/refunds",
     tag = "payments",
     summary = "Refund a captured payment (all that is left, or `amount`)",
@@ -529,6 +537,7 @@ const OPERATOR: &str = "_operator";
 /// till can never put a cart in front of another merchant's customers.
 #[utoipa::path(
     post,
+    operation_id = "display_cart",
     path = "/v1/readers/{id}/display",
     tag = "readers",
     summary = "Show a cart on a reader (queued like a payment)",
@@ -606,6 +615,7 @@ pub struct ClearBody {
 /// cancel. 409 `reader_action_mismatch` when the reader holds anything else.
 #[utoipa::path(
     post,
+    operation_id = "clear_reader",
     path = "/v1/readers/{id}/clear",
     tag = "readers",
     summary = "Force-clear a stuck action (admin): only the PaymentIntent named is canceled",

@@ -45,6 +45,7 @@ struct Seen {
 #[utoipa::path(
     post,
     path = "/webhooks/stripe",
+    operation_id = "stripe_webhook",
     tag = "operations",
     summary = "Stripe's events (signed with `Stripe-Signature`), taken as hints to re-read",
     description = "Without `stripe.webhook_secret_file` configured, webhooks are off and this route answers 404.",
