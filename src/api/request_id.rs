@@ -63,8 +63,7 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         parts.headers.remove(axum::http::header::CONTENT_LENGTH);
         Response::from_parts(parts, Body::from(body))
     } else if response.status().is_client_error() || response.status().is_server_error() {
-        let _enter = span.enter();
-        plain_to_envelope(response, &id.0).await
+        plain_to_envelope(response, &id.0).instrument(span).await
     } else {
         response
     };
