@@ -114,7 +114,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     match health.status() {
         Some(Ok(())) => Ok(Json(json!({
             "status": "ready",
-            "store": "ok",
+            "store": state.registry.store().backend(),
+            "instance": state.config.cluster.instance_name(),
             "stripe": "ok",
             "stripe_degraded": state.metrics.stripe_is_degraded(),
         }))),

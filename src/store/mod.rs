@@ -5,13 +5,33 @@
 //! the daemon acts on after a crash must be on disk before it is acted on. Nothing here
 //! touches the network, so no store operation can span a Stripe call.
 
+mod postgres;
 mod sled_store;
 
+pub use postgres::{redact_url, PgStore};
 pub use sled_store::SledStore;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Where a registry lives: which backend, and its place.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An embedded sled store in this directory (one machine).
+    Sled(PathBuf),
+    /// A PostgreSQL database, shared by several instances (its URL may hold a password).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sled(p) => write!(f, "sled:{}", p.display()),
+            Location::Postgres(url) => write!(f, "postgres:{}", redact_url(url)),
+        }
+    }
+}
 
 /// The store's schema version. A store written by a newer readerd is refused.
 ///
@@ -85,6 +105,8 @@ pub enum StoreError {
 
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
+    /// The backend's name: `sled` or `postgres`.
+    fn backend(&self) -> &'static str;
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes (replacing) and flushes.
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError>;
@@ -135,6 +157,17 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let store = SledStore::open(path)?;
         Self::with_store(Arc::new(store), &path.display().to_string())
+    }
+
+    /// Opens the registry at `location` (connecting, for PostgreSQL, and migrating).
+    pub fn open_location(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sled(path) => Self::open(path),
+            Location::Postgres(url) => {
+                let store = PgStore::connect(url)?;
+                Self::with_store(Arc::new(store), &format!("postgres:{}", redact_url(url)))
+            }
+        }
     }
 
     /// A throw-away store for tests and the demo.

@@ -56,6 +56,10 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .tree(tree)

@@ -662,6 +662,11 @@ async fn stripe_unreachable_is_503_while_the_api_stays_up() {
     env.add_merchant("bakery", "FR", "eur").await;
     let (s, ready) = env.get("", "/readyz").await;
     assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["store"], "sled", "{ready}");
+    assert!(
+        ready["instance"].as_str().is_some_and(|i| !i.is_empty()),
+        "{ready}"
+    );
 
     env.sim.shutdown().await;
     let acct = "acct_1234567890abcdef";
