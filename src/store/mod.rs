@@ -103,6 +103,15 @@ pub enum StoreError {
     },
 }
 
+/// A lease held by one instance (a reader's worker runs where its lease is). The fencing
+/// token grows with every new tenure, so a write fenced by an old tenure is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub token: i64,
+}
+
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
     /// The backend's name: `sled` or `postgres`.
@@ -131,6 +140,33 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The entries whose key starts with `prefix`, in key order; reads only those.
     fn scan_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Takes the lease `name` for `owner` for `ttl` if it is free, expired or already
+    /// `owner`'s (then it is renewed, same token); `None` while another owner holds it. A
+    /// new tenure (a new owner, or the same one after expiry) has a greater token. One
+    /// machine (sled): this instance holds every lease, always.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends a held lease; `false` when it was lost (expired, or taken): the holder must
+    /// stop what the lease guards.
+    fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives a held lease up at once (a graceful stop), keeping its token history.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The unexpired leases: (name, owner).
+    fn lease_holders(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Writes (replacing) only while `lease` is held, checked in the same transaction as
+    /// the write; `Ok(false)` (nothing written) when it is not.
+    fn put_fenced(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &[u8],
+        lease: &Lease,
+    ) -> Result<bool, StoreError>;
 }
 
 #[derive(Serialize, Deserialize)]

@@ -19,7 +19,7 @@
 //! whose first attempt may have landed is recognised on retry: an insert-if-absent or a
 //! compare-and-swap that finds its own new value already in place reports success.
 
-use super::{Store, StoreError, Tree};
+use super::{Lease, Store, StoreError, Tree};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub const OUTAGE_WAIT: Duration = Duration::from_secs(30);
 /// The versioned schema migrations, applied in order at start, each once, in one
 /// transaction under an advisory lock so that instances starting together do not race.
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
 
 /// The first schema: every tree, with its operator-facing columns.
 const MIGRATION_1: &str = r#"
@@ -101,6 +101,18 @@ CREATE TABLE webhook_events (
 );
 "#;
 
+/// Leases: one row per lease, kept after release so that the token only grows. Expiry is
+/// the database's clock, the one clock every instance shares.
+const MIGRATION_2: &str = r#"
+CREATE TABLE leases (
+    name text COLLATE "C" PRIMARY KEY,
+    owner text NOT NULL,
+    token bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX leases_owner ON leases (owner);
+"#;
+
 /// An arbitrary constant naming readerd's migration lock among the database's advisory
 /// locks.
 const MIGRATION_LOCK: i64 = 0x7265_6164_6572_6431;
@@ -115,6 +127,12 @@ enum Op {
     Remove(Tree, String),
     /// Every key (None) or the keys under a prefix.
     Scan(Tree, Option<String>),
+    /// name, owner, ttl in milliseconds.
+    Acquire(String, String, i64),
+    Renew(Lease, i64),
+    Release(Lease),
+    Holders,
+    PutFenced(Tree, String, String, Lease),
 }
 
 enum Reply {
@@ -122,6 +140,8 @@ enum Reply {
     Value(Option<Vec<u8>>),
     Swapped(bool),
     Rows(Vec<(String, Vec<u8>)>),
+    Token(Option<i64>),
+    Holders(Vec<(String, String)>),
 }
 
 struct Job {
@@ -224,6 +244,8 @@ fn unexpected(reply: Reply) -> StoreError {
         Reply::Value(_) => "a value",
         Reply::Swapped(_) => "a swap",
         Reply::Rows(_) => "rows",
+        Reply::Token(_) => "a lease",
+        Reply::Holders(_) => "lease holders",
     };
     StoreError::Engine(format!("the PostgreSQL pool answered {what} out of turn"))
 }
@@ -293,6 +315,62 @@ impl Store for PgStore {
             r => Err(unexpected(r)),
         }
     }
+
+    fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let op = Op::Acquire(name.to_string(), owner.to_string(), millis(ttl));
+        match self.call(op)? {
+            Reply::Token(t) => Ok(t.map(|token| Lease {
+                name: name.to_string(),
+                owner: owner.to_string(),
+                token,
+            })),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        match self.call(Op::Renew(lease.clone(), millis(ttl)))? {
+            Reply::Swapped(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        match self.call(Op::Release(lease.clone()))? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn lease_holders(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match self.call(Op::Holders)? {
+            Reply::Holders(h) => Ok(h),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn put_fenced(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &[u8],
+        lease: &Lease,
+    ) -> Result<bool, StoreError> {
+        let op = Op::PutFenced(tree, key.to_string(), text(value)?, lease.clone());
+        match self.call(op)? {
+            Reply::Swapped(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// One connection with its prepared statements.
@@ -424,6 +502,91 @@ fn prefix_end(prefix: &str) -> Option<String> {
 
 async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure> {
     match op {
+        Op::Acquire(name, owner, ttl) => {
+            // Free, expired or ours: take it. A new tenure (another owner, or ours after
+            // expiry) bumps the token; a renewal of our live tenure keeps it.
+            let s = c
+                .statement(
+                    "INSERT INTO leases (name, owner, token, expires_at) \
+                     VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond') \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       token = CASE WHEN leases.owner = EXCLUDED.owner AND leases.expires_at > now() \
+                               THEN leases.token ELSE leases.token + 1 END, \
+                       owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
+                     WHERE leases.owner = EXCLUDED.owner OR leases.expires_at <= now() \
+                     RETURNING token"
+                        .into(),
+                )
+                .await?;
+            let row = c.client.query_opt(&s, &[name, owner, ttl]).await?;
+            Ok(Reply::Token(row.map(|r| r.get(0))))
+        }
+        Op::Renew(l, ttl) => {
+            let s = c
+                .statement(
+                    "UPDATE leases SET expires_at = now() + $4::bigint * interval '1 millisecond' \
+                     WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at > now()"
+                        .into(),
+                )
+                .await?;
+            let n = c
+                .client
+                .execute(&s, &[&l.name, &l.owner, &l.token, ttl])
+                .await?;
+            Ok(Reply::Swapped(n == 1))
+        }
+        Op::Release(l) => {
+            let s = c
+                .statement(
+                    "UPDATE leases SET expires_at = now() \
+                     WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at > now()"
+                        .into(),
+                )
+                .await?;
+            c.client.execute(&s, &[&l.name, &l.owner, &l.token]).await?;
+            Ok(Reply::Done)
+        }
+        Op::Holders => {
+            let s = c
+                .statement(
+                    "SELECT name, owner FROM leases WHERE expires_at > now() ORDER BY name".into(),
+                )
+                .await?;
+            let rows = c.client.query(&s, &[]).await?;
+            Ok(Reply::Holders(
+                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+            ))
+        }
+        Op::PutFenced(tree, key, value, l) => {
+            let check = c
+                .statement(
+                    "SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3 \
+                     AND expires_at > now() FOR SHARE"
+                        .into(),
+                )
+                .await?;
+            let put = c
+                .statement(format!(
+                    "INSERT INTO {} (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    tree.name()
+                ))
+                .await?;
+            // The row lock taken by the check holds off a new tenure until the write is
+            // committed: a takeover sees the write, or the write sees the takeover.
+            let tx = c.client.transaction().await?;
+            if tx
+                .query_opt(&check, &[&l.name, &l.owner, &l.token])
+                .await?
+                .is_none()
+            {
+                tx.rollback().await?;
+                return Ok(Reply::Swapped(false));
+            }
+            tx.execute(&put, &[key, value]).await?;
+            tx.commit().await?;
+            Ok(Reply::Swapped(true))
+        }
         Op::Migrate => migrate(c).await.map(|()| Reply::Done),
         Op::Get(tree, key) => {
             let s = c

@@ -236,9 +236,12 @@ fn postgres_migrates_once_and_refuses_a_newer_schema() {
     assert_eq!(
         pg().psql(
             &db,
-            "SELECT string_agg(version::text, ',') FROM schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
         ),
-        PgStore::latest_migration().to_string()
+        (1..=PgStore::latest_migration())
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     pg().psql(&db, "INSERT INTO schema_migrations (version) VALUES (9999)");
     let err = PgStore::connect(&url).unwrap_err();
@@ -297,4 +300,54 @@ fn a_store_opened_inside_an_async_runtime_works_there() {
         s.put(Tree::Readers, "tmr_1", &rec(1)).unwrap();
         assert_eq!(s.get(Tree::Readers, "tmr_1").unwrap(), Some(rec(1)));
     });
+}
+
+#[test]
+fn one_machine_holds_every_lease() {
+    let s = SledStore::temporary().unwrap();
+    let ttl = std::time::Duration::from_millis(1);
+    let a = s.acquire_lease("reader:tmr_1", "a", ttl).unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(s.renew_lease(&a, ttl).unwrap());
+    assert!(s.put_fenced(Tree::Payments, "p", &rec(1), &a).unwrap());
+    assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(1)));
+}
+
+#[test]
+fn a_lease_has_one_holder_and_a_stale_holder_cannot_write() {
+    use std::time::Duration;
+    let s = PgStore::connect(&pg().fresh_db()).unwrap();
+    let ttl = Duration::from_millis(400);
+    let name = "reader:tmr_1";
+    let a = s.acquire_lease(name, "a", ttl).unwrap().expect("free");
+    assert_eq!(s.acquire_lease(name, "b", ttl).unwrap(), None, "held by a");
+    assert!(s.renew_lease(&a, ttl).unwrap());
+    // Acquiring again while holding is a renewal: same tenure, same token.
+    assert_eq!(s.acquire_lease(name, "a", ttl).unwrap(), Some(a.clone()));
+    assert!(s.put_fenced(Tree::Payments, "p", &rec(1), &a).unwrap());
+    assert_eq!(
+        s.lease_holders().unwrap(),
+        vec![(name.to_string(), "a".to_string())]
+    );
+
+    // a is paused past its lease; b takes over with a greater token.
+    std::thread::sleep(ttl + Duration::from_millis(150));
+    assert!(s.lease_holders().unwrap().is_empty(), "expired");
+    let b = s.acquire_lease(name, "b", ttl).unwrap().expect("expired");
+    assert!(b.token > a.token, "{b:?} after {a:?}");
+    // a wakes up: it can neither renew nor write.
+    assert!(!s.renew_lease(&a, ttl).unwrap());
+    assert!(!s.put_fenced(Tree::Payments, "p", &rec(2), &a).unwrap());
+    assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(1)));
+    assert!(s.put_fenced(Tree::Payments, "p", &rec(3), &b).unwrap());
+    assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(3)));
+
+    // A release hands over at once, and the token keeps growing.
+    s.release_lease(&b).unwrap();
+    assert!(!s.put_fenced(Tree::Payments, "p", &rec(4), &b).unwrap());
+    let a2 = s.acquire_lease(name, "a", ttl).unwrap().expect("released");
+    assert!(a2.token > b.token);
+    // Other leases are independent.
+    let other = s.acquire_lease("reader:tmr_2", "b", ttl).unwrap().unwrap();
+    assert_eq!(other.token, 1);
 }
