@@ -24,6 +24,28 @@ pub enum Location {
     Postgres(String),
 }
 
+impl Location {
+    /// `sled:PATH` or `postgres:URL` (a bare `postgres://…` URL too).
+    pub fn parse(s: &str) -> Result<Location, String> {
+        if let Some(path) = s.strip_prefix("sled:") {
+            if path.is_empty() {
+                return Err("sled: needs a directory, e.g. sled:/var/lib/readerd".into());
+            }
+            return Ok(Location::Sled(PathBuf::from(path)));
+        }
+        let url = s.strip_prefix("postgres:").filter(|u| !u.starts_with("//"));
+        let url = url.unwrap_or(s);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || s != url {
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redact_url(url)))?;
+            return Ok(Location::Postgres(url.to_string()));
+        }
+        Err(format!(
+            "{s:?}: write sled:PATH or postgres:URL (e.g. postgres://readerd@db/readerd)"
+        ))
+    }
+}
+
 impl std::fmt::Debug for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -222,9 +222,20 @@ impl PgStore {
         self.jobs
             .send(Job { op, reply })
             .map_err(|_| StoreError::Engine("the PostgreSQL pool has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Engine("the PostgreSQL pool has stopped".into()))?
+        let wait = move || {
+            answer
+                .recv()
+                .map_err(|_| StoreError::Engine("the PostgreSQL pool has stopped".into()))?
+        };
+        // On a multi-threaded runtime, hand this worker's other tasks to another thread
+        // while we wait for the database, so that one payment's write does not stall the
+        // rest. (A current-thread runtime cannot; its callers wait, as with sled's fsync.)
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     /// The highest schema migration this readerd knows.

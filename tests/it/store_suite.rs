@@ -351,3 +351,110 @@ fn a_lease_has_one_holder_and_a_stale_holder_cannot_write() {
     let other = s.acquire_lease("reader:tmr_2", "b", ttl).unwrap().unwrap();
     assert_eq!(other.token, 1);
 }
+
+fn migrate_store(from: &str, to: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_readerd"))
+        .args(["migrate-store", "--from", from, "--to", to])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn migrate_store_copies_everything_and_refuses_a_held_store_or_a_full_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = dir.path().join("store");
+    let url = pg().fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let from = format!("sled:{}", sled.display());
+    let to = format!("postgres:{url}");
+    {
+        let r = Registry::open(&sled).unwrap();
+        r.put(
+            Tree::Merchants,
+            "bakery",
+            &serde_json::json!({"id": "bakery"}),
+        )
+        .unwrap();
+        r.put(
+            Tree::Payments,
+            "pay_1",
+            &serde_json::json!({"id": "pay_1", "merchant": "bakery", "amount": 500}),
+        )
+        .unwrap();
+        r.put(
+            Tree::Refunds,
+            "pay_1/rf_1",
+            &serde_json::json!({"payment": "pay_1"}),
+        )
+        .unwrap();
+        r.put(
+            Tree::Idempotency,
+            "pos/k1",
+            &serde_json::json!({"p": "pay_1"}),
+        )
+        .unwrap();
+        // A daemon holding the store: refused, and nothing copied.
+        let out = migrate_store(&from, &to);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("in use"), "{err}");
+        assert_eq!(
+            pg().psql(&db, "SELECT to_regclass('payments') IS NULL"),
+            "t"
+        );
+    }
+    let out = migrate_store(&from, &to);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = Registry::open(&sled).unwrap();
+    let target = Registry::open_location(&Location::Postgres(url.clone())).unwrap();
+    for tree in Tree::ALL.into_iter().filter(|t| *t != Tree::Meta) {
+        assert_eq!(
+            source.store().scan(tree).unwrap(),
+            target.store().scan(tree).unwrap(),
+            "{}",
+            tree.name()
+        );
+    }
+    assert_eq!(
+        pg().psql(&db, "SELECT merchant, amount FROM payments"),
+        "bakery|500"
+    );
+    drop(source);
+    // A second run would merge: refused.
+    let out = migrate_store(&from, &to);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    // Bad locations are usage errors.
+    let out = migrate_store("/just/a/path", &to);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn an_operation_waits_for_a_database_that_comes_back() {
+    let server = crate::common::pg::PgServer::private();
+    let s = Arc::new(PgStore::connect(&server.fresh_db()).unwrap());
+    s.put(Tree::Payments, "p", &rec(1)).unwrap();
+    server.stop();
+    let started = std::time::Instant::now();
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || s.put(Tree::Payments, "p", &rec(2)))
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!writer.is_finished(), "the write waits for the database");
+    server.restart();
+    writer
+        .join()
+        .unwrap()
+        .expect("written once the database is back");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(2)));
+    // A conditional write after the outage still compares.
+    assert!(!s
+        .compare_and_swap(Tree::Payments, "p", Some(&rec(1)), &rec(3))
+        .unwrap());
+}

@@ -2,9 +2,9 @@
 //! temporary directory, `postgres` on a loopback port, no system service. One server for
 //! the whole test binary, one fresh database per test.
 //!
-//! The server runs under a small shell that reads its standard input: when the test binary
-//! exits (however it exits), the pipe closes, the shell stops the server and removes the
-//! directory. Under root (as in CI), the server runs as the `postgres` user the package
+//! The server is started by a small shell that then reads its standard input: when the test
+//! binary exits (however it exits), the pipe closes, the shell stops the server and removes
+//! the directory. Under root (as in CI), the server runs as the `postgres` user the package
 //! creates, since `initdb` refuses root.
 
 use std::io::Write;
@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 const HOW_TO_INSTALL: &str = "PostgreSQL is needed by this test and was not found. Install \
      Debian's package (`apt-get update && apt-get install -y postgresql`), or set \
-     READERD_PG_BIN to a directory holding initdb, postgres, pg_isready and psql.";
+     READERD_PG_BIN to a directory holding initdb, postgres, pg_ctl, pg_isready and psql.";
 
 pub struct PgServer {
     bin: PathBuf,
     pub port: u16,
     dir: PathBuf,
+    /// The server's options, for a restart.
+    options: String,
     as_postgres_user: bool,
     /// The shell that owns the server; its stdin is the lifeline.
     child: Mutex<Child>,
@@ -70,9 +72,47 @@ pub fn pg() -> &'static PgServer {
 }
 
 impl PgServer {
+    /// A server of one's own (for a test that stops it); stopped when the binary exits.
+    pub fn private() -> PgServer {
+        PgServer::start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let out = user_command(self.as_postgres_user, &self.bin.join("pg_ctl"))
+            .args(args)
+            .arg("-D")
+            .arg(&data)
+            .output()
+            .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once, as a crash or a cut would (connections drop).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+    }
+
+    /// Starts it again after [`PgServer::stop`], on the same port.
+    pub fn restart(&self) {
+        let log = self.dir.join("log");
+        self.pg_ctl(&[
+            "start",
+            "-w",
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &self.options,
+        ]);
+    }
+
     fn start() -> Result<PgServer, String> {
         let bin = find_bin().ok_or_else(|| HOW_TO_INSTALL.to_string())?;
-        for tool in ["initdb", "postgres", "pg_isready", "psql"] {
+        for tool in ["initdb", "postgres", "pg_ctl", "pg_isready", "psql"] {
             if !bin.join(tool).exists() {
                 return Err(format!("{} lacks {tool}. {HOW_TO_INSTALL}", bin.display()));
             }
@@ -121,16 +161,18 @@ impl PgServer {
             ));
         }
         let port = free_port();
-        let server = format!(
-            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=32MB",
-            postgres = bin.join("postgres").display(),
-            data = data.display(),
+        let options = format!(
+            "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c full_page_writes=off -c max_connections=300 \
+             -c shared_buffers=32MB",
             dir = dir.display(),
         );
+        let pg_ctl = bin.join("pg_ctl");
         let script = format!(
-            "{server} >{log} 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
+            "{pg_ctl} start -w -D {data} -l {log} -o '{options}' >/dev/null 2>&1; read _; \
+             {pg_ctl} stop -m immediate -D {data} >/dev/null 2>&1; rm -rf {dir}",
+            pg_ctl = pg_ctl.display(),
+            data = data.display(),
             log = dir.join("log").display(),
             dir = dir.display(),
         );
@@ -146,6 +188,7 @@ impl PgServer {
             bin,
             port,
             dir,
+            options,
             as_postgres_user,
             child: Mutex::new(child),
         };
