@@ -243,11 +243,15 @@ impl ClusterConfig {
         if let Some(i) = &self.instance {
             return i.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "readerd".to_string())
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        HOST.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "readerd".to_string())
+        })
+        .clone()
     }
 }
 

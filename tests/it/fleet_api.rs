@@ -301,6 +301,7 @@ async fn readers_are_registered_on_stripe_and_bad_codes_refused() {
     assert_eq!(r["status"], "online");
     assert_eq!(r["busy"], false);
     assert_eq!(r["queue_depth"], 0);
+    assert!(r["worker"].as_str().is_some_and(|w| !w.is_empty()), "{r}");
     assert_eq!(r["merchants"], Value::Null);
     assert_eq!(r["device_type"], "simulated_wisepos_e");
     assert!(r["last_seen_at"].as_str().unwrap().ends_with('Z'));
