@@ -458,3 +458,31 @@ fn an_operation_waits_for_a_database_that_comes_back() {
         .compare_and_swap(Tree::Payments, "p", Some(&rec(1)), &rec(3))
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_on_postgres_keeps_its_records_across_a_restart() {
+    use crate::common::TestEnv;
+    use readerd::config::{DatabaseUrl, StoreBackend};
+    let url = pg().fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let mut env = TestEnv::builder()
+        .configure(move |c| {
+            c.store.backend = StoreBackend::Postgres;
+            c.store.url = Some(DatabaseUrl(url));
+            c.cluster.instance = Some("venue-a-1".into());
+        })
+        .start()
+        .await;
+    env.add_merchant("bakery", "FR", "eur").await;
+    let (s, ready) = env.get("", "/readyz").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{ready}");
+    assert_eq!(ready["store"], "postgres", "{ready}");
+    assert_eq!(ready["instance"], "venue-a-1", "{ready}");
+    env.restart().await;
+    let admin = env.admin_token.clone();
+    let (s, m) = env.get(&admin, "/v1/merchants/bakery").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{m}");
+    let merchants = pg().psql(&db, "SELECT key FROM merchants");
+    assert_eq!(merchants, "bakery");
+    env.stop().await;
+}
