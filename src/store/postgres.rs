@@ -424,8 +424,10 @@ fn is_unreachable(e: &tokio_postgres::Error) -> bool {
         // Class 08: connection exception; class 57P: the server is shutting down or
         // starting (admin_shutdown, crash_shutdown, cannot_connect_now).
         Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
-        // No SQL state: an I/O error (refused, reset) or a protocol failure.
-        None => e.as_db_error().is_none(),
+        // No SQL state: unreachable only for an I/O error (refused, reset, timed out), not
+        // for a parameter that cannot be encoded or a TLS setting that cannot be met.
+        None => std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
     }
 }
 

@@ -486,3 +486,16 @@ async fn a_daemon_on_postgres_keeps_its_records_across_a_restart() {
     assert_eq!(merchants, "bakery");
     env.stop().await;
 }
+
+#[test]
+fn a_setting_that_cannot_be_met_fails_at_once_instead_of_waiting() {
+    // TLS is not supported by this release: asking for it is an error, not an outage.
+    let url = format!("{}?sslmode=require", pg().fresh_db());
+    let started = std::time::Instant::now();
+    let err = PgStore::connect(&url).unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{err}"
+    );
+    assert!(err.to_string().to_lowercase().contains("tls"), "{err}");
+}
