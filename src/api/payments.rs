@@ -35,6 +35,7 @@ pub fn routes(engine: Engine) -> Routes {
         .post("/v1/payments/{id}/capture", capture)
         .post("/v1/payments/{id}/retry", retry)
         .post("/v1/payments/{id}/refunds", refund)
+        .get("/v1/reports/settlement", settlement)
         .post("/v1/readers/{id}/display", display)
         .post("/v1/readers/{id}/clear", clear)
         .extension(engine)
@@ -69,7 +70,7 @@ impl From<PaymentError> for ApiError {
 /// The contract's payment object, plus what helps to follow it (history, what it waits
 /// for, the authorisation's deadline).
 pub fn payment_json(p: &Payment) -> Value {
-    json!({
+    let mut v = json!({
         "id": p.id,
         "object": "payment",
         "status": p.status,
@@ -92,7 +93,33 @@ pub fn payment_json(p: &Payment) -> Value {
         "created_at": p.created_at,
         "updated_at": p.updated_at,
         "history": p.history,
-    })
+    });
+    if !p.splits.is_empty() {
+        v["splits"] = splits_json(p);
+    }
+    v
+}
+
+/// A separate payment's splits, as the contract shows them, plus where each transfer
+/// stands (`transfer_status`, the last refusal).
+fn splits_json(p: &Payment) -> Value {
+    p.splits
+        .iter()
+        .map(|s| {
+            json!({
+                "merchant": s.merchant,
+                "amount": s.amount,
+                "fee": s.fee,
+                "captured": s.captured,
+                "transfer": s.transfer,
+                "transferred": s.transferred,
+                "reversed": s.reversed,
+                "refunded": s.refunded,
+                "transfer_status": s.transfer_status,
+                "transfer_error": s.transfer_error,
+            })
+        })
+        .collect()
 }
 
 fn refund_json(r: &RefundRecord) -> Value {
@@ -103,6 +130,10 @@ fn refund_json(r: &RefundRecord) -> Value {
         "amount": r.amount,
         "status": r.status,
         "refund": r.refund,
+        "merchant": r.merchant,
+        "reversal": r.reversal,
+        "reversal_amount": r.reversal_amount,
+        "reversal_error": r.reversal_error,
         "created_at": r.created_at,
     })
 }
@@ -158,8 +189,12 @@ async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreatePayment>,
 ) -> Result<Response, ApiError> {
-    scope::check(&caller, Object::Merchant(&req.merchant))?;
-    usable_reader(&state, &caller, &req.reader, Some(&req.merchant))?;
+    for m in req.merchants() {
+        scope::check(&caller, Object::Merchant(m))?;
+    }
+    for m in req.merchants() {
+        usable_reader(&state, &caller, &req.reader, Some(m))?;
+    }
     let key = idempotency_key(&headers)?;
     let p = engine.create(req, &caller.name, key.as_deref())?;
     Ok((StatusCode::CREATED, Json(payment_json(&p))).into_response())
@@ -278,6 +313,16 @@ struct AmountBody {
     amount: Option<i64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    #[serde(default)]
+    amount: Option<i64>,
+    /// The merchant of a basket the refund is for (required when it has several).
+    #[serde(default)]
+    merchant: Option<String>,
+}
+
 async fn capture(
     Extension(engine): Extension<Engine>,
     caller: Caller,
@@ -306,14 +351,87 @@ async fn refund(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     visible(&engine, &caller, &id)?;
-    let b: AmountBody = optional_body(&body)?;
+    let b: RefundBody = optional_body(&body)?;
     let key = idempotency_key(&headers)?;
     let (p, r) = engine
-        .refund(&id, b.amount, &caller.name, key.as_deref())
+        .refund_for(
+            &id,
+            b.amount,
+            b.merchant.as_deref(),
+            &caller.name,
+            key.as_deref(),
+        )
         .await?;
     let mut out = refund_json(&r);
     out["payment_object"] = payment_json(&p);
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    from: String,
+    to: String,
+    #[serde(default)]
+    merchant: Option<String>,
+    /// `csv` for CSV (as `Accept: text/csv` does), `json` (the default).
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/reports/settlement?from&to[&merchant][&format=csv]`: one row per merchant and
+/// currency, from readerd's records; a pos client sees its merchants' rows only.
+async fn settlement(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    use crate::payments::report;
+    let bound = |name: &str, v: &str, end: bool| {
+        report::parse_bound(v, end).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be an RFC 3339 time or a date (YYYY-MM-DD), UTC: {v:?}"
+            ))
+        })
+    };
+    let from = bound("from", &q.from, false)?;
+    let to = bound("to", &q.to, true)?;
+    if to <= from {
+        return Err(ApiError::bad_request("to must be after from"));
+    }
+    let merchant = q.merchant.filter(|m| !m.is_empty());
+    if let Some(m) = &merchant {
+        scope::check(&caller, Object::Merchant(m))?;
+    }
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        None | Some("") => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be json or csv, not {other:?}"
+            )))
+        }
+    };
+    let rows = engine.settlement_report(&report::Query {
+        from,
+        to,
+        merchant,
+        scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
+    })?;
+    if csv {
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report::to_csv(&rows),
+        )
+            .into_response())
+    } else {
+        Ok(Json(rows).into_response())
+    }
 }
 
 #[derive(Debug, Deserialize)]
