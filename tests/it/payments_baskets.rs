@@ -551,3 +551,182 @@ async fn a_refused_transfer_shows_on_the_payment_is_counted_and_retried_within_a
     assert_eq!((row.pending_transfer, row.net), (300, 0));
     books_match_report(&h);
 }
+
+/// Through the HTTP API: a pos client with every merchant of a basket creates, refunds and
+/// reports it; one scoped to a single merchant of it gets 404 for it, as for a payment
+/// that does not exist, and sees only its own merchant's row in the report.
+#[tokio::test]
+async fn a_basket_is_visible_only_to_a_caller_with_every_merchant_in_it() {
+    use crate::payments_api::{pos_token, start, ADMIN};
+    use reqwest::StatusCode;
+    use serde_json::{json, Value};
+    let api = start(instant_sim()).await;
+    let mut accts = BTreeMap::new();
+    for (m, fee) in [("deli", 50), ("bar", 0)] {
+        let acct = api
+            .sim
+            .create_account("US", "usd", CapabilityStatus::Active);
+        let (s, b) = api
+            .post(
+                ADMIN,
+                "/v1/merchants",
+                json!({"id": m, "account": acct, "display_name": m, "charge_type": "separate", "application_fee_amount": fee}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["charge_type"], "separate");
+        accts.insert(m, acct);
+    }
+    let (s, loc) = api
+        .post(
+            ADMIN,
+            "/v1/locations",
+            json!({"display_name": "Hall", "address": {"line1": "1 Market St", "city": "San Francisco", "state": "CA", "postal_code": "94105", "country": "US"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{loc}");
+    let (s, r) = api
+        .post(
+            ADMIN,
+            "/v1/readers",
+            json!({"registration_code": "simulated-wpe", "label": "hall", "location": loc["id"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let reader = r["id"].as_str().unwrap().to_string();
+    let hall = pos_token("hall");
+    let deli = pos_token("deli");
+    let body = json!({"reader": "hall", "amount": 2000, "currency": "usd",
+        "splits": [{"merchant": "deli", "amount": 1500}, {"merchant": "bar", "amount": 500}]});
+    // The deli's own desk cannot name the bar: 404, as for a merchant that does not exist.
+    let (s, e) = api.post(&deli, "/v1/payments", body.clone()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    // A destination merchant cannot be in a basket.
+    let (s, e) = api
+        .post(
+            ADMIN,
+            "/v1/payments",
+            json!({"reader": "till-1", "amount": 2000, "currency": "eur",
+                "splits": [{"merchant": "bakery", "amount": 1500}, {"merchant": "florist", "amount": 500}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "split_needs_separate_charges", "{e}");
+    let (s, p) = api
+        .post_key(&hall, "/v1/payments", "b-1", body.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    let (_, again) = api.post_key(&hall, "/v1/payments", "b-1", body).await;
+    assert_eq!(again["id"], id.as_str(), "idempotent creation");
+    api.wait_card(&hall, &id).await;
+    api.sim.present_card(&reader, None).unwrap();
+    let p = api
+        .wait(&hall, &id, "transferred", |p| {
+            p["splits"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["transfer_status"] == "succeeded"))
+        })
+        .await;
+    let split = &p["splits"][0];
+    assert_eq!(
+        (
+            &split["merchant"],
+            &split["amount"],
+            &split["fee"],
+            &split["transferred"],
+            &split["reversed"]
+        ),
+        (
+            &json!("deli"),
+            &json!(1500),
+            &json!(50),
+            &json!(1450),
+            &json!(0)
+        )
+    );
+    assert!(split["transfer"].as_str().unwrap().starts_with("tr_"));
+    // One merchant's desk: the basket does not exist for it.
+    let (s, _) = api.get(&deli, &format!("/v1/payments/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api
+        .post(
+            &deli,
+            &format!("/v1/payments/{id}/refunds"),
+            json!({"merchant": "deli"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, list) = api.get(&deli, "/v1/payments").await;
+    assert!(!list.to_string().contains(&id));
+    // The hall's desk refunds the bar's share: the merchant must be named.
+    let refunds = format!("/v1/payments/{id}/refunds");
+    let (s, e) = api.post(&hall, &refunds, json!({"amount": 100})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "merchant_required");
+    let (s, r) = api
+        .post(&hall, &refunds, json!({"merchant": "bar", "amount": 200}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["merchant"], "bar");
+    assert_eq!(r["reversal_amount"], 200);
+    assert!(r["reversal"].as_str().unwrap().starts_with("trr_"));
+    // The report, as JSON and as CSV, against the emulator's books.
+    let today = "from=2000-01-01&to=2100-01-01";
+    let (s, rows) = api
+        .get(&hall, &format!("/v1/reports/settlement?{today}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    let books = serde_json::to_value(api.sim.balances()).unwrap();
+    let rows = rows.as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        let m = row["merchant"].as_str().unwrap();
+        assert_eq!(row["net"], books[&accts[m]]["usd"]["net"], "{m}: {row}");
+    }
+    let fees: i64 = rows.iter().map(|r| r["fees"].as_i64().unwrap()).sum();
+    assert_eq!(books["platform"]["usd"]["net"], fees);
+    let bar = rows.iter().find(|r| r["merchant"] == "bar").unwrap();
+    assert_eq!(
+        bar,
+        &json!({"merchant": "bar", "currency": "usd", "payments": 1, "gross": 500,
+            "refunded": 200, "fees": 0, "transferred": 500, "reversed": 200,
+            "pending_transfer": 0, "net": 300})
+    );
+    let csv = api
+        .http
+        .get(format!("{}/v1/reports/settlement?{today}", api.url))
+        .bearer_auth(&hall)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.contains("\nbar,usd,1,500,200,0,500,200,0,300\n"),
+        "{csv}"
+    );
+    // The deli's desk sees the deli's row only, and cannot ask for the bar's.
+    let (_, mine) = api
+        .get(&deli, &format!("/v1/reports/settlement?{today}"))
+        .await;
+    assert_eq!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["merchant"].clone())
+            .collect::<Vec<Value>>(),
+        vec![json!("deli")]
+    );
+    let (s, _) = api
+        .get(
+            &deli,
+            &format!("/v1/reports/settlement?{today}&merchant=bar"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
