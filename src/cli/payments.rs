@@ -78,6 +78,9 @@ pub enum PaymentsAction {
         id: String,
         #[arg(long)]
         amount: Option<i64>,
+        /// The merchant of a basket the refund is for (required when it has several).
+        #[arg(long)]
+        merchant: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -314,12 +317,16 @@ impl PaymentsCmd {
                 PaymentsAction::Refund {
                     id,
                     amount,
+                    merchant,
                     idempotency_key,
                 } => {
-                    let body = match amount {
-                        Some(a) => json!({ "amount": a }),
-                        None => json!({}),
-                    };
+                    let mut body = json!({});
+                    if let Some(a) = amount {
+                        body["amount"] = json!(a);
+                    }
+                    if let Some(m) = merchant {
+                        body["merchant"] = json!(m);
+                    }
                     let r = c
                         .post_idempotent(
                             &format!("/v1/payments/{id}/refunds"),
@@ -373,4 +380,90 @@ fn print_payment(p: &Value) {
             h["note"].as_str().unwrap_or("")
         );
     }
+}
+
+/// `readerd report`: the settlement report of a period.
+#[derive(Args, Debug)]
+pub struct ReportCmd {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Start of the period: an RFC 3339 time or a date (`2026-11-01`), UTC.
+    #[arg(long)]
+    pub from: String,
+    /// End of the period (exclusive; a date includes that day).
+    #[arg(long)]
+    pub to: String,
+    /// One merchant only.
+    #[arg(long)]
+    pub merchant: Option<String>,
+    /// CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+impl ReportCmd {
+    pub fn run(self) -> ExitCode {
+        block_on(async {
+            let c = ApiClient::new(&self.api)?;
+            let mut q = format!(
+                "/v1/reports/settlement?from={}&to={}",
+                urlencode(&self.from),
+                urlencode(&self.to)
+            );
+            if let Some(m) = &self.merchant {
+                q.push_str(&format!("&merchant={}", urlencode(m)));
+            }
+            let v = c.get(&q).await?;
+            if self.api.json {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<crate::payments::report::Row> =
+                serde_json::from_value(v).unwrap_or_default();
+            if self.csv {
+                print!("{}", crate::payments::report::to_csv(&rows));
+                return Ok(());
+            }
+            let mut t = Table::new(&[
+                "MERCHANT",
+                "CURRENCY",
+                "PAYMENTS",
+                "GROSS",
+                "REFUNDED",
+                "FEES",
+                "TRANSFERRED",
+                "REVERSED",
+                "PENDING",
+                "NET",
+            ]);
+            for r in &rows {
+                t.row(vec![
+                    r.merchant.clone(),
+                    r.currency.clone(),
+                    r.payments.to_string(),
+                    r.gross.to_string(),
+                    r.refunded.to_string(),
+                    r.fees.to_string(),
+                    r.transferred.to_string(),
+                    r.reversed.to_string(),
+                    r.pending_transfer.to_string(),
+                    r.net.to_string(),
+                ]);
+            }
+            t.print();
+            Ok(())
+        })
+    }
+}
+
+/// Percent-encodes a query value (RFC 3339 times carry `:` and `+`).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

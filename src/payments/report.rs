@@ -35,11 +35,11 @@ use super::machine::{ChargeType, Payment, Status};
 use super::refunds::RefundRecord;
 use super::splits::{share, TransferStatus};
 use crate::clock::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One merchant's money in one currency over the period (minor units).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     pub merchant: String,
     pub currency: String,
