@@ -470,17 +470,18 @@ impl ReportCmd {
                 "NET",
             ]);
             for r in &rows {
+                let m = |a: i64| money::format(a, &r.currency);
                 t.row(vec![
                     r.merchant.clone(),
                     r.currency.clone(),
                     r.payments.to_string(),
-                    r.gross.to_string(),
-                    r.refunded.to_string(),
-                    r.fees.to_string(),
-                    r.transferred.to_string(),
-                    r.reversed.to_string(),
-                    r.pending_transfer.to_string(),
-                    r.net.to_string(),
+                    m(r.gross),
+                    m(r.refunded),
+                    m(r.fees),
+                    m(r.transferred),
+                    m(r.reversed),
+                    m(r.pending_transfer),
+                    m(r.net),
                 ]);
             }
             t.print();
