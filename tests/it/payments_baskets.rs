@@ -730,3 +730,93 @@ async fn a_basket_is_visible_only_to_a_caller_with_every_merchant_in_it() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// The emulator enforces Stripe's rules for transfers and reversals.
+#[tokio::test]
+async fn the_emulator_refuses_transfers_and_reversals_stripe_refuses() {
+    use readerd::stripe::params::{CreateTransfer, CreateTransferReversal};
+    let h = hall().await;
+    let p = paid(&h, &[("bakery", 800), ("florist", 450)]).await;
+    let platform = RequestOptions::platform();
+    let pi = h
+        .env
+        .stripe
+        .retrieve_payment_intent(
+            p.payment_intent.as_deref().unwrap(),
+            &["latest_charge"],
+            &platform,
+        )
+        .await
+        .unwrap();
+    let charge = pi.latest_charge.unwrap().id().to_string();
+    let transfer = |amount: i64, dest: &str, source: Option<&str>| CreateTransfer {
+        amount,
+        currency: "usd".into(),
+        destination: dest.to_string(),
+        source_transaction: source.map(str::to_string),
+        transfer_group: None,
+        metadata: Default::default(),
+    };
+    let code = |e: readerd::stripe::StripeError| e.code().unwrap_or("").to_string();
+    let cheese = h.env.accounts["cheese"].clone();
+    // 760 + 430 already left the 1250 charge: 61 more would exceed it.
+    let e = h
+        .env
+        .stripe
+        .create_transfer(&transfer(61, &cheese, Some(&charge)), &platform)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "transfer_source_balance_parameters_mismatch");
+    let ok = h
+        .env
+        .stripe
+        .create_transfer(&transfer(60, &cheese, Some(&charge)), &platform)
+        .await
+        .unwrap();
+    // Not a charge of the platform's.
+    let e = h
+        .env
+        .stripe
+        .create_transfer(&transfer(10, &cheese, Some("ch_nope")), &platform)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "resource_missing");
+    // The destination needs its transfers capability.
+    h.env
+        .sim
+        .set_transfers_capability(&cheese, CapabilityStatus::Inactive);
+    let e = h
+        .env
+        .stripe
+        .create_transfer(&transfer(10, &cheese, None), &platform)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "insufficient_capabilities_for_transfer");
+    // A reversal never exceeds what is left of the transfer.
+    let rev = |amount| CreateTransferReversal {
+        amount: Some(amount),
+        metadata: Default::default(),
+    };
+    h.env
+        .stripe
+        .create_transfer_reversal(&ok.id, &rev(40), &platform)
+        .await
+        .unwrap();
+    assert!(h
+        .env
+        .stripe
+        .create_transfer_reversal(&ok.id, &rev(21), &platform)
+        .await
+        .is_err());
+    let t = h
+        .env
+        .stripe
+        .retrieve_transfer(&ok.id, &platform)
+        .await
+        .unwrap();
+    assert_eq!((t.amount_reversed, t.reversed), (40, false));
+    // Transfer events were sent.
+    let kinds: Vec<String> = h.env.sim.events().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.iter().any(|k| k == "transfer.created"));
+    assert!(kinds.iter().any(|k| k == "transfer.reversed"));
+}
