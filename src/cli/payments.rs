@@ -20,8 +20,12 @@ pub struct PayCmd {
     #[command(flatten)]
     pub api: ApiArgs,
     /// The merchant to charge for.
-    #[arg(long)]
-    pub merchant: String,
+    #[arg(long, required_unless_present = "split")]
+    pub merchant: Option<String>,
+    /// A basket instead of one merchant: `--split bakery=800 --split florist=450` (every
+    /// merchant on separate charges; `--amount` is their sum).
+    #[arg(long, value_name = "MERCHANT=AMOUNT", conflicts_with = "merchant")]
+    pub split: Vec<String>,
     /// The reader (`tmr_…` or its label).
     #[arg(long)]
     pub reader: String,
@@ -100,14 +104,30 @@ impl PayCmd {
                 .idempotency_key
                 .clone()
                 .unwrap_or_else(|| crate::payments::new_id("cli"));
-            let body = json!({
-                "merchant": self.merchant,
+            let mut body = json!({
                 "reader": self.reader,
                 "amount": self.amount,
                 "currency": self.currency,
                 "capture": self.capture,
                 "description": self.description,
             });
+            if self.split.is_empty() {
+                body["merchant"] = json!(self.merchant);
+            } else {
+                let mut splits = Vec::new();
+                for s in &self.split {
+                    let parsed = s
+                        .split_once('=')
+                        .and_then(|(m, a)| Some((m, a.parse::<i64>().ok()?)));
+                    let Some((m, a)) = parsed else {
+                        return Err(ClientError::Unexpected(format!(
+                            "--split {s}: expected MERCHANT=AMOUNT in minor units"
+                        )));
+                    };
+                    splits.push(json!({"merchant": m, "amount": a}));
+                }
+                body["splits"] = json!(splits);
+            }
             let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
             if self.api.json && self.no_follow {
                 print_json(&p);

@@ -729,6 +729,26 @@ async fn a_basket_is_visible_only_to_a_caller_with_every_merchant_in_it() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // The command line: the same CSV, and a table in money.
+    let cli = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_readerd"));
+        c.args(["report", "--from", "2000-01-01", "--to", "2100-01-01"])
+            .args(args)
+            .env("READERD_API", &api.url)
+            .env("READERD_TOKEN", &hall);
+        c
+    };
+    let out = cli(&["--csv", "--merchant", "bar"]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "merchant,currency,payments,gross,refunded,fees,transferred,reversed,pending_transfer,net\nbar,usd,1,500,200,0,500,200,0,300\n"
+    );
+    let out = cli(&[]).output().await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.starts_with("MERCHANT"), "{table}");
+    assert!(table.contains("3.00 USD"), "{table}");
 }
 
 /// The emulator enforces Stripe's rules for transfers and reversals.
