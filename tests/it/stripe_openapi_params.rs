@@ -61,8 +61,9 @@ fn refunds_schema() -> Value {
 /// strings), `description`, `metadata`, `source_transaction`, `source_type`,
 /// `transfer_group`; `GET /v1/transfers` with `created`, `destination`, `ending_before`,
 /// `limit`, `starting_after`, `transfer_group`; `POST /v1/transfers/{id}/reversals` with
-/// `amount`, `description`, `metadata`, `refund_application_fee` (boolean); all take
-/// `expand`.
+/// `amount`, `description`, `metadata`, `refund_application_fee` (boolean);
+/// `GET /v1/transfers/{id}/reversals` with `ending_before`, `limit`, `starting_after`; all
+/// take `expand`.
 fn transfers_schema(method: &str, template: &str) -> Option<Value> {
     let metadata = json!({"anyOf": [
         {"type": "object", "additionalProperties": {"type": "string"}},
@@ -96,6 +97,16 @@ fn transfers_schema(method: &str, template: &str) -> Option<Value> {
                 "limit": {"type": "integer"},
                 "starting_after": string,
                 "transfer_group": string,
+                "expand": expand
+            }
+        }),
+        ("GET", "/v1/transfers/{id}/reversals") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "ending_before": string,
+                "limit": {"type": "integer"},
+                "starting_after": string,
                 "expand": expand
             }
         }),
@@ -446,7 +457,11 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(transfer.clone()),
         ok(list_transfers),
         ok(transfer),
-        ok(reversal),
+        ok(reversal.clone()),
+        ok(
+            json!({"object": "list", "url": "/v1/transfers/tr_1/reversals", "has_more": false,
+            "data": [reversal]}),
+        ),
     ])
     .await;
     let c = StripeClient::new(config(server.base())).unwrap();
@@ -697,6 +712,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     )
     .await
     .unwrap();
+    c.list_transfer_reversals("tr_1", &RequestOptions::platform())
+        .await
+        .unwrap();
     server.seen()
 }
 
@@ -728,6 +746,7 @@ const ALL_OPERATIONS: &[&str] = &[
     "GET /v1/transfers",
     "GET /v1/transfers/{id}",
     "POST /v1/transfers/{id}/reversals",
+    "GET /v1/transfers/{id}/reversals",
 ];
 
 async fn check_all(minimal: bool) {
