@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TRANSFER_ATTEMPTS: u32 = 5;
 
 /// Where a split's transfer stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferStatus {
     /// Not yet due (the payment is not captured).
