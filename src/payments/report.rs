@@ -132,9 +132,15 @@ pub fn settlement(payments: &[Payment], refunds: &[RefundRecord], q: &Query) -> 
             }),
             ChargeType::Separate => {
                 for s in &p.splits {
+                    // A transfer still owed, less the share of it that refunds made
+                    // since no longer owe (a refund before the transfer has nothing to
+                    // reverse).
                     let pending = match s.transfer_status {
                         TransferStatus::Succeeded | TransferStatus::None => 0,
-                        _ => s.transfer_amount(),
+                        _ => {
+                            let t = s.transfer_amount();
+                            t - share(t, s.refunded, s.captured).min(t)
+                        }
                     };
                     add(&s.merchant, &|row| {
                         row.gross += s.captured;
