@@ -53,6 +53,8 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// The settlement report of a period: per merchant and currency, from readerd's records.
+    Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
     /// Copy every record of a stopped daemon's store into an empty one (sled to PostgreSQL).
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
         Command::MigrateStore(a) => migrate::main(a),
     }
