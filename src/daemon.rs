@@ -136,7 +136,14 @@ impl Daemon {
     /// `listener`. The config must already be validated.
     pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
         let Daemon { config, secrets } = self;
-        let registry = open_store(&config).await?;
+        let location = config
+            .store
+            .location()
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))?;
+        let cache_mb = config.store.cache_mb;
+        let registry = tokio::task::spawn_blocking(move || open_registry(&location, cache_mb))
+            .await
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
         Self::start_with_registry(config, secrets, registry, listener).await
     }
 
@@ -380,17 +387,18 @@ async fn retention_loop(engine: Engine, keep: Duration, dir: PathBuf, shutdown: 
     }
 }
 
-/// Opens the store of `config` (sled's cache bounded by `[store] cache_mb`), building its
-/// indexes if it is older, and warns when it was filled for measurement.
-async fn open_store(config: &Config) -> Result<Registry, DaemonError> {
-    let path = config.store.path.clone();
-    let cache = config.store.cache_mb.saturating_mul(1024 * 1024);
-    let registry = tokio::task::spawn_blocking(move || Registry::open_with_cache(&path, cache))
-        .await
-        .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
+/// Opens the store at `location` (sled's page cache bounded by `[store] cache_mb`), building
+/// its indexes if it is older, and warns when it was filled for measurement.
+fn open_registry(location: &crate::store::Location, cache_mb: u64) -> Result<Registry, StoreError> {
+    let registry = match location {
+        crate::store::Location::Sled(path) => {
+            Registry::open_with_cache(path, cache_mb.saturating_mul(1024 * 1024))?
+        }
+        other => Registry::open_location(other)?,
+    };
     if registry.is_test_store().unwrap_or(false) {
         tracing::warn!(
-            store = %config.store.path.display(),
+            store = ?location,
             "this store was filled for measurement (readerd bench --fill-store): its payments never were on Stripe; do not use it for real payments"
         );
     }
@@ -628,13 +636,26 @@ pub fn run(path: &Path) -> ExitCode {
         // Before anything else: a signal during start-up is handled, not fatal.
         let mut signals = Signals::install();
         let listen = config.api.listen;
-        let registry = match open_store(&config).await {
-            Ok(r) => r,
+        let cache_mb = config.store.cache_mb;
+        let location = match config.store.location() {
+            Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(EX_CONFIG);
             }
         };
+        let registry =
+            match tokio::task::spawn_blocking(move || open_registry(&location, cache_mb)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot open the store: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         let listener = match TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod history;
+pub mod migrate;
 pub mod money;
 pub mod payments;
 pub mod sim;
@@ -53,9 +54,13 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// The settlement report of a period: per merchant and currency, from readerd's records.
+    Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator (or, with
     /// `--fill-store`, fill a test store with a large history).
     Bench(bench::BenchArgs),
+    /// Copy every record of a stopped daemon's store into an empty one (sled to PostgreSQL).
+    MigrateStore(migrate::MigrateArgs),
     /// Payments created in a period, as JSON lines (through the API).
     Export(history::ExportCmd),
     /// Archive final payments now, or restore archive files (the daemon stopped).
@@ -91,8 +96,10 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
         Command::Export(c) => c.run(),
         Command::Archive(c) => c.run(),
+        Command::MigrateStore(a) => migrate::main(a),
     }
 }

@@ -54,15 +54,21 @@ pub const OPEN: [Status; 4] = [
 /// The index entries of a payment, with their values.
 pub(crate) fn entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
     let pos = position(p);
-    let m = part(&p.merchant);
     let st = p.status.as_str();
     let mut out = vec![
         (format!("t/{pos}"), Vec::new()),
-        (format!("m/{m}/{pos}"), Vec::new()),
-        (format!("ms/{m}/{st}/{pos}"), Vec::new()),
         (format!("r/{}/{pos}", part(&p.reader)), Vec::new()),
         (format!("s/{st}/{pos}"), Vec::new()),
     ];
+    // A basket is listed under each of its merchants.
+    let mut merchants = p.merchants();
+    merchants.sort_unstable();
+    merchants.dedup();
+    for m in merchants {
+        let m = part(m);
+        out.push((format!("m/{m}/{pos}"), Vec::new()));
+        out.push((format!("ms/{m}/{st}/{pos}"), Vec::new()));
+    }
     if let Some(pi) = &p.payment_intent {
         out.push((format!("i/{}", part(pi)), p.id.clone().into_bytes()));
     }
@@ -207,6 +213,38 @@ pub(crate) fn for_each_created_before(
     }
 }
 
+/// The payments in `status` created in `[from, to)`, oldest first, read through the status
+/// index a chunk at a time (a period's report reads its period only).
+pub(crate) fn created_in(
+    registry: &Registry,
+    status: Status,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Payment>, StoreError> {
+    let prefix = format!("s/{}/", status.as_str());
+    let end = format!("{prefix}{}", time(to));
+    let mut after = Some(format!("{prefix}{}", time(from)));
+    let mut out = Vec::new();
+    loop {
+        let rows = registry
+            .store()
+            .scan_range(TREE, &prefix, after.as_deref(), 1000, false)?;
+        let done = rows.len() < 1000;
+        for (k, _) in rows {
+            if k >= end {
+                return Ok(out);
+            }
+            if let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&k))? {
+                out.push(p);
+            }
+            after = Some(k);
+        }
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// A page of the payment list.
 #[derive(Clone, Debug, Default)]
 pub struct PageQuery {
@@ -287,6 +325,8 @@ impl Source {
 pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
     let limit = q.limit.max(1);
     let allowed = |m: &str| q.scope.as_ref().is_none_or(|s| s.iter().any(|x| x == m));
+    // A payment is the caller's when every merchant it is for is (a basket's too).
+    let visible = |p: &Payment| p.merchants().iter().all(|m| allowed(m));
     let status = q.status.map(Status::as_str);
     // The index ranges to merge: the narrowest the filters allow.
     let prefixes: Vec<String> = if let Some(r) = &q.reader {
@@ -335,6 +375,7 @@ pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
         .collect();
     let chunk = (limit + 1).min(1001);
     let mut items = Vec::new();
+    let mut last: Option<String> = None;
     loop {
         // The newest head among the sources.
         let mut best: Option<(usize, String)> = None;
@@ -347,6 +388,11 @@ pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
         }
         let Some((i, pos)) = best else { break };
         sources[i].buf.pop_front();
+        // A basket of several merchants in scope comes from each merchant's range: once.
+        if last.as_deref() == Some(pos.as_str()) {
+            continue;
+        }
+        last = Some(pos.clone());
         if floor.as_ref().is_some_and(|f| pos.as_str() < f.as_str()) {
             // Every other head is older still.
             break;
@@ -354,10 +400,13 @@ pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
         let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&pos))? else {
             continue;
         };
-        let pass = q.merchant.as_ref().is_none_or(|m| &p.merchant == m)
+        let pass = q
+            .merchant
+            .as_ref()
+            .is_none_or(|m| p.merchants().contains(&m.as_str()))
             && q.reader.as_ref().is_none_or(|r| &p.reader == r)
             && q.status.is_none_or(|s| p.status == s)
-            && allowed(&p.merchant);
+            && visible(&p);
         if !pass {
             continue;
         }

@@ -12,6 +12,9 @@
 //! - [`index`]: the payments' secondary indexes (time, merchant, reader, status,
 //!   PaymentIntent), written in the same batch as each payment, and the paged list.
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
+//! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
+//!   arithmetic of their shares, transfers and reversals.
+//! - [`report`]: the settlement report, from readerd's own records.
 //! - [`stats`]: request counts and the daemon's own latencies.
 
 pub mod directory;
@@ -22,6 +25,8 @@ pub mod index;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
+pub mod report;
+pub mod splits;
 pub mod stats;
 pub mod worker;
 

@@ -12,6 +12,7 @@
 //! - [`capture`]: capture of an authorised payment, at most once.
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
+//! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
 //! - [`retention`]: final payments moved to daily archive files, crash-safe, and back.
 //!
@@ -25,8 +26,9 @@ mod reader_ops;
 mod reconcile;
 mod refund;
 mod retention;
+mod transfers;
 
-pub use accept::{CreatePayment, MAX_AMOUNT};
+pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
 pub(crate) use reader_ops::DisplayRequest;
 pub use retention::{restore, ArchiveReport, ArchivedPayment, PENDING_KEY};
 
@@ -296,6 +298,25 @@ impl Engine {
         })
     }
 
+    /// The settlement report over readerd's records (see [`crate::payments::report`]).
+    pub fn settlement_report(
+        &self,
+        q: &crate::payments::report::Query,
+    ) -> Result<Vec<crate::payments::report::Row>, PaymentError> {
+        // Only the period's succeeded payments are read (the report counts no other), through
+        // the status index, with each one's refunds (a prefix range).
+        let payments = index::created_in(&self.inner.registry, Status::Succeeded, q.from, q.to)?;
+        let mut refunds: Vec<super::refunds::RefundRecord> = Vec::new();
+        for p in &payments {
+            refunds.extend(
+                super::refunds::of_payment(&self.inner.registry, &p.id)?
+                    .into_iter()
+                    .map(|(_, r)| r),
+            );
+        }
+        Ok(crate::payments::report::settlement(&payments, &refunds, q))
+    }
+
     /// The lock for read-modify-write of one payment's records (sharded by id, so that
     /// payments on different readers never wait for each other's disk flushes).
     fn write_lock(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -362,6 +383,10 @@ impl Engine {
         }
         if let Some(ch) = changed {
             tracing::info!(payment = %id, from = %ch.from, to = %ch.to, source = ?source, "payment status");
+            if ch.to == Status::Succeeded {
+                // Separate charges: the transfers follow the capture, off the reader.
+                self.spawn_transfers(&p);
+            }
             if ch.to.is_final() || matches!(ch.to, Status::RequiresCapture | Status::Declined) {
                 self.inner
                     .stats
@@ -439,7 +464,7 @@ impl Engine {
     pub(crate) fn intent_options(p: &Payment) -> RequestOptions {
         match p.charge_type {
             ChargeType::Direct => RequestOptions::account(&p.account),
-            ChargeType::Destination => RequestOptions::platform(),
+            ChargeType::Destination | ChargeType::Separate => RequestOptions::platform(),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::payments::index;
 use crate::payments::machine::{IntentView, Observation, Payment, Source, Status};
 use crate::payments::queue::Job;
 use crate::payments::refunds::{self, RefundStatus};
+use crate::store::Tree;
 
 impl Engine {
     /// Reconciles and resumes every payment that is not final. Call once, at start-up,
@@ -50,13 +51,39 @@ impl Engine {
                 _ => {}
             }
         }
-        // Refunds left pending by a crash are re-sent with their own keys.
+        // Refunds left pending by a crash are re-sent with their own keys, and the
+        // reversals they owe made after them.
         for r in refunds::pending(&self.inner.registry)? {
             let engine = self.clone();
             tokio::spawn(async move {
-                let _ = engine.send_refund(r).await;
+                if let Ok(r) = engine.send_refund(r).await {
+                    if r.reversal_due() {
+                        let _ = engine.send_reversal(r).await;
+                    }
+                }
             });
         }
+        // A crash between a refund and its reversal: the reversal is made now.
+        for r in refunds::reversals_due(&self.inner.registry)? {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let lock = engine.op_lock(&r.payment);
+                let _g = lock.lock().await;
+                if let Err(e) = engine.send_reversal(r).await {
+                    tracing::warn!(error = %e, "transfer reversal still unresolved");
+                }
+            });
+        }
+        // Separate charges captured before a crash: their transfers are made (or found,
+        // by their keys) now.
+        // Read a chunk at a time: the whole history is walked, never held (an index of owed
+        // transfers would make this O(owed)).
+        self.inner
+            .registry
+            .for_each::<Payment>(Tree::Payments, "", 1000, |_, p| {
+                self.spawn_transfers(&p);
+                Ok(())
+            })?;
         Ok(resumed)
     }
 
@@ -69,6 +96,11 @@ impl Engine {
             return 0;
         };
         let mut n = 0;
+        let succeeded: Vec<Payment> = all
+            .iter()
+            .filter(|p| Self::transfers_due(p))
+            .cloned()
+            .collect();
         // A payment on its way whose flow stopped (an error it could not get past) goes back
         // to its reader's queue, first in line.
         for p in all
@@ -112,9 +144,37 @@ impl Engine {
                 .filter(|x| x.status == RefundStatus::Pending);
             if let Some(rec) = still {
                 n += 1;
-                if let Err(e) = self.send_refund(rec).await {
-                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved");
+                match self.send_refund(rec).await {
+                    Err(e) => {
+                        tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved")
+                    }
+                    Ok(rec) if rec.reversal_due() => {
+                        let _ = self.send_reversal(rec).await;
+                    }
+                    Ok(_) => {}
                 }
+            }
+        }
+        // Reversals still owed, then transfers still owed (refused ones up to their bound).
+        for r in refunds::reversals_due(&self.inner.registry).unwrap_or_default() {
+            let lock = self.op_lock(&r.payment);
+            let _g = lock.lock().await;
+            let still = self
+                .refunds_of(&r.payment)
+                .ok()
+                .and_then(|all| all.into_iter().find(|x| x.id == r.id))
+                .filter(|x| x.reversal_due());
+            if let Some(rec) = still {
+                n += 1;
+                if let Err(e) = self.send_reversal(rec).await {
+                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "transfer reversal still unresolved");
+                }
+            }
+        }
+        for p in succeeded {
+            n += 1;
+            if let Err(e) = self.settle_transfers(&p.id).await {
+                tracing::info!(payment = %p.id, error = %e, "transfers still unsettled");
             }
         }
         n

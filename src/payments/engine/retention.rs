@@ -11,8 +11,8 @@
 //!
 //! A crash before 3 leaves the payments live and the mark on disk: the next run first cuts
 //! the file back to the marked length, so a line is never written twice and never lost.
-//! A payment with money still moving (a refund pending or requiring action) is never
-//! archived; neither is one that is not final.
+//! A payment with money still moving (a refund pending or requiring action, a transfer or
+//! a transfer reversal still owed) is never archived; neither is one that is not final.
 
 use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
@@ -70,12 +70,13 @@ fn io(e: std::io::Error, what: &Path) -> PaymentError {
     StoreError::Engine(format!("archive file {}: {e}", what.display())).into()
 }
 
-/// Whether a refund of the payment still moves money.
+/// Whether a refund of the payment still moves money (its own, or a transfer reversal it
+/// owes).
 fn refund_open(r: &RefundRecord) -> bool {
     matches!(
         r.status,
         RefundStatus::Pending | RefundStatus::RequiresAction
-    )
+    ) || r.reversal_due()
 }
 
 /// Cuts back the file of a chunk that a crash interrupted, and clears its mark.
@@ -153,7 +154,10 @@ impl Engine {
                 guards.push(lock.lock_owned().await);
                 let Some(p) = self.get(&p.id)? else { continue };
                 let refunds = refunds::of_payment(&registry, &p.id)?;
-                if !p.status.is_final() || refunds.iter().any(|(_, r)| refund_open(r)) {
+                if !p.status.is_final()
+                    || Self::transfers_due(&p)
+                    || refunds.iter().any(|(_, r)| refund_open(r))
+                {
                     held.insert(p.id.clone());
                     report.held += 1;
                     continue;
@@ -340,6 +344,12 @@ mod tests {
             refund: None,
             created_at: Timestamp::from_ms(day),
             reverse_transfer: false,
+            split: None,
+            merchant: None,
+            reversal_amount: 0,
+            reversal_key: None,
+            reversal: None,
+            reversal_error: None,
         };
         let rkey = refunds::key("pay_refunding", "rf_1");
         refunds::write(&registry, &rkey, &refund).unwrap();
