@@ -13,6 +13,7 @@
 //! | `ms/<merchant>/<status>/<time>/<id>` | empty | `?merchant=&status=` |
 //! | `r/<reader>/<time>/<id>` | empty | `?reader=` |
 //! | `s/<status>/<time>/<id>` | empty | `?status=`; the open payments reconcile reads |
+//! | `td/<time>/<id>` | empty | a payment that owes transfers (start-up, the sweep) |
 //! | `i/<payment intent>` | payment id | webhook hints |
 //! | `a/<id>` | `<time>/<id>` | an archived payment, so that a cursor naming it still pages |
 //! | `rp/<refund key>` | empty | a pending refund (written by `refunds`), for reconcile |
@@ -60,6 +61,9 @@ pub(crate) fn entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
         (format!("r/{}/{pos}", part(&p.reader)), Vec::new()),
         (format!("s/{st}/{pos}"), Vec::new()),
     ];
+    if super::engine::Engine::transfers_due(p) {
+        out.push((format!("td/{pos}"), Vec::new()));
+    }
     // A basket is listed under each of its merchants.
     let mut merchants = p.merchants();
     merchants.sort_unstable();
@@ -158,15 +162,35 @@ fn id_of(key: &str) -> &str {
 /// status, reading the status index a chunk at a time (never the payments tree).
 pub(crate) fn for_each_open(
     registry: &Registry,
+    f: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let prefixes: Vec<String> = OPEN
+        .iter()
+        .map(|st| format!("s/{}/", st.as_str()))
+        .collect();
+    for_each_under(registry, &prefixes, f)
+}
+
+/// Calls `f` with the id of every payment that owes transfers, oldest first.
+pub(crate) fn for_each_transfers_due(
+    registry: &Registry,
+    f: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for_each_under(registry, &["td/".to_string()], f)
+}
+
+/// Calls `f` with the id at the end of every index key under each prefix, in order.
+fn for_each_under(
+    registry: &Registry,
+    prefixes: &[String],
     mut f: impl FnMut(String) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    for st in OPEN {
-        let prefix = format!("s/{}/", st.as_str());
+    for prefix in prefixes {
         let mut after: Option<String> = None;
         loop {
             let rows = registry
                 .store()
-                .scan_range(TREE, &prefix, after.as_deref(), 500, false)?;
+                .scan_range(TREE, prefix, after.as_deref(), 500, false)?;
             let done = rows.len() < 500;
             for (k, _) in rows {
                 f(id_of(&k).to_string())?;

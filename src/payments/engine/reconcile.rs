@@ -7,7 +7,6 @@ use crate::payments::index;
 use crate::payments::machine::{IntentView, Observation, Payment, Source, Status};
 use crate::payments::queue::Job;
 use crate::payments::refunds::{self, RefundStatus};
-use crate::store::Tree;
 
 impl Engine {
     /// Reconciles and resumes every payment that is not final. Call once, at start-up,
@@ -76,14 +75,9 @@ impl Engine {
         }
         // Separate charges captured before a crash: their transfers are made (or found,
         // by their keys) now.
-        // Read a chunk at a time: the whole history is walked, never held (an index of owed
-        // transfers would make this O(owed)).
-        self.inner
-            .registry
-            .for_each::<Payment>(Tree::Payments, "", 1000, |_, p| {
-                self.spawn_transfers(&p);
-                Ok(())
-            })?;
+        for p in self.transfers_owed()? {
+            self.spawn_transfers(&p);
+        }
         Ok(resumed)
     }
 
@@ -96,11 +90,7 @@ impl Engine {
             return 0;
         };
         let mut n = 0;
-        let succeeded: Vec<Payment> = all
-            .iter()
-            .filter(|p| Self::transfers_due(p))
-            .cloned()
-            .collect();
+        let succeeded: Vec<Payment> = self.transfers_owed().unwrap_or_default();
         // A payment on its way whose flow stopped (an error it could not get past) goes back
         // to its reader's queue, first in line.
         for p in all
@@ -178,6 +168,22 @@ impl Engine {
             }
         }
         n
+    }
+
+    /// Every payment that owes transfers, found through the index.
+    fn transfers_owed(&self) -> Result<Vec<Payment>, PaymentError> {
+        let mut ids = Vec::new();
+        index::for_each_transfers_due(&self.inner.registry, |id| {
+            ids.push(id);
+            Ok(())
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get(&id)?.filter(Self::transfers_due) {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// Every payment that is not final, found through the status index.
