@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 pub mod fleet;
+pub mod inputs;
 pub mod json;
 pub mod ops;
 pub mod payments;

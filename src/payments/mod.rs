@@ -9,6 +9,8 @@
 //! - [`worker`]: one task per reader carrying each payment through the reader (a file per
 //!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
+//! - [`inputs`]: input collections on a reader's screen: the record and its status
+//!   machine (pure transitions, no I/O).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`stats`]: request counts and the daemon's own latencies.
 
@@ -16,6 +18,7 @@ pub mod directory;
 pub mod engine;
 pub mod failpoint;
 pub mod ids;
+pub mod inputs;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
@@ -27,5 +30,6 @@ pub use engine::{
     CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
 };
 pub use ids::new_id;
+pub use inputs::{InputCollection, InputStatus};
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use refunds::{RefundRecord, RefundStatus};
