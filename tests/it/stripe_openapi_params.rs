@@ -687,9 +687,11 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
                     toggles: vec![],
                 }]
             },
-            metadata: full
-                .then(|| BTreeMap::from([("readerd_input".to_string(), "inp_1".to_string())]))
-                .unwrap_or_default(),
+            metadata: if full {
+                BTreeMap::from([("readerd_input".to_string(), "inp_1".to_string())])
+            } else {
+                Metadata::new()
+            },
         },
         &platform,
     )
