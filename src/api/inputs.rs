@@ -1,6 +1,6 @@
 //! Inputs on a reader's screen: `POST /v1/readers/{id}/inputs` queues an input collection
 //! like a payment; `GET /v1/input_collections/{id}` (and `…/events`, Server-Sent Events)
-//! follows it; `POST /v1/input_collections/{id}/cancel` cancels it.
+//! follows it, `GET /v1/input_collections[?reader=]` lists them; `POST /v1/input_collections/{id}/cancel` cancels it.
 //!
 //! Scope: the same decision as a payment on that reader (a pos client names one of its
 //! merchants, or gets the first one the reader serves); a collection of another merchant is
@@ -10,7 +10,7 @@ use super::scope::{self, Object};
 use super::{ApiError, ApiJson, AppState, Caller, Routes};
 use crate::payments::inputs::Input;
 use crate::payments::{Engine, InputCollection, InputStatus};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ const OPERATOR: &str = "_operator";
 pub fn routes(engine: Engine) -> Routes {
     Routes::new()
         .post("/v1/readers/{id}/inputs", create)
+        .get("/v1/input_collections", list)
         .get("/v1/input_collections/{id}", show)
         .get("/v1/input_collections/{id}/events", events)
         .post("/v1/input_collections/{id}/cancel", cancel)
@@ -79,6 +80,40 @@ async fn create(
     let merchant = merchant.unwrap_or(OPERATOR);
     let c = engine.create_inputs(&record.id, merchant, b.inputs)?;
     Ok((StatusCode::ACCEPTED, Json(input_collection_json(&c))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    reader: Option<String>,
+}
+
+/// `GET /v1/input_collections[?reader=]`: those the caller may see, newest first.
+async fn list(
+    State(state): State<AppState>,
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let reader = match q.reader.as_deref().filter(|r| !r.is_empty()) {
+        None => None,
+        // By id or label, like the other reader routes; an unknown reader lists nothing.
+        Some(r) => Some(
+            state
+                .fleet
+                .find_reader(r)?
+                .map(|rec| rec.id)
+                .unwrap_or_else(|| r.to_string()),
+        ),
+    };
+    Ok(Json(
+        engine
+            .list_inputs(reader.as_deref())?
+            .iter()
+            .filter(|c| scope::allows(&caller, Object::InputCollection(c)))
+            .map(input_collection_json)
+            .collect(),
+    ))
 }
 
 fn visible(engine: &Engine, caller: &Caller, id: &str) -> Result<InputCollection, ApiError> {

@@ -109,6 +109,7 @@ fn table(new_account: &str) -> Vec<Row> {
         row("POST", "/v1/readers/{id}/display",     "/v1/readers/{reader}/display",      cart,         [202, 202, 404, 401, 401]),
         // Payments: pos within its merchants; another merchant's payment does not exist.
         row("POST", "/v1/readers/{id}/inputs",      "/v1/readers/{reader}/inputs",       form,         [202, 202, 404, 401, 401]),
+        row("GET",  "/v1/input_collections",        "/v1/input_collections",             null.clone(), [200, 200, 200, 401, 401]),
         row("GET",  "/v1/input_collections/{id}",   "/v1/input_collections/{answered}",  null.clone(), [200, 200, 404, 401, 401]),
         row("GET",  "/v1/input_collections/{id}/events", "/v1/input_collections/{answered}/events", null.clone(), [200, 200, 404, 401, 401]),
         // Final: nothing left to cancel.
@@ -394,6 +395,7 @@ async fn every_route_decides_scope_for_every_caller() {
         "authorised",
         "to_cancel",
         "declined",
+        "answered",
     ]
     .iter()
     .map(|k| &w.objects[k])

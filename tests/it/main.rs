@@ -7,6 +7,7 @@ mod fleet_auth;
 mod fleet_cli;
 mod fleet_config;
 mod fleet_daemon;
+mod inputs_crash;
 mod inputs_flow;
 mod layering;
 mod ops_lifecycle;

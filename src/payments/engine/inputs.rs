@@ -165,6 +165,18 @@ impl Engine {
         Ok(self.inner.registry.get(Tree::InputCollections, id)?)
     }
 
+    /// The input collections on `reader` (all readers when `None`), newest first. A scan
+    /// of the whole tree, like the payment list.
+    pub fn list_inputs(&self, reader: Option<&str>) -> Result<Vec<InputCollection>, PaymentError> {
+        let all: Vec<InputCollection> = self.inner.registry.list(Tree::InputCollections)?;
+        let mut out: Vec<InputCollection> = all
+            .into_iter()
+            .filter(|c| reader.is_none_or(|r| c.reader == r))
+            .collect();
+        out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(out)
+    }
+
     /// Every change to any input collection, as it is written.
     pub fn subscribe_inputs(&self) -> broadcast::Receiver<InputCollection> {
         self.inner.input_events.subscribe()
