@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod inputs;
 pub mod money;
 pub mod payments;
 pub mod sim;
@@ -52,6 +53,8 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// Inputs on a reader's screen: collect (and follow), list, show, cancel.
+    Inputs(inputs::InputsCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
 }
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Inputs(c) => c.run(),
         Command::Bench(a) => bench::main(a),
     }
 }

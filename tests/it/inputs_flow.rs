@@ -266,3 +266,80 @@ fn invalid_inputs_are_refused_before_anything_is_queued() {
         assert!(env.sim.requests().iter().all(|q| !q.path.ends_with("/collect_inputs")));
     });
 }
+
+/// `readerd inputs collect`, the real binary against a daemon whose emulator answers for
+/// the customer: exit 0 with the answers; then `list` and `show` find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inputs_command_collects_and_shows_the_answers() {
+    use crate::common::TestEnv;
+    let env = TestEnv::builder()
+        .sim(readerd::sim::SimConfig {
+            auto_present: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .configure(|c| {
+            c.payments.poll_min = Duration::from_millis(20).into();
+            c.payments.poll_max = Duration::from_millis(100).into();
+        })
+        .start()
+        .await;
+    env.add_merchant("bakery", "FR", "eur").await;
+    let loc = env.add_location("Shop", "FR", Some("bakery")).await;
+    env.add_reader("kiosk", &loc).await;
+    let run = |args: Vec<&'static str>| {
+        let api = env.api_url.clone();
+        let token = env.pos("bakery").to_string();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_readerd"))
+                .args(args)
+                .env("READERD_API", api)
+                .env("READERD_TOKEN", token)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec![
+        "inputs",
+        "collect",
+        "--reader",
+        "kiosk",
+        "--input",
+        "email:Email for the receipt",
+        "--input",
+        "selection:Table or bar?",
+        "--choice",
+        "table=Table",
+        "--choice",
+        "bar=Bar",
+        "--required",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("customer@example.com"), "{stdout}");
+    assert!(stdout.contains("table"), "{stdout}");
+    let out = run(vec!["inputs", "list", "--reader", "kiosk"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    // A mistake is refused before anything reaches the reader.
+    let out = run(vec![
+        "inputs",
+        "collect",
+        "--reader",
+        "kiosk",
+        "--input",
+        "colour:Pick",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("type"));
+    env.stop().await;
+}
