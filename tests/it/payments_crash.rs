@@ -498,7 +498,13 @@ fn the_demo_tour_ends_as_expected() {
         stdout.contains("every payment ended as expected"),
         "{stdout}"
     );
-    for step in ["success", "decline then retry", "manual capture", "cancel"] {
+    for step in [
+        "success",
+        "decline then retry",
+        "manual capture",
+        "cancel",
+        "email input",
+    ] {
         assert!(
             stdout.contains(&format!("=> {step}: as expected")),
             "{stdout}"
