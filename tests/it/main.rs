@@ -21,6 +21,7 @@ mod payments_flow;
 mod sim_cli;
 mod sim_conformance;
 mod sim_faults;
+mod sim_inputs;
 mod sim_webhooks;
 mod stripe_client;
 mod stripe_openapi_params;

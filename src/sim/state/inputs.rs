@@ -207,7 +207,12 @@ fn check_len(name: &str, v: Option<&str>, max: usize) -> Res<Option<String>> {
 /// One `inputs[i]` as Stripe checks it.
 fn parse_input(i: usize, f: &Form) -> Res<CollectedInput> {
     let name = |k: &str| format!("inputs[{i}][{k}]");
-    f.only(&["type", "custom_text", "required", "selection", "toggles"])?;
+    if let Some(map) = f.0.as_object() {
+        let known = ["type", "custom_text", "required", "selection", "toggles"];
+        if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(SimError::unknown_param(&name(k)));
+        }
+    }
     let kind = InputType::from(
         f.req_str(&["type"])
             .map_err(|_| SimError::missing(&name("type")))?
