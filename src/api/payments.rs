@@ -84,6 +84,7 @@ pub fn payment_json(p: &Payment) -> Value {
         "amount_captured": p.amount_captured,
         "amount_refunded": p.amount_refunded,
         "tip": p.tip,
+        "tipping": !p.skip_tipping,
         "failure": p.failure,
         "capture_before": p.capture_before.map(|s| super::json::timestamp(Timestamp::from_secs(s))),
         "cancel_requested": p.cancel_requested,

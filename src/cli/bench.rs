@@ -154,6 +154,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
                     capture: CaptureMode::Automatic,
                     description: None,
                     metadata: Default::default(),
+                    tipping: None,
                 },
                 "bench",
                 None,

@@ -43,6 +43,9 @@ pub struct PayCmd {
     /// Create the payment and return at once, without following it.
     #[arg(long)]
     pub no_follow: bool,
+    /// Skip the reader's tip screen for this payment.
+    #[arg(long)]
+    pub no_tipping: bool,
 }
 
 #[derive(Args, Debug)]
@@ -97,7 +100,7 @@ impl PayCmd {
                 .idempotency_key
                 .clone()
                 .unwrap_or_else(|| crate::payments::new_id("cli"));
-            let body = json!({
+            let mut body = json!({
                 "merchant": self.merchant,
                 "reader": self.reader,
                 "amount": self.amount,
@@ -105,6 +108,9 @@ impl PayCmd {
                 "capture": self.capture,
                 "description": self.description,
             });
+            if self.no_tipping {
+                body["tipping"] = json!(false);
+            }
             let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
             if self.api.json && self.no_follow {
                 print_json(&p);

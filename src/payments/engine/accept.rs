@@ -25,6 +25,10 @@ pub struct CreatePayment {
     pub description: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// `false` skips the reader's tip screen for this payment (the location's tipping
+    /// otherwise applies).
+    #[serde(default)]
+    pub tipping: Option<bool>,
 }
 
 /// What an `Idempotency-Key` leads to.
@@ -118,6 +122,7 @@ impl Engine {
                 application_fee_amount: merchant.fee.map(|f| f.on(req.amount)).filter(|f| *f > 0),
                 on_behalf_of: merchant.on_behalf_of(),
                 intent_key: format!("readerd:pi:{id}"),
+                skip_tipping: req.tipping == Some(false),
             },
             at,
         );
@@ -288,6 +293,7 @@ mod tests {
             capture: CaptureMode::Automatic,
             description: None,
             metadata: BTreeMap::new(),
+            tipping: None,
         }
     }
 
