@@ -441,3 +441,128 @@ impl Job<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::wire::{CollectInputsAction, InputValue, ReaderAction};
+
+    fn reader(action: Option<ReaderAction>) -> Reader {
+        let mut r: Reader = serde_json::from_value(serde_json::json!({
+            "id": "tmr_1", "object": "terminal.reader", "device_type": "simulated_wisepos_e",
+            "label": "till", "livemode": false, "serial_number": "s", "metadata": {}
+        }))
+        .unwrap();
+        r.action = action;
+        r
+    }
+
+    fn action(kind: ActionType, status: ActionStatus, ours: Option<&str>) -> ReaderAction {
+        ReaderAction {
+            kind,
+            status,
+            failure_code: None,
+            failure_message: None,
+            api_error: None,
+            process_payment_intent: None,
+            set_reader_display: None,
+            refund_payment: None,
+            process_setup_intent: None,
+            collect_inputs: ours.map(|id| CollectInputsAction {
+                inputs: vec![CollectedInput {
+                    kind: InputType::Email,
+                    custom_text: None,
+                    required: Some(true),
+                    skipped: Some(false),
+                    email: Some(InputValue {
+                        value: Some("a@b.c".into()),
+                    }),
+                    numeric: None,
+                    phone: None,
+                    text: None,
+                    signature: None,
+                    selection: None,
+                    toggles: vec![],
+                }],
+                metadata: [(METADATA_KEY.to_string(), id.to_string())].into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn our_action_is_recognised_by_its_metadata_only() {
+        use ActionStatus::*;
+        let ci = ActionType::CollectInputs;
+        assert_eq!(reading(&reader(None), "inp_1"), Reading::Free);
+        assert_eq!(
+            reading(
+                &reader(Some(action(ci.clone(), InProgress, Some("inp_1")))),
+                "inp_1"
+            ),
+            Reading::Collecting
+        );
+        // Someone else's inputs, or a payment, in progress: busy, never ours.
+        assert_eq!(
+            reading(
+                &reader(Some(action(ci.clone(), InProgress, Some("inp_2")))),
+                "inp_1"
+            ),
+            Reading::Busy
+        );
+        assert_eq!(
+            reading(
+                &reader(Some(action(
+                    ActionType::ProcessPaymentIntent,
+                    InProgress,
+                    None
+                ))),
+                "inp_1"
+            ),
+            Reading::Busy
+        );
+        // A cart on the screen, or someone else's finished action, leaves the reader free.
+        assert_eq!(
+            reading(
+                &reader(Some(action(ActionType::SetReaderDisplay, InProgress, None))),
+                "inp_1"
+            ),
+            Reading::Free
+        );
+        assert_eq!(
+            reading(
+                &reader(Some(action(ci.clone(), Succeeded, Some("inp_2")))),
+                "inp_1"
+            ),
+            Reading::Free
+        );
+    }
+
+    #[test]
+    fn an_action_that_is_over_gives_the_answers_or_the_failure() {
+        let ci = ActionType::CollectInputs;
+        let done = reading(
+            &reader(Some(action(
+                ci.clone(),
+                ActionStatus::Succeeded,
+                Some("inp_1"),
+            ))),
+            "inp_1",
+        );
+        assert_eq!(
+            done,
+            Reading::Done(InputObservation::Collected(vec![Answer {
+                value: Some("a@b.c".into()),
+                skipped: false,
+                toggles: vec![],
+            }]))
+        );
+        let mut failed = action(ci, ActionStatus::Failed, Some("inp_1"));
+        failed.failure_code = Some("collect_inputs_timed_out".into());
+        match reading(&reader(Some(failed)), "inp_1") {
+            Reading::Done(InputObservation::Failed(f)) => {
+                assert_eq!(f.code, "collect_inputs_timed_out")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
