@@ -14,7 +14,7 @@ use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// An input collection's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InputStatus {
     Queued,
@@ -61,7 +61,7 @@ pub enum InputStep {
 }
 
 /// One input's screen text.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomText {
     pub title: String,
@@ -74,7 +74,7 @@ pub struct CustomText {
 }
 
 /// A choice of a `selection` input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Choice {
     pub id: String,
@@ -83,14 +83,14 @@ pub struct Choice {
     pub style: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     pub choices: Vec<Choice>,
 }
 
 /// A checkbox under an input; `value` (`enabled` | `disabled`) once collected.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Toggle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +115,7 @@ pub const INPUT_TYPES: [&str; 6] = [
 
 /// One input: what the screen asks for and, once collected, the answer (`value`; for a
 /// selection the chosen choice's id; for a signature a File id) or `skipped`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     #[serde(rename = "type")]
@@ -143,9 +143,10 @@ pub struct Answer {
 }
 
 /// One status change or note.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InputHistory {
     pub status: InputStatus,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
