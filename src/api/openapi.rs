@@ -51,6 +51,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::capture,
         payments::retry,
         payments::refund,
+        payments::settlement,
         payments::display,
         payments::clear,
         inputs::create,

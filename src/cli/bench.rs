@@ -155,6 +155,8 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
                     description: None,
                     metadata: Default::default(),
                     tipping: None,
+                    splits: None,
+                    tip_merchant: None,
                 },
                 "bench",
                 None,

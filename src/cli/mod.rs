@@ -55,6 +55,8 @@ pub enum Command {
     Payments(payments::PaymentsCmd),
     /// Inputs on a reader's screen: collect (and follow), list, show, cancel.
     Inputs(inputs::InputsCmd),
+    /// The settlement report of a period: per merchant and currency, from readerd's records.
+    Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
 }
@@ -89,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
         Command::Inputs(c) => c.run(),
+        Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
     }
 }

@@ -12,6 +12,9 @@
 //! - [`inputs`]: input collections on a reader's screen: the record and its status
 //!   machine (pure transitions, no I/O).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
+//! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
+//!   arithmetic of their shares, transfers and reversals.
+//! - [`report`]: the settlement report, from readerd's own records.
 //! - [`stats`]: request counts and the daemon's own latencies.
 
 pub mod directory;
@@ -22,6 +25,8 @@ pub mod inputs;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
+pub mod report;
+pub mod splits;
 pub mod stats;
 pub mod worker;
 

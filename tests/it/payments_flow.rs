@@ -162,6 +162,8 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
         description: Some("test".into()),
         metadata: BTreeMap::new(),
         tipping: None,
+        splits: None,
+        tip_merchant: None,
     }
 }
 
