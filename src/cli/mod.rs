@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod inputs;
+pub mod migrate;
 pub mod money;
 pub mod payments;
 pub mod sim;
@@ -59,6 +60,8 @@ pub enum Command {
     Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
+    /// Copy every record of a stopped daemon's store into an empty one (sled to PostgreSQL).
+    MigrateStore(migrate::MigrateArgs),
 }
 
 /// A tokio runtime for a command (multi-threaded or on the current thread), or `None` after
@@ -93,5 +96,6 @@ pub fn main() -> ExitCode {
         Command::Inputs(c) => c.run(),
         Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
+        Command::MigrateStore(a) => migrate::main(a),
     }
 }
