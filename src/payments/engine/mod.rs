@@ -448,9 +448,21 @@ impl Engine {
         }
     }
 
+    /// Reads the payment's PaymentIntent at the priority of a payment whose customer may be
+    /// at the reader.
     pub(crate) async fn read_intent(
         &self,
         p: &Payment,
+    ) -> Result<crate::stripe::wire::PaymentIntent, PaymentError> {
+        self.read_intent_at(p, crate::stripe::Priority::Customer)
+            .await
+    }
+
+    /// Reads the payment's PaymentIntent, paid from the budget at `priority`.
+    pub(crate) async fn read_intent_at(
+        &self,
+        p: &Payment,
+        priority: crate::stripe::Priority,
     ) -> Result<crate::stripe::wire::PaymentIntent, PaymentError> {
         let pi = p
             .payment_intent
@@ -460,6 +472,7 @@ impl Engine {
         Ok(self
             .inner
             .stripe
+            .at(priority)
             .retrieve_payment_intent(pi, &["latest_charge"], &Self::intent_options(p))
             .await?)
     }
