@@ -13,6 +13,7 @@
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
+//! - [`events`]: Stripe's events as observations, and whether webhooks track payments.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -20,6 +21,7 @@
 mod accept;
 mod cancel;
 mod capture;
+mod events;
 mod reader_ops;
 mod reconcile;
 mod refund;
@@ -67,6 +69,11 @@ pub struct EngineConfig {
     pub create_window: Duration,
     /// `process_payment_intent` re-sends after `terminal_reader_timeout` (each with a new key).
     pub dispatch_attempts: u32,
+    /// While webhooks track payments, the watch polls only this often (a safety net).
+    pub webhook_poll: Duration,
+    /// The least time an action's event may take before webhooks count as down (the bound
+    /// grows with the delivery delays measured).
+    pub webhook_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +88,8 @@ impl Default for EngineConfig {
             offline_wait: Duration::from_secs(30),
             create_window: Duration::from_secs(120),
             dispatch_attempts: 3,
+            webhook_poll: Duration::from_secs(30),
+            webhook_grace: Duration::from_secs(10),
         }
     }
 }
@@ -162,6 +171,11 @@ pub(crate) struct ReaderSlot {
     pub current: Mutex<Option<String>>,
     /// The reader shows a cart we sent (ours to clear before a payment).
     pub shows_our_cart: Mutex<bool>,
+    /// What events (or a list) said about the reader since the watch last looked.
+    pub seen: Mutex<events::SeenReader>,
+    /// The last job ended with the reader showing its action over: the next payment is
+    /// sent without a pre-flight read (a busy reader still refuses it, and is read then).
+    pub known_free: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -181,6 +195,8 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     pub(crate) stats: Mutex<super::stats::Stats>,
+    /// Whether webhooks track payments.
+    pub(crate) webhooks: events::WebhookHealth,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
 }
@@ -240,6 +256,7 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 stats: Mutex::new(Default::default()),
+                webhooks: Default::default(),
                 links,
             }),
         }
@@ -397,6 +414,8 @@ impl Engine {
             hint: Notify::new(),
             current: Mutex::new(None),
             shows_our_cart: Mutex::new(false),
+            seen: Mutex::default(),
+            known_free: AtomicBool::new(false),
         });
         readers.insert(reader.to_string(), slot.clone());
         tokio::spawn(worker::run(self.clone(), slot.clone()));
