@@ -13,6 +13,7 @@ mod ops_metrics;
 mod payments_api;
 mod payments_crash;
 mod payments_destination;
+mod payments_events;
 mod payments_faults;
 mod payments_flow;
 mod sim_cli;

@@ -56,6 +56,16 @@ pub(crate) struct SeenReader {
     pub over: VecDeque<String>,
 }
 
+/// What events told the watch about its action.
+pub(crate) enum Seen {
+    /// Nothing about our action.
+    Nothing,
+    /// Our action succeeded: the reader as the event carried it.
+    Succeeded(Box<Reader>),
+    /// Something happened to our action that a read must confirm.
+    ReadIt,
+}
+
 /// The rank of an action status: an action only moves forward.
 fn rank(s: &ActionStatus) -> u8 {
     match s {
@@ -93,17 +103,25 @@ impl ReaderSlot {
         seen.reader = Some(r);
     }
 
-    /// The reader an event delivered, if it shows the action on `pi` succeeded. Only a
+    /// What events said about our action on `pi` since the watch last looked. Only a
     /// success stands for a read: the same PaymentIntent goes back to the reader after a
     /// decline, and a reader event carries nothing that tells one attempt from the next, so
     /// a late failure of the earlier attempt could pass for the new one; a failure is read.
-    pub(crate) fn take_seen(&self, pi: &str) -> Option<Reader> {
+    pub(crate) fn take_seen(&self, pi: &str) -> Seen {
         let mut seen = self.seen.lock().expect("seen reader");
-        let r = seen.reader.take()?;
-        let succeeded = r.action.as_ref().is_some_and(|a| {
-            a.payment_intent_id() == Some(pi) && a.status == ActionStatus::Succeeded
-        });
-        succeeded.then_some(r)
+        let Some(r) = seen.reader.take() else {
+            return Seen::Nothing;
+        };
+        match r.action.as_ref() {
+            Some(a) if a.payment_intent_id() == Some(pi) => {
+                if a.status == ActionStatus::Succeeded {
+                    Seen::Succeeded(Box::new(r))
+                } else {
+                    Seen::ReadIt
+                }
+            }
+            _ => Seen::Nothing,
+        }
     }
 
     fn event_came_for(&self, pi: &str) -> bool {
@@ -114,7 +132,7 @@ impl ReaderSlot {
 
 impl Engine {
     /// Webhooks deliver reader events: the watch polls only as a safety net.
-    pub(crate) fn webhooks_tracking(&self) -> bool {
+    pub fn webhooks_tracking(&self) -> bool {
         self.inner
             .webhooks
             .state
@@ -141,7 +159,8 @@ impl Engine {
                     .contains_key(pi)
             });
         if ours {
-            let lag_ms = (crate::clock::now_ms() - sent * 1000).max(0) as u64;
+            // `created` is whole seconds: count from the end of that second.
+            let lag_ms = (crate::clock::now_ms() - sent * 1000 - 999).max(0) as u64;
             self.webhooks_arrive(Duration::from_millis(lag_ms));
         }
         slot.keep_seen(reader);

@@ -27,6 +27,7 @@ mod reconcile;
 mod refund;
 
 pub use accept::{CreatePayment, MAX_AMOUNT};
+pub(crate) use events::Seen;
 pub(crate) use reader_ops::DisplayRequest;
 
 use super::directory::Directory;

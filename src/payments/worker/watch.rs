@@ -8,6 +8,7 @@
 
 use super::{is_our_action, Flow, R};
 use crate::clock::now_ms;
+use crate::payments::engine::Seen;
 use crate::payments::machine::{Failure, IntentView, Observation, Payment, Source, Status};
 use crate::stripe::wire::{ActionStatus, PaymentIntentStatus, Reader, ReaderStatus};
 use std::sync::atomic::Ordering;
@@ -83,10 +84,15 @@ impl Flow {
                 w.cancel_sent = true;
                 self.cancel_on_reader().await?;
             }
-            // What an event delivered since the last look, else a read.
+            // What an event delivered since the last look, else a read. A wake-up with
+            // nothing for our action (another job's event, a PaymentIntent event that
+            // settled nothing) is no reason to read while webhooks track payments.
             let (reader, from_event) = match self.slot.take_seen(&w.pi) {
-                Some(r) => (Some(r), true),
-                None => (self.read_reader().await, false),
+                Seen::Succeeded(r) => (Some(*r), true),
+                Seen::Nothing if w.source == Source::Webhook && self.e.webhooks_tracking() => {
+                    continue;
+                }
+                Seen::Nothing | Seen::ReadIt => (self.read_reader().await, false),
             };
             let ours = reader.as_ref().and_then(|r| is_our_action(r, &w.pi));
             if ours == Some(ActionStatus::InProgress) {
