@@ -12,6 +12,7 @@
 //! sent; reader outcome seen to status recorded) at p50 and p99; and the process's peak
 //! resident memory (`VmHWM`, the in-process emulator included).
 
+use crate::metrics::{endpoint_template, LatencyHistogram};
 use crate::payments::directory::{MerchantInfo, ReaderInfo, StaticDirectory};
 use crate::payments::engine::{CreatePayment, Engine, EngineConfig};
 use crate::payments::machine::{CaptureMode, ChargeType, Status};
@@ -22,7 +23,6 @@ use crate::stripe::params::{CreateLocation, RegisterReader};
 use crate::stripe::webhook::{verify, DEFAULT_TOLERANCE_SECS};
 use crate::stripe::wire::{Address, CapabilityStatus, Event, PaymentIntent, Reader};
 use crate::stripe::{ClientConfig, RequestOptions, SecretKey, StripeClient};
-use crate::metrics::{endpoint_template, LatencyHistogram};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -402,35 +402,32 @@ impl Intake {
         use axum::http::{HeaderMap, StatusCode};
         let app = axum::Router::new().route(
             "/webhooks/stripe",
-            axum::routing::post(
-                move |headers: HeaderMap, body: axum::body::Bytes| {
-                    let engine = engine.clone();
-                    async move {
-                        let sig = headers
-                            .get("stripe-signature")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        let now = crate::clock::now_secs();
-                        if verify(WEBHOOK_SECRET, sig, &body, now, DEFAULT_TOLERANCE_SECS).is_err()
-                        {
-                            return StatusCode::BAD_REQUEST;
-                        }
-                        let Ok(ev) = serde_json::from_slice::<Event>(&body) else {
-                            return StatusCode::BAD_REQUEST;
-                        };
-                        if ev.kind.starts_with("terminal.reader.") {
-                            if let Ok(r) = serde_json::from_value::<Reader>(ev.data.object) {
-                                engine.event_reader(r, ev.created);
-                            }
-                        } else if ev.kind.starts_with("payment_intent.") {
-                            if let Ok(pi) = serde_json::from_value::<PaymentIntent>(ev.data.object) {
-                                engine.event_intent(&pi, ev.account.as_deref());
-                            }
-                        }
-                        StatusCode::OK
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let engine = engine.clone();
+                async move {
+                    let sig = headers
+                        .get("stripe-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let now = crate::clock::now_secs();
+                    if verify(WEBHOOK_SECRET, sig, &body, now, DEFAULT_TOLERANCE_SECS).is_err() {
+                        return StatusCode::BAD_REQUEST;
                     }
-                },
-            ),
+                    let Ok(ev) = serde_json::from_slice::<Event>(&body) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    if ev.kind.starts_with("terminal.reader.") {
+                        if let Ok(r) = serde_json::from_value::<Reader>(ev.data.object) {
+                            engine.event_reader(r, ev.created);
+                        }
+                    } else if ev.kind.starts_with("payment_intent.") {
+                        if let Ok(pi) = serde_json::from_value::<PaymentIntent>(ev.data.object) {
+                            engine.event_intent(&pi, ev.account.as_deref());
+                        }
+                    }
+                    StatusCode::OK
+                }
+            }),
         );
         tokio::spawn(async move {
             let _ = axum::serve(self.listener, app).await;

@@ -181,9 +181,10 @@ impl Shared {
                     match self.auto_present_max.filter(|max| *max > min) {
                         Some(max) => {
                             let span = (max - min).as_millis() as u64;
-                            min + Duration::from_millis(
-                                rand::Rng::gen_range(&mut *lock(&self.fault_rng), 0..=span),
-                            )
+                            min + Duration::from_millis(rand::Rng::gen_range(
+                                &mut *lock(&self.fault_rng),
+                                0..=span,
+                            ))
                         }
                         None => min,
                     }

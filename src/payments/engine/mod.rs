@@ -48,6 +48,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
+/// The PaymentIntent index is pruned of payments that ended over [`INDEX_KEEPS_FINAL`]
+/// ago when it reaches this size (then twice what remains).
+const INDEX_PRUNE_AT: usize = 20_000;
+const INDEX_KEEPS_FINAL: Duration = Duration::from_secs(3600);
+/// Per-payment operation locks nobody holds are dropped when there are this many.
+const OP_LOCKS_PRUNE_AT: usize = 1_024;
+
 /// Tunables of the flow. Defaults suit real readers; tests shorten them.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -191,8 +198,10 @@ pub(crate) struct Inner {
     /// no store lock is).
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     readers: Mutex<HashMap<String, Arc<ReaderSlot>>>,
-    /// PaymentIntent id → payment id, for webhook hints.
+    /// PaymentIntent id → payment id, for webhook events: open payments and those that
+    /// ended lately (pruned when it reaches `index_prune_at`).
     by_intent: Mutex<HashMap<String, String>>,
+    index_prune_at: std::sync::atomic::AtomicUsize,
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     pub(crate) stats: Mutex<super::stats::Stats>,
@@ -254,6 +263,7 @@ impl Engine {
                 op_locks: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
                 by_intent: Mutex::new(HashMap::new()),
+                index_prune_at: INDEX_PRUNE_AT.into(),
                 displays: Mutex::new(HashMap::new()),
                 events,
                 stats: Mutex::new(Default::default()),
@@ -384,11 +394,21 @@ impl Engine {
     }
 
     pub(crate) fn index_intent(&self, pi: &str, payment: &str) {
-        self.inner
-            .by_intent
-            .lock()
-            .expect("intent index")
-            .insert(pi.to_string(), payment.to_string());
+        let mut index = self.inner.by_intent.lock().expect("intent index");
+        index.insert(pi.to_string(), payment.to_string());
+        if index.len() >= self.inner.index_prune_at.load(Ordering::Relaxed) {
+            // Bounded for a daemon that runs for months: a payment that ended over an hour
+            // ago leaves the index (its late events change nothing; an action of it still
+            // on a reader is cleared by then or waited out like anyone else's).
+            let cutoff = Timestamp::now().as_ms() - INDEX_KEEPS_FINAL.as_millis() as i64;
+            index.retain(|_, id| match self.get(id) {
+                Ok(Some(p)) => !p.status.is_final() || p.updated_at.as_ms() >= cutoff,
+                _ => false,
+            });
+            self.inner
+                .index_prune_at
+                .store((index.len() * 2).max(INDEX_PRUNE_AT), Ordering::Relaxed);
+        }
     }
 
     /// Our payment of a PaymentIntent, if it is one of ours.
@@ -450,13 +470,12 @@ impl Engine {
     }
 
     fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .op_locks
-            .lock()
-            .expect("op locks")
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        let mut locks = self.inner.op_locks.lock().expect("op locks");
+        if locks.len() >= OP_LOCKS_PRUNE_AT {
+            // Locks nobody holds or waits for are only memory.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id.to_string()).or_default().clone()
     }
 
     /// `RequestOptions` for the payment's PaymentIntent: the connected account for direct
