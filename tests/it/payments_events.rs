@@ -199,3 +199,23 @@ async fn webhooks_dying_mid_run_fall_back_to_polling() {
     paid(&env).await;
     assert!(env.engine.webhooks_tracking());
 }
+
+#[tokio::test]
+async fn a_cancel_on_the_reader_is_read_back_while_webhooks_track_payments() {
+    // Stripe sends no event for `cancel_action`: the watch must not wait for one.
+    let env = Arc::new(env_with(instant_sim(), slow_safety_net(), 1).await);
+    courier(&env, Arc::new(AtomicBool::new(true)));
+    paid(&env).await;
+    assert!(env.engine.webhooks_tracking());
+    let r = env.readers[0].clone();
+    let p = bakery_payment(&env, &r);
+    wait_on_reader(&env, &p.id).await;
+    let started = Instant::now();
+    env.engine.cancel(&p.id).await.unwrap();
+    wait_status(&env.engine, &p.id, Status::Canceled).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "canceled by the read after the cancel, not the minute-long safety net: {:?}",
+        started.elapsed()
+    );
+}

@@ -80,16 +80,23 @@ impl Flow {
                 self.slot.known_free.store(authorised, Ordering::SeqCst);
                 return self.after(p).await;
             }
+            let mut canceled_now = false;
             if p.cancel_requested && !w.cancel_sent {
                 w.cancel_sent = true;
+                canceled_now = true;
                 self.cancel_on_reader().await?;
             }
             // What an event delivered since the last look, else a read. A wake-up with
             // nothing for our action (another job's event, a PaymentIntent event that
-            // settled nothing) is no reason to read while webhooks track payments.
+            // settled nothing) is no reason to read while webhooks track payments; a cancel
+            // just sent is (Stripe sends no event for `cancel_action`).
             let (reader, from_event) = match self.slot.take_seen(&w.pi) {
                 Seen::Succeeded(r) => (Some(*r), true),
-                Seen::Nothing if w.source == Source::Webhook && self.e.webhooks_tracking() => {
+                Seen::Nothing
+                    if !canceled_now
+                        && w.source == Source::Webhook
+                        && self.e.webhooks_tracking() =>
+                {
                     continue;
                 }
                 Seen::Nothing | Seen::ReadIt => (self.read_reader().await, false),
