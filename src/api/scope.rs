@@ -7,7 +7,7 @@
 //! - a pos client acts for its own merchants only;
 //! - a pos client sees a location without a merchant or of one of its merchants, a reader
 //!   whose allowlist is absent or names one of its merchants, and a payment of one of its
-//!   merchants;
+//!   merchants (a basket: only when every merchant in it is one of its merchants);
 //! - acting on a reader for a merchant needs the reader to be visible *and* to serve that
 //!   merchant (its allowlist), so a pos client can never reach a reader fenced for
 //!   someone else by naming its own merchant;
@@ -98,7 +98,11 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
             }
         }
         Object::Payment(p) => {
-            if caller.may_see_merchant(&p.merchant) {
+            // A basket is visible only to a caller who sees every merchant in it.
+            if p.merchants()
+                .into_iter()
+                .all(|m| caller.may_see_merchant(m))
+            {
                 Ok(())
             } else {
                 Err(ApiError::not_found("payment", &p.id))

@@ -11,13 +11,16 @@ use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// How a merchant's payments are created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChargeType {
     /// The PaymentIntent lives on the connected account (`Stripe-Account`).
     Direct,
     /// The PaymentIntent lives on the platform with `transfer_data[destination]`.
     Destination,
+    /// The PaymentIntent lives on the platform with a `transfer_group`; readerd transfers
+    /// the merchant's share after the capture (and may put several merchants in a basket).
+    Separate,
 }
 
 impl ChargeType {
@@ -25,12 +28,13 @@ impl ChargeType {
         match self {
             ChargeType::Direct => "direct",
             ChargeType::Destination => "destination",
+            ChargeType::Separate => "separate",
         }
     }
 }
 
 /// Which account settles a merchant's destination charges (Stripe's settlement merchant).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Settlement {
     /// The merchant's own account: the PaymentIntent carries `on_behalf_of`, so the charge
@@ -95,10 +99,11 @@ impl MerchantRecord {
     }
 
     /// The country of the account its payments settle on, when readerd knows it: the
-    /// merchant's, unless the platform settles its destination charges.
+    /// merchant's, unless the platform settles its destination charges, or its charges are
+    /// separate (the platform's charge).
     pub fn settlement_country(&self) -> Option<String> {
         match (self.charge_type, self.settlement) {
-            (ChargeType::Destination, Settlement::Platform) => None,
+            (ChargeType::Destination, Settlement::Platform) | (ChargeType::Separate, _) => None,
             _ => self.country.clone(),
         }
     }

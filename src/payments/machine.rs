@@ -13,13 +13,14 @@
 //! - final statuses are never left (an older observation cannot undo them);
 //! - an authorisation that lands while a cancel is pending is reported, not lost.
 
+use super::splits::Split;
 use crate::clock::Timestamp;
 use crate::stripe::wire::{self, PaymentIntentStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The contract's payment statuses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -71,7 +72,7 @@ impl std::fmt::Display for Status {
 }
 
 /// Where a status change came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Api,
@@ -81,7 +82,7 @@ pub enum Source {
 }
 
 /// `automatic` or `manual` capture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureMode {
     #[default]
@@ -107,10 +108,13 @@ pub enum ChargeType {
     Direct,
     /// On the platform with `transfer_data[destination]`.
     Destination,
+    /// On the platform with `transfer_group` = the payment id; one Transfer per split after
+    /// the capture.
+    Separate,
 }
 
 /// Why a payment failed or was declined: `{code, message}` as the contract shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: String,
@@ -126,9 +130,10 @@ impl Failure {
 }
 
 /// One status change (or a note about the payment's progress).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: Status,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +222,13 @@ pub struct Payment {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub history: Vec<HistoryEntry>,
+    /// Separate charges: one split per merchant (a basket has several), each with its
+    /// share and its transfer. Empty for direct and destination charges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<Split>,
+    /// The split whose merchant receives the tip.
+    #[serde(default)]
+    pub tip_split: usize,
 }
 
 /// A new payment's fixed facts.
@@ -383,6 +395,17 @@ impl Payment {
                 source: Source::Api,
                 note: None,
             }],
+            splits: Vec::new(),
+            tip_split: 0,
+        }
+    }
+
+    /// Every merchant the payment is for: its splits' (a basket), or its one merchant.
+    pub fn merchants(&self) -> Vec<&str> {
+        if self.splits.is_empty() {
+            vec![self.merchant.as_str()]
+        } else {
+            self.splits.iter().map(|s| s.merchant.as_str()).collect()
         }
     }
 

@@ -1,6 +1,9 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
+mod api_openapi;
+mod api_request_ids;
 mod api_tenancy;
+mod api_tls;
 mod common;
 mod console;
 mod fleet_api;
@@ -12,6 +15,7 @@ mod layering;
 mod ops_lifecycle;
 mod ops_metrics;
 mod payments_api;
+mod payments_baskets;
 mod payments_crash;
 mod payments_destination;
 mod payments_events;

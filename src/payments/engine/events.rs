@@ -23,7 +23,7 @@
 //! `readerd_webhooks_tracking` gauge, and returns to webhooks at the next event.
 
 use super::{Engine, ReaderSlot};
-use crate::payments::machine::{ChargeType, IntentView, Observation, Source, Status};
+use crate::payments::machine::{IntentView, Observation, Source, Status};
 use crate::stripe::wire::{ActionStatus, PaymentIntent, PaymentIntentStatus, Reader};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -173,10 +173,9 @@ impl Engine {
         let Some(p) = self.payment_for_intent(&pi.id) else {
             return;
         };
-        let from_its_account = match p.charge_type {
-            ChargeType::Direct => account == Some(p.account.as_str()),
-            ChargeType::Destination => account.is_none(),
-        };
+        // The event comes from the account the PaymentIntent lives on (the connected
+        // account for a direct charge, the platform otherwise).
+        let from_its_account = account == Self::intent_options(&p).account.as_deref();
         let settled = matches!(
             pi.status,
             PaymentIntentStatus::Succeeded | PaymentIntentStatus::Canceled
