@@ -136,8 +136,11 @@ impl Daemon {
     /// `listener`. The config must already be validated.
     pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
         let Daemon { config, secrets } = self;
-        let path = config.store.path.clone();
-        let registry = tokio::task::spawn_blocking(move || Registry::open(&path))
+        let location = config
+            .store
+            .location()
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))?;
+        let registry = tokio::task::spawn_blocking(move || Registry::open_location(&location))
             .await
             .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
         Self::start_with_registry(config, secrets, registry, listener).await
@@ -579,18 +582,25 @@ pub fn run(path: &Path) -> ExitCode {
         // Before anything else: a signal during start-up is handled, not fatal.
         let mut signals = Signals::install();
         let listen = config.api.listen;
-        let path = config.store.path.clone();
-        let registry = match tokio::task::spawn_blocking(move || Registry::open(&path)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!("cannot open the store: {e}");
-                return ExitCode::FAILURE;
-            }
+        let location = match config.store.location() {
+            Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(EX_CONFIG);
             }
         };
+        let registry =
+            match tokio::task::spawn_blocking(move || Registry::open_location(&location)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot open the store: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         let listener = match TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {

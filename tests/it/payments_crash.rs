@@ -191,6 +191,22 @@ impl Ctx {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_every_payment_ends_once_with_one_intent() {
     let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "path = {:?}",
+        dir.path().join("store").display().to_string()
+    );
+    killed_at_every_step(dir, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_killed_at_every_step_every_payment_ends_once_with_one_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::pg::pg().fresh_db();
+    killed_at_every_step(dir, &format!("backend = \"postgres\"\nurl = {url:?}")).await;
+}
+
+/// The crash test on one store (`store` is the `[store]` section's body).
+async fn killed_at_every_step(dir: tempfile::TempDir, store: &str) {
     let sim_port = free_port();
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let _sim = Proc(
@@ -231,7 +247,7 @@ api_base = "{sim_url}"
 max_elapsed = "5s"
 
 [store]
-path = "{store}"
+{store}
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -257,7 +273,6 @@ poll_max = "100ms"
 [log]
 level = "warn"
 "#,
-            store = dir.path().join("store").display(),
             admin = readerd::api::auth::token_sha256(ADMIN),
             pos = readerd::api::auth::token_sha256(POS),
         ),
