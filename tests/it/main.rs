@@ -20,6 +20,7 @@ mod payments_api;
 mod payments_baskets;
 mod payments_crash;
 mod payments_destination;
+mod payments_events;
 mod payments_faults;
 mod payments_flow;
 mod sim_cli;

@@ -43,6 +43,8 @@ pub fn fast_config() -> EngineConfig {
         offline_wait: Duration::from_millis(300),
         create_window: Duration::from_secs(10),
         dispatch_attempts: 3,
+        webhook_poll: Duration::from_secs(5),
+        webhook_grace: Duration::from_millis(500),
     }
 }
 

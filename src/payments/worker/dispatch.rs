@@ -180,6 +180,11 @@ impl Flow {
             self.e.cancel_intent(p, Source::Api).await?;
             return Ok(Some(Next::Stop));
         }
+        if a.resends == 0 && self.slot.known_free.swap(false, Ordering::SeqCst) {
+            // The last job left the reader with its action over: no pre-flight read. A reader
+            // someone took since refuses with `terminal_reader_busy`, and is read then.
+            return Ok(None);
+        }
         Ok(match self.preflight(&a.pi, a.busy_until).await? {
             Preflight::Done => Some(Next::Stop),
             Preflight::Ours => {

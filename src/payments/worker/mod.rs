@@ -240,7 +240,13 @@ impl Flow {
         let mut n = 0;
         loop {
             self.e.count("retrieve_reader");
-            match self.e.stripe().retrieve_reader(&self.slot.id).await {
+            match self
+                .e
+                .stripe()
+                .at(crate::stripe::Priority::Customer)
+                .retrieve_reader(&self.slot.id)
+                .await
+            {
                 Ok(r) => {
                     // Keeps the fleet's status and last-seen fresh without a read of its own.
                     self.e.inner.directory.observe_reader(&r);

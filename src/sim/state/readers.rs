@@ -783,17 +783,22 @@ impl State {
         Ok(view)
     }
 
-    /// Auto-present: taps the default card if the reader is still waiting on the same action.
-    pub fn auto_present(&mut self, reader_id: &str, generation: u64) {
-        let Some(rec) = self.readers.get(reader_id) else {
-            return;
-        };
+    /// Auto-present: taps the default card if the reader is still waiting on the same action;
+    /// the PaymentIntent tapped for.
+    pub fn auto_present(&mut self, reader_id: &str, generation: u64) -> Option<String> {
+        let rec = self.readers.get(reader_id)?;
         if rec.generation != generation || !rec.online || rec.authorizing.is_some() {
-            return;
+            return None;
         }
         let owner = rec.owner.clone();
-        if let Ok(card) = TestCard::from_number(DEFAULT_CARD) {
-            let _ = self.present(&owner, reader_id, card, 0);
-        }
+        let pi = rec
+            .obj
+            .action
+            .as_ref()
+            .and_then(|a| a.payment_intent_id())
+            .map(str::to_string);
+        let card = TestCard::from_number(DEFAULT_CARD).ok()?;
+        self.present(&owner, reader_id, card, 0).ok()?;
+        pi
     }
 }
