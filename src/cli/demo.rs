@@ -6,8 +6,8 @@
 //! merchants (Connect accounts created on the emulator), a location each, and two simulated
 //! readers that both merchants share. It prints the API address and the tokens, then runs
 //! until Ctrl-C. `--tour` then takes a scripted set of payments through the API (a success,
-//! a decline then a retry, a manual capture, a cancel), shows each one live, and exits 0
-//! only if every one ended as expected.
+//! a decline then a retry, a manual capture, a cancel) and an email asked for on a reader's
+//! screen, shows each one live, and exits 0 only if every one ended as expected.
 
 use crate::api::auth::token_sha256;
 use crate::cli::client::{ApiArgs, ApiClient, ClientError};
@@ -85,6 +85,9 @@ async fn run(args: DemoArgs) -> ExitCode {
             url: format!("http://{addr}/webhooks/stripe"),
             secret: whsec.clone(),
         }),
+        // A French venue: the platform's own charges (the food hall's baskets) are taken on
+        // the same French readers as the merchants' direct and destination charges.
+        platform_country: "FR".into(),
         ..SimConfig::default()
     })
     .await
@@ -236,10 +239,10 @@ async fn set_up(
             .await?;
         readers.push((label, r["id"].as_str().unwrap_or_default().to_string()));
     }
-    // A food hall whose stalls share one reader and take baskets: separate charges settle
-    // on the platform (in the US in the emulator), so the hall is in the US too.
+    // A food hall whose stalls share the readers and take baskets: separate charges settle
+    // on the platform, which is French here, like the readers.
     for (id, name) in [("pretzels", "Pretzel Stand"), ("flowers", "Flower Stall")] {
-        let acct = sim.create_account("US", "usd", CapabilityStatus::Active);
+        let acct = sim.create_account("FR", "eur", CapabilityStatus::Active);
         c.post(
             "/v1/merchants",
             &json!({"id": id, "account": acct, "display_name": name, "charge_type": "separate",
@@ -247,24 +250,6 @@ async fn set_up(
         )
         .await?;
     }
-    let hall = c
-        .post(
-            "/v1/locations",
-            &json!({"display_name": "Food hall",
-                    "address": {"line1": "1 Ferry Building", "city": "San Francisco", "state": "CA",
-                                "postal_code": "94111", "country": "US"}}),
-        )
-        .await?;
-    let r = c
-        .post(
-            "/v1/readers",
-            &json!({"registration_code": "simulated-wpe", "label": "till-3", "location": hall["id"]}),
-        )
-        .await?;
-    readers.push((
-        "till-3".to_string(),
-        r["id"].as_str().unwrap_or_default().to_string(),
-    ));
     Ok(Setup {
         api: api.to_string(),
         admin: admin.to_string(),
@@ -276,10 +261,10 @@ async fn set_up(
 fn print_banner(s: &Setup, tap: Duration, tour: bool) {
     println!("readerd demo: an emulated Stripe, a daemon on a temporary store, two merchants");
     println!(
-        "sharing two simulated readers, and a food hall whose two stalls share a third and take"
+        "sharing two simulated readers, and a food hall whose two stalls take baskets on them"
     );
     println!(
-        "baskets (the customer taps a card {} after a payment reaches a reader).\n",
+        "(the customer taps a card {} after a payment reaches a reader).\n",
         humantime::format_duration(tap)
     );
     println!("  API            {}", s.api);
@@ -452,12 +437,12 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
     .await?;
     check("cancel", p["status"] == "canceled", &p);
 
-    println!("5. A basket: 8.00 USD of pretzels and 4.50 USD of flowers, one tap on till-3");
+    println!("5. A basket: 8.00 EUR of pretzels and 4.50 EUR of flowers, one tap on till-1");
     let admin = client(&s.api, &s.admin)?;
     let p = admin
         .post_idempotent(
             "/v1/payments",
-            &json!({"reader": "till-3", "amount": 1250, "currency": "usd",
+            &json!({"reader": "till-1", "amount": 1250, "currency": "eur",
                     "description": "readerd demo tour",
                     "splits": [{"merchant": "pretzels", "amount": 800},
                                {"merchant": "flowers", "amount": 450}]}),
@@ -512,6 +497,37 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
             && s1["reversed"] == 425
             && p["amount_refunded"] == 450,
         &p,
+    );
+
+    println!("6. An email for the receipt, asked for on till-1's screen");
+    let inputs = json!({"merchant": "bakery", "inputs": [{"type": "email", "required": true,
+        "custom_text": {"title": "Email for the receipt", "submit_button": "Send"}}]});
+    let v = c
+        .post(&format!("/v1/readers/{}/inputs", till(0)), &inputs)
+        .await?;
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let mut last = String::new();
+    let mut v = v;
+    for _ in 0..1200 {
+        v = c.get(&format!("/v1/input_collections/{id}")).await?;
+        let status = v["status"].as_str().unwrap_or("?").to_string();
+        if status != last {
+            println!("    {status}");
+            last = status;
+        }
+        if matches!(last.as_str(), "succeeded" | "failed" | "canceled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let email = v["inputs"][0]["value"].as_str().unwrap_or("");
+    if !email.is_empty() {
+        println!("    the customer typed {email}");
+    }
+    check(
+        "email input",
+        v["status"] == "succeeded" && !email.is_empty(),
+        &v,
     );
     Ok(all_ok)
 }

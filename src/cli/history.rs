@@ -246,6 +246,7 @@ fn filled_payment(i: usize, at: Timestamp, merchants: usize, readers: usize) -> 
             application_fee_amount: None,
             on_behalf_of: None,
             intent_key: format!("readerd:pi:{id}"),
+            skip_tipping: false,
         },
         at,
     );

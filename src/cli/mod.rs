@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod fleet;
 pub mod history;
+pub mod inputs;
 pub mod migrate;
 pub mod money;
 pub mod payments;
@@ -54,6 +55,8 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// Inputs on a reader's screen: collect (and follow), list, show, cancel.
+    Inputs(inputs::InputsCmd),
     /// The settlement report of a period: per merchant and currency, from readerd's records.
     Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator (or, with
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Inputs(c) => c.run(),
         Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
         Command::Export(c) => c.run(),

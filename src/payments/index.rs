@@ -512,6 +512,7 @@ mod tests {
                 application_fee_amount: None,
                 on_behalf_of: None,
                 intent_key: format!("k:{id}"),
+                skip_tipping: false,
             },
             Timestamp::from_ms(at),
         )

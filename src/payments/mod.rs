@@ -11,6 +11,8 @@
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
 //! - [`index`]: the payments' secondary indexes (time, merchant, reader, status,
 //!   PaymentIntent), written in the same batch as each payment, and the paged list.
+//! - [`inputs`]: input collections on a reader's screen: the record and its status
+//!   machine (pure transitions, no I/O).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
 //!   arithmetic of their shares, transfers and reversals.
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod ids;
 pub mod index;
+pub mod inputs;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
@@ -35,5 +38,6 @@ pub use engine::{
     CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
 };
 pub use ids::new_id;
+pub use inputs::{InputCollection, InputStatus};
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use refunds::{RefundRecord, RefundStatus};

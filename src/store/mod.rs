@@ -92,10 +92,12 @@ pub enum Tree {
     /// Secondary indexes of payments (keys laid out by `payments::index`), written in the
     /// same [`Batch`] as the payment they point to.
     PaymentIndex,
+    /// Inputs collected on a reader's screen (`collect_inputs` jobs).
+    InputCollections,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -105,6 +107,7 @@ impl Tree {
         Tree::WebhookEvents,
         Tree::Refunds,
         Tree::PaymentIndex,
+        Tree::InputCollections,
     ];
 
     pub fn name(self) -> &'static str {
@@ -118,6 +121,7 @@ impl Tree {
             Tree::WebhookEvents => "webhook_events",
             Tree::Refunds => "refunds",
             Tree::PaymentIndex => "payment_index",
+            Tree::InputCollections => "input_collections",
         }
     }
 }

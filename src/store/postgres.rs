@@ -34,7 +34,12 @@ pub const OUTAGE_WAIT: Duration = Duration::from_secs(30);
 /// The versioned schema migrations, applied in order at start, each once, in one
 /// transaction under an advisory lock so that instances starting together do not race.
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, MIGRATION_1),
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+];
 
 /// The first schema: every tree, with its operator-facing columns.
 const MIGRATION_1: &str = r#"
@@ -113,9 +118,23 @@ CREATE TABLE leases (
 CREATE INDEX leases_owner ON leases (owner);
 "#;
 
+/// Inputs collected on a reader's screen (tree `input_collections`), with the columns an
+/// operator looks for.
+const MIGRATION_3: &str = r#"
+CREATE TABLE input_collections (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    merchant text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,merchant}') STORED,
+    status text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,status}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+CREATE INDEX input_collections_reader ON input_collections (reader, created_at);
+"#;
+
 /// The payments' secondary indexes (`payments::index`), written in the same transaction as
 /// the payment ([`Store::apply`]).
-const MIGRATION_3: &str = r#"
+const MIGRATION_4: &str = r#"
 CREATE TABLE payment_index (
     key text COLLATE "C" PRIMARY KEY,
     value text NOT NULL

@@ -77,6 +77,7 @@ impl Flow {
             let e = match res {
                 Ok(pi) => {
                     failpoint("after_pi_created");
+                    self.e.index_intent(&pi.id, &self.id);
                     let p = self.record_intent(&pi.id)?;
                     failpoint("after_pi_persisted");
                     return Ok(Some(p));
@@ -136,6 +137,7 @@ impl Flow {
             let found = self.find_intent(p).await;
             if let Ok(Some(pi)) = found {
                 let p = self.record_intent(&pi)?;
+                self.e.index_intent(&pi, &self.id);
                 return Ok(AfterFailure::Settled(Some(Box::new(p))));
             }
             if started.elapsed() >= self.cfg.create_window {
