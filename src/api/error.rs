@@ -160,6 +160,9 @@ impl From<FleetError> for ApiError {
             e @ FleetError::CountryMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "country_mismatch", e.to_string())
             }
+            FleetError::OwnerMismatch(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "location_owner_mismatch", m)
+            }
             e @ FleetError::AccountUnusable { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "account_unusable", e.to_string())
             }

@@ -22,7 +22,9 @@ pub mod refunds;
 pub mod stats;
 pub mod worker;
 
-pub use directory::{Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, StaticDirectory};
+pub use directory::{
+    Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, ReaderOwner, StaticDirectory,
+};
 pub use engine::{
     CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
 };

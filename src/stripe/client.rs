@@ -671,7 +671,7 @@ impl StripeClient {
         .await
     }
 
-    // Locations (platform) --------------------------------------------------------------
+    // Locations (the platform's, or a merchant's with `Stripe-Account`) --------------------------------------------------------------
     pub async fn create_location(
         &self,
         p: &CreateLocation,
@@ -687,12 +687,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_location(&self, id: &str) -> Result<Location> {
+        self.retrieve_location_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A location of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_location_on(&self, id: &str, o: &RequestOptions) -> Result<Location> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/locations/{id}",
             path("/v1/terminal/locations", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -711,13 +716,17 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every location, all pages.
+    /// Every platform location, all pages.
     pub async fn list_locations(&self) -> Result<Vec<Location>> {
+        self.list_locations_on(&RequestOptions::platform()).await
+    }
+    /// Every location of the account `o` names, all pages.
+    pub async fn list_locations_on(&self, o: &RequestOptions) -> Result<Vec<Location>> {
         self.list_all(
             "/v1/terminal/locations",
             "/v1/terminal/locations",
             Params::new(),
-            None,
+            Some(o),
         )
         .await
     }
@@ -732,7 +741,7 @@ impl StripeClient {
         .await
     }
 
-    // Readers (platform) ----------------------------------------------------------------
+    // Readers (the platform's, or a merchant's with `Stripe-Account`) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::POST,
@@ -744,12 +753,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_reader(&self, id: &str) -> Result<Reader> {
+        self.retrieve_reader_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A reader of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_reader_on(&self, id: &str, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/readers/{id}",
             path("/v1/terminal/readers", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -768,13 +782,22 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every reader matching the filter, all pages.
+    /// Every platform reader matching the filter, all pages.
     pub async fn list_readers(&self, filter: &ListReaders) -> Result<Vec<Reader>> {
+        self.list_readers_on(filter, &RequestOptions::platform())
+            .await
+    }
+    /// Every reader of the account `o` names matching the filter, all pages.
+    pub async fn list_readers_on(
+        &self,
+        filter: &ListReaders,
+        o: &RequestOptions,
+    ) -> Result<Vec<Reader>> {
         self.list_all(
             "/v1/terminal/readers",
             "/v1/terminal/readers",
             filter.to_params(),
-            None,
+            Some(o),
         )
         .await
     }

@@ -2,6 +2,7 @@
 
 mod api_tenancy;
 mod common;
+mod connect_owned;
 mod fleet_api;
 mod fleet_auth;
 mod fleet_cli;

@@ -84,6 +84,14 @@ impl Engine {
             .directory
             .reader(&req.reader)
             .ok_or(PaymentError::NotFound("reader"))?;
+        // A merchant-owned reader takes direct charges on its owner's account only, whatever
+        // the merchant's charge type: Stripe lets a reader process only its own account's
+        // PaymentIntents.
+        let merchant = if reader.owner.is_some() {
+            merchant.as_direct()
+        } else {
+            merchant
+        };
         validate(&req, &merchant.funds_country(), &reader)?;
         if let Some(c) = &merchant.currency {
             if !c.eq_ignore_ascii_case(&req.currency) {
@@ -233,6 +241,15 @@ fn validate(
             format!("amount must be an integer from {min} to {MAX_AMOUNT} minor units of {c}"),
         ));
     }
+    if let Some(owner) = reader.owner.as_ref().filter(|o| o.merchant != req.merchant) {
+        return Err(PaymentError::invalid(
+            "reader_not_shared",
+            format!(
+                "reader {} belongs to merchant {}'s account and takes its payments only",
+                reader.id, owner.merchant
+            ),
+        ));
+    }
     if !reader.allows(&req.merchant) {
         return Err(PaymentError::Forbidden {
             code: "reader_not_allowed",
@@ -297,6 +314,7 @@ mod tests {
             label: None,
             country: Some(country.into()),
             allowed_merchants: allowed,
+            owner: None,
         }
     }
 

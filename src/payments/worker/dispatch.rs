@@ -11,7 +11,7 @@ use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Failure, Observation, Payment, Source, Status, Step};
 use crate::stripe::params::ProcessPaymentIntent;
 use crate::stripe::wire::{ActionStatus, ActionType};
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -220,7 +220,7 @@ impl Flow {
                     payment_intent: pi.to_string(),
                     process_config: None,
                 },
-                &RequestOptions::platform().key(key),
+                &self.slot.options().key(key),
             )
             .await;
         match res {
