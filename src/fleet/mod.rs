@@ -525,9 +525,11 @@ impl Fleet {
             match &new.merchant {
                 None => new.merchant = Some(owner.clone()),
                 Some(m) if m == owner => {}
-                Some(m) => return Err(FleetError::Invalid(format!(
+                Some(m) => {
+                    return Err(FleetError::Invalid(format!(
                     "a location owned by merchant {owner:?} is grouped under its owner, not {m:?}"
-                ))),
+                )))
+                }
             }
         }
         if new.display_name.trim().is_empty() {
