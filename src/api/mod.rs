@@ -18,6 +18,7 @@ pub mod ops;
 pub mod payments;
 pub mod routes;
 pub mod scope;
+pub mod tokens;
 pub mod webhooks;
 
 pub use auth::{Auth, Caller};
@@ -57,6 +58,10 @@ pub struct AppState {
     pub liveness: crate::systemd::Liveness,
     /// Set when a graceful shutdown begins: new work is refused with 503.
     pub draining: Arc<AtomicBool>,
+    /// The mode the store is bound to: Stripe objects and events of the other are refused.
+    pub mode: crate::store::binding::Mode,
+    /// The platform account, when Stripe named it.
+    pub platform: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,7 +86,7 @@ impl FromRef<AppState> for BodyLimit {
 /// 404/405 answers for everything else, and its route table. While the daemon drains for
 /// shutdown, requests that would start new work are refused (`refuse_while_draining`).
 pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
-    let mut all = fleet::routes().merge(ops::routes());
+    let mut all = fleet::routes().merge(ops::routes()).merge(tokens::routes());
     for e in extra {
         all = all.merge(e);
     }

@@ -117,6 +117,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             "store": "ok",
             "stripe": "ok",
             "stripe_degraded": state.metrics.stripe_is_degraded(),
+            "mode": state.mode.as_str(),
+            "platform": state.platform,
         }))),
         Some(Err(detail)) => Err(ApiError::stripe_unavailable(detail)),
         None => Err(ApiError::stripe_unavailable("not contacted yet")),

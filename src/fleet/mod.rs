@@ -11,11 +11,13 @@
 
 mod records;
 mod sync;
+mod tokens;
 
 pub use records::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord, Settlement,
 };
 pub use sync::SyncReport;
+pub use tokens::IssuedToken;
 
 use crate::clock::Timestamp;
 use crate::store::{Registry, StoreError, Tree};
@@ -245,6 +247,9 @@ pub struct Fleet {
     sync_lock: tokio::sync::Mutex<()>,
     /// Serialises read-modify-write of registry records; never held across an await.
     write_lock: Mutex<()>,
+    /// The platform's own account (`acct_…`), when the daemon knows it (the store's
+    /// binding).
+    platform: Option<String>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -274,7 +279,19 @@ impl Fleet {
             health,
             sync_lock: tokio::sync::Mutex::new(()),
             write_lock: Mutex::new(()),
+            platform: None,
         }
+    }
+
+    /// The fleet of the platform `account` (known once the store is bound to it).
+    pub fn with_platform(mut self, account: Option<String>) -> Self {
+        self.platform = account;
+        self
+    }
+
+    /// The platform's own account, when known.
+    pub fn platform_account(&self) -> Option<String> {
+        self.platform.clone()
     }
 
     pub fn registry(&self) -> &Registry {

@@ -424,7 +424,8 @@ impl Metrics {
         self.webhooks_accepted.inc(&[event_type]);
     }
 
-    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`.
+    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`,
+    /// `livemode_mismatch` (an event of the other mode than the store's).
     pub fn webhook_rejected(&self, reason: &str) {
         self.webhooks_rejected.inc(&[reason]);
     }

@@ -660,6 +660,17 @@ fn path(prefix: &str, id: &str, suffix: &str) -> String {
 
 impl StripeClient {
     // Accounts ------------------------------------------------------------------------
+    /// The account the key belongs to (the platform).
+    pub async fn retrieve_own_account(&self) -> Result<Account> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/account",
+            "/v1/account".into(),
+            Params::new(),
+            None,
+        ))
+        .await
+    }
     pub async fn retrieve_account(&self, id: &str) -> Result<Account> {
         self.execute(self.call(
             Method::GET,
@@ -808,6 +819,22 @@ impl StripeClient {
             path("/v1/terminal/readers", id, ""),
             Params::new(),
             None,
+        ))
+        .await
+    }
+    /// A connection token for a Terminal SDK, on the account `o` names (a key per call:
+    /// making two is harmless, and the secret is never kept).
+    pub async fn create_connection_token(
+        &self,
+        p: &CreateConnectionToken,
+        o: &RequestOptions,
+    ) -> Result<ConnectionToken> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/connection_tokens",
+            "/v1/terminal/connection_tokens".into(),
+            p.to_params(),
+            Some(o),
         ))
         .await
     }

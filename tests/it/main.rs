@@ -2,7 +2,9 @@
 
 mod api_tenancy;
 mod common;
+mod connect_modes;
 mod connect_owned;
+mod connect_tokens;
 mod fleet_api;
 mod fleet_auth;
 mod fleet_cli;
