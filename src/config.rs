@@ -7,6 +7,10 @@
 //!
 //! Every key and its default is documented in `config/readerd.example.toml`; keep the two in
 //! step.
+//!
+//! Longer than 600 lines on purpose: every section with its defaults and its validation
+//! side by side (the unit test that keeps the example file equal to the defaults reads
+//! them all), so the file mirrors the example config section by section.
 
 use crate::stripe::client::{ClientConfig, SecretKey, DEFAULT_STRIPE_VERSION};
 use serde::{Deserialize, Deserializer};

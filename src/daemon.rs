@@ -312,7 +312,9 @@ impl Daemon {
         let mut tasks = vec![tokio::spawn(sweep_loop(engine.clone(), shutdown.clone()))];
         reader_metrics(&state);
 
-        let routes = api::payments::routes(engine.clone()).merge(api::webhooks::routes(engine));
+        let routes = api::payments::routes(engine.clone())
+            .merge(api::events::routes(engine.clone()))
+            .merge(api::webhooks::routes(engine));
         let (app, route_table) = api::router(state.clone(), vec![routes]);
         let serve_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {

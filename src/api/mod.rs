@@ -11,7 +11,9 @@
 //! ([`json::timestamp`]).
 
 pub mod auth;
+pub mod console;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod json;
 pub mod ops;
@@ -86,7 +88,10 @@ impl FromRef<AppState> for BodyLimit {
 /// 404/405 answers for everything else, and its route table. While the daemon drains for
 /// shutdown, requests that would start new work are refused (`refuse_while_draining`).
 pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
-    let mut all = fleet::routes().merge(ops::routes()).merge(tokens::routes());
+    let mut all = fleet::routes()
+        .merge(ops::routes())
+        .merge(console::routes())
+        .merge(tokens::routes());
     for e in extra {
         all = all.merge(e);
     }

@@ -171,6 +171,24 @@ struct ListQuery {
     merchant: Option<String>,
     reader: Option<String>,
     status: Option<String>,
+    /// At most this many payments, newest first.
+    limit: Option<String>,
+}
+
+/// The page size when the caller names none, and the most it may ask for.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 1000;
+
+fn list_limit(q: Option<&str>) -> Result<usize, ApiError> {
+    let Some(s) = q.filter(|s| !s.is_empty()) else {
+        return Ok(LIST_LIMIT_DEFAULT);
+    };
+    match s.parse::<usize>() {
+        Ok(n) if (1..=LIST_LIMIT_MAX).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {LIST_LIMIT_MAX}, not {s:?}"
+        ))),
+    }
 }
 
 async fn list(
@@ -186,6 +204,7 @@ async fn list(
             ))
         })?),
     };
+    let limit = list_limit(q.limit.as_deref())?;
     let filter = PaymentFilter {
         merchant: q.merchant.filter(|s| !s.is_empty()),
         reader: q.reader.filter(|s| !s.is_empty()),
@@ -193,7 +212,12 @@ async fn list(
         scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
     };
     Ok(Json(
-        engine.list(&filter)?.iter().map(payment_json).collect(),
+        engine
+            .list(&filter)?
+            .iter()
+            .take(limit)
+            .map(payment_json)
+            .collect(),
     ))
 }
 
@@ -206,8 +230,10 @@ async fn show(
 }
 
 /// Server-Sent Events: the payment as it is now, then one event per status change; the
-/// stream ends after a final status.
+/// stream ends after a final status, or when the daemon drains for shutdown (so a client
+/// following a payment never holds a restart back).
 async fn events(
+    State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
@@ -222,6 +248,7 @@ async fn events(
         done: bool,
         engine: Engine,
         id: String,
+        draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     }
     let st = St {
         rx,
@@ -230,6 +257,7 @@ async fn events(
         done: false,
         engine,
         id,
+        draining: state.draining.clone(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -238,7 +266,14 @@ async fn events(
         let next = match st.first.take() {
             Some(p) => p,
             None => loop {
-                match st.rx.recv().await {
+                if st.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                let received = tokio::time::timeout(super::events::DRAIN_CHECK, st.rx.recv());
+                let Ok(received) = received.await else {
+                    continue; // idle: look at the drain flag again
+                };
+                match received {
                     Ok(p) if p.id == st.id && Some(p.status) != st.last => break p,
                     Ok(_) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

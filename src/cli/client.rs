@@ -141,6 +141,11 @@ impl ApiClient {
         if status.is_success() {
             return Ok(value);
         }
+        Err(self.refusal(status, &value, &text))
+    }
+
+    /// The API's error envelope as a [`ClientError`].
+    fn refusal(&self, status: reqwest::StatusCode, value: &Value, text: &str) -> ClientError {
         let err = &value["error"];
         let mut message = err["message"]
             .as_str()
@@ -149,10 +154,36 @@ impl ApiClient {
         if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
             message.push_str(" (give a token with --token or the READERD_TOKEN variable)");
         }
-        Err(ClientError::Api {
+        ClientError::Api {
             status: status.as_u16(),
             code: err["code"].as_str().unwrap_or("unknown").to_string(),
             message,
+        }
+    }
+
+    /// Opens a Server-Sent Events stream (`GET …/events`). The stream may stay open for as
+    /// long as a customer takes to tap, so the client's overall timeout does not apply; the
+    /// daemon's keep-alive comments show that the connection is alive.
+    pub async fn events(&self, path: &str) -> Result<EventStream, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .header("Accept", "text/event-stream")
+            .timeout(std::time::Duration::from_secs(24 * 3600));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
+            let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(self.refusal(status, &value, &text));
+        }
+        Ok(EventStream {
+            client: self.clone(),
+            resp,
+            buf: Vec::new(),
         })
     }
 
@@ -182,6 +213,80 @@ impl ApiClient {
     pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.http.post(self.url(path))).await
     }
+}
+
+/// One Server-Sent Event: its `event:` name (`message` when absent) and its `data:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// An open `text/event-stream` answer, read event by event.
+#[derive(Debug)]
+pub struct EventStream {
+    client: ApiClient,
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the daemon has ended the stream.
+    pub async fn next(&mut self) -> Result<Option<SseEvent>, ClientError> {
+        loop {
+            if let Some((block, rest)) = split_block(&self.buf) {
+                let event = parse_block(&String::from_utf8_lossy(block));
+                self.buf = rest.to_vec();
+                match event {
+                    Some(e) => return Ok(Some(e)),
+                    None => continue, // a keep-alive comment
+                }
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self.buf.extend_from_slice(&bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.client.unreachable(&e)),
+            }
+        }
+    }
+}
+
+/// The first complete block of `buf` (up to a blank line) and what follows it.
+fn split_block(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut i = 0;
+    while i < buf.len() {
+        for sep in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
+            if buf[i..].starts_with(sep) {
+                return Some((&buf[..i], &buf[i + sep.len()..]));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// One block of `text/event-stream` lines as an event (`None` for comments only).
+fn parse_block(block: &str) -> Option<SseEvent> {
+    let mut event = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => event = Some(value.to_string()),
+            "data" => data.push(value),
+            _ => {} // comments (empty field), id, retry
+        }
+    }
+    if event.is_none() && data.is_empty() {
+        return None;
+    }
+    Some(SseEvent {
+        event: event.unwrap_or_else(|| "message".into()),
+        data: data.join("\n"),
+    })
 }
 
 /// Decodes an answer into a typed view.
@@ -270,6 +375,43 @@ pub fn or_dash(v: Option<impl ToString>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_stream_blocks_become_events() {
+        let text =
+            b": keep-alive\n\nevent: payment\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\nevent: pay";
+        let (first, rest) = split_block(text).unwrap();
+        assert_eq!(parse_block(std::str::from_utf8(first).unwrap()), None);
+        let (second, rest) = split_block(rest).unwrap();
+        assert_eq!(
+            parse_block(std::str::from_utf8(second).unwrap()),
+            Some(SseEvent {
+                event: "payment".into(),
+                data: "{\"a\":1}".into()
+            })
+        );
+        let (third, rest) = split_block(rest).unwrap();
+        assert_eq!(
+            parse_block(std::str::from_utf8(third).unwrap()).unwrap(),
+            SseEvent {
+                event: "message".into(),
+                data: "x\ny".into()
+            }
+        );
+        assert_eq!(
+            split_block(rest),
+            None,
+            "an unfinished block waits for more"
+        );
+        let crlf = b"event: a\r\ndata: b\r\n\r\n";
+        let (block, _) = split_block(crlf).unwrap();
+        assert_eq!(
+            parse_block(std::str::from_utf8(block).unwrap())
+                .unwrap()
+                .data,
+            "b"
+        );
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -245,6 +245,7 @@ fn print_banner(s: &Setup, tap: Duration, tour: bool) {
     println!("readerd demo: an emulated Stripe, a daemon on a temporary store, two merchants");
     println!("sharing two simulated readers (the customer taps a card {} after a payment reaches a reader).\n", humantime::format_duration(tap));
     println!("  API            {}", s.api);
+    println!("  console        {}/console#token={}", s.api, s.admin);
     println!("  admin token    {}", s.admin);
     for (m, t) in &s.pos {
         println!("  pos token      {t}   (merchant {m})");

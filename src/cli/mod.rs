@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod money;
 pub mod payments;
 pub mod sim;
 

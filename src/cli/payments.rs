@@ -1,11 +1,14 @@
 //! `readerd pay …` and `readerd payments …`: the payment commands of the API client.
 //!
-//! `pay` creates a payment and follows it live (a status line that updates, "waiting for
-//! card…", then the outcome); Ctrl-C asks the daemon to cancel and keeps following until
-//! Stripe has the last word. It exits 0 only when the payment succeeded (or, with
-//! `--capture manual`, is authorised).
+//! `pay` creates a payment and follows it live over the payment's event stream (a status
+//! line that updates, "waiting for card…", then the outcome); Ctrl-C asks the daemon to
+//! cancel and keeps following until Stripe has the last word. It exits 0 only when the
+//! payment succeeded (or, with `--capture manual`, is authorised); a declined payment ends
+//! with the command that sends it back to the reader. Amounts are shown as money
+//! ([`super::money`]).
 
 use super::client::{block_on, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table};
+use super::money;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -107,10 +110,9 @@ impl PayCmd {
                 print_json(&p);
             } else {
                 println!(
-                    "payment {} for {} {} on {}",
+                    "payment {} for {} on {}",
                     p["id"].as_str().unwrap_or("?"),
-                    self.amount,
-                    self.currency,
+                    money::format(self.amount, &self.currency),
                     p["reader"].as_str().unwrap_or("?")
                 );
             }
@@ -163,9 +165,8 @@ pub fn describe(p: &Value) -> String {
                 .unwrap_or("the authorisation expires")
         ),
         ("succeeded", _) => format!(
-            "succeeded: {} {} captured",
-            p["amount_captured"],
-            p["currency"].as_str().unwrap_or("")
+            "succeeded: {} captured",
+            money::format_json(&p["amount_captured"], &p["currency"])
         ),
         (other, _) => other.to_string(),
     };
@@ -188,8 +189,15 @@ fn settled(status: &str) -> bool {
     )
 }
 
-/// Follows a payment until it settles (final, declined or authorised), printing each change.
-/// With `cancel_on_interrupt`, Ctrl-C asks the daemon to cancel and keeps following.
+/// How long to wait before opening the stream again when it ended early (the daemon
+/// restarted, or a proxy closed an idle connection).
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Follows a payment until it settles (final, declined or authorised), printing each change
+/// as the daemon's event stream (`GET /v1/payments/{id}/events`) reports it. The stream
+/// starts with the payment as it is, so opening it again after a dropped connection loses
+/// nothing. With `cancel_on_interrupt`, Ctrl-C asks the daemon to cancel and keeps
+/// following.
 pub async fn follow(
     c: &ApiClient,
     id: &str,
@@ -199,41 +207,62 @@ pub async fn follow(
     let mut last_line = String::new();
     let mut interrupted = false;
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let path = format!("/v1/payments/{id}/events");
     loop {
-        let p = c.get(&format!("/v1/payments/{id}")).await?;
-        let line = describe(&p);
-        if line != last_line {
-            if tty {
-                print!("\r\x1b[2K{line}");
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
+        let mut events = c.events(&path).await?;
+        loop {
+            let event = tokio::select! {
+                e = events.next() => e?,
+                _ = &mut ctrl_c, if cancel_on_interrupt && !interrupted => {
+                    interrupted = true;
+                    if tty { println!(); }
+                    println!("cancelling (the payment is canceled only once Stripe confirms)…");
+                    c.post_empty(&format!("/v1/payments/{id}/cancel")).await?;
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
+            if event.event != "payment" {
+                continue;
             }
-            last_line = line;
-        }
-        if settled(p["status"].as_str().unwrap_or("")) {
-            if tty {
-                println!();
+            let p: Value = serde_json::from_str(&event.data).map_err(|_| {
+                ClientError::Unexpected(format!("an event that is not a payment: {}", event.data))
+            })?;
+            let line = describe(&p);
+            if line != last_line {
+                if tty {
+                    print!("\r\x1b[2K{line}");
+                    let _ = std::io::stdout().flush();
+                } else {
+                    println!("{line}");
+                }
+                last_line = line;
             }
-            if let Some(notes) = p["history"].as_array() {
-                for n in notes.iter().filter_map(|h| h["note"].as_str()) {
-                    if n.contains("before the cancel") {
-                        println!("note: {n}");
+            let status = p["status"].as_str().unwrap_or("");
+            if settled(status) {
+                if tty {
+                    println!();
+                }
+                if let Some(notes) = p["history"].as_array() {
+                    for n in notes.iter().filter_map(|h| h["note"].as_str()) {
+                        if n.contains("before the cancel") {
+                            println!("note: {n}");
+                        }
                     }
                 }
-            }
-            return Ok(p);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = &mut ctrl_c, if cancel_on_interrupt && !interrupted => {
-                interrupted = true;
-                if tty { println!(); }
-                println!("cancelling (the payment is canceled only once Stripe confirms)…");
-                c.post_empty(&format!("/v1/payments/{id}/cancel")).await?;
+                if status == "declined" {
+                    println!("{}", retry_hint(id));
+                }
+                return Ok(p);
             }
         }
+        tokio::time::sleep(RECONNECT_AFTER).await;
     }
+}
+
+/// What to run to send a declined payment back to its reader (same PaymentIntent).
+pub fn retry_hint(id: &str) -> String {
+    format!("to try again on the reader (same PaymentIntent): readerd payments retry {id}")
 }
 
 impl PaymentsCmd {
@@ -284,9 +313,9 @@ impl PaymentsCmd {
                             or_dash(p["status"].as_str()),
                             or_dash(p["merchant"].as_str()),
                             or_dash(p["reader"].as_str()),
-                            format!("{} {}", p["amount"], p["currency"].as_str().unwrap_or("")),
-                            p["amount_captured"].to_string(),
-                            p["amount_refunded"].to_string(),
+                            money::format_json(&p["amount"], &p["currency"]),
+                            money::format_json(&p["amount_captured"], &p["currency"]),
+                            money::format_json(&p["amount_refunded"], &p["currency"]),
                             or_dash(p["created_at"].as_str()),
                         ]);
                     }
@@ -333,7 +362,7 @@ impl PaymentsCmd {
                         println!(
                             "refund {} of {}: {}",
                             r["id"].as_str().unwrap_or("?"),
-                            r["amount"],
+                            money::format_json(&r["amount"], &r["payment_object"]["currency"]),
                             r["status"].as_str().unwrap_or("?")
                         );
                     }
@@ -349,20 +378,24 @@ impl PaymentsCmd {
 
 fn print_payment(p: &Value) {
     println!("{}  {}", p["id"].as_str().unwrap_or("?"), describe(p));
+    let cur = &p["currency"];
     println!(
-        "  merchant {}  reader {}  amount {} {}  capture {}",
+        "  merchant {}  reader {}  amount {}  capture {}",
         or_dash(p["merchant"].as_str()),
         or_dash(p["reader"].as_str()),
-        p["amount"],
-        p["currency"].as_str().unwrap_or(""),
+        money::format_json(&p["amount"], cur),
         or_dash(p["capture"].as_str())
     );
     println!(
         "  payment_intent {}  captured {}  refunded {}  tip {}",
         or_dash(p["payment_intent"].as_str()),
-        p["amount_captured"],
-        p["amount_refunded"],
-        or_dash(p["tip"].as_i64())
+        money::format_json(&p["amount_captured"], cur),
+        money::format_json(&p["amount_refunded"], cur),
+        if p["tip"].is_null() {
+            "-".to_string()
+        } else {
+            money::format_json(&p["tip"], cur)
+        }
     );
     for h in p["history"].as_array().into_iter().flatten() {
         println!(

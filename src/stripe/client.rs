@@ -19,6 +19,10 @@
 //! - [`Disposition::OutcomeUnknown`]: the request may have been carried out (timeout or
 //!   connection lost after sending, or a 2xx whose body was unreadable). Reconcile by
 //!   reading the object (reader action, PaymentIntent), never by sending a new key blindly.
+//!
+//! Longer than 600 lines on purpose: one short method per endpoint over the one `execute`
+//! loop, so that every request goes through the same limiter, retry rule and logging, and
+//! a reader sees all of Stripe that readerd touches on one page.
 
 use super::error::{classify, retry_allowed, Disposition, StripeError};
 use super::form::Params;

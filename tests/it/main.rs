@@ -5,6 +5,7 @@ mod common;
 mod connect_modes;
 mod connect_owned;
 mod connect_tokens;
+mod console;
 mod fleet_api;
 mod fleet_auth;
 mod fleet_cli;

@@ -720,13 +720,22 @@ async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
     let ok = run(pay("1250", "automatic")).await;
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out}");
+    assert!(out.contains("for 12.50 EUR on"), "amounts are money: {out}");
     assert!(out.contains("waiting for card"), "{out}");
-    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains("succeeded: 12.50 EUR captured"), "{out}");
     // Amounts ending in 05 are declined by the test network.
     let declined = run(pay("1005", "automatic")).await;
     let out = String::from_utf8_lossy(&declined.stdout);
     assert!(!declined.status.success(), "{out}");
     assert!(out.contains("declined"), "{out}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("pay_"))
+        .expect("the payment's id");
+    assert!(
+        out.contains(&format!("readerd payments retry {id}")),
+        "a decline names the command that retries it: {out}"
+    );
     let manual = run(pay("4200", "manual")).await;
     assert!(
         manual.status.success(),
@@ -748,6 +757,7 @@ async fn the_pay_command_follows_the_payment_and_exits_by_its_outcome() {
         "a header and the declined payment: {out}"
     );
     assert!(out.contains("declined"), "{out}");
+    assert!(out.contains("10.05 EUR"), "the list shows money: {out}");
 }
 
 #[tokio::test]

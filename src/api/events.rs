@@ -1,0 +1,123 @@
+//! `GET /v1/events`: one Server-Sent Events stream of every payment change the caller may
+//! see (the operator console's live view, and any POS that follows more than one payment).
+//!
+//! The stream opens with `event: ready` once the subscription is in place, so a client
+//! that reads the list after `ready` misses nothing; then one `event: payment` per change
+//! (status, amounts, what it waits for), the whole payment as `GET /v1/payments/{id}` shows
+//! it. When the daemon could not keep up with a slow client, `event: resync` says that
+//! changes were skipped and the list should be read again. Every payment goes through
+//! [`scope::allows`], so a pos client receives its merchants' payments only. The token is
+//! checked again on every change and every half second, so a client removed or narrowed
+//! by a reload (SIGHUP) loses its stream or sees the narrower scope at once, as a new
+//! request would. The stream ends when the daemon starts to drain for shutdown, so an open
+//! console never holds a shutdown back; clients connect again.
+
+use super::payments::payment_json;
+use super::scope::{self, Object};
+use super::{AppState, Caller, Routes};
+use crate::payments::{Engine, Payment};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Extension;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How often an idle stream looks whether the daemon is draining and the token still holds.
+pub(super) const DRAIN_CHECK: Duration = Duration::from_millis(500);
+
+/// The event stream's route; the engine rides along as an extension.
+pub fn routes(engine: Engine) -> Routes {
+    Routes::new().get("/v1/events", events).extension(engine)
+}
+
+/// What the stream sends next.
+enum Next {
+    Payment(Box<Payment>),
+    Resync,
+    End,
+}
+
+struct Stream {
+    rx: tokio::sync::broadcast::Receiver<Payment>,
+    /// The bearer token, to ask [`super::Auth`] again after a reload (never logged).
+    token: String,
+    caller: Arc<Caller>,
+    state: AppState,
+    ready_sent: bool,
+}
+
+impl Stream {
+    async fn next(&mut self) -> Next {
+        loop {
+            if self.state.draining.load(Ordering::SeqCst) {
+                return Next::End;
+            }
+            match self.state.auth.authenticate(&self.token) {
+                Some(c) => self.caller = c,
+                None => return Next::End, // the client was removed by a reload
+            }
+            let received = tokio::time::timeout(DRAIN_CHECK, self.rx.recv()).await;
+            match received {
+                Err(_) => continue, // idle: look at the drain flag again
+                Ok(Ok(p)) => {
+                    let still = self.state.auth.authenticate(&self.token);
+                    let Some(caller) = still else {
+                        return Next::End;
+                    };
+                    self.caller = caller;
+                    if scope::allows(&self.caller, Object::Payment(&p)) {
+                        return Next::Payment(Box::new(p));
+                    }
+                }
+                Ok(Err(RecvError::Lagged(_))) => return Next::Resync,
+                Ok(Err(RecvError::Closed)) => return Next::End,
+            }
+        }
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    // `Caller` has accepted the header, so it holds a Bearer token.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let st = Stream {
+        rx: engine.subscribe(),
+        token,
+        caller: Arc::new(caller),
+        state,
+        ready_sent: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if !st.ready_sent {
+            st.ready_sent = true;
+            let ev = Event::default().event("ready").data("{}");
+            return Some((Ok::<Event, Infallible>(ev), st));
+        }
+        let ev = match st.next().await {
+            Next::Payment(p) => Event::default()
+                .event("payment")
+                .data(payment_json(&p).to_string()),
+            Next::Resync => Event::default().event("resync").data("{}"),
+            Next::End => return None,
+        };
+        Some((Ok(ev), st))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
