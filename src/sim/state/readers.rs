@@ -160,7 +160,10 @@ impl State {
         let n: u128 = self.rng.gen();
         let token = ConnectionToken {
             object: "terminal.connection_token".into(),
-            secret: format!("pst_test_{n:032x}"),
+            secret: format!(
+                "pst_{}_{n:032x}",
+                if self.livemode { "live" } else { "test" }
+            ),
             location,
         };
         Ok(to_value(&token))
