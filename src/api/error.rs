@@ -146,6 +146,9 @@ impl From<StripeError> for ApiError {
                 }
             }
             StripeError::Config(m) => ApiError::internal(format!("stripe client: {m}")),
+            StripeError::WrongMode { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "livemode_mismatch", e.to_string())
+            }
             other => ApiError::stripe_unavailable(other.to_string()),
         }
     }

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub api_rejections: CounterVec,
     /// `readerd_config_reloads_total{result}`.
     pub config_reloads: CounterVec,
+    /// `readerd_stripe_objects_refused_total{reason}`.
+    pub stripe_objects_refused: CounterVec,
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
@@ -220,6 +222,12 @@ impl Metrics {
                 "readerd_config_reloads_total",
                 "Configuration reloads (SIGHUP), by result.",
                 &["result"],
+            ),
+            stripe_objects_refused: CounterVec::new(
+                r,
+                "readerd_stripe_objects_refused_total",
+                "Stripe answers refused for what they held, by reason.",
+                &["reason"],
             ),
             stripe_request_duration: HistogramVec::new(
                 r,
@@ -509,6 +517,9 @@ impl Degradation {
 impl crate::stripe::client::RequestObserver for Metrics {
     fn on_attempt(&self, r: &crate::stripe::client::AttemptRecord<'_>) {
         self.stripe_request(r.method, r.endpoint, r.attempt, r.status, r.latency);
+        if r.wrong_mode {
+            self.stripe_objects_refused.inc(&["livemode_mismatch"]);
+        }
     }
     fn on_rate_limit_wait(&self, waited: Duration) {
         self.rate_limiter_waited(waited);

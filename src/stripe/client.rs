@@ -151,6 +151,8 @@ pub struct AttemptRecord<'a> {
     pub request_id: Option<&'a str>,
     /// `None` on success; the classification of the failure otherwise.
     pub failure: Option<Disposition>,
+    /// The answer held an object of the other mode than the key's, and was refused.
+    pub wrong_mode: bool,
 }
 
 /// Counts a request as under way until dropped (also when the request's future is dropped).
@@ -223,6 +225,31 @@ pub struct StripeClient {
     /// Logical requests under way (retries included), shared by clones: a graceful
     /// shutdown waits for this to reach zero.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The `livemode` of the key's objects (`sk_live_`/`rk_live_` true, `sk_test_`/
+    /// `rk_test_` false); an answer holding an object of the other mode is refused.
+    livemode: Option<bool>,
+}
+
+/// The `livemode` of an answer: the object's own, or, for a list, its items'.
+#[derive(serde::Deserialize)]
+struct ModeProbe {
+    #[serde(default)]
+    livemode: Option<bool>,
+    #[serde(default)]
+    data: Option<Vec<ModeProbe>>,
+}
+
+impl ModeProbe {
+    /// The first `livemode` that differs from `expected`.
+    fn other_than(&self, expected: bool) -> Option<bool> {
+        if let Some(l) = self.livemode.filter(|l| *l != expected) {
+            return Some(l);
+        }
+        self.data
+            .iter()
+            .flatten()
+            .find_map(|item| item.other_than(expected))
+    }
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -294,6 +321,14 @@ impl StripeClient {
                 "api_base `{base}`: scheme must be http or https"
             )));
         }
+        let key = config.secret_key.expose();
+        let livemode = if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Some(true)
+        } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+            Some(false)
+        } else {
+            None
+        };
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose()))
             .map_err(|_| {
                 StripeError::Config("the secret key is not a valid header value".into())
@@ -328,6 +363,7 @@ impl StripeClient {
             limiter: Arc::new(limiter),
             observer: None,
             in_flight: Arc::default(),
+            livemode,
         })
     }
 
@@ -464,22 +500,34 @@ impl StripeClient {
         };
         let result = match outcome {
             Ok((status, request_id, body)) => {
-                serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
-                    status,
-                    message: self.scrub(e.to_string()),
-                    request_id,
-                })
+                let wrong = self.livemode.and_then(|expected| {
+                    serde_json::from_slice::<ModeProbe>(&body)
+                        .ok()?
+                        .other_than(expected)
+                });
+                match wrong {
+                    Some(livemode) => Err(StripeError::WrongMode {
+                        livemode,
+                        request_id,
+                    }),
+                    None => serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
+                        status,
+                        message: self.scrub(e.to_string()),
+                        request_id,
+                    }),
+                }
             }
             Err(e) => Err(e),
         };
         let failure = result.as_ref().err().map(classify);
+        let wrong_mode = matches!(result, Err(StripeError::WrongMode { .. }));
         self.record(
             call,
             attempt,
-            status,
-            latency,
+            (status, latency),
             request_id.as_deref(),
             failure,
+            wrong_mode,
         );
         result
     }
@@ -488,10 +536,10 @@ impl StripeClient {
         &self,
         call: &Call<'_>,
         attempt: u32,
-        status: Option<u16>,
-        latency: Duration,
+        (status, latency): (Option<u16>, Duration),
         request_id: Option<&str>,
         failure: Option<Disposition>,
+        wrong_mode: bool,
     ) {
         let latency_ms = latency.as_millis() as u64;
         let account = call.account.unwrap_or("");
@@ -528,6 +576,7 @@ impl StripeClient {
                 latency,
                 request_id,
                 failure,
+                wrong_mode,
             });
         }
     }

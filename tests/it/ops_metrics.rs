@@ -138,6 +138,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["result"],
     ),
     (
+        "readerd_stripe_objects_refused_total",
+        "counter",
+        "Stripe answers refused for what they held, by reason.",
+        &["reason"],
+    ),
+    (
         "readerd_stripe_request_duration_seconds",
         "histogram",
         "Latency of Stripe API request attempts.",
