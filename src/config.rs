@@ -154,6 +154,23 @@ pub struct ApiConfig {
     /// Larger request bodies are refused with 400.
     pub max_body_bytes: usize,
     pub clients: Vec<ClientEntry>,
+    /// `[api.tls]`: HTTPS on `listen` (plain HTTP without it).
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api.tls]`: the API's certificate and key (PEM) and, optionally, the CA that signs the
+/// certificates clients must present (in addition to their bearer token). The files are
+/// checked when the config is (`check-config`, start, reload): see `api::tls`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// The certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Client certificates must be signed by one of these CAs.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The default API address.
@@ -165,6 +182,7 @@ impl Default for ApiConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             max_body_bytes: 64 * 1024,
             clients: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -330,6 +348,11 @@ impl Config {
         }
         if self.api.max_body_bytes != new.api.max_body_bytes {
             out.push("api.max_body_bytes");
+        }
+        // A reload re-reads the TLS files (and takes new paths); only turning TLS on or
+        // off needs a new listener.
+        if self.api.tls.is_some() != new.api.tls.is_some() {
+            out.push("api.tls");
         }
         if !same(&self.sync, &new.sync) {
             out.push("sync");

@@ -53,6 +53,8 @@ pub enum DaemonError {
     Binding(#[from] BindingError),
     #[error("{0}")]
     Key(String),
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
 }
 
 impl DaemonError {
@@ -60,9 +62,10 @@ impl DaemonError {
     /// configuration or key got wrong.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            DaemonError::Config(_) | DaemonError::Binding(_) | DaemonError::Key(_) => {
-                ExitCode::from(EX_CONFIG)
-            }
+            DaemonError::Config(_)
+            | DaemonError::Binding(_)
+            | DaemonError::Key(_)
+            | DaemonError::Tls(_) => ExitCode::from(EX_CONFIG),
             _ => ExitCode::FAILURE,
         }
     }
@@ -198,6 +201,8 @@ pub struct DaemonHandle {
     pub state: AppState,
     /// Every method and path the API serves (the tenancy test walks it).
     pub routes: Vec<api::Route>,
+    /// The TLS configuration in force, with `[api.tls]` (SIGHUP reloads it).
+    pub tls: Option<Arc<api::tls::Tls>>,
     trigger: ShutdownTrigger,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -281,6 +286,11 @@ impl Daemon {
             addr: "listener".into(),
             message: e.to_string(),
         })?;
+        // The certificate is checked before anything starts.
+        let tls = match &config.api.tls {
+            Some(t) => Some(Arc::new(api::tls::Tls::new(t)?)),
+            None => None,
+        };
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?
             .with_observer(metrics.clone());
@@ -317,17 +327,38 @@ impl Daemon {
             .merge(api::webhooks::routes(engine));
         let (app, route_table) = api::router(state.clone(), vec![routes]);
         let serve_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { serve_shutdown.wait().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "API server stopped");
+        let (server, probe) = match &tls {
+            None => {
+                let server = tokio::spawn(async move {
+                    let result = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { serve_shutdown.wait().await })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "API server stopped");
+                    }
+                });
+                (server, Probe::Tcp(addr))
             }
-        });
-        tracing::info!(%addr, "API listening");
+            Some(tls) => {
+                let (listener, local) =
+                    api::tls::listen(listener, tls.clone()).map_err(|e| DaemonError::Bind {
+                        addr: addr.to_string(),
+                        message: e.to_string(),
+                    })?;
+                let server = tokio::spawn(async move {
+                    let result = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { serve_shutdown.wait().await })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "API server stopped");
+                    }
+                });
+                (server, Probe::Local(local))
+            }
+        };
+        tracing::info!(%addr, tls = tls.is_some(), "API listening");
         tasks.push(tokio::spawn(api_probe(
-            addr,
+            probe,
             state.liveness.register("API server", API_PROBE_BUDGET),
             shutdown.clone(),
         )));
@@ -351,6 +382,7 @@ impl Daemon {
             addr,
             state,
             routes: route_table,
+            tls,
             trigger,
             server,
             tasks,
@@ -491,22 +523,43 @@ async fn merchant_loop(fleet: Arc<Fleet>, interval: Duration, beat: Heartbeat, s
     }
 }
 
+/// How the liveness probe reaches the API: over TCP, or (with TLS, where it has no client
+/// certificate to offer) through an in-memory connection the server accepts like any other.
+enum Probe {
+    Tcp(SocketAddr),
+    Local(api::tls::LocalConnector),
+}
+
 /// Proves that the API still answers: `GET /healthz` on the daemon's own listener every
 /// [`API_PROBE_EVERY`], ticking `beat` on each 200, so that a wedged server stops the
 /// watchdog pings like any other stuck loop.
-async fn api_probe(addr: SocketAddr, beat: Heartbeat, shutdown: Shutdown) {
-    let target = if addr.ip().is_unspecified() {
-        let lo: std::net::IpAddr = if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        };
-        SocketAddr::new(lo, addr.port())
-    } else {
-        addr
+async fn api_probe(probe: Probe, beat: Heartbeat, shutdown: Shutdown) {
+    let probe = match probe {
+        Probe::Tcp(addr) if addr.ip().is_unspecified() => {
+            let lo: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            Probe::Tcp(SocketAddr::new(lo, addr.port()))
+        }
+        other => other,
     };
     loop {
-        if healthz_answers(target).await {
+        let answers = match &probe {
+            Probe::Tcp(addr) => {
+                let connect = tokio::net::TcpStream::connect(*addr);
+                match tokio::time::timeout(API_PROBE_TIMEOUT, connect).await {
+                    Ok(Ok(s)) => healthz_answers(s).await,
+                    _ => false,
+                }
+            }
+            Probe::Local(local) => match local.connect().await {
+                Some(s) => healthz_answers(s).await,
+                None => false,
+            },
+        };
+        if answers {
             beat.tick();
         }
         tokio::select! {
@@ -516,10 +569,9 @@ async fn api_probe(addr: SocketAddr, beat: Heartbeat, shutdown: Shutdown) {
     }
 }
 
-async fn healthz_answers(addr: SocketAddr) -> bool {
+async fn healthz_answers(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: readerd\r\nConnection: close\r\n\r\n")
             .await
             .ok()?;
@@ -580,6 +632,12 @@ fn reader_metrics(state: &AppState) {
 /// to, and refuses a key of the other mode (no network, nothing written).
 pub fn check_config(path: &Path) -> ExitCode {
     let result = Config::load(path).and_then(|c| c.load_secrets().map(|s| (c, s)));
+    if let Ok((c, _)) = &result {
+        if let Some(Err(e)) = c.api.tls.as_ref().map(api::tls::load) {
+            eprintln!("readerd: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    }
     match result {
         Ok((c, s)) => {
             for w in c.secret_warnings() {
@@ -612,8 +670,9 @@ pub fn check_config(path: &Path) -> ExitCode {
                 }
             }
             println!(
-                "{}: OK (api {} with {} client(s), store {}, stripe {}{})",
+                "{}: OK (api {}{} with {} client(s), store {}, stripe {}{})",
                 path.display(),
+                if c.api.tls.is_some() { "https " } else { "" },
                 c.api.listen,
                 c.api.clients.len(),
                 c.store.path.display(),
@@ -657,6 +716,10 @@ pub fn run(path: &Path) -> ExitCode {
     };
     for w in config.secret_warnings() {
         tracing::warn!("{w}");
+    }
+    if let Some(Err(e)) = config.api.tls.as_ref().map(api::tls::load) {
+        tracing::error!("{e}");
+        return ExitCode::from(EX_CONFIG);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -707,7 +770,7 @@ pub fn run(path: &Path) -> ExitCode {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return e.exit_code();
             }
         };
         let notifier = Notifier::from_env();
@@ -733,7 +796,7 @@ pub fn run(path: &Path) -> ExitCode {
         loop {
             match signals.next().await {
                 Signal::Stop => break,
-                Signal::Reload => reload(config_path, &handle.state, handle.addr, &notifier),
+                Signal::Reload => reload(config_path, &handle, &notifier),
             }
         }
         tracing::info!("stopping: new work is refused while Stripe requests under way finish");
@@ -782,11 +845,21 @@ pub fn status_line(state: &AppState, addr: SocketAddr) -> String {
 }
 
 /// Re-reads the config file on SIGHUP and applies what can change without a restart: the
-/// API clients and their tokens. A config that does not validate changes nothing.
-fn reload(path: &Path, state: &AppState, addr: SocketAddr, notifier: &Notifier) {
+/// API clients and their tokens, and the TLS certificate files. A config that does not
+/// validate changes nothing; unusable TLS files leave the certificates in force.
+fn reload(path: &Path, handle: &DaemonHandle, notifier: &Notifier) {
+    let (state, addr) = (&handle.state, handle.addr);
     notifier.reloading();
     match Config::load(path) {
         Ok(new) => {
+            if let (Some(tls), Some(files)) = (&handle.tls, &new.api.tls) {
+                match tls.reload(files) {
+                    Ok(()) => tracing::info!("TLS certificates reloaded; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload refused; the certificates in force stay")
+                    }
+                }
+            }
             let diff = state.auth.reload(&new.api.clients);
             tracing::info!(
                 added = ?diff.added,

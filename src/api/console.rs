@@ -43,14 +43,38 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn page() -> Response {
+#[utoipa::path(
+    get,
+    operation_id = "console_page",
+    path = "/console",
+    tag = "operations",
+    summary = "The operator's console (one HTML page; it holds no data and reads the API with the token the operator gives it)",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+pub(super) async fn page() -> Response {
     asset("text/html; charset=utf-8", PAGE)
 }
 
-async fn script() -> Response {
+#[utoipa::path(
+    get,
+    operation_id = "console_script",
+    path = "/console/app.js",
+    tag = "operations",
+    summary = "The console's script",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String))
+)]
+pub(super) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-async fn style() -> Response {
+#[utoipa::path(
+    get,
+    operation_id = "console_style",
+    path = "/console/app.css",
+    tag = "operations",
+    summary = "The console's style sheet",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String))
+)]
+pub(super) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }

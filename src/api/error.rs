@@ -1,5 +1,7 @@
 //! The API's error: a status, a machine-readable code and a message for the client, plus an
-//! optional detail for the log only. Serialised as `{"error": {"code", "message"}}`.
+//! optional detail for the log only. Serialised as
+//! `{"error": {"code", "message", "request_id"}}`: the response carries an [`Envelope`]
+//! extension, and `request_id::layer` writes the body with the request's id.
 
 use crate::fleet::FleetError;
 use crate::store::StoreError;
@@ -7,7 +9,8 @@ use crate::stripe::error::{Disposition, StripeError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// An error answer.
 #[derive(Debug, Clone)]
@@ -84,6 +87,36 @@ impl ApiError {
     }
 }
 
+/// Every error answer's body: `{"error": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Envelope {
+    pub error: ErrorBody,
+}
+
+/// What went wrong, for the client.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable and machine-readable (`not_found`, `invalid_request`, `queue_full`, Stripe's
+    /// own code for its definitive refusals, …).
+    pub code: String,
+    /// For a person: what went wrong and, where it helps, what to do.
+    pub message: String,
+    /// The request's id, as in its `Request-Id` header (quote it when reporting a problem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Envelope {
+    /// The body, with the request's id when known.
+    pub fn to_json(&self, request_id: Option<&str>) -> Value {
+        let mut e = self.clone();
+        if let Some(id) = request_id {
+            e.error.request_id = Some(id.to_string());
+        }
+        serde_json::to_value(e).unwrap_or(Value::Null)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -91,8 +124,16 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = self.status.as_u16(), code = %self.code, "{}", self.message);
         }
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let envelope = Envelope {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+                request_id: None,
+            },
+        };
+        let mut response = (self.status, Json(envelope.to_json(None))).into_response();
+        response.extensions_mut().insert(envelope);
+        response
     }
 }
 

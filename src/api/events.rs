@@ -12,7 +12,8 @@
 //! request would. The stream ends when the daemon starts to drain for shutdown, so an open
 //! console never holds a shutdown back; clients connect again.
 
-use super::payments::payment_json;
+use super::error::Envelope;
+use super::payments::PaymentView;
 use super::scope::{self, Object};
 use super::{AppState, Caller, Routes};
 use crate::payments::{Engine, Payment};
@@ -81,7 +82,16 @@ impl Stream {
     }
 }
 
-async fn events(
+#[utoipa::path(
+    get,
+    operation_id = "follow_all_payments",
+    path = "/v1/events",
+    tag = "payments",
+    summary = "Every payment change the caller may see (Server-Sent Events)",
+    responses((status = 200, description = "A stream that opens with a `ready` event once subscribed, then a `payment` event (a payment object, see PaymentView, as its JSON data) on every change of a payment the caller may see, or `resync` when the client fell behind and should read the list again; it ends when the daemon drains for shutdown", content_type = "text/event-stream", body = String), (status = 401, description = "No token, or an unknown one", body = Envelope)),
+    security(("bearer" = []))
+)]
+pub(super) async fn events(
     State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
@@ -113,7 +123,7 @@ async fn events(
         let ev = match st.next().await {
             Next::Payment(p) => Event::default()
                 .event("payment")
-                .data(payment_json(&p).to_string()),
+                .data(serde_json::to_string(&PaymentView::from(&*p)).unwrap_or_default()),
             Next::Resync => Event::default().event("resync").data("{}"),
             Next::End => return None,
         };

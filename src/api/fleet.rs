@@ -7,6 +7,7 @@
 
 use super::auth::Admin;
 use super::error::ApiError;
+use super::error::Envelope;
 use super::json::{timestamp, ApiJson};
 use super::scope::{self, Object};
 use super::{AppState, Caller, Routes};
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -39,7 +41,7 @@ pub fn routes() -> Routes {
 // Wire shapes ---------------------------------------------------------------------------
 
 /// `POST /v1/merchants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMerchantBody {
     pub id: String,
@@ -61,7 +63,7 @@ fn default_charge_type() -> ChargeType {
 }
 
 /// A merchant in API answers.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct MerchantView {
     pub id: String,
     pub account: String,
@@ -110,7 +112,7 @@ impl From<&MerchantRecord> for MerchantView {
 }
 
 /// An address, in requests and answers.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressBody {
     #[serde(default)]
@@ -141,7 +143,7 @@ impl From<&AddressRecord> for AddressBody {
 }
 
 /// `POST /v1/locations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLocationBody {
     pub display_name: String,
@@ -164,7 +166,7 @@ fn owner_name(owner: &Option<String>) -> String {
 }
 
 /// A location in API answers.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LocationView {
     pub id: String,
     /// `"platform"` or the merchant whose connected account owns it.
@@ -194,7 +196,7 @@ impl From<&LocationRecord> for LocationView {
 }
 
 /// `POST /v1/readers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterReaderBody {
     pub registration_code: String,
@@ -212,10 +214,11 @@ pub struct RegisterReaderBody {
 
 /// `POST /v1/readers/{id}`: `{"merchants": [...]}` sets the allowlist, `{"merchants": null}`
 /// clears it (the reader then serves every merchant).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateReaderBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub merchants: Option<Option<Vec<String>>>,
 }
 
@@ -229,7 +232,7 @@ where
 }
 
 /// A reader in API answers: the registry entry with its live state.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ReaderView {
     pub id: String,
     /// `"platform"` or the merchant whose connected account owns it.
@@ -303,6 +306,15 @@ fn caller_key(caller: &Caller, headers: &HeaderMap) -> Result<Option<String>, Ap
 
 // Merchants -----------------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/merchants",
+    tag = "merchants",
+    summary = "Add a merchant (its connected account is checked on Stripe), or update it",
+    request_body = AddMerchantBody,
+    responses((status = 201, description = "Added", body = MerchantView), (status = 200, description = "Already known: updated", body = MerchantView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn add_merchant(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -326,6 +338,14 @@ async fn add_merchant(
     Ok((status, Json(MerchantView::from(&record))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/merchants",
+    tag = "merchants",
+    summary = "Every merchant",
+    responses((status = 200, description = "The merchants", body = Vec<MerchantView>), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn list_merchants(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -340,6 +360,15 @@ async fn list_merchants(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/merchants/{id}",
+    tag = "merchants",
+    summary = "One merchant",
+    params(("id" = String, Path, description = "The merchant's id")),
+    responses((status = 200, description = "The merchant", body = MerchantView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 404, description = "No such merchant, or not the caller's to see", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn show_merchant(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -352,6 +381,15 @@ async fn show_merchant(
     Ok(Json((&m).into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/merchants/{id}/check",
+    tag = "merchants",
+    summary = "Read the merchant's account on Stripe again",
+    params(("id" = String, Path, description = "The merchant's id")),
+    responses((status = 200, description = "The merchant as Stripe now shows it", body = MerchantView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 404, description = "No such merchant, or not the caller's to see", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn check_merchant(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -363,6 +401,16 @@ async fn check_merchant(
 
 // Locations -----------------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/locations",
+    tag = "locations",
+    summary = "Create a location on Stripe",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats the Stripe calls this request causes safely when sent again (1 to 200 characters, scoped to the client)")),
+    request_body = CreateLocationBody,
+    responses((status = 201, description = "Created", body = LocationView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn create_location(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -393,6 +441,14 @@ async fn create_location(
     Ok((StatusCode::CREATED, Json((&record).into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/locations",
+    tag = "locations",
+    summary = "The locations the caller may see",
+    responses((status = 200, description = "The locations", body = Vec<LocationView>), (status = 401, description = "No token, or an unknown one", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn list_locations(
     State(state): State<AppState>,
     caller: Caller,
@@ -408,6 +464,15 @@ async fn list_locations(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/locations/{id}",
+    tag = "locations",
+    summary = "One location",
+    params(("id" = String, Path, description = "The location's id (`tml_…`)")),
+    responses((status = 200, description = "The location", body = LocationView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such location, or not the caller's to see", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn show_location(
     State(state): State<AppState>,
     caller: Caller,
@@ -423,6 +488,16 @@ async fn show_location(
 
 // Readers -------------------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/readers",
+    tag = "readers",
+    summary = "Register a reader with its registration code",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats the Stripe calls this request causes safely when sent again (1 to 200 characters, scoped to the client)")),
+    request_body = RegisterReaderBody,
+    responses((status = 201, description = "Registered", body = ReaderView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn register_reader(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -449,6 +524,14 @@ async fn register_reader(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/readers",
+    tag = "readers",
+    summary = "The readers the caller may see",
+    responses((status = 200, description = "The readers", body = Vec<ReaderView>), (status = 401, description = "No token, or an unknown one", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn list_readers(
     State(state): State<AppState>,
     caller: Caller,
@@ -487,6 +570,15 @@ fn wants_refresh(query: Option<&str>) -> Result<bool, ApiError> {
     Ok(refresh)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/readers/{id}",
+    tag = "readers",
+    summary = "One reader, by id or label",
+    params(("id" = String, Path, description = "The reader's id (`tmr_…`) or label"), ("refresh" = Option<bool>, Query, description = "Read the reader from Stripe first (one read)")),
+    responses((status = 200, description = "The reader", body = ReaderView), (status = 400, description = "A bad query parameter", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such reader, or not the caller's to see", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn show_reader(
     State(state): State<AppState>,
     caller: Caller,
@@ -505,6 +597,16 @@ async fn show_reader(
     Ok(Json(reader_view(&state, &caller, &r)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/readers/{id}",
+    tag = "readers",
+    summary = "Set or clear a reader's merchant allowlist",
+    params(("id" = String, Path, description = "The reader's id or label"), ("Idempotency-Key" = Option<String>, Header, description = "Repeats the Stripe calls this request causes safely when sent again (1 to 200 characters, scoped to the client)")),
+    request_body = UpdateReaderBody,
+    responses((status = 200, description = "The reader", body = ReaderView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 404, description = "No such reader, or not the caller's to see", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn update_reader(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -529,6 +631,14 @@ async fn update_reader(
     Ok(Json(reader_view(&state, &caller, &r)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/readers/sync",
+    tag = "readers",
+    summary = "Sync locations and readers with Stripe now",
+    responses((status = 200, description = "What changed", body = SyncReport), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn sync_readers(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -3,13 +3,15 @@
 //! [`ApiJson`] replaces axum's `Json` extractor for request bodies so that every bad body is
 //! a 400 in the API's error shape with a message naming the problem: the path of the field
 //! with a wrong type, the unknown field, the syntax error's position, or the size limit.
-//! Request types use `#[serde(deny_unknown_fields)]`.
+//! Request types use `#[serde(deny_unknown_fields)]`. [`ApiQuery`] does the same for query
+//! strings (a malformed one, an unknown or badly typed parameter → 400 in the envelope).
 
 use super::error::ApiError;
 use crate::clock::Timestamp;
 use axum::body::Body;
-use axum::extract::{FromRef, FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 /// The largest request body accepted, in bytes (`api.max_body_bytes`).
@@ -73,6 +75,31 @@ where
                 ))
             })?;
         parse_body(&bytes).map(ApiJson)
+    }
+}
+
+/// A query string, parsed strictly: its type uses `#[serde(deny_unknown_fields)]`, and any
+/// problem is a 400 `invalid_request` naming it (axum's `Query` answers plain text).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::bad_request(format!("invalid query string: {detail}"))
+            })
     }
 }
 

@@ -16,16 +16,20 @@ pub mod error;
 pub mod events;
 pub mod fleet;
 pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod request_id;
 pub mod routes;
 pub mod scope;
+pub mod tls;
 pub mod tokens;
 pub mod webhooks;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;
-pub use json::{ApiJson, BodyLimit};
+pub use json::{ApiJson, ApiQuery, BodyLimit};
+pub use request_id::RequestId;
 pub use routes::{Route, Routes};
 
 use crate::config::{Config, WebhookSecret};
@@ -87,6 +91,7 @@ impl FromRef<AppState> for BodyLimit {
 /// The complete API: fleet and ops routes, then `extra` (the payment and webhook routes), with JSON
 /// 404/405 answers for everything else, and its route table. While the daemon drains for
 /// shutdown, requests that would start new work are refused (`refuse_while_draining`).
+/// Outermost, every request gets its id and span ([`request_id::layer`]).
 pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
     let mut all = fleet::routes()
         .merge(ops::routes())
@@ -109,6 +114,7 @@ pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
             state.clone(),
             refuse_while_draining,
         ))
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state);
     (r, table)
 }

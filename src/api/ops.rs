@@ -15,8 +15,9 @@ use crate::store::Tree;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The least time between two Stripe probes made by `/readyz`.
 pub const PROBE_EVERY: Duration = Duration::from_secs(10);
@@ -28,8 +29,56 @@ pub fn routes() -> Routes {
         .get("/healthz", healthz)
         .get("/readyz", readyz)
         .get("/metrics", metrics)
+        .get("/openapi.json", openapi)
 }
 
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz` when ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: String,
+    /// Always `ok`.
+    pub store: String,
+    /// Always `ok`.
+    pub stripe: String,
+    /// Stripe answers, but lately with errors or slowly (see the metrics).
+    pub stripe_degraded: bool,
+    /// The mode the store is bound to: `test` or `live`.
+    pub mode: String,
+    /// The platform account the store is bound to; `null` until Stripe has named it.
+    pub platform: Option<String>,
+}
+
+/// The API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    summary = "This API's OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", content_type = "application/json", body = Object))
+)]
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::json(),
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
@@ -65,11 +114,30 @@ async fn connect_check(api_base: &str) -> Result<(), String> {
     }
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "The process answers",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "The store answers and Stripe was reachable",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready: Stripe unreachable, the store failing, or shutting down", body = super::error::Envelope)
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -112,14 +180,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         }
     }
     match health.status() {
-        Some(Ok(())) => Ok(Json(json!({
-            "status": "ready",
-            "store": "ok",
-            "stripe": "ok",
-            "stripe_degraded": state.metrics.stripe_is_degraded(),
-            "mode": state.mode.as_str(),
-            "platform": state.platform,
-        }))),
+        Some(Ok(())) => Ok(Json(Ready {
+            status: "ready".into(),
+            store: "ok".into(),
+            stripe: "ok".into(),
+            stripe_degraded: state.metrics.stripe_is_degraded(),
+            mode: state.mode.as_str().into(),
+            platform: state.platform.clone(),
+        })),
         Some(Err(detail)) => Err(ApiError::stripe_unavailable(detail)),
         None => Err(ApiError::stripe_unavailable("not contacted yet")),
     }

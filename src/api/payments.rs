@@ -5,24 +5,27 @@
 //! answered as if it did not exist (404). Handlers validate and translate; the decisions
 //! live in [`crate::payments::Engine`].
 
+use super::error::Envelope;
 use super::json::parse_body;
 use super::scope::{self, Object};
-use super::{ApiError, ApiJson, AppState, Caller, Routes};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Routes};
 use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
+use crate::payments::machine::{CaptureMode, Failure, HistoryEntry};
 use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
+use utoipa::{IntoParams, ToSchema};
 
 /// The payment routes; the engine rides along as an extension.
 pub fn routes(engine: Engine) -> Routes {
@@ -68,43 +71,140 @@ impl From<PaymentError> for ApiError {
 
 /// The contract's payment object, plus what helps to follow it (history, what it waits
 /// for, the authorisation's deadline).
-pub fn payment_json(p: &Payment) -> Value {
-    json!({
-        "id": p.id,
-        "object": "payment",
-        "status": p.status,
-        "merchant": p.merchant,
-        "reader": p.reader,
-        "amount": p.amount,
-        "currency": p.currency,
-        "capture": p.capture,
-        "description": p.description,
-        "metadata": p.metadata,
-        "payment_intent": p.payment_intent,
-        "amount_captured": p.amount_captured,
-        "amount_refunded": p.amount_refunded,
-        "tip": p.tip,
-        "failure": p.failure,
-        "capture_before": p.capture_before.map(|s| super::json::timestamp(Timestamp::from_secs(s))),
-        "cancel_requested": p.cancel_requested,
-        "waiting_for": p.waiting_for,
-        "attempts": p.attempt,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-        "history": p.history,
-    })
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct PaymentView {
+    /// `pay_…`.
+    pub id: String,
+    /// Always `payment`.
+    pub object: String,
+    pub status: Status,
+    pub merchant: String,
+    /// The reader's id (`tmr_…`).
+    pub reader: String,
+    /// In the currency's minor units.
+    pub amount: i64,
+    /// Lower-case ISO code (`eur`).
+    pub currency: String,
+    pub capture: CaptureMode,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The PaymentIntent on Stripe (`pi_…`), once created.
+    pub payment_intent: Option<String>,
+    pub amount_captured: i64,
+    pub amount_refunded: i64,
+    /// The tip the customer added on the reader, if any.
+    pub tip: Option<i64>,
+    /// Why it was declined or failed.
+    pub failure: Option<Failure>,
+    /// When an uncaptured authorisation is released (RFC 3339).
+    pub capture_before: Option<String>,
+    pub cancel_requested: bool,
+    /// What it waits for right now (`card`, `reader`, …), if anything worth saying.
+    pub waiting_for: Option<String>,
+    /// How many times it was sent to the reader.
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every status change, oldest first.
+    pub history: Vec<HistoryEntry>,
 }
 
-fn refund_json(r: &RefundRecord) -> Value {
-    json!({
-        "id": r.id,
-        "object": "refund",
-        "payment": r.payment,
-        "amount": r.amount,
-        "status": r.status,
-        "refund": r.refund,
-        "created_at": r.created_at,
-    })
+impl From<&Payment> for PaymentView {
+    fn from(p: &Payment) -> Self {
+        PaymentView {
+            id: p.id.clone(),
+            object: "payment".into(),
+            status: p.status,
+            merchant: p.merchant.clone(),
+            reader: p.reader.clone(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            capture: p.capture,
+            description: p.description.clone(),
+            metadata: p.metadata.clone(),
+            payment_intent: p.payment_intent.clone(),
+            amount_captured: p.amount_captured,
+            amount_refunded: p.amount_refunded,
+            tip: p.tip,
+            failure: p.failure.clone(),
+            capture_before: p
+                .capture_before
+                .map(|s| super::json::timestamp(Timestamp::from_secs(s))),
+            cancel_requested: p.cancel_requested,
+            waiting_for: p.waiting_for.clone(),
+            attempts: p.attempt,
+            created_at: super::json::timestamp(p.created_at),
+            updated_at: super::json::timestamp(p.updated_at),
+            history: p.history.clone(),
+        }
+    }
+}
+
+/// A refund, with the payment as it stands after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct RefundView {
+    /// `re_…` of readerd's own (Stripe's is `refund`).
+    pub id: String,
+    /// Always `refund`.
+    pub object: String,
+    /// The payment's id.
+    pub payment: String,
+    pub amount: i64,
+    /// `pending` until Stripe answers, then Stripe's status (`succeeded`, `failed`, …).
+    pub status: String,
+    /// The refund on Stripe, once known.
+    pub refund: Option<String>,
+    pub created_at: String,
+    /// The payment after the refund.
+    pub payment_object: PaymentView,
+}
+
+impl RefundView {
+    fn new(r: &RefundRecord, p: &Payment) -> Self {
+        RefundView {
+            id: r.id.clone(),
+            object: "refund".into(),
+            payment: r.payment.clone(),
+            amount: r.amount,
+            status: r.status.as_str().to_string(),
+            refund: r.refund.clone(),
+            created_at: super::json::timestamp(r.created_at),
+            payment_object: p.into(),
+        }
+    }
+}
+
+/// A cart display, accepted into the reader's queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DisplayView {
+    pub id: String,
+    /// Always `display`.
+    pub object: String,
+    /// The reader's id.
+    pub reader: String,
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// A force-clear's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ClearView {
+    /// The reader's id.
+    pub reader: String,
+    /// The PaymentIntent whose action was canceled.
+    pub cleared: String,
+    /// The reader's action after the clear, if it still shows one.
+    pub action: Option<ActionView>,
+}
+
+/// A reader's action as Stripe shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ActionView {
+    /// `process_payment_intent`, `set_reader_display`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `in_progress`, `succeeded` or `failed`.
+    pub status: String,
 }
 
 /// The payment, if the caller may see it (404 otherwise, whoever's it is).
@@ -151,6 +251,17 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "create_payment",
+    path = "/v1/payments",
+    tag = "payments",
+    summary = "Take a payment on a reader (queued, then followed to a final status)",
+    params(("Idempotency-Key" = Option<String>, Header, description = "One per sale: the same key with the same body answers the same payment, never a second charge (1 to 255 characters, scoped to the client)")),
+    request_body = CreatePayment,
+    responses((status = 201, description = "Accepted (or the same payment again, for a repeated key)", body = PaymentView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such merchant or reader, or not the caller's to see", body = Envelope), (status = 409, description = "The Idempotency-Key was used with another body (`idempotency_conflict`)", body = Envelope), (status = 429, description = "The reader's queue is full (`queue_full`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
@@ -162,14 +273,20 @@ async fn create(
     usable_reader(&state, &caller, &req.reader, Some(&req.merchant))?;
     let key = idempotency_key(&headers)?;
     let p = engine.create(req, &caller.name, key.as_deref())?;
-    Ok((StatusCode::CREATED, Json(payment_json(&p))).into_response())
+    Ok((StatusCode::CREATED, Json(PaymentView::from(&p))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The list's filters (each optional; an unknown parameter is a 400).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this merchant's payments.
     merchant: Option<String>,
+    /// Only payments on this reader (its id).
     reader: Option<String>,
+    /// Only payments in this status.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// At most this many payments, newest first.
     limit: Option<String>,
@@ -191,11 +308,21 @@ fn list_limit(q: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "list_payments",
+    path = "/v1/payments",
+    tag = "payments",
+    summary = "The caller's payments, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "The payments", body = Vec<PaymentView>), (status = 400, description = "A bad or unknown query parameter", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn list(
     Extension(engine): Extension<Engine>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<PaymentView>>, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -216,22 +343,42 @@ async fn list(
             .list(&filter)?
             .iter()
             .take(limit)
-            .map(payment_json)
+            .map(PaymentView::from)
             .collect(),
     ))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "show_payment",
+    path = "/v1/payments/{id}",
+    tag = "payments",
+    summary = "One payment",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses((status = 200, description = "The payment", body = PaymentView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn show(
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(payment_json(&visible(&engine, &caller, &id)?)))
+) -> Result<Json<PaymentView>, ApiError> {
+    Ok(Json((&visible(&engine, &caller, &id)?).into()))
 }
 
 /// Server-Sent Events: the payment as it is now, then one event per status change; the
 /// stream ends after a final status, or when the daemon drains for shutdown (so a client
 /// following a payment never holds a restart back).
+#[utoipa::path(
+    get,
+    operation_id = "follow_payment",
+    path = "/v1/payments/{id}/events",
+    tag = "payments",
+    summary = "Follow a payment (Server-Sent Events)",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses((status = 200, description = "A stream of `payment` events, each with a payment object (see PaymentView) as its JSON data: the payment as it is, then one per status change; it ends after a final status", content_type = "text/event-stream", body = String), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn events(
     State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
@@ -291,48 +438,92 @@ async fn events(
         st.done = next.status.is_final();
         let ev = Event::default()
             .event("payment")
-            .data(payment_json(&next).to_string());
+            .json_data(PaymentView::from(&next))
+            .expect("a payment serialises");
         Some((Ok::<Event, Infallible>(ev), st))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "cancel_payment",
+    path = "/v1/payments/{id}/cancel",
+    tag = "payments",
+    summary = "Cancel a payment that is queued, on the reader, declined or authorised",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses((status = 200, description = "The payment (`canceled`, or `cancel_requested` while the reader is busy with it)", body = PaymentView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "The payment's status does not allow it (`invalid_state`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn cancel(
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentView>, ApiError> {
     visible(&engine, &caller, &id)?;
-    Ok(Json(payment_json(&engine.cancel(&id).await?)))
+    Ok(Json((&engine.cancel(&id).await?).into()))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An amount, or nothing for all of what is left.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AmountBody {
+pub struct AmountBody {
     #[serde(default)]
     amount: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "capture_payment",
+    path = "/v1/payments/{id}/capture",
+    tag = "payments",
+    summary = "Capture an authorised payment (all of it, or `amount`)",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    request_body = Option<AmountBody>,
+    responses((status = 200, description = "The payment", body = PaymentView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "The payment's status does not allow it (`invalid_state`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn capture(
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentView>, ApiError> {
     visible(&engine, &caller, &id)?;
     let b: AmountBody = optional_body(&body)?;
-    Ok(Json(payment_json(&engine.capture(&id, b.amount).await?)))
+    Ok(Json((&engine.capture(&id, b.amount).await?).into()))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "retry_payment",
+    path = "/v1/payments/{id}/retry",
+    tag = "payments",
+    summary = "Send a declined payment to the reader again",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses((status = 200, description = "The payment, queued again", body = PaymentView), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "The payment's status does not allow it (`invalid_state`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn retry(
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentView>, ApiError> {
     visible(&engine, &caller, &id)?;
-    Ok(Json(payment_json(&engine.retry(&id).await?)))
+    Ok(Json((&engine.retry(&id).await?).into()))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "refund_payment",
+    path = "/v1/payments/{id}/refunds",
+    tag = "payments",
+    summary = "Refund a captured payment (all that is left, or `amount`)",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "The same key answers the same refund, never a second one")),
+    request_body = Option<AmountBody>,
+    responses((status = 201, description = "The refund", body = RefundView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "Nothing was captured to refund (`invalid_state`), or the key was used with another body", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn refund(
     Extension(engine): Extension<Engine>,
     caller: Caller,
@@ -346,14 +537,13 @@ async fn refund(
     let (p, r) = engine
         .refund(&id, b.amount, &caller.name, key.as_deref())
         .await?;
-    let mut out = refund_json(&r);
-    out["payment_object"] = payment_json(&p);
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    Ok((StatusCode::CREATED, Json(RefundView::new(&r, &p))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A cart to show on the reader.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DisplayBody {
+pub struct DisplayBody {
     currency: String,
     line_items: Vec<LineItem>,
     #[serde(default)]
@@ -365,9 +555,10 @@ struct DisplayBody {
     merchant: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One line of a cart.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LineItem {
+pub struct LineItem {
     description: String,
     amount: i64,
     quantity: i64,
@@ -379,6 +570,17 @@ const OPERATOR: &str = "_operator";
 /// `POST /v1/readers/{id}/display`: the same scope decision as a payment on that reader
 /// (a pos client names one of its merchants, or gets the first one the reader serves), so a
 /// till can never put a cart in front of another merchant's customers.
+#[utoipa::path(
+    post,
+    operation_id = "display_cart",
+    path = "/v1/readers/{id}/display",
+    tag = "readers",
+    summary = "Show a cart on a reader (queued like a payment)",
+    params(("id" = String, Path, description = "The reader's id or label")),
+    request_body = DisplayBody,
+    responses((status = 202, description = "Queued", body = DisplayView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such reader, or not the caller's to see", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn display(
     State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
@@ -426,31 +628,51 @@ async fn display(
     let id = engine.display(&record.id, &merchant, cart)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "object": "display", "reader": record.id, "status": "queued"})),
+        Json(DisplayView {
+            id,
+            object: "display".into(),
+            reader: record.id,
+            status: "queued".into(),
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// What the operator saw on the reader.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClearBody {
+pub struct ClearBody {
     /// The PaymentIntent the operator saw on the reader: only that action is canceled.
     payment_intent: String,
 }
 
 /// `POST /v1/readers/{id}/clear` (admin): the force-clear of a stuck action, compare then
 /// cancel. 409 `reader_action_mismatch` when the reader holds anything else.
+#[utoipa::path(
+    post,
+    operation_id = "clear_reader",
+    path = "/v1/readers/{id}/clear",
+    tag = "readers",
+    summary = "Force-clear a stuck action (admin): only the PaymentIntent named is canceled",
+    params(("id" = String, Path, description = "The reader's id or label")),
+    request_body = ClearBody,
+    responses((status = 200, description = "Cleared", body = ClearView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 403, description = "The caller is not an admin", body = Envelope), (status = 404, description = "No such reader, or not the caller's to see", body = Envelope), (status = 409, description = "The reader holds another action, or none (`reader_action_mismatch`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
 async fn clear(
     Extension(engine): Extension<Engine>,
     caller: Caller,
     Path(reader): Path<String>,
     ApiJson(b): ApiJson<ClearBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClearView>, ApiError> {
     caller.require_admin()?;
     let r = engine.clear_reader(&reader, &b.payment_intent).await?;
-    Ok(Json(json!({
-        "reader": r.id,
-        "cleared": b.payment_intent,
-        "action": r.action.map(|a| json!({"type": a.kind, "status": a.status})),
-    })))
+    Ok(Json(ClearView {
+        reader: r.id,
+        cleared: b.payment_intent,
+        action: r.action.map(|a| ActionView {
+            kind: a.kind.to_string(),
+            status: a.status.to_string(),
+        }),
+    }))
 }

@@ -4,7 +4,7 @@
 //! decides, `location_owner_mismatch`). The answer carries `Cache-Control: no-store`; the
 //! secret is in the answer only.
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
 use super::json::ApiJson;
 use super::scope::{self, Object};
 use super::{AppState, Caller, Routes};
@@ -13,13 +13,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub fn routes() -> Routes {
     Routes::new().post("/v1/connection_tokens", create)
 }
 
 /// `POST /v1/connection_tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionTokenBody {
     pub merchant: String,
@@ -29,7 +30,7 @@ pub struct ConnectionTokenBody {
 }
 
 /// A connection token in the API's answer.
-#[derive(Serialize, Deserialize, PartialEq)]
+#[derive(Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ConnectionTokenView {
     /// `pst_…`, for the SDK's token provider.
     pub secret: String,
@@ -51,7 +52,16 @@ impl std::fmt::Debug for ConnectionTokenView {
     }
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/connection_tokens",
+    tag = "connection tokens",
+    summary = "A connection token for a Terminal SDK, on the account that owns the merchant's SDK payments",
+    request_body = ConnectionTokenBody,
+    responses((status = 201, description = "The token (answered with Cache-Control: no-store; readerd keeps no copy)", body = ConnectionTokenView), (status = 400, description = "Bad input, or the location belongs to another account than the token's (location_owner_mismatch)", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such merchant or location, or not the caller's to see", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
+pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ConnectionTokenBody>,

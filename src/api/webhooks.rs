@@ -17,12 +17,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 pub fn routes(engine: Engine) -> Routes {
     Routes::new()
         .post("/webhooks/stripe", receive)
         .extension(engine)
+}
+
+/// The answer to Stripe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct WebhookAck {
+    /// Always `true`.
+    pub received: bool,
+    /// `true` when the event was already processed (a redelivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
 }
 
 /// A processed event id (tree `webhook_events`).
@@ -32,12 +42,26 @@ struct Seen {
     received_at: crate::clock::Timestamp,
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    operation_id = "stripe_webhook",
+    tag = "operations",
+    summary = "Stripe's events (signed with `Stripe-Signature`), taken as hints to re-read",
+    description = "Without `stripe.webhook_secret_file` configured, webhooks are off and this route answers 404.",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body")),
+    request_body(content = Object, description = "A Stripe event object"),
+    responses(
+        (status = 200, description = "Received (or a redelivery)", body = WebhookAck),
+        (status = 400, description = "A forged or stale signature, or not an event", body = super::error::Envelope)
+    )
+)]
 async fn receive(
     State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookAck>), ApiError> {
     let Some(secret) = &state.webhook_secret else {
         state.metrics.webhook_rejected("disabled");
         return Err(ApiError::new(
@@ -108,12 +132,21 @@ async fn receive(
         state.metrics.webhook_rejected("duplicate");
         return Ok((
             StatusCode::OK,
-            Json(json!({"received": true, "duplicate": true})),
+            Json(WebhookAck {
+                received: true,
+                duplicate: Some(true),
+            }),
         ));
     }
     state.metrics.webhook_accepted(&event.kind);
     hint(&engine, &event);
-    Ok((StatusCode::OK, Json(json!({"received": true}))))
+    Ok((
+        StatusCode::OK,
+        Json(WebhookAck {
+            received: true,
+            duplicate: None,
+        }),
+    ))
 }
 
 /// Wakes whoever should re-read the objects the event is about.

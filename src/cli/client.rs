@@ -23,6 +23,25 @@ pub struct ApiArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// With an HTTPS API: the CA that signed its certificate (PEM), e.g. the venue's CA.
+    #[arg(long, global = true, env = "READERD_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// With `[api.tls] client_ca_file`: this client's certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "READERD_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM, PKCS#8).
+    #[arg(
+        long,
+        global = true,
+        env = "READERD_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// A failed API call, as shown to the user.
@@ -65,9 +84,36 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(args: &ApiArgs) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::Usage(format!("--{flag} {}: {e}", path.display())))
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(120))
+            .timeout(std::time::Duration::from_secs(120));
+        if let Some(ca) = &args.ca_file {
+            let cert = reqwest::Certificate::from_pem(&read("ca-file", ca)?).map_err(|e| {
+                ClientError::Usage(format!(
+                    "--ca-file {}: not a PEM certificate: {e}",
+                    ca.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            let mut pem = read("client-cert", cert)?;
+            pem.extend_from_slice(b"\n");
+            pem.extend(read("client-key", key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Usage(format!(
+                    "--client-cert {} / --client-key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(id);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Unexpected(e.to_string()))?;
         let base = args.api.trim().trim_end_matches('/').to_string();

@@ -194,6 +194,9 @@ fn client(api: &str, token: &str) -> Result<ApiClient, ClientError> {
         api: api.to_string(),
         token: Some(token.to_string()),
         json: false,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     })
 }
 

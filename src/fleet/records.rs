@@ -11,7 +11,7 @@ use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// How a merchant's payments are created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChargeType {
     /// The PaymentIntent lives on the connected account (`Stripe-Account`).
@@ -30,7 +30,7 @@ impl ChargeType {
 }
 
 /// Which account settles a merchant's destination charges (Stripe's settlement merchant).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Settlement {
     /// The merchant's own account: the PaymentIntent carries `on_behalf_of`, so the charge

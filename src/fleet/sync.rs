@@ -21,14 +21,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What one sync changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub locations: Counts,
     pub readers: Counts,
 }
 
 /// Added, changed and gone objects of one kind; `unchanged` were confirmed as they were.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub added: usize,
     pub updated: usize,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The contract's payment statuses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -71,7 +71,7 @@ impl std::fmt::Display for Status {
 }
 
 /// Where a status change came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Api,
@@ -81,7 +81,7 @@ pub enum Source {
 }
 
 /// `automatic` or `manual` capture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureMode {
     #[default]
@@ -110,7 +110,7 @@ pub enum ChargeType {
 }
 
 /// Why a payment failed or was declined: `{code, message}` as the contract shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: String,
@@ -126,9 +126,10 @@ impl Failure {
 }
 
 /// One status change (or a note about the payment's progress).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: Status,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]

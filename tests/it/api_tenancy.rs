@@ -41,15 +41,15 @@ const CALLERS: [Who; 5] = [
 ];
 
 /// One route and what each caller gets.
-struct Row {
-    method: &'static str,
+pub(crate) struct Row {
+    pub(crate) method: &'static str,
     /// The route as the router declares it.
-    route: &'static str,
+    pub(crate) route: &'static str,
     /// The path to call: `{reader}`, `{location}`, `{paid}`, `{authorised}`, `{to_cancel}`,
     /// `{declined}` are replaced by the florist's objects.
-    path: &'static str,
+    pub(crate) path: &'static str,
     /// The body (`{merchant}` in a string value is the caller's own merchant).
-    body: Value,
+    pub(crate) body: Value,
     /// Statuses for admin, own, other, no token, unknown token.
     want: [u16; 5],
 }
@@ -73,7 +73,7 @@ fn row(
 /// Every route of the API. Ordered so that the calls that succeed do not spoil the objects
 /// of later rows.
 #[rustfmt::skip]
-fn table(new_account: &str) -> Vec<Row> {
+pub(crate) fn table(new_account: &str) -> Vec<Row> {
     let cart = json!({"merchant": "{merchant}", "currency": "eur",
         "line_items": [{"description": "Total", "amount": 99_999, "quantity": 1}], "total": 99_999});
     let pay = json!({"merchant": "{merchant}", "reader": "{reader}", "amount": 1000, "currency": "eur"});
@@ -87,6 +87,8 @@ fn table(new_account: &str) -> Vec<Row> {
         row("GET",  "/healthz",                     "/healthz",                          null.clone(), [200, 200, 200, 200, 200]),
         row("GET",  "/readyz",                      "/readyz",                           null.clone(), [200, 200, 200, 200, 200]),
         row("GET",  "/metrics",                     "/metrics",                          null.clone(), [200, 200, 200, 200, 200]),
+        // The API's description holds no secret, and a client generator fetches it first.
+        row("GET",  "/openapi.json",                "/openapi.json",                     null.clone(), [200, 200, 200, 200, 200]),
         row("POST", "/webhooks/stripe",             "/webhooks/stripe",                  json!({}),    [400, 400, 400, 400, 400]),
         // The console's files: public, they hold no data (it reads the API with a token).
         row("GET",  "/console",                     "/console",                          null.clone(), [200, 200, 200, 200, 200]),
@@ -130,7 +132,7 @@ fn table(new_account: &str) -> Vec<Row> {
 }
 
 /// `{merchant}` in string values → `merchant`; `{reader}`/`{location}` → the objects.
-fn fill(v: &Value, merchant: &str, objects: &BTreeMap<&str, String>) -> Value {
+pub(crate) fn fill(v: &Value, merchant: &str, objects: &BTreeMap<&str, String>) -> Value {
     match v {
         Value::String(s) => {
             let mut s = s.replace("{merchant}", merchant);
@@ -163,7 +165,7 @@ fn store_snapshot(env: &TestEnv) -> BTreeMap<(&'static str, String), Vec<u8>> {
 
 /// Waits until the emulator has seen no request for a while, so that what a payment or a
 /// display set going has ended before the next refusal is measured.
-async fn quiet(env: &TestEnv) {
+pub(crate) async fn quiet(env: &TestEnv) {
     let mut last = env.sim.requests().len();
     let mut still = 0;
     for _ in 0..200 {
@@ -229,7 +231,7 @@ async fn payment_status(env: &TestEnv, id: &str) -> Value {
         .1
 }
 
-async fn wait_payment(env: &TestEnv, id: &str, what: &str, f: impl Fn(&Value) -> bool) {
+pub(crate) async fn wait_payment(env: &TestEnv, id: &str, what: &str, f: impl Fn(&Value) -> bool) {
     for _ in 0..1000 {
         if f(&payment_status(env, id).await) {
             return;
@@ -267,18 +269,26 @@ async fn florist_payment(env: &TestEnv, reader: &str, capture: &str, card: Optio
     id
 }
 
-struct World {
-    env: TestEnv,
-    objects: BTreeMap<&'static str, String>,
-    new_account: String,
+pub(crate) struct World {
+    pub(crate) env: TestEnv,
+    pub(crate) objects: BTreeMap<&'static str, String>,
+    pub(crate) new_account: String,
 }
 
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// The world, with `configure` applied to the daemon's config.
+pub(crate) async fn world_with(
+    configure: impl FnOnce(&mut readerd::config::Config) + Send + 'static,
+) -> World {
     let env = TestEnv::builder()
         .configure(|c| {
             c.payments.poll_min = Duration::from_millis(20).into();
             c.payments.poll_max = Duration::from_millis(100).into();
             c.payments.offline_wait = Duration::from_millis(200).into();
+            configure(c);
         })
         .start()
         .await;

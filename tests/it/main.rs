@@ -1,6 +1,9 @@
 //! readerd's integration tests: one binary, one module per boundary.
 
+mod api_openapi;
+mod api_request_ids;
 mod api_tenancy;
+mod api_tls;
 mod common;
 mod connect_modes;
 mod connect_owned;

@@ -18,13 +18,13 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// systemd's side of the notify protocol: a datagram socket in a temp dir.
-struct NotifySocket {
+pub(crate) struct NotifySocket {
     sock: UnixDatagram,
     path: PathBuf,
 }
 
 impl NotifySocket {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -34,7 +34,7 @@ impl NotifySocket {
 
     /// Reads messages until one carries the assignment `want` (e.g. `READY=1`); returns that
     /// whole message. Panics when `child` exits first or after [`PATIENCE`].
-    fn expect(&self, want: &str, child: &mut Child) -> String {
+    pub(crate) fn expect(&self, want: &str, child: &mut Child) -> String {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         loop {
@@ -59,14 +59,14 @@ impl NotifySocket {
 }
 
 /// A config file, the secret key file and a store in a temp dir.
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
     key_file: PathBuf,
 }
 
 impl Setup {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("stripe-secret-key");
         std::fs::write(&key_file, "sk_test_ops_lifecycle\n").unwrap();
@@ -102,7 +102,7 @@ impl Setup {
         std::fs::write(&self.config, text).unwrap();
     }
 
-    fn spawn(&self, notify: &NotifySocket) -> Child {
+    pub(crate) fn spawn(&self, notify: &NotifySocket) -> Child {
         self.spawn_with(notify, &[])
     }
 
@@ -124,7 +124,7 @@ impl Setup {
 }
 
 /// The API address from READY's `STATUS=… on ADDR` line.
-fn api_addr(ready: &str) -> String {
+pub(crate) fn api_addr(ready: &str) -> String {
     let status = ready
         .lines()
         .find_map(|l| l.strip_prefix("STATUS="))
@@ -137,7 +137,7 @@ fn api_addr(ready: &str) -> String {
         .to_string()
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -147,7 +147,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// SIGTERM, then the clean exit (status 0) that must follow; returns what it logged.
-fn terminate(child: Child) -> String {
+pub(crate) fn terminate(child: Child) -> String {
     signal(&child, "-TERM");
     let (status, logs) = finish(child);
     assert_eq!(status.code(), Some(0), "logs:\n{logs}");
