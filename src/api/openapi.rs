@@ -52,6 +52,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::capture,
         payments::retry,
         payments::refund,
+        payments::settlement,
         payments::display,
         payments::clear,
         events::events,

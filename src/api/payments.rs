@@ -13,6 +13,7 @@ use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
 use crate::payments::machine::{CaptureMode, Failure, HistoryEntry};
+use crate::payments::splits::{Split, TransferStatus};
 use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
 use crate::stripe::wire::{Cart, CartLineItem};
@@ -38,6 +39,7 @@ pub fn routes(engine: Engine) -> Routes {
         .post("/v1/payments/{id}/capture", capture)
         .post("/v1/payments/{id}/retry", retry)
         .post("/v1/payments/{id}/refunds", refund)
+        .get("/v1/reports/settlement", settlement)
         .post("/v1/readers/{id}/display", display)
         .post("/v1/readers/{id}/clear", clear)
         .extension(engine)
@@ -107,6 +109,47 @@ pub struct PaymentView {
     pub updated_at: String,
     /// Every status change, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// Separate charges only: one entry per merchant (several for a basket), with its share
+    /// and its transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<SplitView>>,
+}
+
+/// One merchant's part of a separate-charge payment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SplitView {
+    pub merchant: String,
+    /// The share asked for (minor units).
+    pub amount: i64,
+    /// The platform's fee kept out of the transfer.
+    pub fee: i64,
+    /// The captured share (tip included for the tip's merchant), once captured.
+    pub captured: i64,
+    /// The Stripe Transfer (`tr_…`), once made.
+    pub transfer: Option<String>,
+    pub transferred: i64,
+    pub reversed: i64,
+    pub refunded: i64,
+    pub transfer_status: TransferStatus,
+    /// Stripe's last refusal of the transfer.
+    pub transfer_error: Option<Failure>,
+}
+
+impl From<&Split> for SplitView {
+    fn from(s: &Split) -> Self {
+        SplitView {
+            merchant: s.merchant.clone(),
+            amount: s.amount,
+            fee: s.fee,
+            captured: s.captured,
+            transfer: s.transfer.clone(),
+            transferred: s.transferred,
+            reversed: s.reversed,
+            refunded: s.refunded,
+            transfer_status: s.transfer_status,
+            transfer_error: s.transfer_error.clone(),
+        }
+    }
 }
 
 impl From<&Payment> for PaymentView {
@@ -136,6 +179,7 @@ impl From<&Payment> for PaymentView {
             created_at: super::json::timestamp(p.created_at),
             updated_at: super::json::timestamp(p.updated_at),
             history: p.history.clone(),
+            splits: (!p.splits.is_empty()).then(|| p.splits.iter().map(SplitView::from).collect()),
         }
     }
 }
@@ -154,6 +198,17 @@ pub struct RefundView {
     pub status: String,
     /// The refund on Stripe, once known.
     pub refund: Option<String>,
+    /// A basket's refund: the merchant whose share it comes out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// Separate charges: the reversal of the merchant's transfer this refund owes
+    /// (`reversal_amount`), once made (`reversal`, `trr_…`), or why Stripe refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_error: Option<String>,
     pub created_at: String,
     /// The payment after the refund.
     pub payment_object: PaymentView,
@@ -168,6 +223,10 @@ impl RefundView {
             amount: r.amount,
             status: r.status.as_str().to_string(),
             refund: r.refund.clone(),
+            merchant: r.merchant.clone(),
+            reversal: r.reversal.clone(),
+            reversal_amount: r.split.map(|_| r.reversal_amount),
+            reversal_error: r.reversal_error.clone(),
             created_at: super::json::timestamp(r.created_at),
             payment_object: p.into(),
         }
@@ -269,8 +328,12 @@ async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreatePayment>,
 ) -> Result<Response, ApiError> {
-    scope::check(&caller, Object::Merchant(&req.merchant))?;
-    usable_reader(&state, &caller, &req.reader, Some(&req.merchant))?;
+    for m in req.merchants() {
+        scope::check(&caller, Object::Merchant(m))?;
+    }
+    for m in req.merchants() {
+        usable_reader(&state, &caller, &req.reader, Some(m))?;
+    }
     let key = idempotency_key(&headers)?;
     let p = engine.create(req, &caller.name, key.as_deref())?;
     Ok((StatusCode::CREATED, Json(PaymentView::from(&p))).into_response())
@@ -472,6 +535,17 @@ pub struct AmountBody {
     amount: Option<i64>,
 }
 
+/// A refund: an amount (or nothing for all that is left) and, for a basket, the merchant.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    #[serde(default)]
+    amount: Option<i64>,
+    /// The merchant of a basket the refund is for (required when it has several).
+    #[serde(default)]
+    merchant: Option<String>,
+}
+
 #[utoipa::path(
     post,
     operation_id = "capture_payment",
@@ -520,7 +594,7 @@ async fn retry(
     tag = "payments",
     summary = "Refund a captured payment (all that is left, or `amount`)",
     params(("id" = String, Path, description = "The payment's id (`pay_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "The same key answers the same refund, never a second one")),
-    request_body = Option<AmountBody>,
+    request_body = Option<RefundBody>,
     responses((status = 201, description = "The refund", body = RefundView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "Nothing was captured to refund (`invalid_state`), or the key was used with another body", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
     security(("bearer" = []))
 )]
@@ -532,12 +606,99 @@ async fn refund(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     visible(&engine, &caller, &id)?;
-    let b: AmountBody = optional_body(&body)?;
+    let b: RefundBody = optional_body(&body)?;
     let key = idempotency_key(&headers)?;
     let (p, r) = engine
-        .refund(&id, b.amount, &caller.name, key.as_deref())
+        .refund_for(
+            &id,
+            b.amount,
+            b.merchant.as_deref(),
+            &caller.name,
+            key.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(RefundView::new(&r, &p))).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Start of the period: an RFC 3339 time or a date (`2026-11-01`), UTC.
+    from: String,
+    /// End of the period, exclusive; a date includes that day.
+    to: String,
+    /// Only this merchant's rows.
+    #[serde(default)]
+    merchant: Option<String>,
+    /// `csv` for CSV (as `Accept: text/csv` does), `json` (the default).
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/reports/settlement?from&to[&merchant][&format=csv]`: one row per merchant and
+/// currency, from readerd's records; a pos client sees its merchants' rows only.
+#[utoipa::path(
+    get,
+    operation_id = "settlement_report",
+    path = "/v1/reports/settlement",
+    tag = "payments",
+    summary = "Who holds what from the period's payments: one row per merchant and currency (JSON, or CSV with `Accept: text/csv` or `format=csv`)",
+    params(ReportQuery),
+    responses((status = 200, description = "The rows (CSV with a header line when asked for)", content((Vec<crate::payments::report::Row> = "application/json"), (String = "text/csv"))), (status = 400, description = "A bad or unknown query parameter", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "A merchant unknown to the caller", body = Envelope)),
+    security(("bearer" = []))
+)]
+async fn settlement(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    use crate::payments::report;
+    let bound = |name: &str, v: &str, end: bool| {
+        report::parse_bound(v, end).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be an RFC 3339 time or a date (YYYY-MM-DD), UTC: {v:?}"
+            ))
+        })
+    };
+    let from = bound("from", &q.from, false)?;
+    let to = bound("to", &q.to, true)?;
+    if to <= from {
+        return Err(ApiError::bad_request("to must be after from"));
+    }
+    let merchant = q.merchant.filter(|m| !m.is_empty());
+    if let Some(m) = &merchant {
+        scope::check(&caller, Object::Merchant(m))?;
+    }
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        None | Some("") => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be json or csv, not {other:?}"
+            )))
+        }
+    };
+    let rows = engine.settlement_report(&report::Query {
+        from,
+        to,
+        merchant,
+        scope: (!caller.is_admin()).then(|| caller.merchants.clone()),
+    })?;
+    if csv {
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report::to_csv(&rows),
+        )
+            .into_response())
+    } else {
+        Ok(Json(rows).into_response())
+    }
 }
 
 /// A cart to show on the reader.

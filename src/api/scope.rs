@@ -7,7 +7,7 @@
 //! - a pos client acts for its own merchants only;
 //! - a pos client sees a location without a merchant or of one of its merchants, a reader
 //!   whose allowlist is absent or names one of its merchants, and a payment of one of its
-//!   merchants;
+//!   merchants (a basket: only when every merchant in it is one of its merchants);
 //! - a merchant-owned location or reader (on the merchant's connected account) is seen by
 //!   pos clients of its owner only, whatever its grouping or allowlist;
 //! - acting on a reader for a merchant needs the reader to be visible *and* to serve that
@@ -118,7 +118,11 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
             }
         }
         Object::Payment(p) => {
-            if caller.may_see_merchant(&p.merchant) {
+            // A basket is visible only to a caller who sees every merchant in it.
+            if p.merchants()
+                .into_iter()
+                .all(|m| caller.may_see_merchant(m))
+            {
                 Ok(())
             } else {
                 Err(ApiError::not_found("payment", &p.id))

@@ -155,6 +155,8 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
                     capture: CaptureMode::Automatic,
                     description: None,
                     metadata: Default::default(),
+                    splits: None,
+                    tip_merchant: None,
                 },
                 "bench",
                 None,

@@ -236,6 +236,35 @@ async fn set_up(
             .await?;
         readers.push((label, r["id"].as_str().unwrap_or_default().to_string()));
     }
+    // A food hall whose stalls share one reader and take baskets: separate charges settle
+    // on the platform (in the US in the emulator), so the hall is in the US too.
+    for (id, name) in [("pretzels", "Pretzel Stand"), ("flowers", "Flower Stall")] {
+        let acct = sim.create_account("US", "usd", CapabilityStatus::Active);
+        c.post(
+            "/v1/merchants",
+            &json!({"id": id, "account": acct, "display_name": name, "charge_type": "separate",
+                    "application_fee_amount": 25}),
+        )
+        .await?;
+    }
+    let hall = c
+        .post(
+            "/v1/locations",
+            &json!({"display_name": "Food hall",
+                    "address": {"line1": "1 Ferry Building", "city": "San Francisco", "state": "CA",
+                                "postal_code": "94111", "country": "US"}}),
+        )
+        .await?;
+    let r = c
+        .post(
+            "/v1/readers",
+            &json!({"registration_code": "simulated-wpe", "label": "till-3", "location": hall["id"]}),
+        )
+        .await?;
+    readers.push((
+        "till-3".to_string(),
+        r["id"].as_str().unwrap_or_default().to_string(),
+    ));
     Ok(Setup {
         api: api.to_string(),
         admin: admin.to_string(),
@@ -246,7 +275,13 @@ async fn set_up(
 
 fn print_banner(s: &Setup, tap: Duration, tour: bool) {
     println!("readerd demo: an emulated Stripe, a daemon on a temporary store, two merchants");
-    println!("sharing two simulated readers (the customer taps a card {} after a payment reaches a reader).\n", humantime::format_duration(tap));
+    println!(
+        "sharing two simulated readers, and a food hall whose two stalls share a third and take"
+    );
+    println!(
+        "baskets (the customer taps a card {} after a payment reaches a reader).\n",
+        humantime::format_duration(tap)
+    );
     println!("  API            {}", s.api);
     println!("  console        {}/console#token={}", s.api, s.admin);
     println!("  admin token    {}", s.admin);
@@ -416,6 +451,68 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
     })
     .await?;
     check("cancel", p["status"] == "canceled", &p);
+
+    println!("5. A basket: 8.00 USD of pretzels and 4.50 USD of flowers, one tap on till-3");
+    let admin = client(&s.api, &s.admin)?;
+    let p = admin
+        .post_idempotent(
+            "/v1/payments",
+            &json!({"reader": "till-3", "amount": 1250, "currency": "usd",
+                    "description": "readerd demo tour",
+                    "splits": [{"merchant": "pretzels", "amount": 800},
+                               {"merchant": "flowers", "amount": 450}]}),
+            Some(&token_key()),
+        )
+        .await?;
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    follow_with(&admin, &id, |_| async { Ok(()) }).await?;
+    let mut p = admin.get(&format!("/v1/payments/{id}")).await?;
+    for _ in 0..100 {
+        let done = p["splits"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["transfer_status"] == "succeeded"));
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p = admin.get(&format!("/v1/payments/{id}")).await?;
+    }
+    for sp in p["splits"].as_array().into_iter().flatten() {
+        println!(
+            "    {}: {} transferred ({} fee kept), {}",
+            sp["merchant"].as_str().unwrap_or("?"),
+            sp["transferred"],
+            sp["fee"],
+            sp["transfer"].as_str().unwrap_or("-")
+        );
+    }
+    println!("    the flowers are returned: the flower stall's share is refunded");
+    let r = admin
+        .post(
+            &format!("/v1/payments/{id}/refunds"),
+            &json!({"merchant": "flowers"}),
+        )
+        .await?;
+    println!(
+        "    refund {} of {}: {}, its transfer reversed by {}",
+        r["id"].as_str().unwrap_or("?"),
+        r["amount"],
+        r["status"].as_str().unwrap_or("?"),
+        r["reversal_amount"]
+    );
+    let p = admin.get(&format!("/v1/payments/{id}")).await?;
+    let s0 = &p["splits"][0];
+    let s1 = &p["splits"][1];
+    check(
+        "basket",
+        p["status"] == "succeeded"
+            && s0["transferred"] == 775
+            && s0["reversed"] == 0
+            && s1["transferred"] == 425
+            && s1["reversed"] == 425
+            && p["amount_refunded"] == 450,
+        &p,
+    );
     Ok(all_ok)
 }
 

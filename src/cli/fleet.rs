@@ -39,8 +39,9 @@ pub enum MerchantsAction {
         /// The name shown in listings (default: the account's business name, or the id).
         #[arg(long)]
         display_name: Option<String>,
-        /// `direct` (PaymentIntent on the connected account) or `destination`.
-        #[arg(long, default_value = "direct", value_parser = ["direct", "destination"])]
+        /// `direct` (PaymentIntent on the connected account), `destination`, or `separate`
+        /// (on the platform; readerd transfers each merchant's share, baskets allowed).
+        #[arg(long, default_value = "direct", value_parser = ["direct", "destination", "separate"])]
         charge_type: String,
         /// Destination charges: who settles them, `merchant` (on_behalf_of the merchant) or
         /// `platform`.

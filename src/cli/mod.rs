@@ -52,6 +52,8 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// The settlement report of a period: per merchant and currency, from readerd's records.
+    Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
 }
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
     }
 }

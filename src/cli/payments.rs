@@ -20,8 +20,12 @@ pub struct PayCmd {
     #[command(flatten)]
     pub api: ApiArgs,
     /// The merchant to charge for.
-    #[arg(long)]
-    pub merchant: String,
+    #[arg(long, required_unless_present = "split")]
+    pub merchant: Option<String>,
+    /// A basket instead of one merchant: `--split bakery=800 --split florist=450` (every
+    /// merchant on separate charges; `--amount` is their sum).
+    #[arg(long, value_name = "MERCHANT=AMOUNT", conflicts_with = "merchant")]
+    pub split: Vec<String>,
     /// The reader (`tmr_…` or its label).
     #[arg(long)]
     pub reader: String,
@@ -81,6 +85,9 @@ pub enum PaymentsAction {
         id: String,
         #[arg(long)]
         amount: Option<i64>,
+        /// The merchant of a basket the refund is for (required when it has several).
+        #[arg(long)]
+        merchant: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -97,14 +104,30 @@ impl PayCmd {
                 .idempotency_key
                 .clone()
                 .unwrap_or_else(|| crate::payments::new_id("cli"));
-            let body = json!({
-                "merchant": self.merchant,
+            let mut body = json!({
                 "reader": self.reader,
                 "amount": self.amount,
                 "currency": self.currency,
                 "capture": self.capture,
                 "description": self.description,
             });
+            if self.split.is_empty() {
+                body["merchant"] = json!(self.merchant);
+            } else {
+                let mut splits = Vec::new();
+                for s in &self.split {
+                    let parsed = s
+                        .split_once('=')
+                        .and_then(|(m, a)| Some((m, a.parse::<i64>().ok()?)));
+                    let Some((m, a)) = parsed else {
+                        return Err(ClientError::Unexpected(format!(
+                            "--split {s}: expected MERCHANT=AMOUNT in minor units"
+                        )));
+                    };
+                    splits.push(json!({"merchant": m, "amount": a}));
+                }
+                body["splits"] = json!(splits);
+            }
             let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
             if self.api.json && self.no_follow {
                 print_json(&p);
@@ -343,12 +366,16 @@ impl PaymentsCmd {
                 PaymentsAction::Refund {
                     id,
                     amount,
+                    merchant,
                     idempotency_key,
                 } => {
-                    let body = match amount {
-                        Some(a) => json!({ "amount": a }),
-                        None => json!({}),
-                    };
+                    let mut body = json!({});
+                    if let Some(a) = amount {
+                        body["amount"] = json!(a);
+                    }
+                    if let Some(m) = merchant {
+                        body["merchant"] = json!(m);
+                    }
                     let r = c
                         .post_idempotent(
                             &format!("/v1/payments/{id}/refunds"),
@@ -406,4 +433,91 @@ fn print_payment(p: &Value) {
             h["note"].as_str().unwrap_or("")
         );
     }
+}
+
+/// `readerd report`: the settlement report of a period.
+#[derive(Args, Debug)]
+pub struct ReportCmd {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Start of the period: an RFC 3339 time or a date (`2026-11-01`), UTC.
+    #[arg(long)]
+    pub from: String,
+    /// End of the period (exclusive; a date includes that day).
+    #[arg(long)]
+    pub to: String,
+    /// One merchant only.
+    #[arg(long)]
+    pub merchant: Option<String>,
+    /// CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+impl ReportCmd {
+    pub fn run(self) -> ExitCode {
+        block_on(async {
+            let c = ApiClient::new(&self.api)?;
+            let mut q = format!(
+                "/v1/reports/settlement?from={}&to={}",
+                urlencode(&self.from),
+                urlencode(&self.to)
+            );
+            if let Some(m) = &self.merchant {
+                q.push_str(&format!("&merchant={}", urlencode(m)));
+            }
+            let v = c.get(&q).await?;
+            if self.api.json {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<crate::payments::report::Row> =
+                serde_json::from_value(v).unwrap_or_default();
+            if self.csv {
+                print!("{}", crate::payments::report::to_csv(&rows));
+                return Ok(());
+            }
+            let mut t = Table::new(&[
+                "MERCHANT",
+                "CURRENCY",
+                "PAYMENTS",
+                "GROSS",
+                "REFUNDED",
+                "FEES",
+                "TRANSFERRED",
+                "REVERSED",
+                "PENDING",
+                "NET",
+            ]);
+            for r in &rows {
+                let m = |a: i64| money::format(a, &r.currency);
+                t.row(vec![
+                    r.merchant.clone(),
+                    r.currency.clone(),
+                    r.payments.to_string(),
+                    m(r.gross),
+                    m(r.refunded),
+                    m(r.fees),
+                    m(r.transferred),
+                    m(r.reversed),
+                    m(r.pending_transfer),
+                    m(r.net),
+                ]);
+            }
+            t.print();
+            Ok(())
+        })
+    }
+}
+
+/// Percent-encodes a query value (RFC 3339 times carry `:` and `+`).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

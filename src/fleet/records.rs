@@ -18,6 +18,9 @@ pub enum ChargeType {
     Direct,
     /// The PaymentIntent lives on the platform with `transfer_data[destination]`.
     Destination,
+    /// The PaymentIntent lives on the platform with a `transfer_group`; readerd transfers
+    /// the merchant's share after the capture (and may put several merchants in a basket).
+    Separate,
 }
 
 impl ChargeType {
@@ -25,6 +28,7 @@ impl ChargeType {
         match self {
             ChargeType::Direct => "direct",
             ChargeType::Destination => "destination",
+            ChargeType::Separate => "separate",
         }
     }
 }
@@ -95,10 +99,11 @@ impl MerchantRecord {
     }
 
     /// The country of the account its payments settle on, when readerd knows it: the
-    /// merchant's, unless the platform settles its destination charges.
+    /// merchant's, unless the platform settles its destination charges, or its charges are
+    /// separate (the platform's charge).
     pub fn settlement_country(&self) -> Option<String> {
         match (self.charge_type, self.settlement) {
-            (ChargeType::Destination, Settlement::Platform) => None,
+            (ChargeType::Destination, Settlement::Platform) | (ChargeType::Separate, _) => None,
             _ => self.country.clone(),
         }
     }

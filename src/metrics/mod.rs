@@ -82,6 +82,10 @@ pub struct Metrics {
     pub config_reloads: CounterVec,
     /// `readerd_stripe_objects_refused_total{reason}`.
     pub stripe_objects_refused: CounterVec,
+    /// `readerd_transfers_total{merchant,result}`: separate charges' transfers and their
+    /// reversals by outcome (`succeeded`, `refused`, `failed` = left for the operator,
+    /// `reversed`, `reversal_refused`).
+    pub transfers: CounterVec,
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
@@ -228,6 +232,12 @@ impl Metrics {
                 "readerd_stripe_objects_refused_total",
                 "Stripe answers refused for what they held, by reason.",
                 &["reason"],
+            ),
+            transfers: CounterVec::new(
+                r,
+                "readerd_transfers_total",
+                "Separate charges' transfers and reversals, by merchant and outcome.",
+                &["merchant", "result"],
             ),
             stripe_request_duration: HistogramVec::new(
                 r,
@@ -440,6 +450,11 @@ impl Metrics {
 
     pub fn api_rejected(&self, reason: &str) {
         self.api_rejections.inc(&[reason]);
+    }
+
+    /// A transfer or reversal of `merchant` ended with `result`.
+    pub fn transfer(&self, merchant: &str, result: &str) {
+        self.transfers.inc(&[merchant, result]);
     }
 
     pub fn config_reload(&self, ok: bool) {

@@ -64,11 +64,12 @@ impl MerchantInfo {
     }
 
     /// The country of the account that receives the funds, which the reader's location must
-    /// be in, when known: the merchant's, except when the platform settles (its country is
-    /// then Stripe's to check).
+    /// be in, when known: the merchant's, except when the platform settles (a destination
+    /// charge settled by the platform, or a separate charge: its country is then Stripe's
+    /// to check).
     pub fn funds_country(&self) -> Option<String> {
         match (self.charge_type, self.platform_settles) {
-            (ChargeType::Destination, true) => None,
+            (ChargeType::Destination, true) | (ChargeType::Separate, _) => None,
             _ => self.country.clone(),
         }
     }
@@ -199,6 +200,7 @@ impl Directory for FleetDirectory {
             charge_type: match m.charge_type {
                 fleet::ChargeType::Direct => ChargeType::Direct,
                 fleet::ChargeType::Destination => ChargeType::Destination,
+                fleet::ChargeType::Separate => ChargeType::Separate,
             },
             enabled: m.can_charge(),
             country: m.country.clone(),

@@ -13,6 +13,7 @@
 //! - final statuses are never left (an older observation cannot undo them);
 //! - an authorisation that lands while a cancel is pending is reported, not lost.
 
+use super::splits::Split;
 use crate::clock::Timestamp;
 use crate::stripe::wire::{self, PaymentIntentStatus};
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,9 @@ pub enum ChargeType {
     Direct,
     /// On the platform with `transfer_data[destination]`.
     Destination,
+    /// On the platform with `transfer_group` = the payment id; one Transfer per split after
+    /// the capture.
+    Separate,
 }
 
 /// Why a payment failed or was declined: `{code, message}` as the contract shows it.
@@ -218,6 +222,13 @@ pub struct Payment {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub history: Vec<HistoryEntry>,
+    /// Separate charges: one split per merchant (a basket has several), each with its
+    /// share and its transfer. Empty for direct and destination charges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<Split>,
+    /// The split whose merchant receives the tip.
+    #[serde(default)]
+    pub tip_split: usize,
 }
 
 /// A new payment's fixed facts.
@@ -384,6 +395,17 @@ impl Payment {
                 source: Source::Api,
                 note: None,
             }],
+            splits: Vec::new(),
+            tip_split: 0,
+        }
+    }
+
+    /// Every merchant the payment is for: its splits' (a basket), or its one merchant.
+    pub fn merchants(&self) -> Vec<&str> {
+        if self.splits.is_empty() {
+            vec![self.merchant.as_str()]
+        } else {
+            self.splits.iter().map(|s| s.merchant.as_str()).collect()
         }
     }
 

@@ -10,6 +10,9 @@
 //!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
+//! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
+//!   arithmetic of their shares, transfers and reversals.
+//! - [`report`]: the settlement report, from readerd's own records.
 //! - [`stats`]: request counts and the daemon's own latencies.
 
 pub mod directory;
@@ -19,6 +22,8 @@ pub mod ids;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
+pub mod report;
+pub mod splits;
 pub mod stats;
 pub mod worker;
 

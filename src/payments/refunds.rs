@@ -52,6 +52,40 @@ pub struct RefundRecord {
     /// proportion; decided when the refund is recorded, so a re-send repeats its parameters.
     #[serde(default)]
     pub reverse_transfer: bool,
+    /// Separate charges: the split (and its merchant) the refund comes out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// The reversal of the split's transfer this refund owes, decided when the refund is
+    /// recorded (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reversal_amount: i64,
+    /// Idempotency key of the reversal, on disk before the refund is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_key: Option<String>,
+    /// `trr_…`, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal: Option<String>,
+    /// Stripe refused the reversal: left for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_error: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl RefundRecord {
+    /// The refund went through and its transfer reversal is still owed.
+    pub fn reversal_due(&self) -> bool {
+        self.reversal_amount > 0
+            && self.reversal.is_none()
+            && self.reversal_error.is_none()
+            && self.refund.is_some()
+            && self.status.commits_money()
+            && self.status != RefundStatus::Pending
+    }
 }
 
 /// The key of a refund asked without an `Idempotency-Key`.
@@ -83,6 +117,16 @@ pub(crate) fn replace(registry: &Registry, rec: &RefundRecord) -> Result<(), Sto
     Ok(())
 }
 
+/// Every refund whose transfer reversal is still owed, of any payment (a scan, like
+/// [`pending`]).
+pub(crate) fn reversals_due(registry: &Registry) -> Result<Vec<RefundRecord>, StoreError> {
+    Ok(registry
+        .list::<RefundRecord>(Tree::Refunds)?
+        .into_iter()
+        .filter(RefundRecord::reversal_due)
+        .collect())
+}
+
 /// Every pending refund, of any payment. A scan of the whole tree, on purpose: it is how
 /// the start-up reconcile and the sweep find refunds whose outcome stayed unknown without
 /// an index of open work (an index belongs with the store's other indexes, when lists
@@ -109,6 +153,12 @@ mod tests {
             refund: None,
             created_at: Timestamp::from_ms(1_795_000_000_000),
             reverse_transfer: false,
+            split: None,
+            merchant: None,
+            reversal_amount: 0,
+            reversal_key: None,
+            reversal: None,
+            reversal_error: None,
         }
     }
 

@@ -300,6 +300,12 @@ impl SimHandle {
         self.with_state(|st| st.set_capability(account, status).is_some())
     }
 
+    /// Sets an account's `transfers` capability (what a Transfer to it needs); false when
+    /// the account is unknown.
+    pub fn set_transfers_capability(&self, account: &str, status: CapabilityStatus) -> bool {
+        self.with_state(|st| st.set_transfers_capability(account, status).is_some())
+    }
+
     /// Brings a reader's link up or down; false when the reader is unknown.
     pub fn set_reader_online(&self, reader: &str, online: bool) -> bool {
         self.with_state(|st| st.set_online(reader, online).is_some())

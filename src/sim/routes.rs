@@ -530,7 +530,11 @@ fn dispatch(
         ("POST", ["v1", "refunds"]) => st.create_refund(scope, f),
         ("GET", ["v1", "refunds"]) => st.list_refunds(scope, f),
         ("GET", ["v1", "refunds", id]) => st.get_refund(scope, id),
+        ("POST", ["v1", "transfers"]) => st.create_transfer(scope, f),
+        ("GET", ["v1", "transfers"]) => st.list_transfers(scope, f),
         ("GET", ["v1", "transfers", id]) => st.get_transfer(scope, id),
+        ("POST", ["v1", "transfers", id, "reversals"]) => st.create_reversal(scope, id, f),
+        ("GET", ["v1", "transfers", id, "reversals"]) => st.list_reversals(scope, id, f),
         ("GET", ["v1", "application_fees", id]) => st.get_application_fee(scope, id),
 
         _ => Err(SimError::unrecognized(
@@ -686,24 +690,37 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
             })
         }),
         ("POST", ["accounts", id, "capabilities"]) => with_json(body, |v| {
-            let Some(status) = v.get("card_payments").and_then(Value::as_str) else {
+            let card = v.get("card_payments").and_then(Value::as_str);
+            let transfers = v.get("transfers").and_then(Value::as_str);
+            if card.is_none() && transfers.is_none() {
                 return sim_error(
                     StatusCode::BAD_REQUEST,
-                    "expected {\"card_payments\": \"active\" | \"inactive\" | \"pending\"}",
-                );
-            };
-            if !matches!(status, "active" | "inactive" | "pending") {
-                return sim_error(
-                    StatusCode::BAD_REQUEST,
-                    "card_payments must be active, inactive or pending",
+                    "expected {\"card_payments\" and/or \"transfers\": \"active\" | \"inactive\" | \"pending\"}",
                 );
             }
-            with_state(
-                &mut |st| match st.set_capability(id, CapabilityStatus::from(status)) {
+            if [card, transfers]
+                .into_iter()
+                .flatten()
+                .any(|s| !matches!(s, "active" | "inactive" | "pending"))
+            {
+                return sim_error(
+                    StatusCode::BAD_REQUEST,
+                    "a capability must be active, inactive or pending",
+                );
+            }
+            with_state(&mut |st| {
+                let mut out = None;
+                if let Some(s) = card {
+                    out = st.set_capability(id, CapabilityStatus::from(s));
+                }
+                if let Some(s) = transfers {
+                    out = st.set_transfers_capability(id, CapabilityStatus::from(s));
+                }
+                match out {
                     Some(a) => ok_json(a),
                     None => sim_error(StatusCode::NOT_FOUND, format!("No such account: '{id}'")),
-                },
-            )
+                }
+            })
         }),
         ("GET", ["stats"]) => with_state(&mut |st| {
             json_response(StatusCode::OK, json!({"payment_intents": st.stats()}))

@@ -1078,4 +1078,70 @@ impl StripeClient {
         self.list_all("/v1/refunds", "/v1/refunds", filter, Some(o))
             .await
     }
+
+    // Transfers (separate charges and transfers) -------------------------------------------
+    pub async fn create_transfer(
+        &self,
+        p: &CreateTransfer,
+        o: &RequestOptions,
+    ) -> Result<Transfer> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/transfers",
+            "/v1/transfers".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    /// Every transfer of a `transfer_group`, all pages.
+    pub async fn list_transfers(
+        &self,
+        transfer_group: &str,
+        o: &RequestOptions,
+    ) -> Result<Vec<Transfer>> {
+        let mut filter = Params::new();
+        filter.push("transfer_group", transfer_group);
+        self.list_all("/v1/transfers", "/v1/transfers", filter, Some(o))
+            .await
+    }
+    pub async fn retrieve_transfer(&self, id: &str, o: &RequestOptions) -> Result<Transfer> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/transfers/{id}",
+            path("/v1/transfers", id, ""),
+            Params::new(),
+            Some(o),
+        ))
+        .await
+    }
+    /// Every reversal of a transfer, all pages.
+    pub async fn list_transfer_reversals(
+        &self,
+        transfer: &str,
+        o: &RequestOptions,
+    ) -> Result<Vec<TransferReversal>> {
+        self.list_all(
+            "/v1/transfers/{id}/reversals",
+            &path("/v1/transfers", transfer, "/reversals"),
+            Params::new(),
+            Some(o),
+        )
+        .await
+    }
+    pub async fn create_transfer_reversal(
+        &self,
+        transfer: &str,
+        p: &CreateTransferReversal,
+        o: &RequestOptions,
+    ) -> Result<TransferReversal> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/transfers/{id}/reversals",
+            path("/v1/transfers", transfer, "/reversals"),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
 }

@@ -204,6 +204,8 @@ pub struct CreatePaymentIntent {
     /// Destination charges only: the connected account that receives the funds.
     pub transfer_destination: Option<String>,
     pub on_behalf_of: Option<String>,
+    /// Separate charges and transfers: the group the charge and its transfers share.
+    pub transfer_group: Option<String>,
 }
 
 impl CreatePaymentIntent {
@@ -220,7 +222,8 @@ impl CreatePaymentIntent {
                 "transfer_data[destination]",
                 self.transfer_destination.as_ref(),
             )
-            .push_opt("on_behalf_of", self.on_behalf_of.as_ref());
+            .push_opt("on_behalf_of", self.on_behalf_of.as_ref())
+            .push_opt("transfer_group", self.transfer_group.as_ref());
         p
     }
 }
@@ -302,6 +305,49 @@ impl CreateRefund {
                 "refund_application_fee",
                 self.refund_application_fee.then_some(true),
             );
+        p
+    }
+}
+
+/// `POST /v1/transfers` (separate charges and transfers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreateTransfer {
+    pub amount: i64,
+    pub currency: String,
+    /// The connected account that receives it.
+    pub destination: String,
+    /// The charge that funds it, so the transfer does not wait for the platform's balance.
+    pub source_transaction: Option<String>,
+    pub transfer_group: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl CreateTransfer {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("amount", self.amount)
+            .push("currency", &self.currency)
+            .push("destination", &self.destination)
+            .push_opt("source_transaction", self.source_transaction.as_ref())
+            .push_opt("transfer_group", self.transfer_group.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/transfers/{id}/reversals`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateTransferReversal {
+    /// All that is left of the transfer when absent.
+    pub amount: Option<i64>,
+    pub metadata: Metadata,
+}
+
+impl CreateTransferReversal {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("amount", self.amount)
+            .push_map("metadata", &self.metadata);
         p
     }
 }

@@ -119,6 +119,7 @@ has_id!(
     Charge,
     Refund,
     Transfer,
+    TransferReversal,
     ApplicationFee
 );
 
@@ -610,6 +611,9 @@ pub struct PaymentIntent {
     pub status: PaymentIntentStatus,
     #[serde(default)]
     pub transfer_data: Option<TransferData>,
+    /// Separate charges and transfers: the group its charge and transfers share.
+    #[serde(default)]
+    pub transfer_group: Option<String>,
 }
 
 fn automatic() -> String {
@@ -727,7 +731,8 @@ pub struct Refund {
     pub transfer_reversal: Option<Expandable<ObjectRef>>,
 }
 
-/// A transfer to a connected account (here: the one a destination charge makes).
+/// A transfer to a connected account: the one a destination charge makes, or one created
+/// with `POST /v1/transfers` (separate charges and transfers).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transfer {
     pub id: String,
@@ -737,6 +742,8 @@ pub struct Transfer {
     pub amount_reversed: i64,
     pub created: i64,
     pub currency: String,
+    #[serde(default)]
+    pub description: Option<String>,
     pub destination: Expandable<ObjectRef>,
     pub livemode: bool,
     #[serde(default)]
@@ -746,6 +753,22 @@ pub struct Transfer {
     /// The charge that funded it.
     #[serde(default)]
     pub source_transaction: Option<String>,
+    #[serde(default)]
+    pub transfer_group: Option<String>,
+}
+
+/// A reversal of (part of) a transfer: money pulled back from the connected account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferReversal {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    pub created: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// The transfer it reverses.
+    pub transfer: Expandable<ObjectRef>,
 }
 
 /// An application fee: what the platform collected on a connected account's charge.

@@ -217,6 +217,10 @@ async fn every_documented_answer_matches_the_document() {
             format!("/v1/readers/{reader}?refresh=maybe"),
         ),
         ("/v1/payments", "/v1/payments?colour=red".to_string()),
+        (
+            "/v1/reports/settlement",
+            "/v1/reports/settlement?from=yesterday&to=2100-01-01".to_string(),
+        ),
     ] {
         let (s, _) = sample(env, &mut samples, "GET", route, &path, admin, None).await;
         assert_eq!(s, 400, "GET {path}");

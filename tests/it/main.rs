@@ -18,6 +18,7 @@ mod layering;
 mod ops_lifecycle;
 mod ops_metrics;
 mod payments_api;
+mod payments_baskets;
 mod payments_crash;
 mod payments_destination;
 mod payments_faults;

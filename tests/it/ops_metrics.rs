@@ -144,6 +144,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["reason"],
     ),
     (
+        "readerd_transfers_total",
+        "counter",
+        "Separate charges' transfers and reversals, by merchant and outcome.",
+        &["merchant", "result"],
+    ),
+    (
         "readerd_stripe_request_duration_seconds",
         "histogram",
         "Latency of Stripe API request attempts.",

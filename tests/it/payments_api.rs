@@ -34,7 +34,8 @@ pub fn pos_token(m: &str) -> String {
 }
 
 /// The emulator (webhooks to the daemon), a daemon with an admin token and one pos token
-/// per merchant (`bakery`, `florist`, both FR; `grocer` in DE), a FR location with readers
+/// per merchant (`bakery`, `florist`, both FR; `grocer` in DE; `deli`, and `hall` for `deli`
+/// and `bar`, merchants the tests add), a FR location with readers
 /// `till-1` (any merchant) and `till-2` (bakery only), and a DE location with `kasse`.
 pub async fn start(sim_cfg: SimConfig) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,7 +65,7 @@ pub async fn start(sim_cfg: SimConfig) -> Api {
         role: Role::Admin,
         merchants: vec![],
     });
-    for m in ["bakery", "florist", "grocer"] {
+    for m in ["bakery", "florist", "grocer", "deli"] {
         config.api.clients.push(ClientEntry {
             name: format!("{m}-desk"),
             token_sha256: readerd::api::auth::token_sha256(&pos_token(m)),
@@ -72,6 +73,13 @@ pub async fn start(sim_cfg: SimConfig) -> Api {
             merchants: vec![m.into()],
         });
     }
+    // A food hall's desk takes baskets of its two stalls (created by the tests that use it).
+    config.api.clients.push(ClientEntry {
+        name: "hall-desk".into(),
+        token_sha256: readerd::api::auth::token_sha256(&pos_token("hall")),
+        role: Role::Pos,
+        merchants: vec!["deli".into(), "bar".into()],
+    });
     config.validate().unwrap();
     let secrets = Secrets {
         stripe_key: SecretKey::new("sk_test_payments"),

@@ -530,10 +530,211 @@ fn the_demo_tour_ends_as_expected() {
         stdout.contains("every payment ended as expected"),
         "{stdout}"
     );
-    for step in ["success", "decline then retry", "manual capture", "cancel"] {
+    for step in [
+        "success",
+        "decline then retry",
+        "manual capture",
+        "cancel",
+        "basket",
+    ] {
         assert!(
             stdout.contains(&format!("=> {step}: as expected")),
             "{stdout}"
         );
     }
+}
+
+/// Baskets killed at each step of their transfers and reversals: after kill -9 and a
+/// restart, every basket has one PaymentIntent, one Transfer per split and one reversal per
+/// refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baskets_killed_at_transfers_and_reversals_end_with_one_of_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_port = free_port();
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let _sim = Proc(
+        readerd()
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--auth-delay",
+                "0s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
+    let mut accounts = Vec::new();
+    for _ in 0..2 {
+        // Separate charges settle on the platform (US in the emulator).
+        let a: Value = http
+            .post(format!("{sim_url}/_sim/accounts"))
+            .json(&json!({"country": "US", "default_currency": "usd"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        accounts.push(a["id"].as_str().unwrap().to_string());
+    }
+    let api_port = free_port();
+    let config = dir.path().join("readerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[stripe]
+api_base = "{sim_url}"
+max_elapsed = "5s"
+
+[store]
+path = "{store}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.clients]]
+name = "admin"
+token_sha256 = "{admin}"
+role = "admin"
+
+[[api.clients]]
+name = "hall"
+token_sha256 = "{pos}"
+role = "pos"
+merchants = ["bakery", "florist"]
+
+[sync]
+interval = "1h"
+
+[payments]
+poll_min = "20ms"
+poll_max = "100ms"
+
+[log]
+level = "warn"
+"#,
+            store = dir.path().join("store").display(),
+            admin = readerd::api::auth::token_sha256(ADMIN),
+            pos = readerd::api::auth::token_sha256(POS),
+        ),
+    )
+    .unwrap();
+    let ctx = Ctx {
+        http: http.clone(),
+        api: format!("http://127.0.0.1:{api_port}"),
+        sim: sim_url.clone(),
+        reader_account: None,
+    };
+    let reader = {
+        let _d = ctx.daemon(&config, None).await;
+        for (m, acct, fee) in [("bakery", &accounts[0], 40), ("florist", &accounts[1], 20)] {
+            ctx.admin_post(
+                "/v1/merchants",
+                json!({"id": m, "account": acct, "charge_type": "separate", "application_fee_amount": fee}),
+            )
+            .await;
+        }
+        let loc = ctx
+            .admin_post(
+                "/v1/locations",
+                json!({"display_name": "Hall", "address": {"line1": "1 Market St", "city": "San Francisco", "state": "CA", "postal_code": "94105", "country": "US"}}),
+            )
+            .await;
+        let r = ctx
+            .admin_post(
+                "/v1/readers",
+                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
+            )
+            .await;
+        r["id"].as_str().unwrap().to_string()
+    };
+    let basket = json!({"reader": "till", "amount": 1250, "currency": "usd",
+        "splits": [{"merchant": "bakery", "amount": 800}, {"merchant": "florist", "amount": 450}]});
+    let transferred = |p: &Value| {
+        p["splits"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["transfer_status"] == "succeeded"))
+    };
+    let mut baskets = Vec::new();
+    for step in ["before_transfer", "after_transfer"] {
+        let key = format!("basket-{step}");
+        let id = {
+            let mut d = ctx.daemon(&config, Some(step)).await;
+            let p: Value = ctx
+                .post("/v1/payments", Some(&key), basket.clone())
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = p["id"].as_str().unwrap().to_string();
+            ctx.wait_on_reader(&id).await;
+            ctx.present(&reader).await;
+            assert!(d.exited().await, "the daemon did not stop at {step}");
+            id
+        };
+        let _d = ctx.daemon(&config, None).await;
+        let p = ctx
+            .wait(&id, "transferred after the restart", transferred)
+            .await;
+        assert_eq!(p["splits"][0]["transferred"], 760, "{step}");
+        assert_eq!(p["splits"][1]["transferred"], 430, "{step}");
+        baskets.push(id);
+    }
+    assert_eq!(
+        ctx.intents("platform").await,
+        2,
+        "one PaymentIntent per basket"
+    );
+    assert_eq!(
+        ctx.executed("/v1/transfers").await,
+        4,
+        "one Transfer per split"
+    );
+    // A refund of the florist's share killed before and after its reversal.
+    let id = &baskets[0];
+    let refunds = format!("/v1/payments/{id}/refunds");
+    let mut up = None;
+    for (step, key, amount, refunded, reversed) in [
+        ("before_reversal", "rv-crash-1", 200, 200, 191),
+        ("after_reversal", "rv-crash-2", 250, 450, 430),
+    ] {
+        drop(up.take());
+        {
+            let mut d = ctx.daemon(&config, Some(step)).await;
+            let _ = ctx
+                .post(
+                    &refunds,
+                    Some(key),
+                    json!({"merchant": "florist", "amount": amount}),
+                )
+                .await;
+            assert!(d.exited().await, "the daemon did not stop at {step}");
+        }
+        up = Some(ctx.daemon(&config, None).await);
+        let p = ctx
+            .wait(id, "reversed after the restart", |p| {
+                p["splits"][1]["reversed"] == reversed
+            })
+            .await;
+        assert_eq!(p["splits"][1]["refunded"], refunded, "{step}");
+        assert_eq!(p["splits"][0]["reversed"], 0, "{step}");
+    }
+    assert_eq!(
+        ctx.executed("/v1/refunds").await,
+        2,
+        "one refund per request"
+    );
+    assert_eq!(
+        ctx.executed("/reversals").await,
+        2,
+        "one reversal per refund"
+    );
+    drop(up);
 }

@@ -162,6 +162,8 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
         capture,
         description: Some("test".into()),
         metadata: BTreeMap::new(),
+        splits: None,
+        tip_merchant: None,
     }
 }
 

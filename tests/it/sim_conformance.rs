@@ -1129,6 +1129,7 @@ async fn the_stripe_client_reads_everything_the_emulator_writes() {
                 metadata: Default::default(),
                 transfer_destination: None,
                 on_behalf_of: None,
+                transfer_group: None,
             },
             &on_acct.clone().key("pi-1"),
         )

@@ -240,6 +240,7 @@ fn create_pi() -> CreatePaymentIntent {
         metadata: BTreeMap::from([("readerd_payment".into(), "pay_1".into())]),
         transfer_destination: None,
         on_behalf_of: None,
+        transfer_group: None,
     }
 }
 

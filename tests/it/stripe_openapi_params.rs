@@ -65,6 +65,96 @@ fn own_account_query() -> BTreeMap<&'static str, Value> {
     )])
 }
 
+/// Transfers are outside the subset too. Stripe's API reference ("Create a transfer",
+/// "List all transfers", "Retrieve a transfer", "Create a transfer reversal") gives:
+/// `POST /v1/transfers` with `amount` (integer), `currency` and `destination` (required
+/// strings), `description`, `metadata`, `source_transaction`, `source_type`,
+/// `transfer_group`; `GET /v1/transfers` with `created`, `destination`, `ending_before`,
+/// `limit`, `starting_after`, `transfer_group`; `POST /v1/transfers/{id}/reversals` with
+/// `amount`, `description`, `metadata`, `refund_application_fee` (boolean);
+/// `GET /v1/transfers/{id}/reversals` with `ending_before`, `limit`, `starting_after`; all
+/// take `expand`.
+fn transfers_schema(method: &str, template: &str) -> Option<Value> {
+    let metadata = json!({"anyOf": [
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "string", "enum": [""]}
+    ]});
+    let string = json!({"type": "string", "maxLength": 5000});
+    let expand = json!({"type": "array", "items": {"type": "string", "maxLength": 5000}});
+    let v = match (method, template) {
+        ("POST", "/v1/transfers") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["currency", "destination"],
+            "properties": {
+                "amount": {"type": "integer"},
+                "currency": {"type": "string"},
+                "description": string,
+                "destination": {"type": "string"},
+                "metadata": metadata,
+                "source_transaction": {"type": "string"},
+                "source_type": {"type": "string", "enum": ["bank_account", "card", "fpx"]},
+                "transfer_group": {"type": "string"},
+                "expand": expand
+            }
+        }),
+        ("GET", "/v1/transfers") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "destination": string,
+                "ending_before": string,
+                "limit": {"type": "integer"},
+                "starting_after": string,
+                "transfer_group": string,
+                "expand": expand
+            }
+        }),
+        ("GET", "/v1/transfers/{id}/reversals") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "ending_before": string,
+                "limit": {"type": "integer"},
+                "starting_after": string,
+                "expand": expand
+            }
+        }),
+        ("GET", "/v1/transfers/{id}") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"expand": expand}
+        }),
+        ("POST", "/v1/transfers/{id}/reversals") => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "amount": {"type": "integer"},
+                "description": string,
+                "metadata": metadata,
+                "refund_application_fee": {"type": "boolean"},
+                "expand": expand
+            }
+        }),
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// The transfers template of a path, if it is one.
+fn transfers_template(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/v1/transfers")?;
+    if rest.is_empty() {
+        return Some("/v1/transfers");
+    }
+    let rest = rest.strip_prefix('/')?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [id] if !id.is_empty() => Some("/v1/transfers/{id}"),
+        [id, "reversals"] if !id.is_empty() => Some("/v1/transfers/{id}/reversals"),
+        _ => None,
+    }
+}
+
 struct Spec {
     doc: Value,
 }
@@ -231,6 +321,24 @@ fn check(
 fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec<String>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut errs = Vec::new();
+    if let Some(t) = transfers_template(path) {
+        let Some(schema) = transfers_schema(method, t) else {
+            return (
+                format!("{method} {t}"),
+                vec![format!("{method} {path}: no such operation")],
+            );
+        };
+        let text = if method == "POST" { body } else { query };
+        if method == "POST" && !query.is_empty() {
+            errs.push(format!("{t}: POST with a query string `{query}`"));
+        }
+        if method != "POST" {
+            assert_eq!(body, "", "{method} {t} carries a body");
+        }
+        let tree = form::decode(text).unwrap_or_else(|e| panic!("{t}: {e}"));
+        check(spec, &schema, &tree, "", &[], &mut errs);
+        return (format!("{method} {t}"), errs);
+    }
     let (template, op) = match spec.operation(method, path) {
         Some(found) => (found.0, Some(found.1)),
         None if method == "POST" && path == "/v1/refunds" => ("/v1/refunds".to_string(), None),
@@ -328,6 +436,12 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         "currency": "eur", "payment_intent": "pi_1", "status": "succeeded"});
     let token = json!({"object": "terminal.connection_token", "secret": "pst_test_1",
         "location": "tml_1"});
+    let transfer = json!({"id": "tr_1", "object": "transfer", "amount": 700, "created": 1,
+        "currency": "eur", "destination": "acct_2", "livemode": false});
+    let list_transfers = json!({"object": "list", "url": "/v1/transfers", "has_more": false,
+        "data": [transfer.clone()]});
+    let reversal = json!({"id": "trr_1", "object": "transfer_reversal", "amount": 100,
+        "created": 1, "currency": "eur", "transfer": "tr_1"});
     let server = Server::start(vec![
         ok(json!({"id": "acct_1", "object": "account"})),
         ok(location_json("tml_1")),
@@ -356,6 +470,14 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(pi_json("pi_1", "succeeded")),
         ok(pi_json("pi_1", "canceled")),
         ok(refund),
+        ok(transfer.clone()),
+        ok(list_transfers),
+        ok(transfer),
+        ok(reversal.clone()),
+        ok(
+            json!({"object": "list", "url": "/v1/transfers/tr_1/reversals", "has_more": false,
+            "data": [reversal]}),
+        ),
         ok(json!({"id": "acct_platform", "object": "account"})),
         ok(token),
         ok(reader_json("tmr_1")),
@@ -505,6 +627,7 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             metadata: meta.clone(),
             transfer_destination: some("acct_2"),
             on_behalf_of: some("acct_2"),
+            transfer_group: some("pay_1"),
         },
         &acct,
     )
@@ -569,7 +692,7 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             payment_intent: "pi_1".into(),
             amount: full.then_some(100),
             reason: some("requested_by_customer"),
-            metadata: meta,
+            metadata: meta.clone(),
             // What a destination charge's refund sends.
             reverse_transfer: full,
             refund_application_fee: full,
@@ -578,6 +701,39 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     )
     .await
     .unwrap();
+    // What a separate charge's transfer and its reversal send.
+    c.create_transfer(
+        &CreateTransfer {
+            amount: 700,
+            currency: "eur".into(),
+            destination: "acct_2".into(),
+            source_transaction: some("ch_1"),
+            transfer_group: some("pay_1"),
+            metadata: meta.clone(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.list_transfers("pay_1", &RequestOptions::platform())
+        .await
+        .unwrap();
+    c.retrieve_transfer("tr_1", &RequestOptions::platform())
+        .await
+        .unwrap();
+    c.create_transfer_reversal(
+        "tr_1",
+        &CreateTransferReversal {
+            amount: full.then_some(100),
+            metadata: meta,
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.list_transfer_reversals("tr_1", &RequestOptions::platform())
+        .await
+        .unwrap();
     // The store's binding, a connection token, a merchant-owned reader's read.
     c.retrieve_own_account().await.unwrap();
     c.create_connection_token(
@@ -620,6 +776,11 @@ const ALL_OPERATIONS: &[&str] = &[
     "POST /v1/refunds",
     "GET /v1/account",
     "POST /v1/terminal/connection_tokens",
+    "POST /v1/transfers",
+    "GET /v1/transfers",
+    "GET /v1/transfers/{id}",
+    "POST /v1/transfers/{id}/reversals",
+    "GET /v1/transfers/{id}/reversals",
 ];
 
 async fn check_all(minimal: bool) {
@@ -687,6 +848,11 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("POST", "/v1/refunds", "payment_intent=pi_1&refund_aplication_fee=true"),
         ("POST", "/v1/terminal/connection_tokens", "locaton=tml_1"),
         ("GET", "/v1/account?account=acct_1", ""),
+        ("POST", "/v1/transfers", "amount=100&currency=eur"),
+        ("POST", "/v1/transfers", "amount=1.5&currency=eur&destination=acct_1"),
+        ("POST", "/v1/transfers", "amount=100&currency=eur&destination=acct_1&source_transacton=ch_1"),
+        ("POST", "/v1/transfers/tr_1/reversals", "amount=10&reverse=true"),
+        ("GET", "/v1/transfers?transfer_grup=pay_1", ""),
         ("GET", "/v1/terminal/readers?status=busy", ""),
         ("GET", "/v1/terminal/readers?limit=100&starting_afterr=tmr_1", ""),
         ("GET", "/v1/payment_intents/pi_1?expand=latest_charge", ""),
@@ -704,6 +870,9 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("POST", "/v1/refunds", "payment_intent=pi_1&amount=400&reverse_transfer=true&refund_application_fee=true"),
         ("POST", "/v1/terminal/connection_tokens", "location=tml_1"),
         ("GET", "/v1/account", ""),
+        ("POST", "/v1/transfers", "amount=100&currency=eur&destination=acct_1&source_transaction=ch_1&transfer_group=pay_1&metadata[readerd_payment]=pay_1"),
+        ("POST", "/v1/transfers/tr_1/reversals", "amount=10&metadata[readerd_refund]=rf_1"),
+        ("GET", "/v1/transfers?transfer_group=pay_1&limit=100", ""),
         ("GET", "/v1/terminal/readers?status=online&limit=100&starting_after=tmr_1&expand[]=data.location", ""),
     ];
     for (method, target, body) in good {

@@ -3,10 +3,12 @@
 
 use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
-use crate::payments::directory::ReaderInfo;
+use crate::payments::directory::{MerchantInfo, ReaderInfo};
 use crate::payments::ids::new_id;
+use crate::payments::machine::ChargeType;
 use crate::payments::machine::{CaptureMode, Failure, NewPayment, Observation, Payment, Source};
 use crate::payments::queue::{Job, QueueFull};
+use crate::payments::splits::Split;
 use crate::store::Tree;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +17,8 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
+    /// The merchant; empty (absent) when `splits` names the merchants of a basket.
+    #[serde(default)]
     pub merchant: String,
     pub reader: String,
     pub amount: i64,
@@ -25,6 +29,39 @@ pub struct CreatePayment {
     pub description: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// A basket: one share per merchant, every one `separate`; `amount` is their sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<SplitRequest>>,
+    /// The merchant of the basket who receives the tip (the first split's by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tip_merchant: Option<String>,
+}
+
+/// One merchant's share of a basket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitRequest {
+    pub merchant: String,
+    pub amount: i64,
+}
+
+impl CreatePayment {
+    /// Every merchant the request is for: its splits', or its one merchant.
+    pub fn merchants(&self) -> Vec<&str> {
+        match &self.splits {
+            Some(s) => s.iter().map(|s| s.merchant.as_str()).collect(),
+            None => vec![self.merchant.as_str()],
+        }
+    }
+
+    /// The merchant whose queue the payment waits in and who is checked against the
+    /// reader's allowlist first: the first split's for a basket.
+    pub fn lead_merchant(&self) -> &str {
+        match self.splits.as_deref() {
+            Some([first, ..]) => &first.merchant,
+            _ => &self.merchant,
+        }
+    }
 }
 
 /// What an `Idempotency-Key` leads to.
@@ -74,11 +111,7 @@ impl Engine {
         client: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Payment, PaymentError> {
-        let merchant = self
-            .inner
-            .directory
-            .merchant(&req.merchant)
-            .ok_or(PaymentError::NotFound("merchant"))?;
+        let (merchant, splits) = self.merchants_of(&req)?;
         let reader = self
             .inner
             .directory
@@ -93,6 +126,14 @@ impl Engine {
             merchant
         };
         validate(&req, &merchant.funds_country(), &reader)?;
+        for m in req.merchants() {
+            if !reader.allows(m) {
+                return Err(PaymentError::Forbidden {
+                    code: "reader_not_allowed",
+                    message: format!("reader {} does not serve merchant {m}", reader.id),
+                });
+            }
+        }
         if let Some(c) = &merchant.currency {
             if !c.eq_ignore_ascii_case(&req.currency) {
                 return Err(PaymentError::invalid(
@@ -105,6 +146,19 @@ impl Engine {
             }
         }
 
+        let disabled = if splits.is_empty() {
+            (!merchant.enabled).then(|| merchant.id.clone())
+        } else {
+            splits
+                .iter()
+                .find(|s| {
+                    self.inner
+                        .directory
+                        .merchant(&s.merchant)
+                        .is_none_or(|m| !m.enabled)
+                })
+                .map(|s| s.merchant.clone())
+        };
         let id = match self.claim_id(&req, client, idempotency_key)? {
             Claim::Fresh(id) => id,
             Claim::Done(p) => return Ok(*p),
@@ -123,18 +177,28 @@ impl Engine {
                 capture: req.capture,
                 description: req.description.clone(),
                 metadata: req.metadata.clone(),
-                application_fee_amount: merchant.fee.map(|f| f.on(req.amount)).filter(|f| *f > 0),
+                // A separate charge's fees are kept out of its transfers instead.
+                application_fee_amount: (merchant.charge_type != ChargeType::Separate)
+                    .then(|| merchant.fee.map(|f| f.on(req.amount)))
+                    .flatten()
+                    .filter(|f| *f > 0),
                 on_behalf_of: merchant.on_behalf_of(),
                 intent_key: format!("readerd:pi:{id}"),
             },
             at,
         );
-        if !merchant.enabled {
+        p.tip_split = req
+            .tip_merchant
+            .as_ref()
+            .and_then(|t| splits.iter().position(|s| &s.merchant == t))
+            .unwrap_or(0);
+        p.splits = splits;
+        if let Some(off) = disabled {
             // Nothing reaches Stripe: the payment is failed on arrival, and says why.
             p.apply(
                 Observation::Fail(Failure::new(
                     "merchant_not_enabled",
-                    format!("card payments are not active for merchant {}", merchant.id),
+                    format!("card payments are not active for merchant {off}"),
                 )),
                 Source::Api,
                 at,
@@ -169,6 +233,119 @@ impl Engine {
         let _ = self.inner.events.send(p.clone());
         slot.work.notify_one();
         Ok(p)
+    }
+
+    /// The payment's lead merchant and its splits: for a basket, every merchant checked
+    /// (known, `separate`, one country and currency, shares that add up); for a single
+    /// `separate` merchant, one split of the whole amount; none otherwise.
+    fn merchants_of(
+        &self,
+        req: &CreatePayment,
+    ) -> Result<(MerchantInfo, Vec<Split>), PaymentError> {
+        let dir = &self.inner.directory;
+        let Some(reqs) = &req.splits else {
+            let m = dir
+                .merchant(&req.merchant)
+                .ok_or(PaymentError::NotFound("merchant"))?;
+            if req.tip_merchant.is_some() {
+                return Err(PaymentError::invalid(
+                    "invalid_tip_merchant",
+                    "tip_merchant applies to a basket (splits) only",
+                ));
+            }
+            let splits = if m.charge_type == ChargeType::Separate {
+                let fee = m.fee.map(|f| f.on(req.amount)).unwrap_or(0);
+                vec![Split::new(m.id.clone(), m.account.clone(), req.amount, fee)]
+            } else {
+                Vec::new()
+            };
+            return Ok((m, splits));
+        };
+        if !req.merchant.is_empty() {
+            return Err(PaymentError::invalid(
+                "invalid_splits",
+                "a basket names its merchants in splits, not in merchant",
+            ));
+        }
+        if reqs.is_empty() {
+            return Err(PaymentError::invalid(
+                "invalid_splits",
+                "splits must name at least one merchant",
+            ));
+        }
+        let mut infos: Vec<MerchantInfo> = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let m = dir
+                .merchant(&r.merchant)
+                .ok_or(PaymentError::NotFound("merchant"))?;
+            if infos.iter().any(|x| x.id == m.id) {
+                return Err(PaymentError::invalid(
+                    "invalid_splits",
+                    format!("merchant {} appears twice in splits", m.id),
+                ));
+            }
+            infos.push(m);
+        }
+        if let Some(m) = infos.iter().find(|m| m.charge_type != ChargeType::Separate) {
+            return Err(PaymentError::invalid(
+                "split_needs_separate_charges",
+                format!(
+                    "merchant {} takes {} charges; a basket needs every merchant on charge_type \"separate\"",
+                    m.id,
+                    match m.charge_type {
+                        ChargeType::Direct => "direct",
+                        ChargeType::Destination => "destination",
+                        ChargeType::Separate => "separate",
+                    }
+                ),
+            ));
+        }
+        let first = &infos[0];
+        for m in &infos[1..] {
+            let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            };
+            if !same(&m.country, &first.country) || !same(&m.currency, &first.currency) {
+                return Err(PaymentError::invalid(
+                    "split_mismatch",
+                    format!(
+                        "merchants {} and {} are not in the same country and currency; a basket must be",
+                        first.id, m.id
+                    ),
+                ));
+            }
+        }
+        if reqs.iter().any(|r| r.amount <= 0) {
+            return Err(PaymentError::invalid(
+                "invalid_splits",
+                "every split's amount must be positive",
+            ));
+        }
+        let sum: i64 = reqs.iter().map(|r| r.amount).sum();
+        if sum != req.amount {
+            return Err(PaymentError::invalid(
+                "invalid_splits",
+                format!("amount must be the sum of the splits' amounts ({sum})"),
+            ));
+        }
+        if let Some(t) = &req.tip_merchant {
+            if !reqs.iter().any(|r| &r.merchant == t) {
+                return Err(PaymentError::invalid(
+                    "invalid_tip_merchant",
+                    format!("tip_merchant {t} is not one of the basket's merchants"),
+                ));
+            }
+        }
+        let splits = reqs
+            .iter()
+            .zip(&infos)
+            .map(|(r, m)| {
+                let fee = m.fee.map(|f| f.on(r.amount)).unwrap_or(0);
+                Split::new(m.id.clone(), m.account.clone(), r.amount, fee)
+            })
+            .collect();
+        Ok((infos.swap_remove(0), splits))
     }
 
     /// The id of a new payment, or, when the same `Idempotency-Key` came with the same body
@@ -241,21 +418,26 @@ fn validate(
             format!("amount must be an integer from {min} to {MAX_AMOUNT} minor units of {c}"),
         ));
     }
-    if let Some(owner) = reader.owner.as_ref().filter(|o| o.merchant != req.merchant) {
-        return Err(PaymentError::invalid(
-            "reader_not_shared",
-            format!(
-                "reader {} belongs to merchant {}'s account and takes its payments only",
-                reader.id, owner.merchant
-            ),
-        ));
+    if let Some(owner) = &reader.owner {
+        // A merchant-owned reader takes direct charges of its owner: no other merchant's,
+        // and no basket (whose transfers need a charge on the platform).
+        if req.splits.is_some() || req.merchant != owner.merchant {
+            return Err(PaymentError::invalid(
+                "reader_not_shared",
+                format!(
+                    "reader {} belongs to merchant {}'s account and takes its direct charges only",
+                    reader.id, owner.merchant
+                ),
+            ));
+        }
     }
-    if !reader.allows(&req.merchant) {
+    if !reader.allows(req.lead_merchant()) {
         return Err(PaymentError::Forbidden {
             code: "reader_not_allowed",
             message: format!(
                 "reader {} does not serve merchant {}",
-                reader.id, req.merchant
+                reader.id,
+                req.lead_merchant()
             ),
         });
     }
@@ -265,7 +447,8 @@ fn validate(
                 "country_mismatch",
                 format!(
                     "reader {} is at a location in {r}, but merchant {} is in {m}; Stripe requires the same country",
-                    reader.id, req.merchant
+                    reader.id,
+                    req.lead_merchant()
                 ),
             ));
         }
@@ -305,6 +488,8 @@ mod tests {
             capture: CaptureMode::Automatic,
             description: None,
             metadata: BTreeMap::new(),
+            splits: None,
+            tip_merchant: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`capture`]: capture of an authorised payment, at most once.
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
+//! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
@@ -23,8 +24,9 @@ mod capture;
 mod reader_ops;
 mod reconcile;
 mod refund;
+mod transfers;
 
-pub use accept::{CreatePayment, MAX_AMOUNT};
+pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
 pub(crate) use reader_ops::DisplayRequest;
 
 use super::directory::Directory;
@@ -301,13 +303,33 @@ impl Engine {
         let all: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
         let mut out: Vec<Payment> = all
             .into_iter()
-            .filter(|p| f.merchant.as_ref().is_none_or(|m| &p.merchant == m))
+            .filter(|p| {
+                f.merchant
+                    .as_ref()
+                    .is_none_or(|m| p.merchants().contains(&m.as_str()))
+            })
             .filter(|p| f.reader.as_ref().is_none_or(|r| &p.reader == r))
             .filter(|p| f.status.is_none_or(|s| p.status == s))
-            .filter(|p| f.scope.as_ref().is_none_or(|s| s.contains(&p.merchant)))
+            .filter(|p| {
+                f.scope
+                    .as_ref()
+                    .is_none_or(|s| p.merchants().iter().all(|m| s.iter().any(|x| x == m)))
+            })
             .collect();
         out.sort_by_key(|p| std::cmp::Reverse(p.created_at));
         Ok(out)
+    }
+
+    /// The settlement report over readerd's records (see [`crate::payments::report`]).
+    pub fn settlement_report(
+        &self,
+        q: &crate::payments::report::Query,
+    ) -> Result<Vec<crate::payments::report::Row>, PaymentError> {
+        // Every payment and refund is read, on purpose: a report is over the whole history
+        // of a period (until the store keeps an index by time).
+        let payments: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
+        let refunds: Vec<super::refunds::RefundRecord> = self.inner.registry.list(Tree::Refunds)?;
+        Ok(crate::payments::report::settlement(&payments, &refunds, q))
     }
 
     /// The lock for read-modify-write of one payment's records (sharded by id, so that
@@ -365,6 +387,10 @@ impl Engine {
         }
         if let Some(ch) = changed {
             tracing::info!(payment = %id, from = %ch.from, to = %ch.to, source = ?source, "payment status");
+            if ch.to == Status::Succeeded {
+                // Separate charges: the transfers follow the capture, off the reader.
+                self.spawn_transfers(&p);
+            }
             if ch.to.is_final() || matches!(ch.to, Status::RequiresCapture | Status::Declined) {
                 self.inner
                     .stats
@@ -462,7 +488,7 @@ impl Engine {
     pub(crate) fn intent_options(p: &Payment) -> RequestOptions {
         match p.charge_type {
             ChargeType::Direct => RequestOptions::account(&p.account),
-            ChargeType::Destination => RequestOptions::platform(),
+            ChargeType::Destination | ChargeType::Separate => RequestOptions::platform(),
         }
     }
 

@@ -16,15 +16,13 @@ impl Engine {
         // index, and each one that is not final is resumed.
         let payments: Vec<Payment> = self.inner.registry.list(Tree::Payments)?;
         let mut resumed = 0;
+        let all = payments.clone();
         for p in &payments {
             if let Some(pi) = &p.payment_intent {
                 self.index_intent(pi, &p.id);
             }
         }
-        let mut open: Vec<Payment> = payments
-            .into_iter()
-            .filter(|p| !p.status.is_final())
-            .collect();
+        let mut open: Vec<Payment> = all.into_iter().filter(|p| !p.status.is_final()).collect();
         open.sort_by_key(|p| p.created_at);
         for p in open {
             if let Some(pi) = &p.payment_intent {
@@ -62,12 +60,33 @@ impl Engine {
                 _ => {}
             }
         }
-        // Refunds left pending by a crash are re-sent with their own keys.
+        // Refunds left pending by a crash are re-sent with their own keys, and the
+        // reversals they owe made after them.
         for r in refunds::pending(&self.inner.registry)? {
             let engine = self.clone();
             tokio::spawn(async move {
-                let _ = engine.send_refund(r).await;
+                if let Ok(r) = engine.send_refund(r).await {
+                    if r.reversal_due() {
+                        let _ = engine.send_reversal(r).await;
+                    }
+                }
             });
+        }
+        // A crash between a refund and its reversal: the reversal is made now.
+        for r in refunds::reversals_due(&self.inner.registry)? {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let lock = engine.op_lock(&r.payment);
+                let _g = lock.lock().await;
+                if let Err(e) = engine.send_reversal(r).await {
+                    tracing::warn!(error = %e, "transfer reversal still unresolved");
+                }
+            });
+        }
+        // Separate charges captured before a crash: their transfers are made (or found,
+        // by their keys) now.
+        for p in &payments {
+            self.spawn_transfers(p);
         }
         Ok(resumed)
     }
@@ -83,6 +102,11 @@ impl Engine {
             return 0;
         };
         let mut n = 0;
+        let succeeded: Vec<Payment> = all
+            .iter()
+            .filter(|p| Self::transfers_due(p))
+            .cloned()
+            .collect();
         // A payment on its way whose flow stopped (an error it could not get past) goes back
         // to its reader's queue, first in line.
         for p in all
@@ -126,9 +150,37 @@ impl Engine {
                 .filter(|x| x.status == RefundStatus::Pending);
             if let Some(rec) = still {
                 n += 1;
-                if let Err(e) = self.send_refund(rec).await {
-                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved");
+                match self.send_refund(rec).await {
+                    Err(e) => {
+                        tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "pending refund still unresolved")
+                    }
+                    Ok(rec) if rec.reversal_due() => {
+                        let _ = self.send_reversal(rec).await;
+                    }
+                    Ok(_) => {}
                 }
+            }
+        }
+        // Reversals still owed, then transfers still owed (refused ones up to their bound).
+        for r in refunds::reversals_due(&self.inner.registry).unwrap_or_default() {
+            let lock = self.op_lock(&r.payment);
+            let _g = lock.lock().await;
+            let still = self
+                .refunds_of(&r.payment)
+                .ok()
+                .and_then(|all| all.into_iter().find(|x| x.id == r.id))
+                .filter(|x| x.reversal_due());
+            if let Some(rec) = still {
+                n += 1;
+                if let Err(e) = self.send_reversal(rec).await {
+                    tracing::info!(payment = %r.payment, refund = %r.id, error = %e, "transfer reversal still unresolved");
+                }
+            }
+        }
+        for p in succeeded {
+            n += 1;
+            if let Err(e) = self.settle_transfers(&p.id).await {
+                tracing::info!(payment = %p.id, error = %e, "transfers still unsettled");
             }
         }
         n

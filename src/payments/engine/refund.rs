@@ -9,9 +9,10 @@ use crate::payments::failpoint::failpoint;
 use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Observation, Payment, Source, Status};
 use crate::payments::refunds::{self, RefundRecord, RefundStatus, REFUND_METADATA};
+use crate::payments::splits::{self, TransferStatus};
 use crate::store::Tree;
-use crate::stripe::params::CreateRefund;
-use crate::stripe::{wire, Disposition, StripeError};
+use crate::stripe::params::{CreateRefund, CreateTransferReversal};
+use crate::stripe::{wire, Disposition, RequestOptions, StripeError};
 use std::collections::BTreeMap;
 
 impl Engine {
@@ -24,22 +25,43 @@ impl Engine {
         client: &str,
         key: Option<&str>,
     ) -> Result<(Payment, RefundRecord), PaymentError> {
+        self.refund_for(id, amount, None, client, key).await
+    }
+
+    /// [`Engine::refund`] naming the merchant it is for: required for a basket of several
+    /// merchants, whose refund comes out of that merchant's share (never more than it) and
+    /// reverses that merchant's transfer in proportion (never more than was transferred).
+    pub async fn refund_for(
+        &self,
+        id: &str,
+        amount: Option<i64>,
+        merchant: Option<&str>,
+        client: &str,
+        key: Option<&str>,
+    ) -> Result<(Payment, RefundRecord), PaymentError> {
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;
         let rkey = key.map(|k| refunds::idempotent_key(id, client, k));
         if let Some(k) = &rkey {
             if let Some(prev) = self.inner.registry.get::<RefundRecord>(Tree::Refunds, k)? {
-                if amount.is_some_and(|a| a != prev.amount) {
+                if amount.is_some_and(|a| a != prev.amount)
+                    || merchant.is_some_and(|m| prev.merchant.as_deref().is_some_and(|x| x != m))
+                {
                     return Err(PaymentError::conflict(
                         "idempotency_conflict",
-                        "this Idempotency-Key was used for a refund of another amount",
+                        "this Idempotency-Key was used for another refund",
                     ));
                 }
                 let rec = if prev.status == RefundStatus::Pending {
                     self.send_refund(prev).await?
                 } else {
                     prev
+                };
+                let rec = if rec.reversal_due() {
+                    self.send_reversal(rec).await?
+                } else {
+                    rec
                 };
                 return Ok((self.load(id)?, rec));
             }
@@ -53,13 +75,40 @@ impl Engine {
                 ),
             ));
         }
-        let committed: i64 = self
-            .refunds_of(id)?
+        let split = split_of(&p, merchant)?;
+        let all = self.refunds_of(id)?;
+        let committed: i64 = all
             .iter()
             .filter(|r| r.status.commits_money())
             .map(|r| r.amount)
             .sum();
-        let left = p.amount_captured - committed;
+        let mut left = p.amount_captured - committed;
+        let mut reversal_base = None;
+        if let Some(i) = split {
+            let s = &p.splits[i];
+            if matches!(
+                s.transfer_status,
+                TransferStatus::NotDue | TransferStatus::Pending | TransferStatus::Refused
+            ) {
+                return Err(PaymentError::conflict(
+                    "transfer_pending",
+                    format!(
+                        "merchant {}'s transfer is not made yet; refund it once the transfer is made (or left for the operator)",
+                        s.merchant
+                    ),
+                ));
+            }
+            let mine = all
+                .iter()
+                .filter(|r| r.split == Some(i) && r.status.commits_money());
+            let refunded: i64 = mine.clone().map(|r| r.amount).sum();
+            let reversed: i64 = mine.map(|r| r.reversal_amount).sum();
+            left = left.min(s.captured - refunded);
+            let mut base = s.clone();
+            base.refunded = refunded;
+            base.reversed = reversed;
+            reversal_base = Some(base);
+        }
         let amount = amount.unwrap_or(left);
         if amount <= 0 || amount > left {
             return Err(PaymentError::invalid(
@@ -68,6 +117,10 @@ impl Engine {
             ));
         }
         let rid = new_id("rf");
+        let reversal_amount = reversal_base
+            .as_ref()
+            .map(|s| splits::reversal_for(s, amount))
+            .unwrap_or(0);
         let rec = RefundRecord {
             id: rid.clone(),
             payment: id.to_string(),
@@ -77,12 +130,149 @@ impl Engine {
             refund: None,
             created_at: Timestamp::now(),
             reverse_transfer: p.charge_type == ChargeType::Destination,
+            split,
+            merchant: split.map(|i| p.splits[i].merchant.clone()),
+            reversal_amount,
+            reversal_key: (reversal_amount > 0).then(|| format!("readerd:reversal:{id}:{rid}")),
+            reversal: None,
+            reversal_error: None,
         };
         let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));
         self.inner.registry.put(Tree::Refunds, &k, &rec)?;
         failpoint("before_refund");
         let rec = self.send_refund(rec).await?;
+        let rec = if rec.reversal_due() {
+            self.send_reversal(rec).await?
+        } else {
+            rec
+        };
         Ok((self.load(id)?, rec))
+    }
+
+    /// Reverses (part of) the split's transfer for a refund that went through, with the
+    /// key written when the refund was recorded. After a 5xx that Stripe stored under the
+    /// key, the reversal is looked up by `metadata[readerd_refund]` before a new key.
+    pub(super) async fn send_reversal(
+        &self,
+        rec: RefundRecord,
+    ) -> Result<RefundRecord, PaymentError> {
+        let p = self.load(&rec.payment)?;
+        let (Some(i), Some(key)) = (rec.split, rec.reversal_key.clone()) else {
+            return Ok(rec);
+        };
+        let Some(transfer) = p.splits.get(i).and_then(|s| s.transfer.clone()) else {
+            return Ok(rec);
+        };
+        let merchant = p.splits[i].merchant.clone();
+        let params = CreateTransferReversal {
+            amount: Some(rec.reversal_amount),
+            metadata: BTreeMap::from([
+                ("readerd_payment".to_string(), p.id.clone()),
+                (REFUND_METADATA.to_string(), rec.id.clone()),
+            ]),
+        };
+        let platform = RequestOptions::platform();
+        failpoint("before_reversal");
+        self.count("create_transfer_reversal");
+        let mut res = self
+            .inner
+            .stripe
+            .create_transfer_reversal(&transfer, &params, &platform.clone().key(key))
+            .await;
+        if let Err(e) = &res {
+            if e.disposition() == Disposition::Definitive && server_side(e) {
+                self.count("list_transfer_reversals");
+                let found = self
+                    .inner
+                    .stripe
+                    .list_transfer_reversals(&transfer, &platform)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.metadata.get(REFUND_METADATA) == Some(&rec.id));
+                res = match found {
+                    Some(r) => Ok(r),
+                    None => {
+                        let rec = {
+                            let _g = self.write_lock(&rec.payment);
+                            let mut updated = rec.clone();
+                            updated.reversal_key = Some(format!(
+                                "readerd:reversal:{}:{}:{}",
+                                rec.payment,
+                                rec.id,
+                                new_id("k")
+                            ));
+                            refunds::replace(&self.inner.registry, &updated)?;
+                            updated
+                        };
+                        self.count("create_transfer_reversal");
+                        self.inner
+                            .stripe
+                            .create_transfer_reversal(
+                                &transfer,
+                                &params,
+                                &platform
+                                    .clone()
+                                    .key(rec.reversal_key.clone().unwrap_or_default()),
+                            )
+                            .await
+                    }
+                };
+            }
+        }
+        let (reversal, error, err) = match res {
+            Ok(r) => {
+                failpoint("after_reversal");
+                self.inner.links.metrics.transfer(&merchant, "reversed");
+                (Some(r.id), None, None)
+            }
+            Err(e) if e.disposition() == Disposition::Definitive && !server_side(&e) => {
+                self.inner
+                    .links
+                    .metrics
+                    .transfer(&merchant, "reversal_refused");
+                tracing::error!(payment = %p.id, refund = %rec.id, error = %e, "transfer reversal refused: left for the operator");
+                (None, Some(e.to_string()), Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rec = {
+            let _g = self.write_lock(&rec.payment);
+            let mut updated = self
+                .refunds_of(&rec.payment)?
+                .into_iter()
+                .find(|r| r.id == rec.id)
+                .unwrap_or(rec);
+            updated.reversal = reversal;
+            updated.reversal_error = error;
+            refunds::replace(&self.inner.registry, &updated)?;
+            updated
+        };
+        self.sync_splits(&rec.payment)?;
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(rec),
+        }
+    }
+
+    /// Rewrites the splits' refunded and reversed totals from the refund records.
+    fn sync_splits(&self, id: &str) -> Result<(), PaymentError> {
+        let all = self.refunds_of(id)?;
+        self.update(id, |p| {
+            for (i, s) in p.splits.iter_mut().enumerate() {
+                let mine = all.iter().filter(|r| r.split == Some(i));
+                s.refunded = mine
+                    .clone()
+                    .filter(|r| r.refund.is_some() && r.status.commits_money())
+                    .map(|r| r.amount)
+                    .sum();
+                s.reversed = mine
+                    .filter(|r| r.reversal.is_some())
+                    .map(|r| r.reversal_amount)
+                    .sum();
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Gives a pending refund a new Stripe key, written before it is used.
@@ -141,6 +331,9 @@ impl Engine {
             .map(|r| r.amount)
             .sum();
         self.observe(&rec.payment, Observation::Refunded { total }, Source::Api)?;
+        if rec.split.is_some() {
+            self.sync_splits(&rec.payment)?;
+        }
         match err {
             Some(e) => Err(e.into()),
             None => Ok(rec),
@@ -207,5 +400,37 @@ impl Engine {
             )
             .await;
         Ok((rec, res))
+    }
+}
+
+/// The split a refund comes out of: the named merchant's in a basket (required when it has
+/// several), the only one of a single separate merchant, none for other charges.
+fn split_of(p: &Payment, merchant: Option<&str>) -> Result<Option<usize>, PaymentError> {
+    if p.splits.is_empty() {
+        return match merchant {
+            Some(m) if m != p.merchant => Err(PaymentError::invalid(
+                "merchant_not_in_payment",
+                format!("payment {} is not for merchant {m}", p.id),
+            )),
+            _ => Ok(None),
+        };
+    }
+    match merchant {
+        Some(m) => p
+            .splits
+            .iter()
+            .position(|s| s.merchant == m)
+            .map(Some)
+            .ok_or_else(|| {
+                PaymentError::invalid(
+                    "merchant_not_in_payment",
+                    format!("payment {} has no share of merchant {m}", p.id),
+                )
+            }),
+        None if p.splits.len() == 1 => Ok(Some(0)),
+        None => Err(PaymentError::invalid(
+            "merchant_required",
+            "a refund of a basket of several merchants names the merchant it is for",
+        )),
     }
 }

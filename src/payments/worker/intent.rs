@@ -42,10 +42,12 @@ fn create_params(p: &Payment) -> CreatePaymentIntent {
         description: p.description.clone(),
         metadata,
         transfer_destination: match p.charge_type {
-            ChargeType::Direct => None,
+            ChargeType::Direct | ChargeType::Separate => None,
             ChargeType::Destination => Some(p.account.clone()),
         },
         on_behalf_of: p.on_behalf_of.clone(),
+        // Separate charges: the transfers made after the capture share the payment's id.
+        transfer_group: (p.charge_type == ChargeType::Separate).then(|| p.id.clone()),
     }
 }
 

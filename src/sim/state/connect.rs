@@ -130,11 +130,13 @@ impl State {
                         amount_reversed: 0,
                         created: now_secs(),
                         currency: currency.clone(),
+                        description: None,
                         destination: Expandable::Id(dest.clone()),
                         livemode: false,
                         metadata: Metadata::new(),
                         reversed: false,
                         source_transaction: Some(charge_id.to_string()),
+                        transfer_group: None,
                     },
                 },
             );
@@ -258,6 +260,230 @@ impl State {
             Some(t) if &t.owner == scope => Ok(to_value(&t.obj)),
             _ => Err(SimError::no_such("transfer", id, Some("id"))),
         }
+    }
+
+    const TRANSFER_PARAMS: &'static [&'static str] = &[
+        "amount",
+        "currency",
+        "destination",
+        "description",
+        "metadata",
+        "source_transaction",
+        "transfer_group",
+    ];
+
+    /// `POST /v1/transfers` (separate charges and transfers), with Stripe's rules: the
+    /// platform only; the destination a connected account whose `transfers` capability is
+    /// active; a `source_transaction` a succeeded charge of the platform in the same
+    /// currency, which all transfers from it together cannot exceed.
+    pub fn create_transfer(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        f.only(Self::TRANSFER_PARAMS)?;
+        let amount = f
+            .int(&["amount"])?
+            .ok_or_else(|| SimError::missing("amount"))?;
+        let currency = f.req_str(&["currency"])?.to_ascii_lowercase();
+        let destination = f.req_str(&["destination"])?.to_string();
+        if amount <= 0 {
+            return Err(SimError::param(
+                Some("parameter_invalid_integer"),
+                "amount",
+                "This value must be greater than or equal to 1.",
+            ));
+        }
+        if scope.is_some() {
+            return Err(SimError::invalid(
+                None,
+                "Transfers are made by the platform: this request cannot be made with Stripe-Account.",
+            ));
+        }
+        let Some(acct) = self.accounts.get(&destination) else {
+            return Err(SimError::param(
+                None,
+                "destination",
+                format!("No such destination: '{destination}'"),
+            ));
+        };
+        let transfers_active = matches!(
+            acct.obj
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.transfers.as_ref()),
+            Some(CapabilityStatus::Active)
+        );
+        if !transfers_active {
+            return Err(SimError::invalid(
+                Some("insufficient_capabilities_for_transfer"),
+                format!("Your destination account needs to have at least one of the following capabilities enabled: transfers, crypto_transfers, legacy_payments ({destination})."),
+            )
+            .with_param("destination"));
+        }
+        let source = f.str(&["source_transaction"]).map(str::to_string);
+        if let Some(src) = &source {
+            let ch = match self.charges.get(src) {
+                Some(c) if c.owner.is_none() => &c.obj,
+                _ => return Err(SimError::no_such("charge", src, Some("source_transaction"))),
+            };
+            if ch.status != "succeeded" || !ch.captured {
+                return Err(SimError::invalid(
+                    None,
+                    format!("The source_transaction {src} must be a succeeded, captured charge."),
+                )
+                .with_param("source_transaction"));
+            }
+            if ch.currency != currency {
+                return Err(SimError::invalid(
+                    None,
+                    format!("The currency of source_transaction {src} ({}) must match the transfer's currency ({currency}).", ch.currency),
+                )
+                .with_param("currency"));
+            }
+            let already: i64 = self
+                .transfers
+                .values()
+                .filter(|t| t.obj.source_transaction.as_deref() == Some(src))
+                .map(|t| t.obj.amount)
+                .sum();
+            if already + amount > ch.amount_captured {
+                return Err(SimError::invalid(
+                    Some("transfer_source_balance_parameters_mismatch"),
+                    format!("Transfers using source_transaction {src} cannot exceed its amount: {} already transferred of {}, {amount} asked.", already, ch.amount_captured),
+                )
+                .with_param("amount"));
+            }
+        }
+        let mut metadata = Metadata::new();
+        f.apply_metadata(&mut metadata)?;
+        let id = self.id("tr");
+        let seq = self.next_seq();
+        let t = Transfer {
+            id: id.clone(),
+            object: "transfer".into(),
+            amount,
+            amount_reversed: 0,
+            created: now_secs(),
+            currency: currency.clone(),
+            description: f.str(&["description"]).map(str::to_string),
+            destination: Expandable::Id(destination.clone()),
+            livemode: false,
+            metadata,
+            reversed: false,
+            source_transaction: source,
+            transfer_group: f.str(&["transfer_group"]).map(str::to_string),
+        };
+        self.transfers.insert(
+            id.clone(),
+            Rec {
+                owner: None,
+                seq,
+                obj: t,
+            },
+        );
+        self.book(&None, &currency, |b| b.transfers -= amount);
+        self.book(&Some(destination), &currency, |b| b.transfers += amount);
+        let v = to_value(&self.transfers[&id].obj);
+        self.emit("transfer.created", None, v.clone());
+        Ok(v)
+    }
+
+    /// `GET /v1/transfers`: the platform's transfers, newest first, optionally of one
+    /// `transfer_group` or `destination`.
+    pub fn list_transfers(&self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        let mut recs: Vec<_> = self
+            .transfers
+            .values()
+            .filter(|t| &t.owner == scope)
+            .filter(|t| {
+                f.str(&["transfer_group"])
+                    .is_none_or(|g| t.obj.transfer_group.as_deref() == Some(g))
+            })
+            .filter(|t| {
+                f.str(&["destination"])
+                    .is_none_or(|d| t.obj.destination.id() == d)
+            })
+            .collect();
+        recs.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        let items = recs
+            .into_iter()
+            .map(|r| (r.obj.id.clone(), r.obj.clone()))
+            .collect();
+        paginate(items, f, "/v1/transfers")
+    }
+
+    /// `POST /v1/transfers/{id}/reversals`: at most what is left of the transfer (all of it
+    /// without `amount`).
+    pub fn create_reversal(&mut self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
+        f.only(&[
+            "amount",
+            "description",
+            "metadata",
+            "refund_application_fee",
+        ])?;
+        let asked = f.int(&["amount"])?;
+        let (left, currency, dest) = match self.transfers.get(id) {
+            Some(t) if &t.owner == scope => (
+                t.obj.amount - t.obj.amount_reversed,
+                t.obj.currency.clone(),
+                t.obj.destination.id().to_string(),
+            ),
+            _ => return Err(SimError::no_such("transfer", id, Some("id"))),
+        };
+        let amount = asked.unwrap_or(left);
+        if amount <= 0 || amount > left {
+            return Err(SimError::invalid(
+                None,
+                format!("You have requested a reversal of {amount}, but only {left} of transfer {id} is left to reverse."),
+            )
+            .with_param("amount"));
+        }
+        let mut metadata = Metadata::new();
+        f.apply_metadata(&mut metadata)?;
+        let rid = self.id("trr");
+        let seq = self.next_seq();
+        let r = TransferReversal {
+            id: rid.clone(),
+            object: "transfer_reversal".into(),
+            amount,
+            created: now_secs(),
+            currency: currency.clone(),
+            metadata,
+            transfer: Expandable::Id(id.to_string()),
+        };
+        self.transfer_reversals.insert(
+            rid.clone(),
+            Rec {
+                owner: None,
+                seq,
+                obj: r.clone(),
+            },
+        );
+        if let Some(t) = self.transfers.get_mut(id) {
+            t.obj.amount_reversed += amount;
+            t.obj.reversed = t.obj.amount_reversed >= t.obj.amount;
+        }
+        self.book(&Some(dest), &currency, |b| b.transfer_reversals -= amount);
+        self.book(&None, &currency, |b| b.transfer_reversals += amount);
+        let t = to_value(&self.transfers[id].obj);
+        self.emit("transfer.reversed", None, t);
+        Ok(to_value(&r))
+    }
+
+    /// `GET /v1/transfers/{id}/reversals`, newest first.
+    pub fn list_reversals(&self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
+        match self.transfers.get(id) {
+            Some(t) if &t.owner == scope => {}
+            _ => return Err(SimError::no_such("transfer", id, Some("id"))),
+        }
+        let mut recs: Vec<_> = self
+            .transfer_reversals
+            .values()
+            .filter(|r| r.obj.transfer.id() == id)
+            .collect();
+        recs.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        let items = recs
+            .into_iter()
+            .map(|r| (r.obj.id.clone(), r.obj.clone()))
+            .collect();
+        paginate(items, f, &format!("/v1/transfers/{id}/reversals"))
     }
 
     pub fn get_application_fee(&self, scope: &Option<String>, id: &str) -> Res<Value> {

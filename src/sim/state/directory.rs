@@ -206,6 +206,19 @@ impl State {
         Some(rec.obj.clone())
     }
 
+    /// Turns the account's `transfers` capability on or off (what `POST /v1/transfers` to it
+    /// needs).
+    pub fn set_transfers_capability(
+        &mut self,
+        id: &str,
+        status: CapabilityStatus,
+    ) -> Option<Account> {
+        let rec = self.accounts.get_mut(id)?;
+        let caps = rec.obj.capabilities.get_or_insert_with(Default::default);
+        caps.transfers = Some(status);
+        Some(rec.obj.clone())
+    }
+
     // Locations ----------------------------------------------------------------------------
 
     fn location_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut Rec<Location>> {

@@ -327,8 +327,11 @@ pub struct State {
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
     pub refunds: BTreeMap<String, Rec<Refund>>,
-    /// Destination charges' transfers (the platform's objects).
+    /// Transfers (the platform's objects): destination charges' and those made with
+    /// `POST /v1/transfers`.
     pub transfers: BTreeMap<String, Rec<Transfer>>,
+    /// Reversals of transfers made with `POST /v1/transfers/{id}/reversals`.
+    pub transfer_reversals: BTreeMap<String, Rec<TransferReversal>>,
     /// Application fees collected by the platform.
     pub application_fees: BTreeMap<String, Rec<ApplicationFee>>,
     /// Who holds what: every account's money movements (`GET /_sim/balances`).
@@ -624,6 +627,7 @@ impl State {
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            transfer_reversals: BTreeMap::new(),
             application_fees: BTreeMap::new(),
             books: Books::new(),
             outbox: Vec::new(),

@@ -191,6 +191,7 @@ impl State {
             payment_method_types: types,
             status: PaymentIntentStatus::RequiresPaymentMethod,
             transfer_data,
+            transfer_group: f.str(&["transfer_group"]).map(str::to_string),
         };
         let id = pi.id.clone();
         let seq = self.next_seq();

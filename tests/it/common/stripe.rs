@@ -75,6 +75,7 @@ pub async fn start_foreign_payment(
                 metadata: Default::default(),
                 transfer_destination: None,
                 on_behalf_of: None,
+                transfer_group: None,
             },
             &RequestOptions::account(account).key(format!("{key}-pi")),
         )
