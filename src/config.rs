@@ -82,6 +82,8 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
     pub sync: SyncConfig,
@@ -134,15 +136,122 @@ impl Default for StripeConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `sled` (one machine) or `postgres` (shared by several instances).
+    pub backend: StoreBackend,
     /// The sled registry's directory.
     pub path: PathBuf,
+    /// The PostgreSQL connection URL, when it holds no password.
+    pub url: Option<DatabaseUrl>,
+    /// A file holding the PostgreSQL connection URL (one that holds a password).
+    pub url_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sled,
             path: PathBuf::from("/var/lib/readerd"),
+            url: None,
+            url_file: None,
         }
+    }
+}
+
+/// `store.backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sled,
+    Postgres,
+}
+
+/// A PostgreSQL URL; its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::store::redact_url(&self.0))
+    }
+}
+
+impl StoreConfig {
+    /// Where the registry lives; reads `url_file` for PostgreSQL.
+    pub fn location(&self) -> Result<crate::store::Location, ConfigError> {
+        match self.backend {
+            StoreBackend::Sled => Ok(crate::store::Location::Sled(self.path.clone())),
+            StoreBackend::Postgres => {
+                let url = match (&self.url, &self.url_file) {
+                    (Some(u), None) => u.0.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|e| {
+                            ConfigError::invalid(
+                                "store.url_file",
+                                format!("cannot read {}: {e}", file.display()),
+                            )
+                        })?
+                        .trim()
+                        .to_string(),
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "store.url",
+                            "backend \"postgres\" needs exactly one of url and url_file",
+                        ))
+                    }
+                };
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    let key = if self.url.is_some() {
+                        "store.url"
+                    } else {
+                        "store.url_file"
+                    };
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("not a PostgreSQL connection URL: {e}"),
+                    ));
+                }
+                Ok(crate::store::Location::Postgres(url))
+            }
+        }
+    }
+}
+
+/// `[cluster]`: several instances on one PostgreSQL store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This instance's name among those sharing the store; unset = the host name.
+    pub instance: Option<String>,
+    /// How long a reader's lease lasts without renewal: the longest a reader waits for a
+    /// new owner after its instance dies (plus one renewal).
+    pub lease_ttl: HumanDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            instance: None,
+            lease_ttl: Duration::from_secs(10).into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The instance name: the configured one, or the host name.
+    pub fn instance_name(&self) -> String {
+        if let Some(i) = &self.instance {
+            return i.clone();
+        }
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        HOST.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "readerd".to_string())
+        })
+        .clone()
     }
 }
 
@@ -343,6 +452,9 @@ impl Config {
         if !same(&self.store, &new.store) {
             out.push("store");
         }
+        if !same(&self.cluster, &new.cluster) {
+            out.push("cluster");
+        }
         if self.api.listen != new.api.listen {
             out.push("api.listen");
         }
@@ -465,6 +577,33 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.path", "must not be empty"));
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            self.store.location()?;
+        } else if self.store.url.is_some() || self.store.url_file.is_some() {
+            return Err(ConfigError::invalid(
+                "store.backend",
+                "url and url_file are for backend = \"postgres\"",
+            ));
+        }
+        if let Some(name) = &self.cluster.instance {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "cluster.instance",
+                    "1 to 63 letters, digits, '-', '_' or '.'",
+                ));
+            }
+        }
+        if self.cluster.lease_ttl.0 < Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                "cluster.lease_ttl",
+                "must be at least 2s",
+            ));
         }
         if self.api.max_body_bytes < 256 {
             return Err(ConfigError::invalid(

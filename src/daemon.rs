@@ -21,7 +21,7 @@ use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
 use crate::fleet::{Fleet, Idle, StripeHealth};
 use crate::payments::{DaemonLinks, Engine, FleetDirectory};
 use crate::store::binding::{self, Binding, BindingError, Mode};
-use crate::store::{Registry, StoreError};
+use crate::store::{Location, Registry, StoreError};
 use crate::stripe::StripeClient;
 use crate::systemd::{Heartbeat, Notifier};
 use std::net::SocketAddr;
@@ -76,6 +76,15 @@ impl DaemonError {
 pub struct Bound {
     pub mode: Mode,
     pub platform: Option<String>,
+}
+
+/// Where a store's binding lives: the directory of a sled store. A PostgreSQL store is
+/// not bound yet (its binding belongs in a table of its own).
+fn binding_dir(location: &Location) -> Option<&Path> {
+    match location {
+        Location::Sled(dir) => Some(dir),
+        Location::Postgres(_) => None,
+    }
 }
 
 /// How long the start-up waits for Stripe to name the platform (`GET /v1/account`) before
@@ -250,12 +259,15 @@ impl Daemon {
             secrets,
             bound,
         } = self;
+        let location = config
+            .store
+            .location()
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))?;
         let bound = match bound {
             Some(b) => b,
-            None => bind_store(&config, &secrets, Some(&config.store.path)).await?,
+            None => bind_store(&config, &secrets, binding_dir(&location)).await?,
         };
-        let path = config.store.path.clone();
-        let registry = tokio::task::spawn_blocking(move || Registry::open(&path))
+        let registry = tokio::task::spawn_blocking(move || Registry::open_location(&location))
             .await
             .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
         Self::start_with_registry(config, secrets, bound, registry, listener).await
@@ -647,26 +659,39 @@ pub fn check_config(path: &Path) -> ExitCode {
                 eprintln!("readerd: the Stripe key is neither a test key (sk_test_, rk_test_) nor a live key (sk_live_, rk_live_)");
                 return ExitCode::from(EX_CONFIG);
             };
-            match binding::read(&c.store.path) {
-                Ok(Some(b)) => {
-                    let platform = b.platform.as_deref().unwrap_or("not yet named by Stripe");
-                    println!(
-                        "store {} is bound to {} mode, platform {platform}",
-                        c.store.path.display(),
-                        b.mode
-                    );
-                    if let Err(e) = binding::check(&c.store.path, &b, mode, None) {
-                        eprintln!("readerd: {e}");
-                        return ExitCode::from(EX_CONFIG);
-                    }
+            let dir = match c.store.location() {
+                Ok(Location::Sled(dir)) => Some(dir),
+                Ok(Location::Postgres(_)) => {
+                    println!("store: PostgreSQL; not bound to a mode (the binding is kept for sled stores)");
+                    None
                 }
-                Ok(None) => println!(
-                    "store {} is not bound yet: the first start binds it to {mode} mode and the key's platform",
-                    c.store.path.display()
-                ),
                 Err(e) => {
                     eprintln!("readerd: {e}");
                     return ExitCode::from(EX_CONFIG);
+                }
+            };
+            if let Some(dir) = dir {
+                match binding::read(&dir) {
+                    Ok(Some(b)) => {
+                        let platform = b.platform.as_deref().unwrap_or("not yet named by Stripe");
+                        println!(
+                            "store {} is bound to {} mode, platform {platform}",
+                            dir.display(),
+                            b.mode
+                        );
+                        if let Err(e) = binding::check(&dir, &b, mode, None) {
+                            eprintln!("readerd: {e}");
+                            return ExitCode::from(EX_CONFIG);
+                        }
+                    }
+                    Ok(None) => println!(
+                        "store {} is not bound yet: the first start binds it to {mode} mode and the key's platform",
+                        dir.display()
+                    ),
+                    Err(e) => {
+                        eprintln!("readerd: {e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
                 }
             }
             println!(
@@ -735,7 +760,14 @@ pub fn run(path: &Path) -> ExitCode {
         // Before anything else: a signal during start-up is handled, not fatal.
         let mut signals = Signals::install();
         let listen = config.api.listen;
-        let bound = match bind_store(&config, &secrets, Some(&config.store.path)).await {
+        let location = match config.store.location() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        };
+        let bound = match bind_store(&config, &secrets, binding_dir(&location)).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("{e}");
@@ -743,18 +775,18 @@ pub fn run(path: &Path) -> ExitCode {
                 return e.exit_code();
             }
         };
-        let path = config.store.path.clone();
-        let registry = match tokio::task::spawn_blocking(move || Registry::open(&path)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!("cannot open the store: {e}");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let registry =
+            match tokio::task::spawn_blocking(move || Registry::open_location(&location)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot open the store: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         let listener = match TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {

@@ -252,6 +252,10 @@ pub struct ReaderView {
     pub busy: bool,
     /// Commands waiting for it.
     pub queue_depth: usize,
+    /// The readerd instance (`cluster.instance`) whose worker runs it; `null` for a reader
+    /// gone from Stripe.
+    #[serde(default)]
+    pub worker: Option<String>,
     /// The merchants it may serve; `null` = every merchant.
     pub merchants: Option<Vec<String>>,
     /// Deleted on Stripe (seen missing by a sync).
@@ -274,6 +278,8 @@ fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderVie
         checked_at: timestamp(r.synced_at),
         busy: live.busy,
         queue_depth: live.queue_depth,
+        // One instance per store in this release: this one works every reader.
+        worker: (!r.gone).then(|| state.config.cluster.instance_name()),
         merchants: r.merchants.as_ref().map(|list| {
             list.iter()
                 .filter(|m| scope::allows(caller, Object::Merchant(m)))

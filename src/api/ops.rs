@@ -44,8 +44,10 @@ pub struct Health {
 pub struct Ready {
     /// Always `ready`.
     pub status: String,
-    /// Always `ok`.
+    /// The store's backend: `sled` or `postgres`.
     pub store: String,
+    /// This instance's name (`[cluster] instance`, by default the host name).
+    pub instance: String,
     /// Always `ok`.
     pub stripe: String,
     /// Stripe answers, but lately with errors or slowly (see the metrics).
@@ -182,7 +184,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
     match health.status() {
         Some(Ok(())) => Ok(Json(Ready {
             status: "ready".into(),
-            store: "ok".into(),
+            store: state.registry.store().backend().into(),
+            instance: state.config.cluster.instance_name(),
             stripe: "ok".into(),
             stripe_degraded: state.metrics.stripe_is_degraded(),
             mode: state.mode.as_str().into(),

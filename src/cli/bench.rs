@@ -32,9 +32,10 @@ pub struct BenchArgs {
     /// The engine's fastest reader poll, milliseconds.
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
-    /// Keep the store on disk in this directory (a temporary one otherwise).
-    #[arg(long)]
-    pub store: Option<std::path::PathBuf>,
+    /// The store: sled:PATH, a directory (sled), or postgres:URL (an empty database); a
+    /// temporary sled store otherwise.
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<String>,
 }
 
 /// The measurements of one run.
@@ -124,7 +125,21 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         readers.push(r.id);
     }
     let registry = match &args.store {
-        Some(p) => Registry::open(p),
+        Some(s) => {
+            let location = crate::store::Location::parse(s)
+                .or_else(|e| {
+                    if s.contains(':') {
+                        Err(e)
+                    } else {
+                        Ok(crate::store::Location::Sled(s.into()))
+                    }
+                })
+                .map_err(|e| format!("--store {e}"))?;
+            let open = move || Registry::open_location(&location);
+            tokio::task::spawn_blocking(open)
+                .await
+                .map_err(|e| e.to_string())?
+        }
         None => Registry::temporary(),
     }
     .map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod migrate;
 pub mod money;
 pub mod payments;
 pub mod sim;
@@ -56,6 +57,8 @@ pub enum Command {
     Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
     Bench(bench::BenchArgs),
+    /// Copy every record of a stopped daemon's store into an empty one (sled to PostgreSQL).
+    MigrateStore(migrate::MigrateArgs),
 }
 
 /// A tokio runtime for a command (multi-threaded or on the current thread), or `None` after
@@ -89,5 +92,6 @@ pub fn main() -> ExitCode {
         Command::Payments(c) => c.run(),
         Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
+        Command::MigrateStore(a) => migrate::main(a),
     }
 }

@@ -6,13 +6,55 @@
 //! touches the network, so no store operation can span a Stripe call.
 
 pub mod binding;
+mod postgres;
 mod sled_store;
 
+pub use postgres::{redact_url, PgStore};
 pub use sled_store::SledStore;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Where a registry lives: which backend, and its place.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An embedded sled store in this directory (one machine).
+    Sled(PathBuf),
+    /// A PostgreSQL database, shared by several instances (its URL may hold a password).
+    Postgres(String),
+}
+
+impl Location {
+    /// `sled:PATH` or `postgres:URL` (a bare `postgres://…` URL too).
+    pub fn parse(s: &str) -> Result<Location, String> {
+        if let Some(path) = s.strip_prefix("sled:") {
+            if path.is_empty() {
+                return Err("sled: needs a directory, e.g. sled:/var/lib/readerd".into());
+            }
+            return Ok(Location::Sled(PathBuf::from(path)));
+        }
+        let url = s.strip_prefix("postgres:").filter(|u| !u.starts_with("//"));
+        let url = url.unwrap_or(s);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || s != url {
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redact_url(url)))?;
+            return Ok(Location::Postgres(url.to_string()));
+        }
+        Err(format!(
+            "{s:?}: write sled:PATH or postgres:URL (e.g. postgres://readerd@db/readerd)"
+        ))
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sled(p) => write!(f, "sled:{}", p.display()),
+            Location::Postgres(url) => write!(f, "postgres:{}", redact_url(url)),
+        }
+    }
+}
 
 /// The store's schema version. A store written by a newer readerd is refused.
 ///
@@ -84,8 +126,19 @@ pub enum StoreError {
     },
 }
 
+/// A lease held by one instance (a reader's worker runs where its lease is). The fencing
+/// token grows with every new tenure, so a write fenced by an old tenure is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub token: i64,
+}
+
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
+    /// The backend's name: `sled` or `postgres`.
+    fn backend(&self) -> &'static str;
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes (replacing) and flushes.
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError>;
@@ -110,6 +163,33 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The entries whose key starts with `prefix`, in key order; reads only those.
     fn scan_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Takes the lease `name` for `owner` for `ttl` if it is free, expired or already
+    /// `owner`'s (then it is renewed, same token); `None` while another owner holds it. A
+    /// new tenure (a new owner, or the same one after expiry) has a greater token. One
+    /// machine (sled): this instance holds every lease, always.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends a held lease; `false` when it was lost (expired, or taken): the holder must
+    /// stop what the lease guards.
+    fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives a held lease up at once (a graceful stop), keeping its token history.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The unexpired leases: (name, owner).
+    fn lease_holders(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Writes (replacing) only while `lease` is held, checked in the same transaction as
+    /// the write; `Ok(false)` (nothing written) when it is not.
+    fn put_fenced(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &[u8],
+        lease: &Lease,
+    ) -> Result<bool, StoreError>;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,6 +216,17 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let store = SledStore::open(path)?;
         Self::with_store(Arc::new(store), &path.display().to_string())
+    }
+
+    /// Opens the registry at `location` (connecting, for PostgreSQL, and migrating).
+    pub fn open_location(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sled(path) => Self::open(path),
+            Location::Postgres(url) => {
+                let store = PgStore::connect(url)?;
+                Self::with_store(Arc::new(store), &format!("postgres:{}", redact_url(url)))
+            }
+        }
     }
 
     /// A throw-away store for tests and the demo.

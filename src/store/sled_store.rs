@@ -1,6 +1,6 @@
 //! [`Store`] on sled: one sled tree per [`Tree`], flushed after every write.
 
-use super::{Store, StoreError, Tree};
+use super::{Lease, Store, StoreError, Tree};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -56,6 +56,10 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .tree(tree)
@@ -128,5 +132,41 @@ impl Store for SledStore {
                 Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
             })
             .collect()
+    }
+
+    // One machine: this instance is the only one, and holds every lease.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        Ok(Some(Lease {
+            name: name.to_string(),
+            owner: owner.to_string(),
+            token: 1,
+        }))
+    }
+
+    fn renew_lease(&self, _lease: &Lease, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn release_lease(&self, _lease: &Lease) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn lease_holders(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn put_fenced(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &[u8],
+        _lease: &Lease,
+    ) -> Result<bool, StoreError> {
+        self.put(tree, key, value).map(|()| true)
     }
 }

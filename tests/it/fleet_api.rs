@@ -301,6 +301,7 @@ async fn readers_are_registered_on_stripe_and_bad_codes_refused() {
     assert_eq!(r["status"], "online");
     assert_eq!(r["busy"], false);
     assert_eq!(r["queue_depth"], 0);
+    assert!(r["worker"].as_str().is_some_and(|w| !w.is_empty()), "{r}");
     assert_eq!(r["merchants"], Value::Null);
     assert_eq!(r["device_type"], "simulated_wisepos_e");
     assert!(r["last_seen_at"].as_str().unwrap().ends_with('Z'));
@@ -662,6 +663,11 @@ async fn stripe_unreachable_is_503_while_the_api_stays_up() {
     env.add_merchant("bakery", "FR", "eur").await;
     let (s, ready) = env.get("", "/readyz").await;
     assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["store"], "sled", "{ready}");
+    assert!(
+        ready["instance"].as_str().is_some_and(|i| !i.is_empty()),
+        "{ready}"
+    );
 
     env.sim.shutdown().await;
     let acct = "acct_1234567890abcdef";

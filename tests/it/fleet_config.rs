@@ -69,6 +69,24 @@ fn check_config_refuses_with_64_and_names_the_key() {
             "stripe.webhook_secret_file",
         ),
         ("this is not toml", "TOML"),
+        ("[store]\nbackend = \"mysql\"\n", "backend"),
+        ("[store]\nbackend = \"postgres\"\n", "store.url"),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://a@b/c\"\nurl_file = \"/x\"\n",
+            "store.url",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://a@b:notaport/c\"\n",
+            "store.url",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl_file = \"/nonexistent/readerd-db-url\"\n",
+            "store.url_file",
+        ),
+        ("[store]\nurl = \"postgres://a@b/c\"\n", "store.backend"),
+        ("[cluster]\nlease_ttl = \"1s\"\n", "cluster.lease_ttl"),
+        ("[cluster]\ninstance = \"two words\"\n", "cluster.instance"),
+        ("[cluster]\nleader = true\n", "leader"),
     ];
     for (toml, needle) in cases {
         let (code, err) = check(dir.path(), toml, Some("sk_test_env"));

@@ -27,6 +27,7 @@ mod sim_cli;
 mod sim_conformance;
 mod sim_faults;
 mod sim_webhooks;
+mod store_suite;
 mod stripe_client;
 mod stripe_openapi_params;
 mod stripe_wire_fixtures;

@@ -194,20 +194,44 @@ impl Ctx {
     }
 }
 
+fn sled_store(dir: &tempfile::TempDir) -> String {
+    format!(
+        "path = {:?}",
+        dir.path().join("store").display().to_string()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_every_payment_ends_once_with_one_intent() {
-    killed_at_every_step(false).await
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    killed_at_every_step(dir, &store, false).await;
 }
 
 /// The same on a reader the merchant owns: every reader command of the resumed flows must
 /// still carry the owner's `Stripe-Account`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_on_a_merchant_owned_reader_every_payment_ends_once() {
-    killed_at_every_step(true).await
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    killed_at_every_step(dir, &store, true).await;
 }
 
-async fn killed_at_every_step(owned: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_killed_at_every_step_every_payment_ends_once_with_one_intent() {
     let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::pg::pg().fresh_db();
+    killed_at_every_step(
+        dir,
+        &format!("backend = \"postgres\"\nurl = {url:?}"),
+        false,
+    )
+    .await;
+}
+
+/// The crash test on one store (`store` is the `[store]` section's body), on a platform
+/// reader or one the merchant owns.
+async fn killed_at_every_step(dir: tempfile::TempDir, store: &str, owned: bool) {
     let sim_port = free_port();
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let _sim = Proc(
@@ -248,7 +272,7 @@ api_base = "{sim_url}"
 max_elapsed = "5s"
 
 [store]
-path = "{store}"
+{store}
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -274,7 +298,6 @@ poll_max = "100ms"
 [log]
 level = "warn"
 "#,
-            store = dir.path().join("store").display(),
             admin = readerd::api::auth::token_sha256(ADMIN),
             pos = readerd::api::auth::token_sha256(POS),
         ),

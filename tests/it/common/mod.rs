@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod env;
+pub mod pg;
 pub mod sim_client;
 mod stripe;
 pub use env::*;
