@@ -72,6 +72,7 @@ impl SimArgs {
             seed: self.seed,
             auth_delay: self.auth_delay,
             auto_present: self.auto_present,
+            auto_present_max: None,
             webhook: match (&self.webhook_url, &self.webhook_secret) {
                 (Some(url), Some(secret)) => Some(WebhookTarget {
                     url: url.clone(),

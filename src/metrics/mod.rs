@@ -74,6 +74,9 @@ pub struct Metrics {
     pub capture_seconds_left: GaugeVec,
     /// `readerd_webhook_events_accepted_total{type}`.
     pub webhooks_accepted: CounterVec,
+    /// `readerd_webhooks_tracking`: 1 while webhook events track payments (polls are a
+    /// safety net), 0 while readerd polls by itself.
+    pub webhooks_tracking: GaugeVec,
     /// `readerd_webhook_events_rejected_total{reason}`.
     pub webhooks_rejected: CounterVec,
     /// `readerd_api_requests_rejected_total{reason}`: e.g. `shutting_down`, `queue_full`.
@@ -208,6 +211,12 @@ impl Metrics {
                 "readerd_webhook_events_accepted_total",
                 "Stripe webhook events accepted, by event type.",
                 &["type"],
+            ),
+            webhooks_tracking: GaugeVec::new(
+                r,
+                "readerd_webhooks_tracking",
+                "1 while webhook events track payments and polls are a safety net, 0 while readerd polls by itself.",
+                &[],
             ),
             webhooks_rejected: CounterVec::new(
                 r,
@@ -409,6 +418,12 @@ impl Metrics {
     /// A request waited `waited` for the client-side rate limiter.
     pub fn rate_limiter_waited(&self, waited: Duration) {
         self.rate_limiter_wait.observe(&[], waited.as_secs_f64());
+    }
+
+    /// Webhooks started or stopped tracking payments.
+    pub fn set_webhooks_tracking(&self, tracking: bool) {
+        self.webhooks_tracking
+            .set(&[], if tracking { 1.0 } else { 0.0 });
     }
 
     /// Stripe entered or left the degraded state.

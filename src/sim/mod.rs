@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// When set, a reader given `process_payment_intent` taps the default Visa by itself
     /// after this delay (for the demo). Simulated readers on Stripe never do this.
     pub auto_present: Option<Duration>,
+    /// With `auto_present`: each customer taps after a delay drawn evenly between
+    /// `auto_present` and this (seeded), like real customers who take their time.
+    pub auto_present_max: Option<Duration>,
     /// Where to send webhook events; none are sent when absent.
     pub webhook: Option<WebhookTarget>,
     pub faults: Faults,
@@ -75,6 +78,7 @@ impl Default for SimConfig {
             seed: 1,
             auth_delay: Duration::ZERO,
             auto_present: None,
+            auto_present_max: None,
             webhook: None,
             faults: Faults::default(),
             rate_limit: None,
@@ -122,6 +126,9 @@ pub(crate) struct Shared {
     events_tx: Option<mpsc::UnboundedSender<Event>>,
     auth_delay: Duration,
     auto_present: Option<Duration>,
+    auto_present_max: Option<Duration>,
+    /// When each auto-present tapped, by PaymentIntent (kept only with `auto_present`).
+    taps: Mutex<Vec<(String, std::time::Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +168,8 @@ impl Shared {
             events_tx,
             auth_delay: config.auth_delay,
             auto_present: config.auto_present,
+            auto_present_max: config.auto_present_max,
+            taps: Mutex::new(Vec::new()),
         })
     }
 
@@ -189,7 +198,19 @@ impl Shared {
             let shared = self.clone();
             let delay = match &timer {
                 state::Timer::Authorize { .. } => self.auth_delay,
-                state::Timer::Present { .. } => self.auto_present.unwrap_or_default(),
+                state::Timer::Present { .. } | state::Timer::Answer { .. } => {
+                    let min = self.auto_present.unwrap_or_default();
+                    match self.auto_present_max.filter(|max| *max > min) {
+                        Some(max) => {
+                            let span = (max - min).as_millis() as u64;
+                            min + Duration::from_millis(rand::Rng::gen_range(
+                                &mut *lock(&self.fault_rng),
+                                0..=span,
+                            ))
+                        }
+                        None => min,
+                    }
+                }
             };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -200,7 +221,12 @@ impl Shared {
                         st.authorize(&reader, generation)
                     }
                     state::Timer::Present { reader, generation } => {
-                        st.auto_present(&reader, generation)
+                        if let Some(pi) = st.auto_present(&reader, generation) {
+                            lock(&shared.taps).push((pi, std::time::Instant::now()));
+                        }
+                    }
+                    state::Timer::Answer { reader, generation } => {
+                        st.auto_answer(&reader, generation)
                     }
                 }
                 shared.flush(&mut st);
@@ -352,6 +378,11 @@ impl SimHandle {
     /// Every `/v1` request seen so far, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).clone()
+    }
+
+    /// When each auto-present customer tapped: (PaymentIntent, instant).
+    pub fn taps(&self) -> Vec<(String, std::time::Instant)> {
+        lock(&self.shared.taps).clone()
     }
 
     pub fn reset_requests(&self) {

@@ -24,20 +24,15 @@
 //! loop, so that every request goes through the same limiter, retry rule and logging, and
 //! a reader sees all of Stripe that readerd touches on one page.
 
+use super::budget::{Budget, Priority};
 use super::error::{classify, retry_allowed, Disposition, StripeError};
 use super::form::Params;
 use super::params::*;
 use super::wire::*;
 use backoff::backoff::Backoff;
-use governor::clock::Clock as GovernorClock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +64,8 @@ pub struct ClientConfig {
     pub secret_key: SecretKey,
     /// The pinned `Stripe-Version`.
     pub stripe_version: String,
-    /// Client-side limit, requests per second (Stripe allows 25/s in test mode).
+    /// The one budget of the daemon's Stripe requests, per second: by default
+    /// [`default_requests_per_second`] of the key's mode.
     pub requests_per_second: u32,
     /// Attempts per logical request, the first included.
     pub max_attempts: u32,
@@ -88,11 +84,12 @@ pub const DEFAULT_STRIPE_VERSION: &str = "2026-07-29.dahlia";
 impl ClientConfig {
     /// Defaults for everything but the base and the key.
     pub fn new(api_base: impl Into<String>, secret_key: SecretKey) -> Self {
+        let requests_per_second = default_requests_per_second(&secret_key);
         ClientConfig {
             api_base: api_base.into(),
             secret_key,
             stripe_version: DEFAULT_STRIPE_VERSION.to_string(),
-            requests_per_second: 20,
+            requests_per_second,
             max_attempts: 4,
             max_elapsed: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
@@ -178,19 +175,6 @@ pub trait RequestObserver: Send + Sync + 'static {
     fn on_rate_limit_wait(&self, _waited: Duration) {}
 }
 
-/// The rate limiter's clock: tokio's, so that a paused test clock drives it too.
-#[derive(Clone, Debug)]
-struct TokioClock {
-    origin: tokio::time::Instant,
-}
-
-impl GovernorClock for TokioClock {
-    type Instant = Nanos;
-    fn now(&self) -> Nanos {
-        Nanos::from(tokio::time::Instant::now().saturating_duration_since(self.origin))
-    }
-}
-
 /// The backoff's clock: tokio's, for the same reason.
 #[derive(Clone, Debug, Default)]
 struct TokioBackoffClock;
@@ -200,8 +184,6 @@ impl backoff::Clock for TokioBackoffClock {
         tokio::time::Instant::now().into_std()
     }
 }
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// First retry waits about this long (±50 % jitter), doubling up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -220,7 +202,11 @@ pub struct StripeClient {
     auth: HeaderValue,
     /// `api_base` without a trailing slash.
     base: Arc<str>,
-    limiter: Arc<Limiter>,
+    /// The one request budget, shared by every clone.
+    budget: Arc<Budget>,
+    /// The priority of this handle's reads (set with [`StripeClient::at`]); writes of a
+    /// payment always go first.
+    priority: Option<Priority>,
     observer: Option<Arc<dyn RequestObserver>>,
     /// Logical requests under way (retries included), shared by clones: a graceful
     /// shutdown waits for this to reach zero.
@@ -274,6 +260,7 @@ struct Call<'a> {
     /// Sent on POST only.
     idempotency_key: Option<&'a str>,
     timeout: Duration,
+    priority: Priority,
 }
 
 impl Call<'_> {
@@ -281,6 +268,27 @@ impl Call<'_> {
     /// because Stripe replays the stored result for the same key.
     fn repeatable(&self) -> bool {
         self.method != Method::POST || self.idempotency_key.is_some()
+    }
+}
+
+/// A write that belongs to a payment or a job at the reader: it goes before any read.
+fn is_payment_write(endpoint: &str) -> bool {
+    endpoint.starts_with("/v1/payment_intents")
+        || endpoint.starts_with("/v1/refunds")
+        || endpoint.starts_with("/v1/transfers")
+        || (endpoint.starts_with("/v1/terminal/readers/{id}/")
+            && endpoint != "/v1/terminal/readers/{id}")
+}
+
+/// The default `requests_per_second` for a key: Stripe allows a platform 100 requests per
+/// second in live mode and 25 in test mode; readerd stays under both with a margin for
+/// other software on the same account and for Stripe's own rounding.
+pub fn default_requests_per_second(key: &SecretKey) -> u32 {
+    let k = key.expose();
+    if k.starts_with("sk_live_") || k.starts_with("rk_live_") {
+        90
+    } else {
+        20
     }
 }
 
@@ -306,8 +314,11 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 impl StripeClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let rps = NonZeroU32::new(config.requests_per_second)
-            .ok_or_else(|| StripeError::Config("requests_per_second must be at least 1".into()))?;
+        if config.requests_per_second == 0 {
+            return Err(StripeError::Config(
+                "requests_per_second must be at least 1".into(),
+            ));
+        }
         if config.max_attempts == 0 {
             return Err(StripeError::Config(
                 "max_attempts must be at least 1".into(),
@@ -347,20 +358,14 @@ impl StripeClient {
             .map_err(|e| StripeError::Config(format!("http client: {e}")))?;
         // One permit every 1/rps seconds, no burst beyond that: any one-second window holds
         // at most rps + 1 requests, which keeps a fleet-wide burst under Stripe's limits.
-        let quota = Quota::with_period(Duration::from_secs(1) / rps.get())
-            .ok_or_else(|| StripeError::Config("requests_per_second too large".into()))?;
-        let limiter = RateLimiter::direct_with_clock(
-            quota,
-            TokioClock {
-                origin: tokio::time::Instant::now(),
-            },
-        );
+        let budget = Budget::new(config.requests_per_second);
         Ok(StripeClient {
             base: Arc::from(base),
             config: Arc::new(config),
             http,
             auth,
-            limiter: Arc::new(limiter),
+            budget: Arc::new(budget),
+            priority: None,
             observer: None,
             in_flight: Arc::default(),
             livemode,
@@ -371,6 +376,15 @@ impl StripeClient {
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// A handle whose requests (reads included) are paid at `priority`; it shares the
+    /// budget, the pool and the in-flight count with `self`. Payment writes keep
+    /// [`Priority::Write`] whatever the handle says.
+    pub fn at(&self, priority: Priority) -> Self {
+        let mut c = self.clone();
+        c.priority = Some(priority);
+        c
     }
 
     /// How many requests are under way right now (a request that is retrying counts once).
@@ -392,7 +406,14 @@ impl StripeClient {
         params: Params,
         o: Option<&'a RequestOptions>,
     ) -> Call<'a> {
+        let write = method == Method::POST && is_payment_write(endpoint);
+        let priority = if write {
+            Priority::Write
+        } else {
+            self.priority.unwrap_or(Priority::Background)
+        };
         Call {
+            priority,
             idempotency_key: if method == Method::POST {
                 o.and_then(|o| o.idempotency_key.as_deref())
             } else {
@@ -420,16 +441,9 @@ impl StripeClient {
         c
     }
 
-    /// Waits for a permit from the client-side limiter.
-    async fn acquire_permit(&self) {
-        let mut waited = Duration::ZERO;
-        while let Err(not_until) = self.limiter.check() {
-            let wait = not_until
-                .wait_time_from(self.limiter.clock().now())
-                .max(Duration::from_millis(1));
-            tokio::time::sleep(wait).await;
-            waited += wait;
-        }
+    /// Waits for a permit from the request budget.
+    async fn acquire_permit(&self, priority: Priority) {
+        let waited = self.budget.acquire(priority).await;
         if !waited.is_zero() {
             if let Some(observer) = &self.observer {
                 observer.on_rate_limit_wait(waited);
@@ -459,7 +473,7 @@ impl StripeClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.acquire_permit().await;
+            self.acquire_permit(call.priority).await;
             let err = match self.attempt(&call, attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -927,6 +941,58 @@ impl StripeClient {
             "/v1/terminal/readers/{id}/set_reader_display",
             path("/v1/terminal/readers", reader, "/set_reader_display"),
             p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Reader command (long timeout): inputs on the reader's screen.
+    pub async fn collect_inputs(
+        &self,
+        reader: &str,
+        p: &CollectInputs,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/collect_inputs",
+            path("/v1/terminal/readers", reader, "/collect_inputs"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Test helper: the customer answers the inputs on the screen.
+    pub async fn succeed_input_collection(
+        &self,
+        reader: &str,
+        p: &SucceedInputCollection,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/test_helpers/terminal/readers/{id}/succeed_input_collection",
+            path(
+                "/v1/test_helpers/terminal/readers",
+                reader,
+                "/succeed_input_collection",
+            ),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Test helper: the customer walks away from the inputs on the screen.
+    pub async fn timeout_input_collection(
+        &self,
+        reader: &str,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/test_helpers/terminal/readers/{id}/timeout_input_collection",
+            path(
+                "/v1/test_helpers/terminal/readers",
+                reader,
+                "/timeout_input_collection",
+            ),
+            Params::new(),
             o,
         ))
         .await

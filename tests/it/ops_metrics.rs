@@ -120,6 +120,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["type"],
     ),
     (
+        "readerd_webhooks_tracking",
+        "gauge",
+        "1 while webhook events track payments and polls are a safety net, 0 while readerd polls by itself.",
+        &[],
+    ),
+    (
         "readerd_webhook_events_rejected_total",
         "counter",
         "Stripe webhook events rejected, by reason.",

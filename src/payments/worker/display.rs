@@ -13,6 +13,8 @@ pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
     let Some(req) = engine.inner.displays.lock().expect("displays").remove(id) else {
         return;
     };
+    slot.known_free
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let until = Instant::now() + engine.config().busy_wait;
     let mut n = 0;
     loop {

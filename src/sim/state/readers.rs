@@ -11,7 +11,7 @@ use serde_json::Value;
 impl State {
     // Readers ------------------------------------------------------------------------------
 
-    fn reader_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
+    pub(super) fn reader_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
         match self.readers.get_mut(id) {
             Some(r) if &r.owner == scope => Ok(r),
             _ => Err(SimError::no_such("terminal.reader", id, None)),
@@ -61,7 +61,7 @@ impl State {
         to_value(&reader)
     }
 
-    const READER_EXPAND: &'static [&'static str] =
+    pub(super) const READER_EXPAND: &'static [&'static str] =
         &["location", "action.process_payment_intent.payment_intent"];
 
     pub fn register_reader(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
@@ -271,7 +271,7 @@ impl State {
     }
 
     /// Offline, then busy: the checks every reader command makes first.
-    fn reader_ready(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
+    pub(super) fn reader_ready(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
         let rec = self.reader_mut(scope, id)?;
         if !rec.online {
             return Err(SimError::reader_offline());
@@ -391,6 +391,7 @@ impl State {
             set_reader_display: None,
             refund_payment: None,
             process_setup_intent: None,
+            collect_inputs: None,
         });
         let generation = rec.generation;
         if auto_present {
@@ -482,6 +483,7 @@ impl State {
             }),
             refund_payment: None,
             process_setup_intent: None,
+            collect_inputs: None,
         });
         Ok(self.reader_view(id, &expand))
     }
@@ -809,17 +811,22 @@ impl State {
         Ok(view)
     }
 
-    /// Auto-present: taps the default card if the reader is still waiting on the same action.
-    pub fn auto_present(&mut self, reader_id: &str, generation: u64) {
-        let Some(rec) = self.readers.get(reader_id) else {
-            return;
-        };
+    /// Auto-present: taps the default card if the reader is still waiting on the same action;
+    /// the PaymentIntent tapped for.
+    pub fn auto_present(&mut self, reader_id: &str, generation: u64) -> Option<String> {
+        let rec = self.readers.get(reader_id)?;
         if rec.generation != generation || !rec.online || rec.authorizing.is_some() {
-            return;
+            return None;
         }
         let owner = rec.owner.clone();
-        if let Ok(card) = TestCard::from_number(DEFAULT_CARD) {
-            let _ = self.present(&owner, reader_id, card, 0);
-        }
+        let pi = rec
+            .obj
+            .action
+            .as_ref()
+            .and_then(|a| a.payment_intent_id())
+            .map(str::to_string);
+        let card = TestCard::from_number(DEFAULT_CARD).ok()?;
+        self.present(&owner, reader_id, card, 0).ok()?;
+        pi
     }
 }
