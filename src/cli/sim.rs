@@ -63,6 +63,10 @@ pub struct SimArgs {
     /// finds no PaymentIntent of a connected account (direct charges fail).
     #[arg(long)]
     pub no_platform_owned_readers: bool,
+    /// The platform account's country (its default currency follows: `FR` → `eur`), which
+    /// decides where the platform's own charges may be taken.
+    #[arg(long, default_value = "US")]
+    pub platform_country: String,
 }
 
 impl SimArgs {
@@ -97,6 +101,7 @@ impl SimArgs {
             },
             rate_limit: self.rate_limit,
             platform_owned_readers: !self.no_platform_owned_readers,
+            platform_country: self.platform_country.clone(),
         }
     }
 }

@@ -70,6 +70,10 @@ pub struct SimConfig {
     /// Stripe's platform-owned-reader preview is enabled for the platform (the default):
     /// its readers may process its connected accounts' PaymentIntents.
     pub platform_owned_readers: bool,
+    /// The platform account's country (`US` unless set; its default currency is the
+    /// country's), which decides where the platform's own charges (destination charges it
+    /// settles, separate charges) may be taken.
+    pub platform_country: String,
 }
 
 impl Default for SimConfig {
@@ -83,6 +87,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             rate_limit: None,
             platform_owned_readers: true,
+            platform_country: "US".into(),
         }
     }
 }
@@ -140,6 +145,9 @@ impl Shared {
         let mut st = state::State::new(StdRng::seed_from_u64(config.seed));
         st.auth_delay_zero = config.auth_delay.is_zero();
         st.platform_owned_readers = config.platform_owned_readers;
+        let country = config.platform_country.to_ascii_uppercase();
+        st.platform.default_currency = Some(state::currency_of(&country).to_string());
+        st.platform.country = Some(country);
         let faults = Arc::new(Mutex::new(config.faults));
         let fault_rng = Arc::new(Mutex::new(StdRng::seed_from_u64(
             config.seed.wrapping_add(0x5eed),
