@@ -106,6 +106,21 @@ async fn receive(
         state.metrics.webhook_rejected("malformed_event");
         ApiError::bad_request(format!("not a Stripe event: {e}"))
     })?;
+    if event.livemode != state.mode.livemode() {
+        // An event of the other world (a live endpoint's secret reused for test, say):
+        // nothing of it is recorded or acted on.
+        let event_mode = if event.livemode { "live" } else { "test" };
+        tracing::warn!(event = %event.id, event_mode, store_mode = %state.mode, "webhook event of the other mode refused");
+        state.metrics.webhook_rejected("livemode_mismatch");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "livemode_mismatch",
+            format!(
+                "event {} is a {event_mode} mode event, but this readerd is bound to {} mode",
+                event.id, state.mode
+            ),
+        ));
+    }
     let seen = Seen {
         kind: event.kind.clone(),
         received_at: crate::clock::Timestamp::now(),

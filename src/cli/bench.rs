@@ -184,6 +184,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             label: Some(r.label),
             country: Some("FR".into()),
             allowed_merchants: None,
+            owner: None,
         });
         readers.push(r.id);
     }

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub api_rejections: CounterVec,
     /// `readerd_config_reloads_total{result}`.
     pub config_reloads: CounterVec,
+    /// `readerd_stripe_objects_refused_total{reason}`.
+    pub stripe_objects_refused: CounterVec,
     /// `readerd_transfers_total{merchant,result}`: separate charges' transfers and their
     /// reversals by outcome (`succeeded`, `refused`, `failed` = left for the operator,
     /// `reversed`, `reversal_refused`).
@@ -233,6 +235,12 @@ impl Metrics {
                 "readerd_config_reloads_total",
                 "Configuration reloads (SIGHUP), by result.",
                 &["result"],
+            ),
+            stripe_objects_refused: CounterVec::new(
+                r,
+                "readerd_stripe_objects_refused_total",
+                "Stripe answers refused for what they held, by reason.",
+                &["reason"],
             ),
             transfers: CounterVec::new(
                 r,
@@ -449,7 +457,8 @@ impl Metrics {
         self.webhooks_accepted.inc(&[event_type]);
     }
 
-    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`.
+    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`,
+    /// `livemode_mismatch` (an event of the other mode than the store's).
     pub fn webhook_rejected(&self, reason: &str) {
         self.webhooks_rejected.inc(&[reason]);
     }
@@ -538,6 +547,9 @@ impl Degradation {
 impl crate::stripe::client::RequestObserver for Metrics {
     fn on_attempt(&self, r: &crate::stripe::client::AttemptRecord<'_>) {
         self.stripe_request(r.method, r.endpoint, r.attempt, r.status, r.latency);
+        if r.wrong_mode {
+            self.stripe_objects_refused.inc(&["livemode_mismatch"]);
+        }
     }
     fn on_rate_limit_wait(&self, waited: Duration) {
         self.rate_limiter_waited(waited);

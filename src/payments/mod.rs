@@ -33,7 +33,9 @@ pub mod splits;
 pub mod stats;
 pub mod worker;
 
-pub use directory::{Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, StaticDirectory};
+pub use directory::{
+    Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, ReaderOwner, StaticDirectory,
+};
 pub use engine::{
     CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
 };

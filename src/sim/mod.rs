@@ -117,8 +117,13 @@ pub const MAX_LOG: usize = 100_000;
 
 /// State shared by the server, its timers and the handle.
 pub(crate) struct Shared {
+    /// The test world (`sk_test_…` keys), which the control routes and the handle act on.
     state: Mutex<state::State>,
     keys: Mutex<idempotency::Keys>,
+    /// The live world (`sk_live_…` keys): the same platform and accounts, its own objects
+    /// (`livemode: true`) and idempotency keys. Locked after the test world, never before.
+    live_state: Mutex<state::State>,
+    live_keys: Mutex<idempotency::Keys>,
     faults: Arc<Mutex<Faults>>,
     fault_rng: Arc<Mutex<StdRng>>,
     rate: Mutex<(Option<u32>, faults::RateWindow)>,
@@ -158,9 +163,12 @@ impl Shared {
             ));
             tx
         });
+        let live = st.live_twin(StdRng::seed_from_u64(config.seed.wrapping_add(0x11fe)));
         Arc::new(Shared {
             state: Mutex::new(st),
             keys: Mutex::new(idempotency::Keys::default()),
+            live_state: Mutex::new(live),
+            live_keys: Mutex::new(idempotency::Keys::default()),
             faults,
             fault_rng,
             rate: Mutex::new((config.rate_limit, faults::RateWindow::new())),
@@ -173,8 +181,22 @@ impl Shared {
         })
     }
 
+    /// The world of a test (`false`) or live (`true`) key, and its idempotency keys.
+    fn world(&self, live: bool) -> (&Mutex<state::State>, &Mutex<idempotency::Keys>) {
+        if live {
+            (&self.live_state, &self.live_keys)
+        } else {
+            (&self.state, &self.keys)
+        }
+    }
+
     /// Hands queued events to the webhook sender and schedules queued timers.
     fn flush(self: &Arc<Self>, st: &mut state::State) {
+        if !st.livemode {
+            // Accounts are the same in both modes: the live world follows the test world's.
+            lock(&self.live_state).accounts = st.accounts.clone();
+        }
+        let live = st.livemode;
         for event in st.outbox.drain(..) {
             if let Some(tx) = &self.events_tx {
                 let _ = tx.send(event);
@@ -200,7 +222,7 @@ impl Shared {
             };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let mut st = lock(&shared.state);
+                let mut st = lock(shared.world(live).0);
                 st.request = None;
                 match timer {
                     state::Timer::Authorize { reader, generation } => {

@@ -148,6 +148,8 @@ pub struct AttemptRecord<'a> {
     pub request_id: Option<&'a str>,
     /// `None` on success; the classification of the failure otherwise.
     pub failure: Option<Disposition>,
+    /// The answer held an object of the other mode than the key's, and was refused.
+    pub wrong_mode: bool,
 }
 
 /// Counts a request as under way until dropped (also when the request's future is dropped).
@@ -209,6 +211,31 @@ pub struct StripeClient {
     /// Logical requests under way (retries included), shared by clones: a graceful
     /// shutdown waits for this to reach zero.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The `livemode` of the key's objects (`sk_live_`/`rk_live_` true, `sk_test_`/
+    /// `rk_test_` false); an answer holding an object of the other mode is refused.
+    livemode: Option<bool>,
+}
+
+/// The `livemode` of an answer: the object's own, or, for a list, its items'.
+#[derive(serde::Deserialize)]
+struct ModeProbe {
+    #[serde(default)]
+    livemode: Option<bool>,
+    #[serde(default)]
+    data: Option<Vec<ModeProbe>>,
+}
+
+impl ModeProbe {
+    /// The first `livemode` that differs from `expected`.
+    fn other_than(&self, expected: bool) -> Option<bool> {
+        if let Some(l) = self.livemode.filter(|l| *l != expected) {
+            return Some(l);
+        }
+        self.data
+            .iter()
+            .flatten()
+            .find_map(|item| item.other_than(expected))
+    }
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -305,6 +332,14 @@ impl StripeClient {
                 "api_base `{base}`: scheme must be http or https"
             )));
         }
+        let key = config.secret_key.expose();
+        let livemode = if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Some(true)
+        } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+            Some(false)
+        } else {
+            None
+        };
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose()))
             .map_err(|_| {
                 StripeError::Config("the secret key is not a valid header value".into())
@@ -333,6 +368,7 @@ impl StripeClient {
             priority: None,
             observer: None,
             in_flight: Arc::default(),
+            livemode,
         })
     }
 
@@ -478,22 +514,34 @@ impl StripeClient {
         };
         let result = match outcome {
             Ok((status, request_id, body)) => {
-                serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
-                    status,
-                    message: self.scrub(e.to_string()),
-                    request_id,
-                })
+                let wrong = self.livemode.and_then(|expected| {
+                    serde_json::from_slice::<ModeProbe>(&body)
+                        .ok()?
+                        .other_than(expected)
+                });
+                match wrong {
+                    Some(livemode) => Err(StripeError::WrongMode {
+                        livemode,
+                        request_id,
+                    }),
+                    None => serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
+                        status,
+                        message: self.scrub(e.to_string()),
+                        request_id,
+                    }),
+                }
             }
             Err(e) => Err(e),
         };
         let failure = result.as_ref().err().map(classify);
+        let wrong_mode = matches!(result, Err(StripeError::WrongMode { .. }));
         self.record(
             call,
             attempt,
-            status,
-            latency,
+            (status, latency),
             request_id.as_deref(),
             failure,
+            wrong_mode,
         );
         result
     }
@@ -502,10 +550,10 @@ impl StripeClient {
         &self,
         call: &Call<'_>,
         attempt: u32,
-        status: Option<u16>,
-        latency: Duration,
+        (status, latency): (Option<u16>, Duration),
         request_id: Option<&str>,
         failure: Option<Disposition>,
+        wrong_mode: bool,
     ) {
         let latency_ms = latency.as_millis() as u64;
         let account = call.account.unwrap_or("");
@@ -542,6 +590,7 @@ impl StripeClient {
                 latency,
                 request_id,
                 failure,
+                wrong_mode,
             });
         }
     }
@@ -678,6 +727,17 @@ fn path(prefix: &str, id: &str, suffix: &str) -> String {
 
 impl StripeClient {
     // Accounts ------------------------------------------------------------------------
+    /// The account the key belongs to (the platform).
+    pub async fn retrieve_own_account(&self) -> Result<Account> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/account",
+            "/v1/account".into(),
+            Params::new(),
+            None,
+        ))
+        .await
+    }
     pub async fn retrieve_account(&self, id: &str) -> Result<Account> {
         self.execute(self.call(
             Method::GET,
@@ -689,7 +749,7 @@ impl StripeClient {
         .await
     }
 
-    // Locations (platform) --------------------------------------------------------------
+    // Locations (the platform's, or a merchant's with `Stripe-Account`) --------------------------------------------------------------
     pub async fn create_location(
         &self,
         p: &CreateLocation,
@@ -705,12 +765,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_location(&self, id: &str) -> Result<Location> {
+        self.retrieve_location_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A location of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_location_on(&self, id: &str, o: &RequestOptions) -> Result<Location> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/locations/{id}",
             path("/v1/terminal/locations", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -729,13 +794,17 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every location, all pages.
+    /// Every platform location, all pages.
     pub async fn list_locations(&self) -> Result<Vec<Location>> {
+        self.list_locations_on(&RequestOptions::platform()).await
+    }
+    /// Every location of the account `o` names, all pages.
+    pub async fn list_locations_on(&self, o: &RequestOptions) -> Result<Vec<Location>> {
         self.list_all(
             "/v1/terminal/locations",
             "/v1/terminal/locations",
             Params::new(),
-            None,
+            Some(o),
         )
         .await
     }
@@ -750,7 +819,7 @@ impl StripeClient {
         .await
     }
 
-    // Readers (platform) ----------------------------------------------------------------
+    // Readers (the platform's, or a merchant's with `Stripe-Account`) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::POST,
@@ -762,12 +831,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_reader(&self, id: &str) -> Result<Reader> {
+        self.retrieve_reader_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A reader of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_reader_on(&self, id: &str, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/readers/{id}",
             path("/v1/terminal/readers", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -786,13 +860,22 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every reader matching the filter, all pages.
+    /// Every platform reader matching the filter, all pages.
     pub async fn list_readers(&self, filter: &ListReaders) -> Result<Vec<Reader>> {
+        self.list_readers_on(filter, &RequestOptions::platform())
+            .await
+    }
+    /// Every reader of the account `o` names matching the filter, all pages.
+    pub async fn list_readers_on(
+        &self,
+        filter: &ListReaders,
+        o: &RequestOptions,
+    ) -> Result<Vec<Reader>> {
         self.list_all(
             "/v1/terminal/readers",
             "/v1/terminal/readers",
             filter.to_params(),
-            None,
+            Some(o),
         )
         .await
     }
@@ -803,6 +886,22 @@ impl StripeClient {
             path("/v1/terminal/readers", id, ""),
             Params::new(),
             None,
+        ))
+        .await
+    }
+    /// A connection token for a Terminal SDK, on the account `o` names (a key per call:
+    /// making two is harmless, and the secret is never kept).
+    pub async fn create_connection_token(
+        &self,
+        p: &CreateConnectionToken,
+        o: &RequestOptions,
+    ) -> Result<ConnectionToken> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/connection_tokens",
+            "/v1/terminal/connection_tokens".into(),
+            p.to_params(),
+            Some(o),
         ))
         .await
     }

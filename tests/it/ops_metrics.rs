@@ -144,6 +144,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["result"],
     ),
     (
+        "readerd_stripe_objects_refused_total",
+        "counter",
+        "Stripe answers refused for what they held, by reason.",
+        &["reason"],
+    ),
+    (
         "readerd_transfers_total",
         "counter",
         "Separate charges' transfers and reversals, by merchant and outcome.",

@@ -99,6 +99,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
             label: Some(r.label.clone()),
             country: Some("FR".into()),
             allowed_merchants: None,
+            owner: None,
         });
         readers.push(r.id);
     }

@@ -175,6 +175,9 @@ pub struct ReaderLive {
 /// One reader's queue and worker handles.
 pub(crate) struct ReaderSlot {
     pub id: String,
+    /// The options of every call about the reader ([`super::directory::ReaderInfo::options`]),
+    /// fixed when the slot is made: a reader never changes account.
+    on_reader: RequestOptions,
     pub queue: Mutex<ReaderQueue>,
     /// Wakes the worker when a job arrives.
     pub work: Notify,
@@ -230,6 +233,14 @@ pub struct DaemonLinks {
     /// Set when the daemon drains for shutdown: from then on no worker starts another job
     /// (queued payments keep their place and start after the restart).
     pub draining: Arc<AtomicBool>,
+}
+
+impl ReaderSlot {
+    /// The options of every call about this reader (reads, `process_payment_intent`,
+    /// `cancel_action`, `set_reader_display`): its own account's `Stripe-Account`.
+    pub(crate) fn options(&self) -> RequestOptions {
+        self.on_reader.clone()
+    }
 }
 
 /// The engine. Cheap to clone.
@@ -475,8 +486,15 @@ impl Engine {
         if let Some(s) = readers.get(reader) {
             return s.clone();
         }
+        let on_reader = self
+            .inner
+            .directory
+            .reader(reader)
+            .map(|r| r.options())
+            .unwrap_or_default();
         let slot = Arc::new(ReaderSlot {
             id: reader.to_string(),
+            on_reader,
             queue: Mutex::new(ReaderQueue::new(self.inner.config.queue_capacity)),
             work: Notify::new(),
             hint: Notify::new(),

@@ -11,7 +11,7 @@ use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Failure, Observation, Payment, Source, Status, Step};
 use crate::stripe::params::ProcessPaymentIntent;
 use crate::stripe::wire::{ActionStatus, ActionType, ProcessConfig};
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -228,7 +228,7 @@ impl Flow {
                         ..ProcessConfig::default()
                     }),
                 },
-                &RequestOptions::platform().key(key),
+                &self.slot.options().key(key),
             )
             .await;
         match res {

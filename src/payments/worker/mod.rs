@@ -35,7 +35,7 @@ use super::machine::{Failure, Observation, Payment, Source, Status, Step};
 use super::queue::Job;
 use crate::clock::Timestamp;
 use crate::stripe::wire::{ActionStatus, ActionType, PaymentIntent, Reader};
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,7 +244,7 @@ impl Flow {
                 .e
                 .stripe()
                 .at(crate::stripe::Priority::Customer)
-                .retrieve_reader(&self.slot.id)
+                .retrieve_reader_on(&self.slot.id, &self.slot.options())
                 .await
             {
                 Ok(r) => {
@@ -306,7 +306,7 @@ impl Flow {
         );
         self.e
             .stripe()
-            .cancel_action(&self.slot.id, &RequestOptions::platform().key(key))
+            .cancel_action(&self.slot.id, &self.slot.options().key(key))
             .await
     }
 }

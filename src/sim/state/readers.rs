@@ -118,7 +118,7 @@ impl State {
             ip_address: Some("0.0.0.0".into()),
             label,
             last_seen_at: Some(now_millis()),
-            livemode: false,
+            livemode: self.livemode,
             location,
             metadata,
             serial_number: serial,
@@ -139,6 +139,34 @@ impl State {
             },
         );
         Ok(self.reader_view(&id, &expand))
+    }
+
+    /// `POST /v1/terminal/connection_tokens`: a fresh secret for a Terminal SDK on the
+    /// account addressed, optionally restricted to one of that account's locations. The
+    /// emulator keeps no record of it (Stripe's tokens are short-lived and single-use).
+    pub fn create_connection_token(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        f.only(&["location"])?;
+        let location = match f.str(&["location"]) {
+            Some(l) if !l.is_empty() => {
+                if !matches!(self.locations.get(l), Some(r) if &r.owner == scope) {
+                    return Err(
+                        SimError::no_such("terminal.location", l, Some("location")).status(400)
+                    );
+                }
+                Some(l.to_string())
+            }
+            _ => None,
+        };
+        let n: u128 = self.rng.gen();
+        let token = ConnectionToken {
+            object: "terminal.connection_token".into(),
+            secret: format!(
+                "pst_{}_{n:032x}",
+                if self.livemode { "live" } else { "test" }
+            ),
+            location,
+        };
+        Ok(to_value(&token))
     }
 
     pub fn get_reader(&mut self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
@@ -635,7 +663,7 @@ impl State {
                     currency: pi.currency.clone(),
                     failure_code: None,
                     failure_message: None,
-                    livemode: false,
+                    livemode: self.livemode,
                     metadata: pi.metadata.clone(),
                     paid: false,
                     payment_intent: Some(pi.id.clone()),
