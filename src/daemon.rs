@@ -194,6 +194,12 @@ impl Daemon {
         let engine = start_payments(&state).await?;
         state.live = Arc::new(engine.clone());
         let mut tasks = vec![tokio::spawn(sweep_loop(engine.clone(), shutdown.clone()))];
+        {
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                engine.lease_loop(shutdown.wait()).await
+            }));
+        }
         reader_metrics(&state);
 
         let routes = api::payments::routes(engine.clone())
@@ -326,6 +332,11 @@ async fn start_payments(state: &AppState) -> Result<Engine, DaemonError> {
             draining: state.draining.clone(),
         },
     );
+    if state.registry.store().backend() == "postgres" {
+        // A shared store: each reader's worker runs where its lease is held.
+        let cluster = &state.config.cluster;
+        engine.join_cluster(cluster.instance_name(), cluster.lease_ttl.0);
+    }
     let resumed = engine
         .start()
         .await

@@ -29,7 +29,8 @@ pub mod worker;
 
 pub use directory::{Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, StaticDirectory};
 pub use engine::{
-    CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
+    reader_lease, CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter,
+    ReaderLive,
 };
 pub use ids::new_id;
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};

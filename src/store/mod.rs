@@ -304,6 +304,18 @@ impl Registry {
         self.store.put(tree, key, &Self::encode(value))
     }
 
+    /// Writes only while `lease` is held (checked with the write); `Ok(false)` when not.
+    pub fn put_fenced<T: Serialize>(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &T,
+        lease: &Lease,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .put_fenced(tree, key, &Self::encode(value), lease)
+    }
+
     /// Writes only if absent; returns the existing record otherwise.
     pub fn put_if_absent<T: Serialize + DeserializeOwned>(
         &self,

@@ -14,6 +14,8 @@
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
+//! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
+//!   the writes of its payments.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -21,12 +23,14 @@
 mod accept;
 mod cancel;
 mod capture;
+mod leases;
 mod reader_ops;
 mod reconcile;
 mod refund;
 mod transfers;
 
 pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
+pub use leases::reader_lease;
 pub(crate) use reader_ops::DisplayRequest;
 
 use super::directory::Directory;
@@ -185,6 +189,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
+    /// Set when the store is shared with other instances (see [`leases`]).
+    cluster: std::sync::OnceLock<leases::Cluster>,
 }
 
 /// What ties an engine to the daemon around it. An engine on its own (the benchmark, tests)
@@ -243,6 +249,7 @@ impl Engine {
                 events,
                 stats: Mutex::new(Default::default()),
                 links,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -345,7 +352,7 @@ impl Engine {
                 .ok_or(PaymentError::NotFound("payment"))?;
             let before = p.status;
             f(&mut p)?;
-            self.inner.registry.put(Tree::Payments, id, &p)?;
+            self.write_payment(&p)?;
             self.track(Some(before), &p);
             p
         };
