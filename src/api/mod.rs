@@ -15,6 +15,7 @@ pub mod console;
 pub mod error;
 pub mod events;
 pub mod fleet;
+pub mod inputs;
 pub mod json;
 pub mod openapi;
 pub mod ops;

@@ -12,7 +12,7 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{console, events, fleet, ops, payments, webhooks, Route};
+use super::{console, events, fleet, inputs, ops, payments, webhooks, Route};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -54,6 +54,11 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::settlement,
         payments::display,
         payments::clear,
+        inputs::create,
+        inputs::list,
+        inputs::show,
+        inputs::events,
+        inputs::cancel,
         events::events,
         console::page,
         console::script,
@@ -64,6 +69,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
     tags(
         (name = "payments", description = "Payments and refunds"),
         (name = "readers", description = "Readers, their allowlists, carts and force-clear"),
+        (name = "inputs", description = "Inputs on a reader's screen (an email, a choice, a signature)"),
         (name = "locations", description = "Stripe Terminal locations"),
         (name = "merchants", description = "Connected accounts readerd charges for (admin)"),
         (name = "operations", description = "Probes, metrics, this document and Stripe's webhooks (no token)"),

@@ -96,6 +96,8 @@ pub struct PaymentView {
     pub amount_refunded: i64,
     /// The tip the customer added on the reader, if any.
     pub tip: Option<i64>,
+    /// `false` when the reader's tip screen is skipped for this payment.
+    pub tipping: bool,
     /// Why it was declined or failed.
     pub failure: Option<Failure>,
     /// When an uncaptured authorisation is released (RFC 3339).
@@ -169,6 +171,7 @@ impl From<&Payment> for PaymentView {
             amount_captured: p.amount_captured,
             amount_refunded: p.amount_refunded,
             tip: p.tip,
+            tipping: !p.skip_tipping,
             failure: p.failure.clone(),
             capture_before: p
                 .capture_before

@@ -7,7 +7,8 @@
 //! - a pos client acts for its own merchants only;
 //! - a pos client sees a location without a merchant or of one of its merchants, a reader
 //!   whose allowlist is absent or names one of its merchants, and a payment of one of its
-//!   merchants (a basket: only when every merchant in it is one of its merchants);
+//!   merchants (a basket: only when every merchant in it is one of its merchants; an input
+//!   collection: its merchant);
 //! - acting on a reader for a merchant needs the reader to be visible *and* to serve that
 //!   merchant (its allowlist), so a pos client can never reach a reader fenced for
 //!   someone else by naming its own merchant;
@@ -17,7 +18,7 @@
 
 use super::{ApiError, Caller};
 use crate::fleet::{LocationRecord, ReaderRecord};
-use crate::payments::Payment;
+use crate::payments::{InputCollection, Payment};
 use axum::http::StatusCode;
 
 /// An object a route is about to show or act on.
@@ -32,6 +33,8 @@ pub enum Object<'a> {
     /// operator acting for no merchant, which only an admin may do.
     ReaderFor(&'a ReaderRecord, Option<&'a str>),
     Payment(&'a Payment),
+    /// An input collection: seen like a payment, by its merchant.
+    InputCollection(&'a InputCollection),
 }
 
 /// Whether the caller may see (or act on) the object.
@@ -106,6 +109,13 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
                 Ok(())
             } else {
                 Err(ApiError::not_found("payment", &p.id))
+            }
+        }
+        Object::InputCollection(c) => {
+            if caller.may_see_merchant(&c.merchant) {
+                Ok(())
+            } else {
+                Err(ApiError::not_found("input_collection", &c.id))
             }
         }
     }

@@ -169,6 +169,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
                     capture: CaptureMode::Automatic,
                     description: None,
                     metadata: Default::default(),
+                    tipping: None,
                     splits: None,
                     tip_merchant: None,
                 },

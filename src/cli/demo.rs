@@ -6,8 +6,8 @@
 //! merchants (Connect accounts created on the emulator), a location each, and two simulated
 //! readers that both merchants share. It prints the API address and the tokens, then runs
 //! until Ctrl-C. `--tour` then takes a scripted set of payments through the API (a success,
-//! a decline then a retry, a manual capture, a cancel), shows each one live, and exits 0
-//! only if every one ended as expected.
+//! a decline then a retry, a manual capture, a cancel) and an email asked for on a reader's
+//! screen, shows each one live, and exits 0 only if every one ended as expected.
 
 use crate::api::auth::token_sha256;
 use crate::cli::client::{ApiArgs, ApiClient, ClientError};
@@ -512,6 +512,37 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
             && s1["reversed"] == 425
             && p["amount_refunded"] == 450,
         &p,
+    );
+
+    println!("6. An email for the receipt, asked for on till-1's screen");
+    let inputs = json!({"merchant": "bakery", "inputs": [{"type": "email", "required": true,
+        "custom_text": {"title": "Email for the receipt", "submit_button": "Send"}}]});
+    let v = c
+        .post(&format!("/v1/readers/{}/inputs", till(0)), &inputs)
+        .await?;
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let mut last = String::new();
+    let mut v = v;
+    for _ in 0..1200 {
+        v = c.get(&format!("/v1/input_collections/{id}")).await?;
+        let status = v["status"].as_str().unwrap_or("?").to_string();
+        if status != last {
+            println!("    {status}");
+            last = status;
+        }
+        if matches!(last.as_str(), "succeeded" | "failed" | "canceled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let email = v["inputs"][0]["value"].as_str().unwrap_or("");
+    if !email.is_empty() {
+        println!("    the customer typed {email}");
+    }
+    check(
+        "email input",
+        v["status"] == "succeeded" && !email.is_empty(),
+        &v,
     );
     Ok(all_ok)
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fleet;
+pub mod inputs;
 pub mod migrate;
 pub mod money;
 pub mod payments;
@@ -53,6 +54,8 @@ pub enum Command {
     Pay(payments::PayCmd),
     /// Payments: list, show, cancel, capture, retry, refund, follow.
     Payments(payments::PaymentsCmd),
+    /// Inputs on a reader's screen: collect (and follow), list, show, cancel.
+    Inputs(inputs::InputsCmd),
     /// The settlement report of a period: per merchant and currency, from readerd's records.
     Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator.
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
+        Command::Inputs(c) => c.run(),
         Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
         Command::MigrateStore(a) => migrate::main(a),

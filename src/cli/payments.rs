@@ -47,6 +47,9 @@ pub struct PayCmd {
     /// Create the payment and return at once, without following it.
     #[arg(long)]
     pub no_follow: bool,
+    /// Skip the reader's tip screen for this payment.
+    #[arg(long)]
+    pub no_tipping: bool,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +130,9 @@ impl PayCmd {
                     splits.push(json!({"merchant": m, "amount": a}));
                 }
                 body["splits"] = json!(splits);
+            }
+            if self.no_tipping {
+                body["tipping"] = json!(false);
             }
             let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
             if self.api.json && self.no_follow {

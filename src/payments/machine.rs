@@ -190,6 +190,9 @@ pub struct Payment {
     /// acceptance so that a replayed creation sends the same parameters.
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// The reader skips its tip screen for this payment (`process_config[skip_tipping]`).
+    #[serde(default)]
+    pub skip_tipping: bool,
     pub payment_intent: Option<String>,
     /// Idempotency key of the PaymentIntent creation, on disk before the request is sent.
     pub intent_key: String,
@@ -247,6 +250,7 @@ pub struct NewPayment {
     pub application_fee_amount: Option<i64>,
     pub on_behalf_of: Option<String>,
     pub intent_key: String,
+    pub skip_tipping: bool,
 }
 
 /// What Stripe said about the PaymentIntent, reduced to what decides a status.
@@ -373,6 +377,7 @@ impl Payment {
             metadata: n.metadata,
             application_fee_amount: n.application_fee_amount,
             on_behalf_of: n.on_behalf_of,
+            skip_tipping: n.skip_tipping,
             payment_intent: None,
             intent_key: n.intent_key,
             attempt: 0,

@@ -9,6 +9,8 @@
 //! - [`worker`]: one task per reader carrying each payment through the reader (a file per
 //!   step: intent, dispatch, watch).
 //! - [`ids`], [`failpoint`]: leaves both use (random ids; the crash tests' abort points).
+//! - [`inputs`]: input collections on a reader's screen: the record and its status
+//!   machine (pure transitions, no I/O).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
 //!   arithmetic of their shares, transfers and reversals.
@@ -19,6 +21,7 @@ pub mod directory;
 pub mod engine;
 pub mod failpoint;
 pub mod ids;
+pub mod inputs;
 pub mod machine;
 pub mod queue;
 pub mod refunds;
@@ -33,5 +36,6 @@ pub use engine::{
     ReaderLive,
 };
 pub use ids::new_id;
+pub use inputs::{InputCollection, InputStatus};
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use refunds::{RefundRecord, RefundStatus};

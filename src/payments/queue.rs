@@ -2,10 +2,10 @@
 //!
 //! Each merchant has its own sub-queue (first come, first served within a merchant); the
 //! reader serves the merchants in turn, round-robin, so one merchant's burst waits behind
-//! its own payments and never starves another merchant sharing the reader. Payments and
-//! cart displays wait in the same queue because a reader has a single action slot: a display
-//! can never displace a payment in flight. Payments resumed after a restart go first: they
-//! were already in flight when the daemon stopped.
+//! its own payments and never starves another merchant sharing the reader. Payments, cart
+//! displays and input collections wait in the same queue because a reader has a single
+//! action slot: a display can never displace a payment in flight. Payments resumed after a
+//! restart go first: they were already in flight when the daemon stopped.
 
 use std::collections::VecDeque;
 
@@ -16,17 +16,21 @@ pub enum Job {
     Payment { id: String, merchant: String },
     /// Show a cart (by display request id).
     Display { id: String, merchant: String },
+    /// Collect inputs on the screen (by input collection id).
+    Inputs { id: String, merchant: String },
 }
 
 impl Job {
     pub fn id(&self) -> &str {
         match self {
-            Job::Payment { id, .. } | Job::Display { id, .. } => id,
+            Job::Payment { id, .. } | Job::Display { id, .. } | Job::Inputs { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
         match self {
-            Job::Payment { merchant, .. } | Job::Display { merchant, .. } => merchant,
+            Job::Payment { merchant, .. }
+            | Job::Display { merchant, .. }
+            | Job::Inputs { merchant, .. } => merchant,
         }
     }
 }

@@ -233,6 +233,7 @@ mod tests {
                 application_fee_amount: fee,
                 on_behalf_of: None,
                 intent_key: "k".into(),
+                skip_tipping: false,
             },
             Timestamp::from_ms(1_000),
         );

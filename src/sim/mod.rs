@@ -167,7 +167,9 @@ impl Shared {
             let shared = self.clone();
             let delay = match &timer {
                 state::Timer::Authorize { .. } => self.auth_delay,
-                state::Timer::Present { .. } => self.auto_present.unwrap_or_default(),
+                state::Timer::Present { .. } | state::Timer::Answer { .. } => {
+                    self.auto_present.unwrap_or_default()
+                }
             };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -179,6 +181,9 @@ impl Shared {
                     }
                     state::Timer::Present { reader, generation } => {
                         st.auto_present(&reader, generation)
+                    }
+                    state::Timer::Answer { reader, generation } => {
+                        st.auto_answer(&reader, generation)
                     }
                 }
                 shared.flush(&mut st);

@@ -510,6 +510,15 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "cancel_action"]) => {
             st.cancel_action(scope, id, f)
         }
+        ("POST", ["v1", "terminal", "readers", id, "collect_inputs"]) => {
+            st.collect_inputs(scope, id, f, auto_present)
+        }
+        ("POST", ["v1", "test_helpers", "terminal", "readers", id, "succeed_input_collection"]) => {
+            st.succeed_input_collection(scope, id, f)
+        }
+        ("POST", ["v1", "test_helpers", "terminal", "readers", id, "timeout_input_collection"]) => {
+            st.timeout_input_collection(scope, id, f)
+        }
         ("POST", ["v1", "test_helpers", "terminal", "readers", id, "present_payment_method"]) => {
             st.present_payment_method(scope, id, f)
         }

@@ -79,10 +79,12 @@ pub enum Tree {
     /// Processed webhook event ids.
     WebhookEvents,
     Refunds,
+    /// Inputs collected on a reader's screen (`collect_inputs` jobs).
+    InputCollections,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -91,6 +93,7 @@ impl Tree {
         Tree::Idempotency,
         Tree::WebhookEvents,
         Tree::Refunds,
+        Tree::InputCollections,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +106,7 @@ impl Tree {
             Tree::Idempotency => "idempotency",
             Tree::WebhookEvents => "webhook_events",
             Tree::Refunds => "refunds",
+            Tree::InputCollections => "input_collections",
         }
     }
 }

@@ -34,7 +34,7 @@ pub const OUTAGE_WAIT: Duration = Duration::from_secs(30);
 /// The versioned schema migrations, applied in order at start, each once, in one
 /// transaction under an advisory lock so that instances starting together do not race.
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
 
 /// The first schema: every tree, with its operator-facing columns.
 const MIGRATION_1: &str = r#"
@@ -111,6 +111,20 @@ CREATE TABLE leases (
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX leases_owner ON leases (owner);
+"#;
+
+/// Inputs collected on a reader's screen (tree `input_collections`), with the columns an
+/// operator looks for.
+const MIGRATION_3: &str = r#"
+CREATE TABLE input_collections (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    merchant text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,merchant}') STORED,
+    status text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,status}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+CREATE INDEX input_collections_reader ON input_collections (reader, created_at);
 "#;
 
 /// An arbitrary constant naming readerd's migration lock among the database's advisory

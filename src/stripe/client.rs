@@ -832,6 +832,58 @@ impl StripeClient {
         ))
         .await
     }
+    /// Reader command (long timeout): inputs on the reader's screen.
+    pub async fn collect_inputs(
+        &self,
+        reader: &str,
+        p: &CollectInputs,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/collect_inputs",
+            path("/v1/terminal/readers", reader, "/collect_inputs"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Test helper: the customer answers the inputs on the screen.
+    pub async fn succeed_input_collection(
+        &self,
+        reader: &str,
+        p: &SucceedInputCollection,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/test_helpers/terminal/readers/{id}/succeed_input_collection",
+            path(
+                "/v1/test_helpers/terminal/readers",
+                reader,
+                "/succeed_input_collection",
+            ),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Test helper: the customer walks away from the inputs on the screen.
+    pub async fn timeout_input_collection(
+        &self,
+        reader: &str,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/test_helpers/terminal/readers/{id}/timeout_input_collection",
+            path(
+                "/v1/test_helpers/terminal/readers",
+                reader,
+                "/timeout_input_collection",
+            ),
+            Params::new(),
+            o,
+        ))
+        .await
+    }
     /// Test helper: the customer taps a card.
     pub async fn present_payment_method(
         &self,

@@ -3,7 +3,9 @@
 //! Stripe's OpenAPI description.
 
 use super::form::Params;
-use super::wire::{Address, CaptureMethod, Cart, Metadata, ProcessConfig, ReaderStatus};
+use super::wire::{
+    Address, CaptureMethod, Cart, CollectedInput, Metadata, ProcessConfig, ReaderStatus,
+};
 
 fn push_address(p: &mut Params, prefix: &str, a: &Address) {
     p.push_opt(format!("{prefix}[line1]"), a.line1.as_ref())
@@ -152,6 +154,75 @@ impl SetReaderDisplay {
                 .push("quantity", li.quantity);
         });
         p.push_opt("cart[tax]", c.tax).push("cart[total]", c.total);
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers/{id}/collect_inputs`: up to five inputs on the reader's
+/// screen. Only what a request may carry is sent (the answers of a [`CollectedInput`] are
+/// the reader's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectInputs {
+    pub inputs: Vec<CollectedInput>,
+    pub metadata: Metadata,
+}
+
+impl CollectInputs {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            let at = format!("inputs[{i}]");
+            p.push(format!("{at}[type]"), input.kind.as_str());
+            if let Some(t) = &input.custom_text {
+                p.push(format!("{at}[custom_text][title]"), &t.title)
+                    .push_opt(
+                        format!("{at}[custom_text][description]"),
+                        t.description.as_ref(),
+                    )
+                    .push_opt(
+                        format!("{at}[custom_text][submit_button]"),
+                        t.submit_button.as_ref(),
+                    )
+                    .push_opt(
+                        format!("{at}[custom_text][skip_button]"),
+                        t.skip_button.as_ref(),
+                    );
+            }
+            p.push_opt(format!("{at}[required]"), input.required);
+            if let Some(sel) = &input.selection {
+                for (j, c) in sel.choices.iter().enumerate() {
+                    let c_at = format!("{at}[selection][choices][{j}]");
+                    p.push_opt(format!("{c_at}[id]"), c.id.as_ref())
+                        .push_opt(format!("{c_at}[style]"), c.style.as_ref())
+                        .push(format!("{c_at}[text]"), &c.text);
+                }
+            }
+            for (j, t) in input.toggles.iter().enumerate() {
+                let t_at = format!("{at}[toggles][{j}]");
+                p.push_opt(format!("{t_at}[default_value]"), t.default_value.as_ref())
+                    .push_opt(format!("{t_at}[description]"), t.description.as_ref())
+                    .push_opt(format!("{t_at}[title]"), t.title.as_ref());
+            }
+        }
+        p.push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/test_helpers/terminal/readers/{id}/succeed_input_collection`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SucceedInputCollection {
+    /// `all` skips every input that is not required; `none` answers them all.
+    pub skip_non_required_inputs: Option<String>,
+}
+
+impl SucceedInputCollection {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt(
+            "skip_non_required_inputs",
+            self.skip_non_required_inputs.as_ref(),
+        );
         p
     }
 }

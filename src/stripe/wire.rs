@@ -446,6 +446,127 @@ pub struct SetReaderDisplayAction {
     pub cart: Option<Cart>,
 }
 
+string_enum!(
+    /// `inputs[].type` of `collect_inputs`.
+    InputType {
+        Email => "email",
+        Numeric => "numeric",
+        Phone => "phone",
+        Selection => "selection",
+        Signature => "signature",
+        Text => "text",
+    }
+);
+
+/// `inputs[].custom_text`: what the reader's screen says while it collects the input.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputCustomText {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_button: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_button: Option<String>,
+}
+
+/// One choice of a `selection` input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+}
+
+/// `inputs[].selection`: the choices, and once collected the one chosen (`id`, `text`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputSelection {
+    #[serde(default)]
+    pub choices: Vec<InputChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `inputs[].toggles[]`: a checkbox under the input; `value` once collected.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputToggle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `enabled` | `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
+    /// `enabled` | `disabled`, once collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The collected value of an `email`, `numeric`, `phone`, `text` or `signature` input (for
+/// a signature, the id of a File).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputValue {
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `action.collect_inputs.inputs[]`: one input as it was asked for, and the customer's
+/// answer once the action succeeded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectedInput {
+    #[serde(rename = "type")]
+    pub kind: InputType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_text: Option<InputCustomText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<InputValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numeric: Option<InputValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<InputValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<InputValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<InputValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<InputSelection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toggles: Vec<InputToggle>,
+}
+
+impl CollectedInput {
+    /// The collected value of a typed input (a selection gives the chosen choice's id).
+    pub fn value(&self) -> Option<&str> {
+        let v = match self.kind {
+            InputType::Email => &self.email,
+            InputType::Numeric => &self.numeric,
+            InputType::Phone => &self.phone,
+            InputType::Text => &self.text,
+            InputType::Signature => &self.signature,
+            InputType::Selection => return self.selection.as_ref()?.id.as_deref(),
+            InputType::Other(_) => return None,
+        };
+        v.as_ref()?.value.as_deref()
+    }
+}
+
+/// `action.collect_inputs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectInputsAction {
+    #[serde(default)]
+    pub inputs: Vec<CollectedInput>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
 /// `reader.action`: the reader's latest action, kept until replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReaderAction {
@@ -467,6 +588,8 @@ pub struct ReaderAction {
     pub refund_payment: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_setup_intent: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_inputs: Option<CollectInputsAction>,
 }
 
 impl ReaderAction {

@@ -197,6 +197,10 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/readers/{id}/clear",
             format!("/v1/readers/{reader}/clear"),
         ),
+        (
+            "/v1/readers/{id}/inputs",
+            format!("/v1/readers/{reader}/inputs"),
+        ),
         ("/v1/payments", "/v1/payments".into()),
         (
             "/v1/payments/{id}/capture",
@@ -217,6 +221,10 @@ async fn every_documented_answer_matches_the_document() {
             format!("/v1/readers/{reader}?refresh=maybe"),
         ),
         ("/v1/payments", "/v1/payments?colour=red".to_string()),
+        (
+            "/v1/input_collections",
+            "/v1/input_collections?colour=red".to_string(),
+        ),
         (
             "/v1/reports/settlement",
             "/v1/reports/settlement?from=yesterday&to=2100-01-01".to_string(),
@@ -294,6 +302,20 @@ async fn every_documented_answer_matches_the_document() {
         assert_eq!(s, 409, "POST {path}: {b}");
     }
 
+    // Inputs for a merchant the reader does not serve: the admin learns why.
+    let email = json!([{"type": "email", "custom_text": {"title": "Email"}}]);
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/readers/{id}/inputs",
+        &format!("/v1/readers/{reader}/inputs"),
+        admin,
+        Some(&json!({"merchant": "bakery", "inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+
     // A payment on the reader (back online), then the force-clear of its action. What the
     // table's calls queued on the offline reader ends first.
     let mut idle = false;
@@ -310,6 +332,39 @@ async fn every_documented_answer_matches_the_document() {
     }
     assert!(idle, "the reader's queue never emptied");
     assert!(env.sim.set_reader_online(&reader, true));
+    // Inputs on the screen, canceled from the point of sale.
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/readers/{reader}/inputs"),
+            json!({"inputs": email}),
+        )
+        .await;
+    assert_eq!(s, 202, "{c}");
+    let inputs = format!("/v1/input_collections/{}", c["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &inputs).await.1["status"] == "collecting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/input_collections/{id}/cancel",
+        &format!("{inputs}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &inputs).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pay = json!({"merchant": "florist", "reader": reader, "amount": 700, "currency": "eur"});
     let (s, p) = env
         .post(env.pos("florist"), "/v1/payments", pay.clone())
@@ -359,6 +414,18 @@ async fn every_documented_answer_matches_the_document() {
         Some(&429),
         "the queue (capacity 4) never filled: {statuses:?}"
     );
+    // Inputs wait in the same queue, so they are refused too.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/readers/{id}/inputs",
+        &format!("/v1/readers/{reader}/inputs"),
+        own,
+        Some(&json!({"inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
     let pi = env
         .get(&env.admin_token, &format!("/v1/payments/{on_reader}"))
         .await

@@ -81,6 +81,7 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
     let grocer = json!({"id": "grocer", "account": new_account, "display_name": "Grocer", "charge_type": "direct"});
     let kiosk = json!({"display_name": "Kiosk", "address": address, "merchant": "florist"});
     let spare = json!({"registration_code": "simulated-wpe", "label": "spare", "location": "{location}"});
+    let form = json!({"merchant": "{merchant}", "inputs": [{"type": "email", "custom_text": {"title": "Email"}}]});
     let null = Value::Null;
     vec![
         // Operations: no bearer token needed (the webhook is authenticated by its signature).
@@ -113,6 +114,13 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         // The display hole: the bakery's till, naming its own merchant, on the florist's reader.
         row("POST", "/v1/readers/{id}/display",     "/v1/readers/{reader}/display",      cart,         [202, 202, 404, 401, 401]),
         // Payments: pos within its merchants; another merchant's payment does not exist.
+        row("POST", "/v1/readers/{id}/inputs",      "/v1/readers/{reader}/inputs",       form,         [202, 202, 404, 401, 401]),
+        row("GET",  "/v1/input_collections",        "/v1/input_collections",             null.clone(), [200, 200, 200, 401, 401]),
+        row("GET",  "/v1/input_collections/{id}",   "/v1/input_collections/{answered}",  null.clone(), [200, 200, 404, 401, 401]),
+        row("GET",  "/v1/input_collections/{id}/events", "/v1/input_collections/{answered}/events", null.clone(), [200, 200, 404, 401, 401]),
+        // Final: nothing left to cancel.
+        row("POST", "/v1/input_collections/{id}/cancel", "/v1/input_collections/{answered}/cancel", null.clone(), [409, 409, 404, 401, 401]),
+
         row("GET",  "/v1/payments",                 "/v1/payments",                      null.clone(), [200, 200, 200, 401, 401]),
         row("GET",  "/v1/payments/{id}",            "/v1/payments/{paid}",               null.clone(), [200, 200, 404, 401, 401]),
         row("GET",  "/v1/payments/{id}/events",     "/v1/payments/{paid}/events",        null.clone(), [200, 200, 404, 401, 401]),
@@ -269,6 +277,40 @@ async fn florist_payment(env: &TestEnv, reader: &str, capture: &str, card: Optio
     id
 }
 
+/// An input collection of the florist's, answered on the reader.
+async fn florist_inputs(env: &TestEnv, reader: &str) -> String {
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/readers/{reader}/inputs"),
+            json!({"inputs": [{"type": "email", "custom_text": {"title": "Email"}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/input_collections/{id}");
+    let mut answered = false;
+    for _ in 0..500 {
+        let (_, c) = env.get(&env.admin_token, &path).await;
+        if c["status"] == "collecting" && !answered {
+            env.stripe()
+                .succeed_input_collection(
+                    reader,
+                    &Default::default(),
+                    &readerd::stripe::RequestOptions::platform(),
+                )
+                .await
+                .unwrap();
+            answered = true;
+        }
+        if c["status"] == "succeeded" {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the florist's inputs were never answered");
+}
+
 pub(crate) struct World {
     pub(crate) env: TestEnv,
     pub(crate) objects: BTreeMap<&'static str, String>,
@@ -321,6 +363,7 @@ pub(crate) async fn world_with(
         "declined",
         florist_payment(&env, &reader, "automatic", Some(DECLINE)).await,
     );
+    objects.insert("answered", florist_inputs(&env, &reader).await);
     // From here on, what the accepted calls start ends quickly (and sends nothing more).
     assert!(env.sim.set_reader_online(&reader, false));
     objects.insert("reader", reader);
@@ -376,6 +419,7 @@ async fn every_route_decides_scope_for_every_caller() {
         "authorised",
         "to_cancel",
         "declined",
+        "answered",
     ]
     .iter()
     .map(|k| &w.objects[k])

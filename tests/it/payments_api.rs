@@ -910,3 +910,22 @@ async fn a_reader_deleted_on_stripe_mid_payment_fails_it_and_is_marked_gone() {
         .await;
     assert!(s.is_client_error(), "{s} {b}");
 }
+
+#[tokio::test]
+async fn tipping_false_is_taken_and_shown() {
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let tok = pos_token("bakery");
+    let body = json!({"merchant": "bakery", "reader": "till-1", "amount": 1250, "currency": "eur",
+                      "tipping": false});
+    let (s, p) = api.post(&tok, "/v1/payments", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["tipping"], false);
+    let body = json!({"merchant": "bakery", "reader": "till-1", "amount": 1250, "currency": "eur",
+                      "tipping": "no"});
+    let (s, _) = api.post(&tok, "/v1/payments", body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

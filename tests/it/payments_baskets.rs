@@ -99,6 +99,7 @@ fn basket(reader: &str, shares: &[(&str, i64)], capture: CaptureMode) -> CreateP
         capture,
         description: Some("basket".into()),
         metadata: BTreeMap::new(),
+        tipping: None,
         splits: Some(
             shares
                 .iter()

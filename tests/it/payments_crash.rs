@@ -15,11 +15,11 @@ const ADMIN: &str = "crash-admin";
 const POS: &str = "crash-pos";
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Proc {
     /// Whether the process exits (by itself) within a bounded wait.
-    async fn exited(&mut self) -> bool {
+    pub(crate) async fn exited(&mut self) -> bool {
         for _ in 0..500 {
             if self.0.try_wait().unwrap().is_some() {
                 return true;
@@ -37,11 +37,11 @@ impl Drop for Proc {
     }
 }
 
-fn readerd() -> Command {
+pub(crate) fn readerd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_readerd"))
 }
 
-async fn wait_up(http: &reqwest::Client, url: &str) {
+pub(crate) async fn wait_up(http: &reqwest::Client, url: &str) {
     for _ in 0..500 {
         if http.get(url).send().await.is_ok() {
             return;
@@ -65,15 +65,15 @@ fn start_daemon(config: &Path, failpoint: Option<&str>) -> Proc {
     Proc(cmd.spawn().unwrap())
 }
 
-struct Ctx {
-    http: reqwest::Client,
-    api: String,
-    sim: String,
+pub(crate) struct Ctx {
+    pub(crate) http: reqwest::Client,
+    pub(crate) api: String,
+    pub(crate) sim: String,
 }
 
 impl Ctx {
     /// `readerd run` on `config` (with an optional failpoint), once its API answers.
-    async fn daemon(&self, config: &Path, failpoint: Option<&str>) -> Proc {
+    pub(crate) async fn daemon(&self, config: &Path, failpoint: Option<&str>) -> Proc {
         let d = start_daemon(config, failpoint);
         wait_up(&self.http, &format!("{}/healthz", self.api)).await;
         d
@@ -83,7 +83,7 @@ impl Ctx {
         let s = resp.status();
         (s, resp.json().await.unwrap_or(Value::Null))
     }
-    async fn admin_post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn admin_post(&self, path: &str, body: Value) -> Value {
         let (s, v) = self
             .call(
                 self.http
@@ -133,7 +133,7 @@ impl Ctx {
         panic!("payment never {what}: {last:#}");
     }
     /// Successful, non-replayed POSTs to paths ending in `suffix`, as the emulator saw them.
-    async fn executed(&self, suffix: &str) -> usize {
+    pub(crate) async fn executed(&self, suffix: &str) -> usize {
         let reqs: Value = get_json(&self.http, format!("{}/_sim/requests", self.sim)).await;
         reqs.as_array()
             .unwrap()
@@ -518,6 +518,7 @@ fn the_demo_tour_ends_as_expected() {
         "decline then retry",
         "manual capture",
         "cancel",
+        "email input",
         "basket",
     ] {
         assert!(

@@ -161,6 +161,7 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
         capture,
         description: Some("test".into()),
         metadata: BTreeMap::new(),
+        tipping: None,
         splits: None,
         tip_merchant: None,
     }
@@ -991,4 +992,38 @@ async fn reader_busy_on_dispatch_waits_for_the_other_action_and_never_cancels_it
     );
     assert_eq!(count(&env, "POST", "/cancel_action"), 0);
     assert_eq!(bakery_intents(&env), 2);
+}
+
+#[tokio::test]
+async fn a_payment_without_tipping_skips_the_tip_screen_and_others_keep_it() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let mut no_tip = req("bakery", &r, 1000, CaptureMode::Automatic);
+    no_tip.tipping = Some(false);
+    let p = env.engine.create(no_tip, "t", None).unwrap();
+    assert!(p.skip_tipping);
+    wait_on_reader(&env, &p.id).await;
+    let action = env
+        .stripe
+        .retrieve_reader(&r)
+        .await
+        .unwrap()
+        .action
+        .unwrap();
+    let sent = action.process_payment_intent.unwrap().process_config;
+    assert_eq!(sent.and_then(|c| c.skip_tipping), Some(true));
+    present(&env, &r, None);
+    wait_status(&env.engine, &p.id, Status::Succeeded).await;
+
+    let p = bakery_payment(&env, &r);
+    assert!(!p.skip_tipping);
+    wait_on_reader(&env, &p.id).await;
+    let action = env
+        .stripe
+        .retrieve_reader(&r)
+        .await
+        .unwrap()
+        .action
+        .unwrap();
+    assert_eq!(action.process_payment_intent.unwrap().process_config, None);
 }

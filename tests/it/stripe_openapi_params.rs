@@ -55,6 +55,103 @@ fn refunds_schema() -> Value {
     })
 }
 
+/// Reader operations outside the 2023 subset, as Stripe's API reference gives them
+/// ("Collect inputs using a Reader", GA 2025-05; the test helpers "Simulate a successful
+/// input collection" and "Simulate an input collection timeout"): the template and the
+/// form schema of each. `collect_inputs`: `inputs` (required, at most 5), each with `type`
+/// (required: email, numeric, phone, selection, signature, text), `custom_text` (required;
+/// `title` required, at most 40 characters; `description` 500, `submit_button` 30,
+/// `skip_button` 14), `required` (boolean), `selection[choices][]` (`id` and `text`
+/// required, `style` primary or secondary) and `toggles[]` (`title`, `description`, at
+/// most 50 characters each, `default_value` enabled or disabled); and `metadata`.
+fn outside_subset(method: &str, path: &str) -> Option<(&'static str, Value)> {
+    let expand = json!({"type": "array", "items": {"type": "string", "maxLength": 5000}});
+    if method != "POST" {
+        return None;
+    }
+    if path == "/v1/refunds" {
+        return Some(("/v1/refunds", refunds_schema()));
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["v1", "terminal", "readers", _, "collect_inputs"] => Some((
+            "/v1/terminal/readers/{reader}/collect_inputs",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["inputs"],
+                "properties": {
+                    "expand": expand,
+                    "metadata": {"anyOf": [
+                        {"type": "object", "additionalProperties": {"type": "string"}},
+                        {"type": "string", "enum": [""]}
+                    ]},
+                    "inputs": {"type": "array", "items": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["custom_text", "type"],
+                        "properties": {
+                            "type": {"type": "string", "enum": ["email", "numeric", "phone", "selection", "signature", "text"]},
+                            "required": {"type": "boolean"},
+                            "custom_text": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["title"],
+                                "properties": {
+                                    "title": {"type": "string", "maxLength": 40},
+                                    "description": {"type": "string", "maxLength": 500},
+                                    "submit_button": {"type": "string", "maxLength": 30},
+                                    "skip_button": {"type": "string", "maxLength": 14}
+                                }
+                            },
+                            "selection": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["choices"],
+                                "properties": {"choices": {"type": "array", "items": {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "required": ["id", "text"],
+                                    "properties": {
+                                        "id": {"type": "string", "maxLength": 50},
+                                        "style": {"type": "string", "enum": ["primary", "secondary"]},
+                                        "text": {"type": "string", "maxLength": 30}
+                                    }
+                                }}}
+                            },
+                            "toggles": {"type": "array", "items": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "properties": {
+                                    "default_value": {"type": "string", "enum": ["enabled", "disabled"]},
+                                    "description": {"type": "string", "maxLength": 50},
+                                    "title": {"type": "string", "maxLength": 50}
+                                }
+                            }}
+                        }
+                    }}
+                }
+            }),
+        )),
+        ["v1", "test_helpers", "terminal", "readers", _, "succeed_input_collection"] => Some((
+            "/v1/test_helpers/terminal/readers/{reader}/succeed_input_collection",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "expand": expand,
+                    "skip_non_required_inputs": {"type": "string", "enum": ["all", "none"]}
+                }
+            }),
+        )),
+        ["v1", "test_helpers", "terminal", "readers", _, "timeout_input_collection"] => Some((
+            "/v1/test_helpers/terminal/readers/{reader}/timeout_input_collection",
+            json!({"type": "object", "additionalProperties": false, "properties": {"expand": expand}}),
+        )),
+        _ => None,
+    }
+}
+
 /// Transfers are outside the subset too. Stripe's API reference ("Create a transfer",
 /// "List all transfers", "Retrieve a transfer", "Create a transfer reversal") gives:
 /// `POST /v1/transfers` with `amount` (integer), `currency` and `destination` (required
@@ -311,6 +408,7 @@ fn check(
 fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec<String>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut errs = Vec::new();
+    let outside = outside_subset(method, path);
     if let Some(t) = transfers_template(path) {
         let Some(schema) = transfers_schema(method, t) else {
             return (
@@ -331,7 +429,7 @@ fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec
     }
     let (template, op) = match spec.operation(method, path) {
         Some(found) => (found.0, Some(found.1)),
-        None if method == "POST" && path == "/v1/refunds" => ("/v1/refunds".to_string(), None),
+        None if outside.is_some() => (outside.as_ref().unwrap().0.to_string(), None),
         None => {
             return (
                 format!("{method} {path}"),
@@ -353,7 +451,11 @@ fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec
             Some(op) => {
                 op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].clone()
             }
-            None => refunds_schema(),
+            None => {
+                outside
+                    .expect("a schema for an operation outside the subset")
+                    .1
+            }
         };
         check(spec, &schema, &tree, "", &allowed, &mut errs);
     } else {
@@ -462,6 +564,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             json!({"object": "list", "url": "/v1/transfers/tr_1/reversals", "has_more": false,
             "data": [reversal]}),
         ),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
     ])
     .await;
     let c = StripeClient::new(config(server.base())).unwrap();
@@ -715,7 +820,107 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     c.list_transfer_reversals("tr_1", &RequestOptions::platform())
         .await
         .unwrap();
+    c.collect_inputs(
+        "tmr_1",
+        &CollectInputs {
+            inputs: if full {
+                full_inputs()
+            } else {
+                vec![CollectedInput {
+                    kind: InputType::Email,
+                    custom_text: Some(InputCustomText {
+                        title: "Email".into(),
+                        ..Default::default()
+                    }),
+                    required: None,
+                    skipped: None,
+                    email: None,
+                    numeric: None,
+                    phone: None,
+                    text: None,
+                    signature: None,
+                    selection: None,
+                    toggles: vec![],
+                }]
+            },
+            metadata: if full {
+                BTreeMap::from([("readerd_input".to_string(), "inp_1".to_string())])
+            } else {
+                Metadata::new()
+            },
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.succeed_input_collection(
+        "tmr_1",
+        &SucceedInputCollection {
+            skip_non_required_inputs: some("all"),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.timeout_input_collection("tmr_1", &platform)
+        .await
+        .unwrap();
     server.seen()
+}
+
+/// Every kind of input readerd sends, with every option.
+fn full_inputs() -> Vec<CollectedInput> {
+    let kinds = [
+        InputType::Email,
+        InputType::Phone,
+        InputType::Text,
+        InputType::Numeric,
+        InputType::Selection,
+    ];
+    let mut all: Vec<CollectedInput> = kinds
+        .into_iter()
+        .map(|kind| CollectedInput {
+            selection: (kind == InputType::Selection).then(|| InputSelection {
+                choices: vec![
+                    InputChoice {
+                        id: Some("friend".into()),
+                        text: "A friend".into(),
+                        style: Some("primary".into()),
+                    },
+                    InputChoice {
+                        id: Some("web".into()),
+                        text: "The web".into(),
+                        style: Some("secondary".into()),
+                    },
+                ],
+                id: None,
+                text: None,
+            }),
+            kind,
+            custom_text: Some(InputCustomText {
+                title: "Your answer".into(),
+                description: Some("We only use it for the receipt".into()),
+                submit_button: Some("Send".into()),
+                skip_button: Some("Skip".into()),
+            }),
+            required: Some(true),
+            skipped: None,
+            email: None,
+            numeric: None,
+            phone: None,
+            text: None,
+            signature: None,
+            toggles: vec![InputToggle {
+                title: Some("Newsletter".into()),
+                description: Some("Monthly news".into()),
+                default_value: Some("enabled".into()),
+                value: None,
+            }],
+        })
+        .collect();
+    // At most five inputs: the signature replaces the text in this request.
+    all[2].kind = InputType::Signature;
+    all
 }
 
 /// Every operation the client can call, as `METHOD template`.
@@ -742,6 +947,9 @@ const ALL_OPERATIONS: &[&str] = &[
     "POST /v1/payment_intents/{intent}/capture",
     "POST /v1/payment_intents/{intent}/cancel",
     "POST /v1/refunds",
+    "POST /v1/terminal/readers/{reader}/collect_inputs",
+    "POST /v1/test_helpers/terminal/readers/{reader}/succeed_input_collection",
+    "POST /v1/test_helpers/terminal/readers/{reader}/timeout_input_collection",
     "POST /v1/transfers",
     "GET /v1/transfers",
     "GET /v1/transfers/{id}",
@@ -821,6 +1029,11 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("GET", "/v1/terminal/readers?limit=100&starting_afterr=tmr_1", ""),
         ("GET", "/v1/payment_intents/pi_1?expand=latest_charge", ""),
         ("POST", "/v1/terminal/readers/tmr_1/reboot", ""),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=emial&inputs[0][custom_text][title]=x"),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=email"),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=email&inputs[0][custom_text][title]=x&inputs[0][custom_text][skip_button]=a%20very%20long%20label"),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=selection&inputs[0][custom_text][title]=x&inputs[0][selection][choices][0][text]=a"),
+        ("POST", "/v1/test_helpers/terminal/readers/tmr_1/succeed_input_collection", "skip_non_required_inputs=some"),
     ];
     for (method, target, body) in bad {
         let (op, errs) = validate(&spec, method, target, body);

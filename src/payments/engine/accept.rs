@@ -29,6 +29,10 @@ pub struct CreatePayment {
     pub description: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// `false` skips the reader's tip screen for this payment (the location's tipping
+    /// otherwise applies).
+    #[serde(default)]
+    pub tipping: Option<bool>,
     /// A basket: one share per merchant, every one `separate`; `amount` is their sum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splits: Option<Vec<SplitRequest>>,
@@ -176,6 +180,7 @@ impl Engine {
                     .filter(|f| *f > 0),
                 on_behalf_of: merchant.on_behalf_of(),
                 intent_key: format!("readerd:pi:{id}"),
+                skip_tipping: req.tipping == Some(false),
             },
             at,
         );
@@ -467,6 +472,7 @@ mod tests {
             capture: CaptureMode::Automatic,
             description: None,
             metadata: BTreeMap::new(),
+            tipping: None,
             splits: None,
             tip_merchant: None,
         }

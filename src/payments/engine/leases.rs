@@ -123,12 +123,21 @@ impl Engine {
         }
     }
 
-    /// Empties the in-memory queue of a reader this instance does not work: its payments are
-    /// in the store, where the owner finds them.
+    /// Takes the payments out of the in-memory queue of a reader this instance does not
+    /// work: they are in the store, where the reader's holder finds them. (Cart displays
+    /// and input collections stay: they run here once this instance holds the reader.)
     fn drop_queue(&self, reader: &str) {
         if let Some(slot) = self.existing_slot(reader) {
             let mut q = slot.queue.lock().expect("queue lock");
-            while q.pop().is_some() {}
+            let mut kept = Vec::new();
+            while let Some(job) = q.pop() {
+                if !matches!(job, Job::Payment { .. }) {
+                    kept.push(job);
+                }
+            }
+            for job in kept {
+                q.push_resumed(job);
+            }
         }
     }
 
@@ -238,6 +247,12 @@ impl Engine {
                 tracing::info!(reader = %reader, "reader given up to even the load");
             }
         }
+        // Payments accepted here for readers worked elsewhere do not wait in line here.
+        for reader in &readers {
+            if !self.works(reader) {
+                self.drop_queue(reader);
+            }
+        }
         let mut mine = c.held.lock().expect("leases").len();
         for reader in readers {
             if mine >= share {
@@ -264,10 +279,6 @@ impl Engine {
     /// start-up, and its worker starts.
     fn take_over(&self, reader: &str) -> Result<(), PaymentError> {
         let slot = self.slot(reader);
-        {
-            let mut q = slot.queue.lock().expect("queue lock");
-            while q.pop().is_some() {}
-        }
         let mut open: Vec<Payment> = self
             .inner
             .registry
@@ -301,6 +312,8 @@ impl Engine {
                 _ => {}
             }
         }
+        // Its input collections on their way too (a queued one is not put in twice).
+        self.resume_inputs()?;
         slot.work.notify_one();
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - [`cancel`]: cancel (queued, on the reader, or off it) and retry after a decline.
 //! - [`capture`]: capture of an authorised payment, at most once.
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
+//! - [`inputs`]: inputs on a reader's screen (accepted, read, canceled, resumed).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
@@ -23,6 +24,7 @@
 mod accept;
 mod cancel;
 mod capture;
+mod inputs;
 mod leases;
 mod reader_ops;
 mod reconcile;
@@ -186,6 +188,7 @@ pub(crate) struct Inner {
     by_intent: Mutex<HashMap<String, String>>,
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
+    input_events: broadcast::Sender<super::inputs::InputCollection>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
@@ -235,6 +238,7 @@ impl Engine {
         links: DaemonLinks,
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
+        let (input_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -247,6 +251,7 @@ impl Engine {
                 by_intent: Mutex::new(HashMap::new()),
                 displays: Mutex::new(HashMap::new()),
                 events,
+                input_events,
                 stats: Mutex::new(Default::default()),
                 links,
                 cluster: std::sync::OnceLock::new(),

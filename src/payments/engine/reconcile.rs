@@ -1,5 +1,5 @@
 //! Keeping records true to Stripe outside the flow: the start-up reconcile of every payment
-//! that is not final, the periodic sweep (payments waiting off the reader, stopped flows,
+//! (and input collection) that is not final, the periodic sweep (payments waiting off the reader, stopped flows,
 //! pending refunds), and webhook hints (a re-read, never a decision on their own).
 
 use super::{Engine, PaymentError, PaymentFilter};
@@ -60,6 +60,8 @@ impl Engine {
                 _ => {}
             }
         }
+        // Input collections on their way go back to the front of their readers' queues.
+        resumed += self.resume_inputs()?;
         // Refunds left pending by a crash are re-sent with their own keys, and the
         // reversals they owe made after them.
         for r in refunds::pending(&self.inner.registry)? {

@@ -23,6 +23,7 @@ fn payment() -> Payment {
             application_fee_amount: None,
             on_behalf_of: None,
             intent_key: "pi:pay_1".into(),
+            skip_tipping: false,
         },
         T,
     )

@@ -10,7 +10,7 @@ use crate::payments::failpoint::failpoint;
 use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Failure, Observation, Payment, Source, Status, Step};
 use crate::stripe::params::ProcessPaymentIntent;
-use crate::stripe::wire::{ActionStatus, ActionType};
+use crate::stripe::wire::{ActionStatus, ActionType, ProcessConfig};
 use crate::stripe::{Disposition, RequestOptions, StripeError};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -218,7 +218,10 @@ impl Flow {
                 &self.slot.id,
                 &ProcessPaymentIntent {
                     payment_intent: pi.to_string(),
-                    process_config: None,
+                    process_config: p.skip_tipping.then(|| ProcessConfig {
+                        skip_tipping: Some(true),
+                        ..ProcessConfig::default()
+                    }),
                 },
                 &RequestOptions::platform().key(key),
             )

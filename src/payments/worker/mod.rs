@@ -18,12 +18,14 @@
 //! The daemon only ever fails a payment after its PaymentIntent is canceled on Stripe (or
 //! never existed), so nothing authorised later can be lost.
 //!
-//! One file per step: [`intent`] (1), [`dispatch`] (2 and 3), [`watch`] (4); [`display`] is
-//! the other kind of job, a cart shown on the reader. This file holds the worker loop and
-//! what every step shares: the flow's record access, the reads that retry, giving up.
+//! One file per step: [`intent`] (1), [`dispatch`] (2 and 3), [`watch`] (4); [`display`] and
+//! [`inputs`] are the other kinds of job, a cart shown on the reader and inputs collected on
+//! its screen. This file holds the worker loop and what every step shares: the flow's
+//! record access, the reads that retry, giving up.
 
 mod dispatch;
 mod display;
+mod inputs;
 mod intent;
 mod watch;
 
@@ -106,6 +108,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
                 }
             }
             Job::Display { id, .. } => display::show(&engine, &slot, id).await,
+            Job::Inputs { id, .. } => inputs::collect(&engine, &slot, id).await,
         }
         *slot.current.lock().expect("current") = None;
     }

@@ -21,6 +21,7 @@
 
 mod connect;
 mod directory;
+mod inputs;
 mod payments;
 mod readers;
 
@@ -311,6 +312,8 @@ pub enum Timer {
     Authorize { reader: String, generation: u64 },
     /// Tap the default card on `reader` (auto-present).
     Present { reader: String, generation: u64 },
+    /// Answer the inputs on `reader`'s screen (auto-present).
+    Answer { reader: String, generation: u64 },
 }
 
 /// A webhook event waiting for delivery.

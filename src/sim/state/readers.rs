@@ -11,7 +11,7 @@ use serde_json::Value;
 impl State {
     // Readers ------------------------------------------------------------------------------
 
-    fn reader_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
+    pub(super) fn reader_mut(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
         match self.readers.get_mut(id) {
             Some(r) if &r.owner == scope => Ok(r),
             _ => Err(SimError::no_such("terminal.reader", id, None)),
@@ -61,7 +61,7 @@ impl State {
         to_value(&reader)
     }
 
-    const READER_EXPAND: &'static [&'static str] =
+    pub(super) const READER_EXPAND: &'static [&'static str] =
         &["location", "action.process_payment_intent.payment_intent"];
 
     pub fn register_reader(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
@@ -243,7 +243,7 @@ impl State {
     }
 
     /// Offline, then busy: the checks every reader command makes first.
-    fn reader_ready(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
+    pub(super) fn reader_ready(&mut self, scope: &Option<String>, id: &str) -> Res<&mut ReaderRec> {
         let rec = self.reader_mut(scope, id)?;
         if !rec.online {
             return Err(SimError::reader_offline());
@@ -363,6 +363,7 @@ impl State {
             set_reader_display: None,
             refund_payment: None,
             process_setup_intent: None,
+            collect_inputs: None,
         });
         let generation = rec.generation;
         if auto_present {
@@ -454,6 +455,7 @@ impl State {
             }),
             refund_payment: None,
             process_setup_intent: None,
+            collect_inputs: None,
         });
         Ok(self.reader_view(id, &expand))
     }

@@ -281,6 +281,10 @@ const NEWER: &[&str] = &[
     "action.process_payment_intent.account",
     // process_config.enable_customer_cancellation: in the current API reference.
     "process_config.enable_customer_cancellation",
+    // action.collect_inputs: Stripe's API reference, "Collect inputs using a Reader" (GA
+    // 2025-05): `inputs[]` (type, custom_text, required, skipped, the typed value objects,
+    // selection, toggles) and `metadata`. A suffix, so every field below it is allowed.
+    "action.collect_inputs",
     // charge.payment_method_details.card_present.reader / .location: newer schema.
     "card_present.reader",
     "card_present.location",
