@@ -422,6 +422,13 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres
             tracing::warn!(error = %e, "PostgreSQL connection closed");
         }
     });
+    // A transaction's statements follow each other at once; one left open longer belongs to
+    // a process that stopped (paused, swapped out) between them. Its session is ended, so
+    // that the row lock of a fenced write cannot hold another instance's takeover (and with
+    // it that instance's lease renewals) for as long as the pause lasts.
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = '1s'")
+        .await?;
     Ok(Conn {
         client,
         statements: HashMap::new(),

@@ -258,7 +258,13 @@ impl Engine {
             if mine >= share {
                 break;
             }
-            if taken.contains_key(reader.as_str()) {
+            // Held by another instance: not free. Held under this instance's name (by this
+            // process before a restart): taken back at once.
+            if self.works(&reader)
+                || taken
+                    .get(reader.as_str())
+                    .is_some_and(|owner| *owner != c.instance)
+            {
                 continue;
             }
             if let Some(lease) = store.acquire_lease(&reader_lease(&reader), &c.instance, c.ttl)? {
