@@ -3,6 +3,7 @@
 #   1. copies the unit to a temporary directory and points ExecStart at a real readerd binary;
 #   2. `systemd-analyze verify` must print nothing about the unit (any output is a failure);
 #   3. `systemd-analyze security --offline=true` must rate the unit at MAX_EXPOSURE or better;
+#      the per-mode template readerd@.service gets the same two checks as readerd@test;
 #   4. the same binary, started as the unit would start it (`run --config`) against a
 #      `readerd sim` emulator, must answer /readyz (200) and /metrics, and exit 0 on SIGTERM.
 #
@@ -58,6 +59,25 @@ if awk -v l="$level" -v m="$max_exposure" 'BEGIN { exit !(l + 0 > m + 0) }'; the
     status=1
 else
     echo "check-systemd: exposure level $level (limit $max_exposure)"
+fi
+
+# The per-mode template (readerd@test, readerd@live), verified and rated as an instance.
+template="$tmp/readerd@test.service"
+sed -E "s|^ExecStart=[^ ]+|ExecStart=$bin|" "$root/systemd/readerd@.service" >"$template"
+template_out="$(cd "$tmp" && systemd-analyze verify "$template" 2>&1)" || status=1
+if [[ -n "$template_out" ]]; then
+    echo "check-systemd: systemd-analyze verify reported for readerd@test:" >&2
+    echo "$template_out" >&2
+    status=1
+else
+    echo "check-systemd: template verify clean"
+fi
+template_level="$(systemd-analyze security --offline=true "$template" 2>&1 | sed -nE 's/.*Overall exposure level for readerd@test\.service: ([0-9]+(\.[0-9]+)?).*/\1/p' | tail -n1)"
+if [[ -z "$template_level" ]] || awk -v l="$template_level" -v m="$max_exposure" 'BEGIN { exit !(l + 0 > m + 0) }'; then
+    echo "check-systemd: template exposure level ${template_level:-unknown} is worse than $max_exposure" >&2
+    status=1
+else
+    echo "check-systemd: template exposure level $template_level (limit $max_exposure)"
 fi
 
 # Step 4: a smoke run of the daemon (needs curl).

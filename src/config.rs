@@ -106,7 +106,8 @@ pub struct StripeConfig {
     /// A file holding the webhook signing secret; enables `POST /webhooks/stripe`.
     pub webhook_secret_file: Option<PathBuf>,
     pub stripe_version: String,
-    pub requests_per_second: u32,
+    /// `None`: follows the key's mode ([`crate::stripe::client::default_requests_per_second`]).
+    pub requests_per_second: Option<u32>,
     pub max_attempts: u32,
     pub max_elapsed: HumanDuration,
     pub connect_timeout: HumanDuration,
@@ -122,7 +123,7 @@ impl Default for StripeConfig {
             secret_key_file: None,
             webhook_secret_file: None,
             stripe_version: DEFAULT_STRIPE_VERSION.to_string(),
-            requests_per_second: d.requests_per_second,
+            requests_per_second: None,
             max_attempts: d.max_attempts,
             max_elapsed: d.max_elapsed.into(),
             connect_timeout: d.connect_timeout.into(),
@@ -548,7 +549,7 @@ impl Config {
                 "must not be empty",
             ));
         }
-        if s.requests_per_second == 0 {
+        if s.requests_per_second == Some(0) {
             return Err(ConfigError::invalid(
                 "stripe.requests_per_second",
                 "must be at least 1",
@@ -729,7 +730,9 @@ impl Config {
         let s = &self.stripe;
         let mut c = ClientConfig::new(s.api_base.trim_end_matches('/'), key);
         c.stripe_version = s.stripe_version.clone();
-        c.requests_per_second = s.requests_per_second;
+        if let Some(rps) = s.requests_per_second {
+            c.requests_per_second = rps;
+        }
         c.max_attempts = s.max_attempts;
         c.max_elapsed = s.max_elapsed.0;
         c.connect_timeout = s.connect_timeout.0;
@@ -842,6 +845,22 @@ mod tests {
         assert_eq!(c.merchants.recheck_interval.0, Duration::from_secs(3600));
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.api.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn the_request_budget_follows_the_key_mode_unless_set() {
+        let c = Config::default();
+        let live = c.client_config(SecretKey::new("sk_live_x"));
+        let test = c.client_config(SecretKey::new("sk_test_x"));
+        // Under Stripe's 100/s live and 25/s test, with a margin.
+        assert_eq!(live.requests_per_second, 90);
+        assert_eq!(test.requests_per_second, 20);
+        let set = Config::parse("[stripe]\nrequests_per_second = 7\n").unwrap();
+        assert_eq!(
+            set.client_config(SecretKey::new("sk_live_x"))
+                .requests_per_second,
+            7
+        );
     }
 
     #[test]

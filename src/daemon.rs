@@ -20,7 +20,8 @@ use crate::api::{self, AppState, Auth, BodyLimit};
 use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
 use crate::fleet::{Fleet, Idle, StripeHealth};
 use crate::payments::{DaemonLinks, Engine, FleetDirectory};
-use crate::store::{Registry, StoreError};
+use crate::store::binding::{self, Binding, BindingError, Mode};
+use crate::store::{Location, Registry, StoreError};
 use crate::stripe::StripeClient;
 use crate::systemd::{Heartbeat, Notifier};
 use std::net::SocketAddr;
@@ -46,8 +47,114 @@ pub enum DaemonError {
     Stripe(#[from] crate::stripe::StripeError),
     #[error("payments: {0}")]
     Payments(String),
+    /// The key may not drive this store (the other mode, another platform), or its mode
+    /// cannot be told: exit 64, the store untouched.
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    #[error("{0}")]
+    Key(String),
     #[error(transparent)]
     Tls(#[from] api::tls::TlsError),
+}
+
+impl DaemonError {
+    /// The process exit code for a start that failed this way: 64 for what the operator's
+    /// configuration or key got wrong.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            DaemonError::Config(_)
+            | DaemonError::Binding(_)
+            | DaemonError::Key(_)
+            | DaemonError::Tls(_) => ExitCode::from(EX_CONFIG),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// What the daemon runs as: the key's mode and the platform account (when Stripe named it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub mode: Mode,
+    pub platform: Option<String>,
+}
+
+/// Where a store's binding lives: the directory of a sled store. A PostgreSQL store is
+/// not bound yet (its binding belongs in a table of its own).
+fn binding_dir(location: &Location) -> Option<&Path> {
+    match location {
+        Location::Sled(dir) => Some(dir),
+        Location::Postgres(_) => None,
+    }
+}
+
+/// How long the start-up waits for Stripe to name the platform (`GET /v1/account`) before
+/// starting without it, so that the API is up even while Stripe is unreachable.
+const PLATFORM_LOOKUP: Duration = Duration::from_secs(5);
+
+/// Checks the key against the store's binding, before the store is opened, and binds an
+/// unbound store: the key's mode, and the platform Stripe names for the key. A refusal
+/// changes nothing on disk. `dir` is `None` for a store that lives only as long as the
+/// process (the demo's), which is not bound.
+pub async fn bind_store(
+    config: &Config,
+    secrets: &Secrets,
+    dir: Option<&Path>,
+) -> Result<Bound, DaemonError> {
+    let mode = Mode::of_key(secrets.stripe_key.expose()).ok_or_else(|| {
+        DaemonError::Key(
+            "the Stripe key is neither a test key (sk_test_, rk_test_) nor a live key (sk_live_, rk_live_): its mode decides which store it may drive".into(),
+        )
+    })?;
+    let bound = match dir {
+        Some(d) => {
+            let d = d.to_path_buf();
+            tokio::task::spawn_blocking(move || binding::read(&d))
+                .await
+                .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??
+        }
+        None => None,
+    };
+    if let (Some(d), Some(b)) = (dir, &bound) {
+        // The mode needs no network: refused even while Stripe is unreachable.
+        binding::check(d, b, mode, None)?;
+    }
+    let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?;
+    let platform = match tokio::time::timeout(PLATFORM_LOOKUP, stripe.retrieve_own_account()).await
+    {
+        Ok(Ok(account)) => Some(account.id),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Stripe did not name the platform account; the store's platform is checked at the next start");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Stripe did not name the platform account in time; the store's platform is checked at the next start");
+            None
+        }
+    };
+    let Some(d) = dir else {
+        return Ok(Bound { mode, platform });
+    };
+    if let Some(b) = &bound {
+        binding::check(d, b, mode, platform.as_deref())?;
+    }
+    let platform = platform.or_else(|| bound.as_ref().and_then(|b| b.platform.clone()));
+    let wanted = Binding {
+        mode,
+        platform: platform.clone(),
+        bound_at: bound
+            .as_ref()
+            .map(|b| b.bound_at)
+            .unwrap_or_else(crate::clock::Timestamp::now),
+    };
+    if bound.as_ref() != Some(&wanted) {
+        let d = d.to_path_buf();
+        let w = wanted.clone();
+        tokio::task::spawn_blocking(move || binding::write(&d, &w))
+            .await
+            .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
+        tracing::info!(mode = %mode, platform = ?platform, "store bound");
+    }
+    Ok(Bound { mode, platform })
 }
 
 /// A shutdown signal: cheap to clone, awaited by every long-running task.
@@ -90,6 +197,8 @@ impl Shutdown {
 pub struct Daemon {
     config: Config,
     secrets: Secrets,
+    /// The store's binding, when the caller checked it already ([`bind_store`]).
+    bound: Option<Bound>,
 }
 
 /// A running daemon.
@@ -129,35 +238,59 @@ const STATUS_EVERY: Duration = Duration::from_secs(30);
 
 impl Daemon {
     pub fn new(config: Config, secrets: Secrets) -> Self {
-        Daemon { config, secrets }
+        Daemon {
+            config,
+            secrets,
+            bound: None,
+        }
+    }
+
+    /// A daemon whose store was bound already (by [`bind_store`], before it was opened).
+    pub fn bound(mut self, bound: Bound) -> Self {
+        self.bound = Some(bound);
+        self
     }
 
     /// Opens the store, starts the payment engine and background loops, and serves the API on
     /// `listener`. The config must already be validated.
     pub async fn start(self, listener: TcpListener) -> Result<DaemonHandle, DaemonError> {
-        let Daemon { config, secrets } = self;
+        let Daemon {
+            config,
+            secrets,
+            bound,
+        } = self;
         let location = config
             .store
             .location()
             .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))?;
+        let bound = match bound {
+            Some(b) => b,
+            None => bind_store(&config, &secrets, binding_dir(&location)).await?,
+        };
         let registry = tokio::task::spawn_blocking(move || Registry::open_location(&location))
             .await
             .map_err(|e| DaemonError::Store(StoreError::Engine(e.to_string())))??;
-        Self::start_with_registry(config, secrets, registry, listener).await
+        Self::start_with_registry(config, secrets, bound, registry, listener).await
     }
 
-    /// As [`Daemon::start`], on a registry that is already open (the demo's temporary one).
+    /// As [`Daemon::start`], on a registry that is already open: `readerd run` (which bound
+    /// it first) and the demo's temporary one (never bound).
     pub async fn start_on(
         self,
         registry: Registry,
         listener: TcpListener,
     ) -> Result<DaemonHandle, DaemonError> {
-        Self::start_with_registry(self.config, self.secrets, registry, listener).await
+        let bound = match self.bound {
+            Some(b) => b,
+            None => bind_store(&self.config, &self.secrets, None).await?,
+        };
+        Self::start_with_registry(self.config, self.secrets, bound, registry, listener).await
     }
 
     async fn start_with_registry(
         config: Config,
         secrets: Secrets,
+        bound: Bound,
         registry: Registry,
         listener: TcpListener,
     ) -> Result<DaemonHandle, DaemonError> {
@@ -174,7 +307,10 @@ impl Daemon {
         let stripe = StripeClient::new(config.client_config(secrets.stripe_key.clone()))?
             .with_observer(metrics.clone());
         let health = Arc::new(StripeHealth::default());
-        let fleet = Arc::new(Fleet::new(registry.clone(), stripe.clone(), health.clone()));
+        let fleet = Arc::new(
+            Fleet::new(registry.clone(), stripe.clone(), health.clone())
+                .with_platform(bound.platform.clone()),
+        );
         let mut state = AppState {
             auth: Arc::new(Auth::new(&config.api.clients)),
             body_limit: BodyLimit(config.api.max_body_bytes),
@@ -188,6 +324,8 @@ impl Daemon {
             metrics,
             liveness: crate::systemd::Liveness::new(),
             draining: Arc::default(),
+            mode: bound.mode,
+            platform: bound.platform.clone(),
         };
         let (trigger, shutdown) = shutdown_pair();
 
@@ -514,7 +652,8 @@ fn reader_metrics(state: &AppState) {
 }
 
 /// `readerd check-config --config PATH`: 0 when the config and its secrets are usable,
-/// 64 with the reason otherwise.
+/// 64 with the reason otherwise. It also says which mode and platform the store is bound
+/// to, and refuses a key of the other mode (no network, nothing written).
 pub fn check_config(path: &Path) -> ExitCode {
     let result = Config::load(path).and_then(|c| c.load_secrets().map(|s| (c, s)));
     if let Ok((c, _)) = &result {
@@ -527,6 +666,45 @@ pub fn check_config(path: &Path) -> ExitCode {
         Ok((c, s)) => {
             for w in c.secret_warnings() {
                 eprintln!("readerd: {w}");
+            }
+            let Some(mode) = Mode::of_key(s.stripe_key.expose()) else {
+                eprintln!("readerd: the Stripe key is neither a test key (sk_test_, rk_test_) nor a live key (sk_live_, rk_live_)");
+                return ExitCode::from(EX_CONFIG);
+            };
+            let dir = match c.store.location() {
+                Ok(Location::Sled(dir)) => Some(dir),
+                Ok(Location::Postgres(_)) => {
+                    println!("store: PostgreSQL; not bound to a mode (the binding is kept for sled stores)");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("readerd: {e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            if let Some(dir) = dir {
+                match binding::read(&dir) {
+                    Ok(Some(b)) => {
+                        let platform = b.platform.as_deref().unwrap_or("not yet named by Stripe");
+                        println!(
+                            "store {} is bound to {} mode, platform {platform}",
+                            dir.display(),
+                            b.mode
+                        );
+                        if let Err(e) = binding::check(&dir, &b, mode, None) {
+                            eprintln!("readerd: {e}");
+                            return ExitCode::from(EX_CONFIG);
+                        }
+                    }
+                    Ok(None) => println!(
+                        "store {} is not bound yet: the first start binds it to {mode} mode and the key's platform",
+                        dir.display()
+                    ),
+                    Err(e) => {
+                        eprintln!("readerd: {e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                }
             }
             println!(
                 "{}: OK (api {}{} with {} client(s), store {}, stripe {}{})",
@@ -601,6 +779,14 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
+        let bound = match bind_store(&config, &secrets, binding_dir(&location)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("readerd: {e}");
+                return e.exit_code();
+            }
+        };
         let registry =
             match tokio::task::spawn_blocking(move || Registry::open_location(&location)).await {
                 Ok(Ok(r)) => r,
@@ -621,13 +807,14 @@ pub fn run(path: &Path) -> ExitCode {
             }
         };
         let handle = match Daemon::new(config, secrets)
+            .bound(bound)
             .start_on(registry, listener)
             .await
         {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return e.exit_code();
             }
         };
         let notifier = Notifier::from_env();

@@ -187,6 +187,9 @@ impl From<StripeError> for ApiError {
                 }
             }
             StripeError::Config(m) => ApiError::internal(format!("stripe client: {m}")),
+            StripeError::WrongMode { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "livemode_mismatch", e.to_string())
+            }
             other => ApiError::stripe_unavailable(other.to_string()),
         }
     }
@@ -200,6 +203,9 @@ impl From<FleetError> for ApiError {
             FleetError::Conflict(m) => ApiError::conflict(m),
             e @ FleetError::CountryMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "country_mismatch", e.to_string())
+            }
+            FleetError::OwnerMismatch(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "location_owner_mismatch", m)
             }
             e @ FleetError::AccountUnusable { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "account_unusable", e.to_string())

@@ -13,7 +13,7 @@ use super::scope::{self, Object};
 use super::{AppState, Caller, Routes};
 use crate::fleet::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, NewLocation, NewMerchant, NewReader,
-    ReaderRecord, Settlement, SyncReport, Upsert,
+    ReaderRecord, Settlement, SyncReport, Upsert, PLATFORM_OWNER,
 };
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -150,12 +150,27 @@ pub struct CreateLocationBody {
     pub address: AddressBody,
     #[serde(default)]
     pub merchant: Option<String>,
+    /// `"platform"` (the default) or the id of the merchant whose connected account owns it.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// `owner` as the API spells it (`"platform"` or a merchant id) → the registry's form.
+fn owner_of(owner: Option<String>) -> Option<String> {
+    owner.filter(|o| o != PLATFORM_OWNER)
+}
+
+/// The registry's owner → the API's spelling.
+fn owner_name(owner: &Option<String>) -> String {
+    owner.clone().unwrap_or_else(|| PLATFORM_OWNER.to_string())
 }
 
 /// A location in API answers.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LocationView {
     pub id: String,
+    /// `"platform"` or the merchant whose connected account owns it.
+    pub owner: String,
     pub display_name: String,
     pub address: AddressBody,
     pub merchant: Option<String>,
@@ -169,6 +184,7 @@ impl From<&LocationRecord> for LocationView {
     fn from(l: &LocationRecord) -> Self {
         LocationView {
             id: l.id.clone(),
+            owner: owner_name(&l.owner),
             display_name: l.display_name.clone(),
             address: (&l.address).into(),
             merchant: l.merchant.clone(),
@@ -190,6 +206,10 @@ pub struct RegisterReaderBody {
     /// The merchants it may serve; absent = every merchant.
     #[serde(default)]
     pub merchants: Option<Vec<String>>,
+    /// `"platform"` (the default) or the id of the merchant whose connected account owns
+    /// it; a merchant-owned reader takes its owner's payments only.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// `POST /v1/readers/{id}`: `{"merchants": [...]}` sets the allowlist, `{"merchants": null}`
@@ -215,6 +235,8 @@ where
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ReaderView {
     pub id: String,
+    /// `"platform"` or the merchant whose connected account owns it.
+    pub owner: String,
     pub label: String,
     pub location: Option<String>,
     pub serial_number: String,
@@ -281,6 +303,7 @@ fn reader_view(
     let live = state.live.reader(&r.id);
     ReaderView {
         id: r.id.clone(),
+        owner: owner_name(&r.owner),
         label: r.label.clone(),
         location: r.location.clone(),
         serial_number: r.serial_number.clone(),
@@ -450,6 +473,7 @@ async fn create_location(
                     country: a.country,
                 },
                 merchant: body.merchant,
+                owner: owner_of(body.owner),
             },
             key.as_deref(),
         )
@@ -529,6 +553,7 @@ async fn register_reader(
                 label: body.label,
                 location: body.location,
                 merchants: body.merchants,
+                owner: owner_of(body.owner),
             },
             key.as_deref(),
         )

@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod routes;
 pub mod scope;
 pub mod tls;
+pub mod tokens;
 pub mod webhooks;
 
 pub use auth::{Auth, Caller};
@@ -64,6 +65,10 @@ pub struct AppState {
     pub liveness: crate::systemd::Liveness,
     /// Set when a graceful shutdown begins: new work is refused with 503.
     pub draining: Arc<AtomicBool>,
+    /// The mode the store is bound to: Stripe objects and events of the other are refused.
+    pub mode: crate::store::binding::Mode,
+    /// The platform account, when Stripe named it.
+    pub platform: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -91,7 +96,8 @@ impl FromRef<AppState> for BodyLimit {
 pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
     let mut all = fleet::routes()
         .merge(ops::routes())
-        .merge(console::routes());
+        .merge(console::routes())
+        .merge(tokens::routes());
     for e in extra {
         all = all.merge(e);
     }

@@ -12,7 +12,7 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{console, events, fleet, inputs, ops, payments, webhooks, Route};
+use super::{console, events, fleet, inputs, ops, payments, tokens, webhooks, Route};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -43,6 +43,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         fleet::show_reader,
         fleet::update_reader,
         fleet::sync_readers,
+        tokens::create,
         payments::create,
         payments::list,
         payments::show,
@@ -72,6 +73,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         (name = "inputs", description = "Inputs on a reader's screen (an email, a choice, a signature)"),
         (name = "locations", description = "Stripe Terminal locations"),
         (name = "merchants", description = "Connected accounts readerd charges for (admin)"),
+        (name = "connection tokens", description = "Tokens for points of sale that run a Terminal SDK"),
         (name = "operations", description = "Probes, metrics, this document and Stripe's webhooks (no token)"),
     )
 )]

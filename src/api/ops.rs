@@ -52,6 +52,10 @@ pub struct Ready {
     pub stripe: String,
     /// Stripe answers, but lately with errors or slowly (see the metrics).
     pub stripe_degraded: bool,
+    /// The mode the store is bound to: `test` or `live`.
+    pub mode: String,
+    /// The platform account the store is bound to; `null` until Stripe has named it.
+    pub platform: Option<String>,
 }
 
 /// The API's OpenAPI 3.1 document.
@@ -184,6 +188,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
             instance: state.config.cluster.instance_name(),
             stripe: "ok".into(),
             stripe_degraded: state.metrics.stripe_is_degraded(),
+            mode: state.mode.as_str().into(),
+            platform: state.platform.clone(),
         })),
         Some(Err(detail)) => Err(ApiError::stripe_unavailable(detail)),
         None => Err(ApiError::stripe_unavailable("not contacted yet")),

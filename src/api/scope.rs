@@ -9,9 +9,12 @@
 //!   whose allowlist is absent or names one of its merchants, and a payment of one of its
 //!   merchants (a basket: only when every merchant in it is one of its merchants; an input
 //!   collection: its merchant);
+//! - a merchant-owned location or reader (on the merchant's connected account) is seen by
+//!   pos clients of its owner only, whatever its grouping or allowlist;
 //! - acting on a reader for a merchant needs the reader to be visible *and* to serve that
 //!   merchant (its allowlist), so a pos client can never reach a reader fenced for
-//!   someone else by naming its own merchant;
+//!   someone else by naming its own merchant; a merchant-owned reader serves its owner only,
+//!   and a caller who sees it but names another merchant is told `400 reader_not_shared`;
 //! - whatever a pos client may not see is answered `404` as if it did not exist, never
 //!   `403`: a pos client never learns that another merchant's object exists. `403` is only
 //!   for routes that are admin-only as a whole ([`super::auth::Admin`]).
@@ -55,19 +58,24 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
             }
         }
         Object::Location(l) => {
-            if l.merchant
-                .as_deref()
-                .is_none_or(|m| caller.may_see_merchant(m))
-            {
+            let visible = match &l.owner {
+                Some(owner) => caller.may_see_merchant(owner),
+                None => l
+                    .merchant
+                    .as_deref()
+                    .is_none_or(|m| caller.may_see_merchant(m)),
+            };
+            if visible {
                 Ok(())
             } else {
                 Err(ApiError::not_found("location", &l.id))
             }
         }
         Object::Reader(r) => {
-            let visible = match &r.merchants {
-                None => true,
-                Some(list) => list.iter().any(|m| caller.may_see_merchant(m)),
+            let visible = match (&r.owner, &r.merchants) {
+                (Some(owner), _) => caller.may_see_merchant(owner),
+                (None, None) => true,
+                (None, Some(list)) => list.iter().any(|m| caller.may_see_merchant(m)),
             };
             if visible {
                 Ok(())
@@ -85,6 +93,18 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
                 };
             };
             check(caller, Object::Merchant(merchant))?;
+            if let Some(owner) = r.owner.as_deref().filter(|o| o != &merchant) {
+                // The caller sees the reader (through its owner), so the refusal tells it
+                // nothing it does not know.
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "reader_not_shared",
+                    format!(
+                        "reader {} belongs to merchant {owner}'s account and takes its payments only",
+                        r.id
+                    ),
+                ));
+            }
             if r.serves(merchant) {
                 Ok(())
             } else if caller.is_admin() {
@@ -204,5 +224,42 @@ mod tests {
         assert_eq!(default_merchant(&both, &florist_only), Some("florist"));
         assert_eq!(default_merchant(&bakery, &florist_only), None);
         assert_eq!(default_merchant(&admin(), &open), None);
+    }
+
+    #[test]
+    fn a_merchant_owned_reader_is_its_owners_alone() {
+        let mut owned = reader(None);
+        owned.owner = Some("florist".into());
+        let bakery = pos(&["bakery"]);
+        let florist = pos(&["florist"]);
+        let both = pos(&["bakery", "florist"]);
+        let cases: [(&Caller, Option<&str>, u16); 7] = [
+            (&florist, Some("florist"), 200),
+            (&florist, None, 404),
+            (&bakery, Some("bakery"), 404),
+            (&bakery, Some("florist"), 404),
+            (&both, Some("bakery"), 400),
+            (&admin(), Some("bakery"), 400),
+            (&admin(), Some("florist"), 200),
+        ];
+        for (i, (caller, merchant, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                status(check(caller, Object::ReaderFor(&owned, merchant))),
+                want,
+                "case {i}"
+            );
+        }
+        assert!(!allows(&bakery, Object::Reader(&owned)));
+        assert!(allows(&florist, Object::Reader(&owned)));
+        assert_eq!(default_merchant(&both, &owned), Some("florist"));
+        let mut location: LocationRecord = serde_json::from_value(serde_json::json!({
+            "id": "tml_1", "display_name": "Shop", "address": {}, "merchant": null,
+            "created_at": 0, "updated_at": 0, "synced_at": 0,
+        }))
+        .expect("a location record");
+        assert!(allows(&bakery, Object::Location(&location)));
+        location.owner = Some("florist".into());
+        assert!(!allows(&bakery, Object::Location(&location)));
+        assert!(allows(&florist, Object::Location(&location)));
     }
 }

@@ -1,17 +1,18 @@
-//! `POST /webhooks/stripe`: Stripe's events, as hints.
+//! `POST /webhooks/stripe`: Stripe's events, as observations.
 //!
 //! The `Stripe-Signature` header is verified against the raw body (Stripe's tolerance of
 //! 300 s, any of several `v1` values); a forged or stale event is refused with 400. Events
 //! are deduplicated by id in the store (tree `webhook_events`), so a redelivery does
-//! nothing. An event never changes a payment by itself: it only wakes the reader's worker,
-//! or re-reads the PaymentIntent, so a late or reordered event cannot undo what Stripe now
-//! says. Without a configured signing secret the route does not exist (404).
+//! nothing. A reader event hands the reader it carries to the reader's watch, a
+//! PaymentIntent event the PaymentIntent to the status machine; the engine keeps only what
+//! moves a payment forward (`payments::engine::events`), so a late or reordered event
+//! cannot undo what Stripe now says. Other events wake whoever should re-read. Without a configured signing secret the route does not exist (404).
 
 use super::{ApiError, AppState, Routes};
 use crate::payments::Engine;
 use crate::store::Tree;
 use crate::stripe::webhook::{verify, SignatureError, DEFAULT_TOLERANCE_SECS};
-use crate::stripe::wire::Event;
+use crate::stripe::wire::{Event, PaymentIntent, Reader};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -105,6 +106,21 @@ async fn receive(
         state.metrics.webhook_rejected("malformed_event");
         ApiError::bad_request(format!("not a Stripe event: {e}"))
     })?;
+    if event.livemode != state.mode.livemode() {
+        // An event of the other world (a live endpoint's secret reused for test, say):
+        // nothing of it is recorded or acted on.
+        let event_mode = if event.livemode { "live" } else { "test" };
+        tracing::warn!(event = %event.id, event_mode, store_mode = %state.mode, "webhook event of the other mode refused");
+        state.metrics.webhook_rejected("livemode_mismatch");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "livemode_mismatch",
+            format!(
+                "event {} is a {event_mode} mode event, but this readerd is bound to {} mode",
+                event.id, state.mode
+            ),
+        ));
+    }
     let seen = Seen {
         kind: event.kind.clone(),
         received_at: crate::clock::Timestamp::now(),
@@ -134,21 +150,29 @@ async fn receive(
     ))
 }
 
-/// Wakes whoever should re-read the objects the event is about.
+/// Hands the event to the engine: the reader or PaymentIntent it carries is an observation
+/// (the engine keeps only what moves forward); anything else wakes whoever should re-read.
 fn hint(engine: &Engine, event: &Event) {
     let obj = &event.data.object;
     let kind = event.kind.as_str();
     if kind.starts_with("terminal.reader.") {
-        if let Some(reader) = obj["id"].as_str() {
-            engine.hint_reader(reader);
-        }
-        let pi = &obj["action"]["process_payment_intent"]["payment_intent"];
-        if let Some(pi) = pi.as_str().or_else(|| pi["id"].as_str()) {
-            engine.hint_intent(pi);
+        match serde_json::from_value::<Reader>(obj.clone()) {
+            Ok(reader) => engine.event_reader(reader, event.created),
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "reader event without a readable reader; re-reading");
+                if let Some(reader) = obj["id"].as_str() {
+                    engine.hint_reader(reader);
+                }
+            }
         }
     } else if kind.starts_with("payment_intent.") {
-        if let Some(pi) = obj["id"].as_str() {
-            engine.hint_intent(pi);
+        match serde_json::from_value::<PaymentIntent>(obj.clone()) {
+            Ok(pi) => engine.event_intent(&pi, event.account.as_deref()),
+            Err(_) => {
+                if let Some(pi) = obj["id"].as_str() {
+                    engine.hint_intent(pi);
+                }
+            }
         }
     } else if kind.starts_with("charge.") || kind.starts_with("refund.") {
         if let Some(pi) = obj["payment_intent"].as_str() {

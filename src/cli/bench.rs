@@ -1,10 +1,18 @@
 //! `readerd bench`: many simulated readers and payments against the in-process emulator
 //! with no added latency, to measure what the daemon itself costs.
 //!
-//! Reported: payments per second, Stripe requests per payment by kind, the daemon's added
-//! latency (acceptance to `process_payment_intent` sent; reader outcome seen to status
-//! recorded) at p50 and p99, and the process's peak resident memory (`VmHWM`).
+//! Customers tap at once, or after a delay drawn in `--tap-after A..B`; `--webhooks` has the
+//! emulator deliver its signed events to an intake that verifies them and hands them to the
+//! engine as the daemon's webhook route does; `--stripe-rate-limit N` has the emulator answer
+//! `429` beyond N requests per second, and spends the engine's request budget at 90 % of it.
+//!
+//! Reported: payments per second; Stripe requests per payment by kind, counted from the
+//! emulator's own request log, and its `429`s; tap → status recorded at p50 and p99; the most
+//! readers busy at once; the daemon's added latency (acceptance to `process_payment_intent`
+//! sent; reader outcome seen to status recorded) at p50 and p99; and the process's peak
+//! resident memory (`VmHWM`, the in-process emulator included).
 
+use crate::metrics::{endpoint_template, LatencyHistogram};
 use crate::payments::directory::{MerchantInfo, ReaderInfo, StaticDirectory};
 use crate::payments::engine::{CreatePayment, Engine, EngineConfig};
 use crate::payments::machine::{CaptureMode, ChargeType, Status};
@@ -12,8 +20,10 @@ use crate::payments::stats::quantile;
 use crate::sim::{self, SimConfig};
 use crate::store::Registry;
 use crate::stripe::params::{CreateLocation, RegisterReader};
-use crate::stripe::wire::{Address, CapabilityStatus};
+use crate::stripe::webhook::{verify, DEFAULT_TOLERANCE_SECS};
+use crate::stripe::wire::{Address, CapabilityStatus, Event, PaymentIntent, Reader};
 use crate::stripe::{ClientConfig, RequestOptions, SecretKey, StripeClient};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +46,30 @@ pub struct BenchArgs {
     /// temporary sled store otherwise.
     #[arg(long, value_name = "STORE")]
     pub store: Option<String>,
+    /// Customers tap after a delay drawn in this range (`8s..8s`, `3s..15s`); at once when
+    /// absent.
+    #[arg(long, value_parser = parse_range)]
+    pub tap_after: Option<(Duration, Duration)>,
+    /// The emulator delivers signed webhook events, which the engine takes as observations.
+    #[arg(long)]
+    pub webhooks: bool,
+    /// The emulator answers `429` beyond this many requests per second; the engine's budget
+    /// is 90 % of it. No limit when absent.
+    #[arg(long)]
+    pub stripe_rate_limit: Option<u32>,
+}
+
+/// `A..B`, two durations the humantime way.
+fn parse_range(s: &str) -> Result<(Duration, Duration), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}`: expected A..B, such as 3s..15s"))?;
+    let a = humantime::parse_duration(a.trim()).map_err(|e| format!("`{a}`: {e}"))?;
+    let b = humantime::parse_duration(b.trim()).map_err(|e| format!("`{b}`: {e}"))?;
+    if b < a {
+        return Err(format!("`{s}`: the end comes before the start"));
+    }
+    Ok((a, b))
 }
 
 /// The measurements of one run.
@@ -45,7 +79,14 @@ pub struct BenchReport {
     pub payments: usize,
     pub succeeded: usize,
     pub elapsed: Duration,
+    /// Requests by kind (method and endpoint), from the emulator's log.
     pub requests: Vec<(String, u64)>,
+    /// `429`s the emulator answered.
+    pub rate_limited: u64,
+    /// Customer tap → status recorded, p50 and p99.
+    pub tap_to_recorded: (Option<Duration>, Option<Duration>),
+    /// The most readers busy at once.
+    pub busy_readers: usize,
     pub to_dispatch: (Option<Duration>, Option<Duration>),
     pub to_outcome: (Option<Duration>, Option<Duration>),
     pub peak_rss_kib: Option<u64>,
@@ -60,15 +101,31 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 /// Runs the benchmark (inside a runtime).
 pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
+    let (tap_min, tap_max) = args.tap_after.unwrap_or_default();
+    let intake = match args.webhooks {
+        true => Some(Intake::bind().await?),
+        false => None,
+    };
     let sim = sim::spawn(SimConfig {
         auth_delay: Duration::ZERO,
-        auto_present: Some(Duration::ZERO),
+        auto_present: Some(tap_min),
+        auto_present_max: Some(tap_max),
+        webhook: intake.as_ref().map(|i| sim::WebhookTarget {
+            url: i.url.clone(),
+            secret: WEBHOOK_SECRET.into(),
+        }),
+        rate_limit: args.stripe_rate_limit,
         ..SimConfig::default()
     })
     .await
     .map_err(|e| e.to_string())?;
     let mut cc = ClientConfig::new(sim.base_url(), SecretKey::new("sk_test_bench"));
-    cc.requests_per_second = 1_000_000;
+    cc.requests_per_second = match args.stripe_rate_limit {
+        Some(n) => (n * 9 / 10).max(1),
+        None => 1_000_000,
+    };
+    // Setting up the fleet is not what is measured: no emulator limit until it is done.
+    sim.set_rate_limit(None);
     let stripe = StripeClient::new(cc).map_err(|e| e.to_string())?;
     let dir = Arc::new(StaticDirectory::new());
     for i in 0..args.merchants.max(1) {
@@ -120,6 +177,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             label: Some(r.label),
             country: Some("FR".into()),
             allowed_merchants: None,
+            owner: None,
         });
         readers.push(r.id);
     }
@@ -156,6 +214,48 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         Default::default(),
     );
     engine.start().await.map_err(|e| e.to_string())?;
+    if let Some(i) = intake {
+        i.serve(engine.clone());
+    }
+    sim.set_rate_limit(args.stripe_rate_limit);
+    sim.reset_requests();
+    // When each payment's status was recorded, by PaymentIntent.
+    let recorded = Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
+    {
+        let mut rx = engine.subscribe();
+        let recorded = recorded.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(p) if p.status.is_final() => {
+                        if let Some(pi) = p.payment_intent {
+                            recorded
+                                .lock()
+                                .expect("recorded")
+                                .entry(pi)
+                                .or_insert_with(Instant::now);
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    let busy_peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (engine, readers, busy_peak) = (engine.clone(), readers.clone(), busy_peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let busy = readers
+                    .iter()
+                    .filter(|r| engine.reader_live(r).busy)
+                    .count();
+                busy_peak.fetch_max(busy, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.payments);
     for i in 0..args.payments {
@@ -191,16 +291,32 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         }
     }
     let stats = engine.stats();
+    let mut requests = std::collections::BTreeMap::<String, u64>::new();
+    let mut rate_limited = 0;
+    for r in sim.requests() {
+        if r.status == 429 {
+            rate_limited += 1;
+        }
+        *requests
+            .entry(format!("{} {}", r.method, endpoint_template(&r.path)))
+            .or_default() += 1;
+    }
+    let recorded = recorded.lock().expect("recorded").clone();
+    let mut taps = LatencyHistogram::default();
+    for (pi, tapped) in sim.taps() {
+        if let Some(at) = recorded.get(&pi) {
+            taps.record(at.saturating_duration_since(tapped));
+        }
+    }
     Ok(BenchReport {
         readers: readers.len(),
         payments: ids.len(),
         succeeded,
         elapsed,
-        requests: stats
-            .requests
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
+        requests: requests.into_iter().collect(),
+        rate_limited,
+        tap_to_recorded: (quantile(&taps, 0.5), quantile(&taps, 0.99)),
+        busy_readers: busy_peak.load(std::sync::atomic::Ordering::Relaxed),
         to_dispatch: (
             quantile(&stats.to_dispatch, 0.5),
             quantile(&stats.to_dispatch, 0.99),
@@ -230,19 +346,30 @@ impl std::fmt::Display for BenchReport {
             secs,
             self.payments as f64 / secs.max(1e-9)
         )?;
-        writeln!(f, "Stripe requests per payment:")?;
+        writeln!(
+            f,
+            "readers busy at once (most): {}; 429s from the emulator: {}",
+            self.busy_readers, self.rate_limited
+        )?;
+        writeln!(
+            f,
+            "customer tap -> status recorded: p50 {}  p99 {}",
+            ms(self.tap_to_recorded.0),
+            ms(self.tap_to_recorded.1)
+        )?;
+        writeln!(f, "Stripe requests per payment (the emulator's log):")?;
         let mut total = 0;
         for (k, v) in &self.requests {
             total += v;
             writeln!(
                 f,
-                "  {k:<26} {:.2}",
+                "  {k:<60} {:.2}",
                 *v as f64 / self.payments.max(1) as f64
             )?;
         }
         writeln!(
             f,
-            "  {:<26} {:.2}",
+            "  {:<60} {:.2}",
             "total",
             total as f64 / self.payments.max(1) as f64
         )?;
@@ -265,6 +392,65 @@ impl std::fmt::Display for BenchReport {
                 .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                 .unwrap_or_else(|| "-".into())
         )
+    }
+}
+
+/// The signing secret of the benchmark's webhook endpoint.
+const WEBHOOK_SECRET: &str = "whsec_bench";
+
+/// The benchmark's webhook intake: verifies each event's signature, as the daemon's route
+/// does, and hands the reader or PaymentIntent it carries to the engine.
+struct Intake {
+    listener: tokio::net::TcpListener,
+    url: String,
+}
+
+impl Intake {
+    async fn bind() -> Result<Intake, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        Ok(Intake {
+            listener,
+            url: format!("http://{addr}/webhooks/stripe"),
+        })
+    }
+
+    fn serve(self, engine: Engine) {
+        use axum::http::{HeaderMap, StatusCode};
+        let app = axum::Router::new().route(
+            "/webhooks/stripe",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let engine = engine.clone();
+                async move {
+                    let sig = headers
+                        .get("stripe-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let now = crate::clock::now_secs();
+                    if verify(WEBHOOK_SECRET, sig, &body, now, DEFAULT_TOLERANCE_SECS).is_err() {
+                        return StatusCode::BAD_REQUEST;
+                    }
+                    let Ok(ev) = serde_json::from_slice::<Event>(&body) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    if ev.kind.starts_with("terminal.reader.") {
+                        if let Ok(r) = serde_json::from_value::<Reader>(ev.data.object) {
+                            engine.event_reader(r, ev.created);
+                        }
+                    } else if ev.kind.starts_with("payment_intent.") {
+                        if let Ok(pi) = serde_json::from_value::<PaymentIntent>(ev.data.object) {
+                            engine.event_intent(&pi, ev.account.as_deref());
+                        }
+                    }
+                    StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(self.listener, app).await;
+        });
     }
 }
 

@@ -85,6 +85,9 @@ async fn run(args: DemoArgs) -> ExitCode {
             url: format!("http://{addr}/webhooks/stripe"),
             secret: whsec.clone(),
         }),
+        // A French venue: the platform's own charges (the food hall's baskets) are taken on
+        // the same French readers as the merchants' direct and destination charges.
+        platform_country: "FR".into(),
         ..SimConfig::default()
     })
     .await
@@ -236,10 +239,10 @@ async fn set_up(
             .await?;
         readers.push((label, r["id"].as_str().unwrap_or_default().to_string()));
     }
-    // A food hall whose stalls share one reader and take baskets: separate charges settle
-    // on the platform (in the US in the emulator), so the hall is in the US too.
+    // A food hall whose stalls share the readers and take baskets: separate charges settle
+    // on the platform, which is French here, like the readers.
     for (id, name) in [("pretzels", "Pretzel Stand"), ("flowers", "Flower Stall")] {
-        let acct = sim.create_account("US", "usd", CapabilityStatus::Active);
+        let acct = sim.create_account("FR", "eur", CapabilityStatus::Active);
         c.post(
             "/v1/merchants",
             &json!({"id": id, "account": acct, "display_name": name, "charge_type": "separate",
@@ -247,24 +250,6 @@ async fn set_up(
         )
         .await?;
     }
-    let hall = c
-        .post(
-            "/v1/locations",
-            &json!({"display_name": "Food hall",
-                    "address": {"line1": "1 Ferry Building", "city": "San Francisco", "state": "CA",
-                                "postal_code": "94111", "country": "US"}}),
-        )
-        .await?;
-    let r = c
-        .post(
-            "/v1/readers",
-            &json!({"registration_code": "simulated-wpe", "label": "till-3", "location": hall["id"]}),
-        )
-        .await?;
-    readers.push((
-        "till-3".to_string(),
-        r["id"].as_str().unwrap_or_default().to_string(),
-    ));
     Ok(Setup {
         api: api.to_string(),
         admin: admin.to_string(),
@@ -276,10 +261,10 @@ async fn set_up(
 fn print_banner(s: &Setup, tap: Duration, tour: bool) {
     println!("readerd demo: an emulated Stripe, a daemon on a temporary store, two merchants");
     println!(
-        "sharing two simulated readers, and a food hall whose two stalls share a third and take"
+        "sharing two simulated readers, and a food hall whose two stalls take baskets on them"
     );
     println!(
-        "baskets (the customer taps a card {} after a payment reaches a reader).\n",
+        "(the customer taps a card {} after a payment reaches a reader).\n",
         humantime::format_duration(tap)
     );
     println!("  API            {}", s.api);
@@ -452,12 +437,12 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
     .await?;
     check("cancel", p["status"] == "canceled", &p);
 
-    println!("5. A basket: 8.00 USD of pretzels and 4.50 USD of flowers, one tap on till-3");
+    println!("5. A basket: 8.00 EUR of pretzels and 4.50 EUR of flowers, one tap on till-1");
     let admin = client(&s.api, &s.admin)?;
     let p = admin
         .post_idempotent(
             "/v1/payments",
-            &json!({"reader": "till-3", "amount": 1250, "currency": "usd",
+            &json!({"reader": "till-1", "amount": 1250, "currency": "eur",
                     "description": "readerd demo tour",
                     "splits": [{"merchant": "pretzels", "amount": 800},
                                {"merchant": "flowers", "amount": 450}]}),

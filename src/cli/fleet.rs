@@ -67,9 +67,11 @@ pub struct LocationsCmd {
     pub action: LocationsAction,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum LocationsAction {
-    /// Create a location on Stripe (as the platform).
+    /// Create a location on Stripe (as the platform, or as `--owner`).
     Create {
         #[arg(long)]
         display_name: String,
@@ -89,6 +91,10 @@ pub enum LocationsAction {
         /// The merchant it mainly serves (grouping only).
         #[arg(long)]
         merchant: Option<String>,
+        /// Who owns it: `platform` (the default) or a merchant, on whose connected account
+        /// it is created.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List locations.
     List,
@@ -117,6 +123,10 @@ pub enum ReadersAction {
         /// Restrict the reader to these merchants (repeat; default: every merchant).
         #[arg(long = "merchant")]
         merchants: Vec<String>,
+        /// Who owns it: `platform` (the default) or a merchant, on whose connected account
+        /// it is registered (in a location of the same owner; it serves its owner only).
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List readers with their live state.
     List,
@@ -305,6 +315,7 @@ impl LocationsCmd {
                     state,
                     postal_code,
                     merchant,
+                    owner,
                 } => {
                     let mut address = json!({"country": country});
                     for (k, v) in [
@@ -321,6 +332,9 @@ impl LocationsCmd {
                     let mut body = json!({"display_name": display_name, "address": address});
                     if let Some(m) = merchant {
                         body["merchant"] = json!(m);
+                    }
+                    if let Some(o) = owner {
+                        body["owner"] = json!(o);
                     }
                     let v = c.post("/v1/locations", &body).await?;
                     output(a, v, |l: LocationView| locations_table(vec![l]))
@@ -342,6 +356,7 @@ impl ReadersCmd {
                     label,
                     location,
                     merchants,
+                    owner,
                 } => {
                     let mut body = json!({"registration_code": code, "location": location});
                     if let Some(l) = label {
@@ -349,6 +364,9 @@ impl ReadersCmd {
                     }
                     if !merchants.is_empty() {
                         body["merchants"] = json!(merchants);
+                    }
+                    if let Some(o) = owner {
+                        body["owner"] = json!(o);
                     }
                     let v = c.post("/v1/readers", &body).await?;
                     output(a, v, |r: ReaderView| readers_table(vec![r]))

@@ -63,6 +63,10 @@ pub struct SimArgs {
     /// finds no PaymentIntent of a connected account (direct charges fail).
     #[arg(long)]
     pub no_platform_owned_readers: bool,
+    /// The platform account's country (its default currency follows: `FR` → `eur`), which
+    /// decides where the platform's own charges may be taken.
+    #[arg(long, default_value = "US")]
+    pub platform_country: String,
 }
 
 impl SimArgs {
@@ -72,6 +76,7 @@ impl SimArgs {
             seed: self.seed,
             auth_delay: self.auth_delay,
             auto_present: self.auto_present,
+            auto_present_max: None,
             webhook: match (&self.webhook_url, &self.webhook_secret) {
                 (Some(url), Some(secret)) => Some(WebhookTarget {
                     url: url.clone(),
@@ -96,6 +101,7 @@ impl SimArgs {
             },
             rate_limit: self.rate_limit,
             platform_owned_readers: !self.no_platform_owned_readers,
+            platform_country: self.platform_country.clone(),
         }
     }
 }

@@ -11,11 +11,13 @@
 
 mod records;
 mod sync;
+mod tokens;
 
 pub use records::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord, Settlement,
 };
 pub use sync::SyncReport;
+pub use tokens::IssuedToken;
 
 use crate::clock::Timestamp;
 use crate::store::{Registry, StoreError, Tree};
@@ -65,8 +67,17 @@ fn allowlist_from(metadata: &wire::Metadata) -> Option<Vec<String>> {
 /// [`Fleet::observe_reader`].
 pub const OBSERVE_WRITE_EVERY_MS: i64 = 10_000;
 
-/// Merchant ids: 1 to 64 of `A-Z a-z 0-9 - _`.
+/// The `owner` of a platform-owned location or reader, in the API.
+pub const PLATFORM_OWNER: &str = "platform";
+
+/// Merchant ids: 1 to 64 of `A-Z a-z 0-9 - _`, and not `platform` (the owner of what no
+/// merchant owns).
 pub fn validate_merchant_id(id: &str) -> Result<(), FleetError> {
+    if id == PLATFORM_OWNER {
+        return Err(FleetError::Invalid(format!(
+            "merchant id {id:?} is reserved: it names the platform as an owner"
+        )));
+    }
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -99,6 +110,9 @@ pub enum FleetError {
         merchant: String,
         account: String,
     },
+    /// A merchant-owned object and the location it needs belong to different owners.
+    #[error("{0}")]
+    OwnerMismatch(String),
     /// The account exists but can never take payments (Stripe rejected it).
     #[error("account {account} is unusable: {reason}")]
     AccountUnusable { account: String, reason: String },
@@ -201,6 +215,8 @@ pub struct NewLocation {
     pub display_name: String,
     pub address: AddressRecord,
     pub merchant: Option<String>,
+    /// The merchant whose account owns it; `None` = the platform.
+    pub owner: Option<String>,
 }
 
 /// A reader to register.
@@ -210,6 +226,8 @@ pub struct NewReader {
     pub label: Option<String>,
     pub location: String,
     pub merchants: Option<Vec<String>>,
+    /// The merchant whose account owns it; `None` = the platform.
+    pub owner: Option<String>,
 }
 
 /// Whether an add created the merchant or updated an existing entry.
@@ -229,6 +247,9 @@ pub struct Fleet {
     sync_lock: tokio::sync::Mutex<()>,
     /// Serialises read-modify-write of registry records; never held across an await.
     write_lock: Mutex<()>,
+    /// The platform's own account (`acct_…`), when the daemon knows it (the store's
+    /// binding).
+    platform: Option<String>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -258,7 +279,19 @@ impl Fleet {
             health,
             sync_lock: tokio::sync::Mutex::new(()),
             write_lock: Mutex::new(()),
+            platform: None,
         }
+    }
+
+    /// The fleet of the platform `account` (known once the store is bound to it).
+    pub fn with_platform(mut self, account: Option<String>) -> Self {
+        self.platform = account;
+        self
+    }
+
+    /// The platform's own account, when known.
+    pub fn platform_account(&self) -> Option<String> {
+        self.platform.clone()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -288,6 +321,28 @@ impl Fleet {
         let r = fut.await;
         self.health.observe(&r);
         r
+    }
+
+    /// The `Stripe-Account` of every call about an object of `owner`: the owning
+    /// merchant's connected account, or the platform. The one place that turns an owner
+    /// into an account, for the fleet and (through the payment directory) for the payment
+    /// flow's reader commands.
+    pub fn owner_account(&self, owner: Option<&str>) -> Result<Option<String>, FleetError> {
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        let m = self.merchant(owner)?.ok_or_else(|| FleetError::NotFound {
+            kind: "merchant",
+            id: owner.to_string(),
+        })?;
+        Ok(Some(m.account))
+    }
+
+    fn owner_options(&self, owner: Option<&str>) -> Result<RequestOptions, FleetError> {
+        Ok(match self.owner_account(owner)? {
+            Some(acct) => RequestOptions::account(acct),
+            None => RequestOptions::platform(),
+        })
     }
 
     // Merchants -------------------------------------------------------------------------
@@ -475,12 +530,25 @@ impl Fleet {
         Ok(self.registry.get(Tree::Locations, id)?)
     }
 
-    /// Creates a location on Stripe (as the platform), then records it.
+    /// Creates a location on Stripe (on the platform, or on its owner's connected account),
+    /// then records it.
     pub async fn create_location(
         &self,
-        new: NewLocation,
+        mut new: NewLocation,
         caller_key: Option<&str>,
     ) -> Result<LocationRecord, FleetError> {
+        if let Some(owner) = &new.owner {
+            // A merchant's own location serves that merchant: it is grouped under it.
+            match &new.merchant {
+                None => new.merchant = Some(owner.clone()),
+                Some(m) if m == owner => {}
+                Some(m) => {
+                    return Err(FleetError::Invalid(format!(
+                    "a location owned by merchant {owner:?} is grouped under its owner, not {m:?}"
+                )))
+                }
+            }
+        }
         if new.display_name.trim().is_empty() {
             return Err(FleetError::Invalid("display_name must not be empty".into()));
         }
@@ -504,8 +572,14 @@ impl Fleet {
                 id: mid.clone(),
             })?;
             // A merchant whose destination charges the platform settles is not bound to
-            // its own country here; the platform's is Stripe's to check.
-            if let Some(mc) = m.settlement_country() {
+            // its own country here; the platform's is Stripe's to check. A merchant's own
+            // location takes direct charges only, which settle on the merchant.
+            let funds_country = if new.owner.is_some() {
+                m.country.clone()
+            } else {
+                m.settlement_country()
+            };
+            if let Some(mc) = funds_country {
                 if !mc.eq_ignore_ascii_case(&country) {
                     return Err(FleetError::CountryMismatch {
                         location: country,
@@ -521,19 +595,21 @@ impl Fleet {
             address: to_wire_address(&address),
             metadata,
         };
-        let opts = RequestOptions::platform().key(stripe_key("location", caller_key));
+        let opts = self
+            .owner_options(new.owner.as_deref())?
+            .key(stripe_key("location", caller_key));
         let loc = self
             .observed(self.stripe.create_location(&params, &opts))
             .await?;
         let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.location(&loc.id)?;
-        let (mut record, _) = location_record(&loc, existing.as_ref(), now);
+        let (mut record, _) = location_record(&loc, existing.as_ref(), new.owner.clone(), now);
         if record.merchant.is_none() {
             record.merchant = new.merchant.clone();
         }
         self.registry.put(Tree::Locations, &record.id, &record)?;
-        tracing::info!(location = %record.id, merchant = ?record.merchant, "location created");
+        tracing::info!(location = %record.id, merchant = ?record.merchant, owner = ?record.owner, "location created");
         Ok(record)
     }
 
@@ -601,12 +677,52 @@ impl Fleet {
         Ok(())
     }
 
-    /// Registers a reader on Stripe (as the platform), then records it.
+    /// A reader sits in a location of its own owner (Stripe keeps a connected account's
+    /// readers in that account's locations), and a merchant-owned reader serves its owner
+    /// only, so an allowlist can only name that owner.
+    fn check_reader_owner(&self, new: &NewReader) -> Result<(), FleetError> {
+        if let Some(owner) = &new.owner {
+            if self.merchant(owner)?.is_none() {
+                return Err(FleetError::NotFound {
+                    kind: "merchant",
+                    id: owner.clone(),
+                });
+            }
+            if let Some(list) = &new.merchants {
+                if list.iter().any(|m| m != owner) {
+                    return Err(FleetError::Invalid(format!(
+                        "a reader owned by merchant {owner:?} serves its owner only; leave merchants out"
+                    )));
+                }
+            }
+        }
+        let Some(location) = self.location(&new.location)? else {
+            // Unknown to the registry (not synced yet): Stripe decides.
+            return Ok(());
+        };
+        if location.owner != new.owner {
+            let name = |o: &Option<String>| match o {
+                Some(m) => format!("merchant {m:?}"),
+                None => "the platform".to_string(),
+            };
+            return Err(FleetError::OwnerMismatch(format!(
+                "location {} is owned by {}, but the reader would be owned by {}: a reader must sit in a location of its own owner",
+                location.id,
+                name(&location.owner),
+                name(&new.owner)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers a reader on Stripe (on the platform, or on its owner's connected account,
+    /// in a location of the same owner), then records it.
     pub async fn register_reader(
         &self,
         new: NewReader,
         caller_key: Option<&str>,
     ) -> Result<ReaderRecord, FleetError> {
+        self.check_reader_owner(&new)?;
         if new.registration_code.trim().is_empty() {
             return Err(FleetError::Invalid(
                 "registration_code must not be empty".into(),
@@ -629,19 +745,21 @@ impl Fleet {
             location: Some(new.location.clone()),
             metadata,
         };
-        let opts = RequestOptions::platform().key(stripe_key("reader", caller_key));
+        let opts = self
+            .owner_options(new.owner.as_deref())?
+            .key(stripe_key("reader", caller_key));
         let reader = self
             .observed(self.stripe.register_reader(&params, &opts))
             .await?;
         let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(&reader.id)?;
-        let (mut record, _) = reader_record(&reader, existing.as_ref(), now);
+        let (mut record, _) = reader_record(&reader, existing.as_ref(), new.owner.clone(), now);
         if existing.is_none() || new.merchants.is_some() {
             record.merchants = new.merchants.clone();
         }
         self.registry.put(Tree::Readers, &record.id, &record)?;
-        tracing::info!(reader = %record.id, label = %record.label, location = ?record.location, "reader registered");
+        tracing::info!(reader = %record.id, label = %record.label, location = ?record.location, owner = ?record.owner, "reader registered");
         Ok(record)
     }
 
@@ -659,6 +777,11 @@ impl Fleet {
                 id: id.to_string(),
             });
         };
+        if let Some(owner) = &current.owner {
+            return Err(FleetError::Invalid(format!(
+                "reader {id} is owned by merchant {owner:?} and serves its owner only: it has no allowlist"
+            )));
+        }
         self.check_merchant_list(&merchants, current.location.as_deref())?;
         let mut metadata = wire::Metadata::new();
         metadata.insert(READER_MERCHANTS_KEY.into(), allowlist_value(&merchants)?);
@@ -666,14 +789,16 @@ impl Fleet {
             label: None,
             metadata,
         };
-        let opts = RequestOptions::platform().key(stripe_key("reader-merchants", caller_key));
+        let opts = self
+            .owner_options(current.owner.as_deref())?
+            .key(stripe_key("reader-merchants", caller_key));
         let reader = self
             .observed(self.stripe.update_reader(id, &params, &opts))
             .await?;
         let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(id)?;
-        let (mut r, _) = reader_record(&reader, existing.as_ref(), now);
+        let (mut r, _) = reader_record(&reader, existing.as_ref(), current.owner.clone(), now);
         r.merchants = merchants;
         r.updated_at = now;
         self.registry.put(Tree::Readers, &r.id, &r)?;
@@ -689,7 +814,8 @@ impl Fleet {
         let now = Timestamp::now();
         let _w = self.writing();
         let existing = self.reader(&reader.id)?;
-        let (record, changed) = reader_record(reader, existing.as_ref(), now);
+        let owner = existing.as_ref().and_then(|e| e.owner.clone());
+        let (record, changed) = reader_record(reader, existing.as_ref(), owner, now);
         let stale = existing
             .as_ref()
             .is_none_or(|e| now - e.synced_at >= OBSERVE_WRITE_EVERY_MS);
@@ -702,7 +828,11 @@ impl Fleet {
     /// Reads one reader from Stripe now (one read) and records it. A reader Stripe no
     /// longer has is marked gone.
     pub async fn refresh_reader(&self, id: &str) -> Result<ReaderRecord, FleetError> {
-        let result = self.observed(self.stripe.retrieve_reader(id)).await;
+        let owner = self.reader(id)?.and_then(|r| r.owner);
+        let opts = self.owner_options(owner.as_deref())?;
+        let result = self
+            .observed(self.stripe.retrieve_reader_on(id, &opts))
+            .await;
         match result {
             Ok(r) => self.observe_reader(&r),
             Err(e) if e.status() == Some(404) => {
@@ -778,6 +908,7 @@ fn from_wire_address(a: &wire::Address) -> AddressRecord {
 pub(crate) fn location_record(
     loc: &wire::Location,
     existing: Option<&LocationRecord>,
+    owner: Option<String>,
     now: Timestamp,
 ) -> (LocationRecord, bool) {
     let rec = LocationRecord {
@@ -789,7 +920,10 @@ pub(crate) fn location_record(
             .get(LOCATION_MERCHANT_KEY)
             .filter(|m| !m.is_empty())
             .cloned()
-            .or_else(|| existing.and_then(|e| e.merchant.clone())),
+            .or_else(|| existing.and_then(|e| e.merchant.clone()))
+            // A merchant's own location is grouped under it.
+            .or_else(|| owner.clone()),
+        owner,
         gone: false,
         synced_at: now,
         created_at: existing.map(|e| e.created_at).unwrap_or(now),
@@ -838,6 +972,7 @@ pub const OFFLINE_AFTER_MS: i64 = 120_000;
 pub(crate) fn reader_record(
     r: &wire::Reader,
     existing: Option<&ReaderRecord>,
+    owner: Option<String>,
     now: Timestamp,
 ) -> (ReaderRecord, bool) {
     let last_seen_at = r
@@ -848,6 +983,7 @@ pub(crate) fn reader_record(
     let fresh = last_seen_at.is_none_or(|seen| now - seen <= OFFLINE_AFTER_MS);
     let rec = ReaderRecord {
         id: r.id.clone(),
+        owner,
         label: r.label.clone(),
         location: r.location.as_ref().map(|l| l.id().to_string()),
         serial_number: r.serial_number.clone(),
@@ -901,27 +1037,38 @@ mod tests {
     #[test]
     fn a_stale_heartbeat_is_offline_whatever_the_status_says() {
         let now = 1_800_000_000_000;
-        let (r, _) = reader_record(&wire_reader("online", Some(now - 1_000)), None, at(now));
+        let (r, _) = reader_record(
+            &wire_reader("online", Some(now - 1_000)),
+            None,
+            None,
+            at(now),
+        );
         assert_eq!(r.status, "online");
         let (r, _) = reader_record(
             &wire_reader("online", Some(now - OFFLINE_AFTER_MS - 1)),
             None,
+            None,
             at(now),
         );
         assert_eq!(r.status, "offline");
-        let (r, _) = reader_record(&wire_reader("offline", Some(now)), None, at(now));
+        let (r, _) = reader_record(&wire_reader("offline", Some(now)), None, None, at(now));
         assert_eq!(r.status, "offline");
     }
 
     #[test]
     fn a_heartbeat_alone_is_no_change_and_the_allowlist_is_kept() {
         let now = 1_800_000_000_000;
-        let (mut first, new) = reader_record(&wire_reader("online", Some(now)), None, at(now));
+        let (mut first, new) =
+            reader_record(&wire_reader("online", Some(now)), None, None, at(now));
         assert!(new);
         first.merchants = Some(vec!["bakery".into()]);
         let later = now + 5_000;
-        let (second, changed) =
-            reader_record(&wire_reader("online", Some(later)), Some(&first), at(later));
+        let (second, changed) = reader_record(
+            &wire_reader("online", Some(later)),
+            Some(&first),
+            None,
+            at(later),
+        );
         assert!(!changed);
         assert_eq!(second.last_seen_at, Some(at(later)));
         assert_eq!(second.updated_at, first.updated_at);
@@ -929,6 +1076,7 @@ mod tests {
         let (third, changed) = reader_record(
             &wire_reader("offline", Some(later)),
             Some(&second),
+            None,
             at(later),
         );
         assert!(changed);

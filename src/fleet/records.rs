@@ -126,11 +126,15 @@ pub struct AddressRecord {
     pub country: Option<String>,
 }
 
-/// A Terminal location, owned by the platform.
+/// A Terminal location, owned by the platform or by one merchant's connected account.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocationRecord {
     /// `tml_…`.
     pub id: String,
+    /// The merchant whose connected account owns it (every call about it carries that
+    /// account's `Stripe-Account`); `None` = the platform.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub display_name: String,
     pub address: AddressRecord,
     /// The merchant it mainly serves (grouping only: it does not fence readers in). Kept
@@ -145,11 +149,16 @@ pub struct LocationRecord {
     pub updated_at: Timestamp,
 }
 
-/// A smart reader, owned by the platform.
+/// A smart reader, owned by the platform (shared by merchants) or by one merchant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReaderRecord {
     /// `tmr_…`.
     pub id: String,
+    /// The merchant whose connected account owns it: it takes that merchant's payments
+    /// only, always as direct charges, and every call about it carries that account's
+    /// `Stripe-Account`. `None` = the platform.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub label: String,
     #[serde(default)]
     pub location: Option<String>,
@@ -172,8 +181,12 @@ pub struct ReaderRecord {
 }
 
 impl ReaderRecord {
-    /// Whether the reader may take payments for `merchant` (its allowlist permits it).
+    /// Whether the reader may take payments for `merchant`: its owner's only, for a
+    /// merchant-owned reader; otherwise as its allowlist permits.
     pub fn serves(&self, merchant: &str) -> bool {
+        if let Some(owner) = &self.owner {
+            return owner == merchant;
+        }
         match &self.merchants {
             None => true,
             Some(list) => list.iter().any(|m| m == merchant),

@@ -1,16 +1,21 @@
-//! The sync: pull every platform location and reader from Stripe into the registry.
+//! The sync: pull every location and reader from Stripe into the registry: the platform's,
+//! and those of every merchant's connected account (merchant-owned, listed with
+//! `Stripe-Account`).
 //!
-//! It costs two list calls (one read per page of 100), never a read per reader, so it can
-//! run every few minutes within Stripe's read allocation. The Stripe reads finish before
-//! the registry is touched. A record missing from Stripe's lists is marked `gone` only if
-//! it was last written before the sync began, so a reader registered while the lists were
-//! in flight is not mistaken for a deleted one.
+//! It costs two list calls per account (one read per page of 100), never a read per reader,
+//! so it can run every few minutes within Stripe's read allocation. The Stripe reads finish
+//! before the registry is touched. A record missing from Stripe's lists is marked `gone`
+//! only if it was last written before the sync began, so a reader registered while the
+//! lists were in flight is not mistaken for a deleted one, and only if its owner's account
+//! was listed: an account Stripe refused to list (disconnected, say) loses nothing.
 
 use super::{location_record, reader_record, Fleet, FleetError, LocationRecord, ReaderRecord};
 use crate::clock::Timestamp;
 use crate::store::Tree;
+use crate::stripe::error::Disposition;
 use crate::stripe::params::ListReaders;
 use crate::stripe::wire::{Location, Reader};
+use crate::stripe::RequestOptions;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,26 +36,55 @@ pub struct Counts {
     pub unchanged: usize,
 }
 
+/// What one account's lists returned: its owner (`None` = the platform), its locations
+/// and readers.
+type Listed = (Option<String>, Vec<Location>, Vec<Reader>);
+
 pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
     let _one_at_a_time = fleet.sync_lock.lock().await;
     let started = Timestamp::now();
-    let locations = fleet.observed(fleet.stripe.list_locations()).await?;
-    let readers = fleet
-        .observed(fleet.stripe.list_readers(&ListReaders::default()))
-        .await?;
+    let mut listed: Vec<Listed> = Vec::new();
+    let platform = RequestOptions::platform();
+    let (locations, readers) = list_account(fleet, &platform).await?;
+    listed.push((None, locations, readers));
+    // One listing per connected account, under the first merchant (by id) that names it.
+    let mut merchants = fleet.merchants()?;
+    merchants.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut accounts = HashSet::new();
+    for m in merchants {
+        if !accounts.insert(m.account.clone()) {
+            continue;
+        }
+        match list_account(fleet, &RequestOptions::account(&m.account)).await {
+            Ok((locations, readers)) => listed.push((Some(m.id), locations, readers)),
+            Err(FleetError::Stripe(e)) if e.disposition() == Disposition::Definitive => {
+                // The account can no longer be read (disconnected, or a key without
+                // access): its objects are kept as they are, not marked gone.
+                tracing::warn!(merchant = %m.id, account = %m.account, error = %e, "merchant's account not synced");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let fleet = fleet.clone();
-    tokio::task::spawn_blocking(move || apply(&fleet, started, &locations, &readers))
+    tokio::task::spawn_blocking(move || apply(&fleet, started, &listed))
         .await
         .map_err(|e| FleetError::Store(crate::store::StoreError::Engine(e.to_string())))?
 }
 
-/// The registry half of a sync: no network, under the fleet's write lock.
-fn apply(
+async fn list_account(
     fleet: &Fleet,
-    started: Timestamp,
-    locations: &[Location],
-    readers: &[Reader],
-) -> Result<SyncReport, FleetError> {
+    o: &RequestOptions,
+) -> Result<(Vec<Location>, Vec<Reader>), FleetError> {
+    let locations = fleet.observed(fleet.stripe.list_locations_on(o)).await?;
+    let readers = fleet
+        .observed(fleet.stripe.list_readers_on(&ListReaders::default(), o))
+        .await?;
+    Ok((locations, readers))
+}
+
+/// The registry half of a sync: no network, under the fleet's write lock.
+fn apply(fleet: &Fleet, started: Timestamp, listed: &[Listed]) -> Result<SyncReport, FleetError> {
+    let owners: HashSet<Option<String>> = listed.iter().map(|(o, _, _)| o.clone()).collect();
     let now = Timestamp::now();
     let mut report = SyncReport::default();
     let _w = fleet.writing();
@@ -61,23 +95,29 @@ fn apply(
         .map(|l| (l.id.clone(), l))
         .collect();
     let mut seen = HashSet::new();
-    for loc in locations {
-        seen.insert(loc.id.clone());
-        let existing = known.get(&loc.id);
-        let (record, changed) = location_record(loc, existing, now);
-        if changed {
-            fleet.registry.put(Tree::Locations, &record.id, &record)?;
-            if existing.is_some() {
-                report.locations.updated += 1;
+    for (owner, locations, _) in listed {
+        for loc in locations {
+            seen.insert(loc.id.clone());
+            let existing = known.get(&loc.id);
+            let (record, changed) = location_record(loc, existing, owner.clone(), now);
+            if changed {
+                fleet.registry.put(Tree::Locations, &record.id, &record)?;
+                if existing.is_some() {
+                    report.locations.updated += 1;
+                } else {
+                    report.locations.added += 1;
+                }
             } else {
-                report.locations.added += 1;
+                report.locations.unchanged += 1;
             }
-        } else {
-            report.locations.unchanged += 1;
         }
     }
     for (id, mut rec) in known {
-        if !seen.contains(&id) && !rec.gone && rec.updated_at < started {
+        if !seen.contains(&id)
+            && owners.contains(&rec.owner)
+            && !rec.gone
+            && rec.updated_at < started
+        {
             rec.gone = true;
             rec.updated_at = now;
             fleet.registry.put(Tree::Locations, &id, &rec)?;
@@ -91,21 +131,27 @@ fn apply(
         .map(|r| (r.id.clone(), r))
         .collect();
     let mut seen = HashSet::new();
-    for r in readers {
-        seen.insert(r.id.clone());
-        let existing = known.get(&r.id);
-        let (record, changed) = reader_record(r, existing, now);
-        // Written even when unchanged: `synced_at` and the heartbeat say how fresh the
-        // listed status is.
-        fleet.registry.put(Tree::Readers, &record.id, &record)?;
-        match (changed, existing.is_some()) {
-            (true, true) => report.readers.updated += 1,
-            (true, false) => report.readers.added += 1,
-            (false, _) => report.readers.unchanged += 1,
+    for (owner, _, readers) in listed {
+        for r in readers {
+            seen.insert(r.id.clone());
+            let existing = known.get(&r.id);
+            let (record, changed) = reader_record(r, existing, owner.clone(), now);
+            // Written even when unchanged: `synced_at` and the heartbeat say how fresh the
+            // listed status is.
+            fleet.registry.put(Tree::Readers, &record.id, &record)?;
+            match (changed, existing.is_some()) {
+                (true, true) => report.readers.updated += 1,
+                (true, false) => report.readers.added += 1,
+                (false, _) => report.readers.unchanged += 1,
+            }
         }
     }
     for (id, mut rec) in known {
-        if !seen.contains(&id) && !rec.gone && rec.updated_at < started {
+        if !seen.contains(&id)
+            && owners.contains(&rec.owner)
+            && !rec.gone
+            && rec.updated_at < started
+        {
             rec.gone = true;
             rec.status = "offline".to_string();
             rec.updated_at = now;

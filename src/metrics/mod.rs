@@ -74,12 +74,17 @@ pub struct Metrics {
     pub capture_seconds_left: GaugeVec,
     /// `readerd_webhook_events_accepted_total{type}`.
     pub webhooks_accepted: CounterVec,
+    /// `readerd_webhooks_tracking`: 1 while webhook events track payments (polls are a
+    /// safety net), 0 while readerd polls by itself.
+    pub webhooks_tracking: GaugeVec,
     /// `readerd_webhook_events_rejected_total{reason}`.
     pub webhooks_rejected: CounterVec,
     /// `readerd_api_requests_rejected_total{reason}`: e.g. `shutting_down`, `queue_full`.
     pub api_rejections: CounterVec,
     /// `readerd_config_reloads_total{result}`.
     pub config_reloads: CounterVec,
+    /// `readerd_stripe_objects_refused_total{reason}`.
+    pub stripe_objects_refused: CounterVec,
     /// `readerd_transfers_total{merchant,result}`: separate charges' transfers and their
     /// reversals by outcome (`succeeded`, `refused`, `failed` = left for the operator,
     /// `reversed`, `reversal_refused`).
@@ -215,6 +220,12 @@ impl Metrics {
                 "Stripe webhook events accepted, by event type.",
                 &["type"],
             ),
+            webhooks_tracking: GaugeVec::new(
+                r,
+                "readerd_webhooks_tracking",
+                "1 while webhook events track payments and polls are a safety net, 0 while readerd polls by itself.",
+                &[],
+            ),
             webhooks_rejected: CounterVec::new(
                 r,
                 "readerd_webhook_events_rejected_total",
@@ -232,6 +243,12 @@ impl Metrics {
                 "readerd_config_reloads_total",
                 "Configuration reloads (SIGHUP), by result.",
                 &["result"],
+            ),
+            stripe_objects_refused: CounterVec::new(
+                r,
+                "readerd_stripe_objects_refused_total",
+                "Stripe answers refused for what they held, by reason.",
+                &["reason"],
             ),
             transfers: CounterVec::new(
                 r,
@@ -429,6 +446,12 @@ impl Metrics {
         self.rate_limiter_wait.observe(&[], waited.as_secs_f64());
     }
 
+    /// Webhooks started or stopped tracking payments.
+    pub fn set_webhooks_tracking(&self, tracking: bool) {
+        self.webhooks_tracking
+            .set(&[], if tracking { 1.0 } else { 0.0 });
+    }
+
     /// Stripe entered or left the degraded state.
     pub fn set_stripe_degraded(&self, degraded: bool) {
         self.stripe_degraded
@@ -460,7 +483,8 @@ impl Metrics {
         self.webhooks_accepted.inc(&[event_type]);
     }
 
-    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`.
+    /// `reason`: e.g. `bad_signature`, `stale_timestamp`, `malformed`, `duplicate`,
+    /// `livemode_mismatch` (an event of the other mode than the store's).
     pub fn webhook_rejected(&self, reason: &str) {
         self.webhooks_rejected.inc(&[reason]);
     }
@@ -549,6 +573,9 @@ impl Degradation {
 impl crate::stripe::client::RequestObserver for Metrics {
     fn on_attempt(&self, r: &crate::stripe::client::AttemptRecord<'_>) {
         self.stripe_request(r.method, r.endpoint, r.attempt, r.status, r.latency);
+        if r.wrong_mode {
+            self.stripe_objects_refused.inc(&["livemode_mismatch"]);
+        }
     }
     fn on_rate_limit_wait(&self, waited: Duration) {
         self.rate_limiter_waited(waited);

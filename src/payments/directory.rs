@@ -9,6 +9,7 @@
 use super::machine::ChargeType;
 use crate::fleet::{self, Fleet};
 use crate::stripe::wire::Reader;
+use crate::stripe::RequestOptions;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -54,6 +55,14 @@ impl MerchantInfo {
             .then(|| self.account.clone())
     }
 
+    /// The merchant as a direct charge sees it: what its payments on a reader it owns are,
+    /// whatever its own charge type.
+    pub fn as_direct(mut self) -> MerchantInfo {
+        self.charge_type = ChargeType::Direct;
+        self.platform_settles = false;
+        self
+    }
+
     /// The country of the account that receives the funds, which the reader's location must
     /// be in, when known: the merchant's, except when the platform settles (a destination
     /// charge settled by the platform, or a separate charge: its country is then Stripe's
@@ -66,6 +75,14 @@ impl MerchantInfo {
     }
 }
 
+/// The merchant that owns a reader, and its connected account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderOwner {
+    pub merchant: String,
+    /// `acct_…`: every call about the reader carries it as `Stripe-Account`.
+    pub account: String,
+}
+
 /// A reader as the payment flow sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderInfo {
@@ -76,13 +93,29 @@ pub struct ReaderInfo {
     pub country: Option<String>,
     /// When set, only these merchants may use the reader.
     pub allowed_merchants: Option<Vec<String>>,
+    /// The merchant whose connected account owns the reader; `None` = the platform.
+    pub owner: Option<ReaderOwner>,
 }
 
 impl ReaderInfo {
     pub fn allows(&self, merchant: &str) -> bool {
+        if let Some(o) = &self.owner {
+            return o.merchant == merchant;
+        }
         self.allowed_merchants
             .as_ref()
             .is_none_or(|m| m.iter().any(|x| x == merchant))
+    }
+
+    /// The options of every read and command about the reader: its owner's account
+    /// (`Stripe-Account`), or the platform. The one place this is decided for the payment
+    /// flow; the reader's worker keeps it for the reader's life (a reader never changes
+    /// account).
+    pub fn options(&self) -> RequestOptions {
+        match &self.owner {
+            Some(o) => RequestOptions::account(&o.account),
+            None => RequestOptions::platform(),
+        }
     }
 }
 
@@ -190,11 +223,20 @@ impl Directory for FleetDirectory {
             .as_deref()
             .and_then(|l| self.0.location(l).ok().flatten())
             .and_then(|l| l.address.country);
+        let owner = match r.owner {
+            None => None,
+            Some(merchant) => {
+                // A reader whose owner is no longer a merchant cannot be addressed.
+                let account = self.0.owner_account(Some(&merchant)).ok()??;
+                Some(ReaderOwner { merchant, account })
+            }
+        };
         Some(ReaderInfo {
             id: r.id,
             label: Some(r.label),
             country,
             allowed_merchants: r.merchants,
+            owner,
         })
     }
 
@@ -268,6 +310,7 @@ mod tests {
             label: Some("front".into()),
             country: Some("FR".into()),
             allowed_merchants: Some(vec!["bakery".into()]),
+            owner: None,
         });
         assert_eq!(d.reader("front").unwrap().id, "tmr_1");
         assert!(d.reader("tmr_1").unwrap().allows("bakery"));

@@ -30,7 +30,9 @@ pub mod splits;
 pub mod stats;
 pub mod worker;
 
-pub use directory::{Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, StaticDirectory};
+pub use directory::{
+    Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, ReaderOwner, StaticDirectory,
+};
 pub use engine::{
     reader_lease, CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter,
     ReaderLive,

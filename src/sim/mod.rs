@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// When set, a reader given `process_payment_intent` taps the default Visa by itself
     /// after this delay (for the demo). Simulated readers on Stripe never do this.
     pub auto_present: Option<Duration>,
+    /// With `auto_present`: each customer taps after a delay drawn evenly between
+    /// `auto_present` and this (seeded), like real customers who take their time.
+    pub auto_present_max: Option<Duration>,
     /// Where to send webhook events; none are sent when absent.
     pub webhook: Option<WebhookTarget>,
     pub faults: Faults,
@@ -67,6 +70,10 @@ pub struct SimConfig {
     /// Stripe's platform-owned-reader preview is enabled for the platform (the default):
     /// its readers may process its connected accounts' PaymentIntents.
     pub platform_owned_readers: bool,
+    /// The platform account's country (`US` unless set; its default currency is the
+    /// country's), which decides where the platform's own charges (destination charges it
+    /// settles, separate charges) may be taken.
+    pub platform_country: String,
 }
 
 impl Default for SimConfig {
@@ -75,10 +82,12 @@ impl Default for SimConfig {
             seed: 1,
             auth_delay: Duration::ZERO,
             auto_present: None,
+            auto_present_max: None,
             webhook: None,
             faults: Faults::default(),
             rate_limit: None,
             platform_owned_readers: true,
+            platform_country: "US".into(),
         }
     }
 }
@@ -108,8 +117,13 @@ pub const MAX_LOG: usize = 100_000;
 
 /// State shared by the server, its timers and the handle.
 pub(crate) struct Shared {
+    /// The test world (`sk_test_…` keys), which the control routes and the handle act on.
     state: Mutex<state::State>,
     keys: Mutex<idempotency::Keys>,
+    /// The live world (`sk_live_…` keys): the same platform and accounts, its own objects
+    /// (`livemode: true`) and idempotency keys. Locked after the test world, never before.
+    live_state: Mutex<state::State>,
+    live_keys: Mutex<idempotency::Keys>,
     faults: Arc<Mutex<Faults>>,
     fault_rng: Arc<Mutex<StdRng>>,
     rate: Mutex<(Option<u32>, faults::RateWindow)>,
@@ -117,6 +131,9 @@ pub(crate) struct Shared {
     events_tx: Option<mpsc::UnboundedSender<Event>>,
     auth_delay: Duration,
     auto_present: Option<Duration>,
+    auto_present_max: Option<Duration>,
+    /// When each auto-present tapped, by PaymentIntent (kept only with `auto_present`).
+    taps: Mutex<Vec<(String, std::time::Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +145,9 @@ impl Shared {
         let mut st = state::State::new(StdRng::seed_from_u64(config.seed));
         st.auth_delay_zero = config.auth_delay.is_zero();
         st.platform_owned_readers = config.platform_owned_readers;
+        let country = config.platform_country.to_ascii_uppercase();
+        st.platform.default_currency = Some(state::currency_of(&country).to_string());
+        st.platform.country = Some(country);
         let faults = Arc::new(Mutex::new(config.faults));
         let fault_rng = Arc::new(Mutex::new(StdRng::seed_from_u64(
             config.seed.wrapping_add(0x5eed),
@@ -143,9 +163,12 @@ impl Shared {
             ));
             tx
         });
+        let live = st.live_twin(StdRng::seed_from_u64(config.seed.wrapping_add(0x11fe)));
         Arc::new(Shared {
             state: Mutex::new(st),
             keys: Mutex::new(idempotency::Keys::default()),
+            live_state: Mutex::new(live),
+            live_keys: Mutex::new(idempotency::Keys::default()),
             faults,
             fault_rng,
             rate: Mutex::new((config.rate_limit, faults::RateWindow::new())),
@@ -153,11 +176,27 @@ impl Shared {
             events_tx,
             auth_delay: config.auth_delay,
             auto_present: config.auto_present,
+            auto_present_max: config.auto_present_max,
+            taps: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The world of a test (`false`) or live (`true`) key, and its idempotency keys.
+    fn world(&self, live: bool) -> (&Mutex<state::State>, &Mutex<idempotency::Keys>) {
+        if live {
+            (&self.live_state, &self.live_keys)
+        } else {
+            (&self.state, &self.keys)
+        }
     }
 
     /// Hands queued events to the webhook sender and schedules queued timers.
     fn flush(self: &Arc<Self>, st: &mut state::State) {
+        if !st.livemode {
+            // Accounts are the same in both modes: the live world follows the test world's.
+            lock(&self.live_state).accounts = st.accounts.clone();
+        }
+        let live = st.livemode;
         for event in st.outbox.drain(..) {
             if let Some(tx) = &self.events_tx {
                 let _ = tx.send(event);
@@ -168,19 +207,31 @@ impl Shared {
             let delay = match &timer {
                 state::Timer::Authorize { .. } => self.auth_delay,
                 state::Timer::Present { .. } | state::Timer::Answer { .. } => {
-                    self.auto_present.unwrap_or_default()
+                    let min = self.auto_present.unwrap_or_default();
+                    match self.auto_present_max.filter(|max| *max > min) {
+                        Some(max) => {
+                            let span = (max - min).as_millis() as u64;
+                            min + Duration::from_millis(rand::Rng::gen_range(
+                                &mut *lock(&self.fault_rng),
+                                0..=span,
+                            ))
+                        }
+                        None => min,
+                    }
                 }
             };
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let mut st = lock(&shared.state);
+                let mut st = lock(shared.world(live).0);
                 st.request = None;
                 match timer {
                     state::Timer::Authorize { reader, generation } => {
                         st.authorize(&reader, generation)
                     }
                     state::Timer::Present { reader, generation } => {
-                        st.auto_present(&reader, generation)
+                        if let Some(pi) = st.auto_present(&reader, generation) {
+                            lock(&shared.taps).push((pi, std::time::Instant::now()));
+                        }
                     }
                     state::Timer::Answer { reader, generation } => {
                         st.auto_answer(&reader, generation)
@@ -335,6 +386,11 @@ impl SimHandle {
     /// Every `/v1` request seen so far, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).clone()
+    }
+
+    /// When each auto-present customer tapped: (PaymentIntent, instant).
+    pub fn taps(&self) -> Vec<(String, std::time::Instant)> {
+        lock(&self.shared.taps).clone()
     }
 
     pub fn reset_requests(&self) {

@@ -120,7 +120,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn authenticate(headers: &HeaderMap) -> Result<(), SimError> {
+/// The key's world: `Ok(false)` for a test key, `Ok(true)` for a live one.
+fn authenticate(headers: &HeaderMap) -> Result<bool, SimError> {
     let unauthorized = |msg: String| {
         let mut e = SimError::invalid(None, msg);
         e.status = 401;
@@ -129,7 +130,8 @@ fn authenticate(headers: &HeaderMap) -> Result<(), SimError> {
     };
     match api_key(headers) {
         None => Err(unauthorized("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.".into())),
-        Some(k) if (k.starts_with("sk_test_") || k.starts_with("rk_test_")) && k.len() > 8 => Ok(()),
+        Some(k) if (k.starts_with("sk_test_") || k.starts_with("rk_test_")) && k.len() > 8 => Ok(false),
+        Some(k) if (k.starts_with("sk_live_") || k.starts_with("rk_live_")) && k.len() > 8 => Ok(true),
         Some(k) => {
             // Stripe shows only the last four characters of a wrong key.
             let tail: String = k.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
@@ -260,10 +262,12 @@ async fn pipeline(
 ) -> (Answer, bool) {
     let path = uri.path();
     let fail = |e: SimError| (error_answer(&e, request_id), false);
-    if let Err(e) = authenticate(headers) {
-        return fail(e);
-    }
-    let scope = match lock(&shared.state).scope(account.as_deref()) {
+    let live = match authenticate(headers) {
+        Ok(live) => live,
+        Err(e) => return fail(e),
+    };
+    let (world, keys) = shared.world(live);
+    let scope = match lock(world).scope(account.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -332,7 +336,7 @@ async fn pipeline(
     // What the key says, when there is one: run, or answer without running.
     let settled: Option<Answer> = match key {
         None => None,
-        Some(k) => match lock(&shared.keys).begin(&scope, k, &fingerprint) {
+        Some(k) => match lock(keys).begin(&scope, k, &fingerprint) {
             Begin::Run => None,
             Begin::Replay { status, body } => {
                 record.replayed = true;
@@ -369,7 +373,7 @@ async fn pipeline(
     let abandon = || {
         if let Some(k) = key {
             if settled.is_none() {
-                lock(&shared.keys).abandon(&scope, k);
+                lock(keys).abandon(&scope, k);
             }
         }
     };
@@ -416,7 +420,7 @@ async fn pipeline(
     let result = if skip_work {
         Ok(Value::Null)
     } else {
-        let mut st = lock(&shared.state);
+        let mut st = lock(world);
         st.request = Some(crate::stripe::wire::EventRequest {
             id: Some(request_id.to_string()),
             idempotency_key: key.clone(),
@@ -464,9 +468,9 @@ async fn pipeline(
     if let Some(k) = key {
         let store = result.as_ref().err().is_none_or(|e| e.store);
         if store {
-            lock(&shared.keys).finish(&scope, k, answer.status, &answer.body);
+            lock(keys).finish(&scope, k, answer.status, &answer.body);
         } else {
-            lock(&shared.keys).abandon(&scope, k);
+            lock(keys).abandon(&scope, k);
         }
     }
     let dropped = decision.outcome == Outcome::DropAfter;
@@ -496,6 +500,7 @@ fn dispatch(
         ("POST", ["v1", "terminal", "locations", id]) => st.update_location(scope, id, f),
         ("DELETE", ["v1", "terminal", "locations", id]) => st.delete_location(scope, id),
 
+        ("POST", ["v1", "terminal", "connection_tokens"]) => st.create_connection_token(scope, f),
         ("POST", ["v1", "terminal", "readers"]) => st.register_reader(scope, f),
         ("GET", ["v1", "terminal", "readers"]) => st.list_readers(scope, f),
         ("GET", ["v1", "terminal", "readers", id]) => st.get_reader(scope, id, f),

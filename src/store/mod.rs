@@ -5,6 +5,7 @@
 //! the daemon acts on after a crash must be on disk before it is acted on. Nothing here
 //! touches the network, so no store operation can span a Stripe call.
 
+pub mod binding;
 mod postgres;
 mod sled_store;
 

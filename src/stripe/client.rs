@@ -24,20 +24,15 @@
 //! loop, so that every request goes through the same limiter, retry rule and logging, and
 //! a reader sees all of Stripe that readerd touches on one page.
 
+use super::budget::{Budget, Priority};
 use super::error::{classify, retry_allowed, Disposition, StripeError};
 use super::form::Params;
 use super::params::*;
 use super::wire::*;
 use backoff::backoff::Backoff;
-use governor::clock::Clock as GovernorClock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +64,8 @@ pub struct ClientConfig {
     pub secret_key: SecretKey,
     /// The pinned `Stripe-Version`.
     pub stripe_version: String,
-    /// Client-side limit, requests per second (Stripe allows 25/s in test mode).
+    /// The one budget of the daemon's Stripe requests, per second: by default
+    /// [`default_requests_per_second`] of the key's mode.
     pub requests_per_second: u32,
     /// Attempts per logical request, the first included.
     pub max_attempts: u32,
@@ -88,11 +84,12 @@ pub const DEFAULT_STRIPE_VERSION: &str = "2026-07-29.dahlia";
 impl ClientConfig {
     /// Defaults for everything but the base and the key.
     pub fn new(api_base: impl Into<String>, secret_key: SecretKey) -> Self {
+        let requests_per_second = default_requests_per_second(&secret_key);
         ClientConfig {
             api_base: api_base.into(),
             secret_key,
             stripe_version: DEFAULT_STRIPE_VERSION.to_string(),
-            requests_per_second: 20,
+            requests_per_second,
             max_attempts: 4,
             max_elapsed: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
@@ -151,6 +148,8 @@ pub struct AttemptRecord<'a> {
     pub request_id: Option<&'a str>,
     /// `None` on success; the classification of the failure otherwise.
     pub failure: Option<Disposition>,
+    /// The answer held an object of the other mode than the key's, and was refused.
+    pub wrong_mode: bool,
 }
 
 /// Counts a request as under way until dropped (also when the request's future is dropped).
@@ -176,19 +175,6 @@ pub trait RequestObserver: Send + Sync + 'static {
     fn on_rate_limit_wait(&self, _waited: Duration) {}
 }
 
-/// The rate limiter's clock: tokio's, so that a paused test clock drives it too.
-#[derive(Clone, Debug)]
-struct TokioClock {
-    origin: tokio::time::Instant,
-}
-
-impl GovernorClock for TokioClock {
-    type Instant = Nanos;
-    fn now(&self) -> Nanos {
-        Nanos::from(tokio::time::Instant::now().saturating_duration_since(self.origin))
-    }
-}
-
 /// The backoff's clock: tokio's, for the same reason.
 #[derive(Clone, Debug, Default)]
 struct TokioBackoffClock;
@@ -198,8 +184,6 @@ impl backoff::Clock for TokioBackoffClock {
         tokio::time::Instant::now().into_std()
     }
 }
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// First retry waits about this long (±50 % jitter), doubling up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -218,11 +202,40 @@ pub struct StripeClient {
     auth: HeaderValue,
     /// `api_base` without a trailing slash.
     base: Arc<str>,
-    limiter: Arc<Limiter>,
+    /// The one request budget, shared by every clone.
+    budget: Arc<Budget>,
+    /// The priority of this handle's reads (set with [`StripeClient::at`]); writes of a
+    /// payment always go first.
+    priority: Option<Priority>,
     observer: Option<Arc<dyn RequestObserver>>,
     /// Logical requests under way (retries included), shared by clones: a graceful
     /// shutdown waits for this to reach zero.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The `livemode` of the key's objects (`sk_live_`/`rk_live_` true, `sk_test_`/
+    /// `rk_test_` false); an answer holding an object of the other mode is refused.
+    livemode: Option<bool>,
+}
+
+/// The `livemode` of an answer: the object's own, or, for a list, its items'.
+#[derive(serde::Deserialize)]
+struct ModeProbe {
+    #[serde(default)]
+    livemode: Option<bool>,
+    #[serde(default)]
+    data: Option<Vec<ModeProbe>>,
+}
+
+impl ModeProbe {
+    /// The first `livemode` that differs from `expected`.
+    fn other_than(&self, expected: bool) -> Option<bool> {
+        if let Some(l) = self.livemode.filter(|l| *l != expected) {
+            return Some(l);
+        }
+        self.data
+            .iter()
+            .flatten()
+            .find_map(|item| item.other_than(expected))
+    }
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -247,6 +260,7 @@ struct Call<'a> {
     /// Sent on POST only.
     idempotency_key: Option<&'a str>,
     timeout: Duration,
+    priority: Priority,
 }
 
 impl Call<'_> {
@@ -254,6 +268,27 @@ impl Call<'_> {
     /// because Stripe replays the stored result for the same key.
     fn repeatable(&self) -> bool {
         self.method != Method::POST || self.idempotency_key.is_some()
+    }
+}
+
+/// A write that belongs to a payment or a job at the reader: it goes before any read.
+fn is_payment_write(endpoint: &str) -> bool {
+    endpoint.starts_with("/v1/payment_intents")
+        || endpoint.starts_with("/v1/refunds")
+        || endpoint.starts_with("/v1/transfers")
+        || (endpoint.starts_with("/v1/terminal/readers/{id}/")
+            && endpoint != "/v1/terminal/readers/{id}")
+}
+
+/// The default `requests_per_second` for a key: Stripe allows a platform 100 requests per
+/// second in live mode and 25 in test mode; readerd stays under both with a margin for
+/// other software on the same account and for Stripe's own rounding.
+pub fn default_requests_per_second(key: &SecretKey) -> u32 {
+    let k = key.expose();
+    if k.starts_with("sk_live_") || k.starts_with("rk_live_") {
+        90
+    } else {
+        20
     }
 }
 
@@ -279,8 +314,11 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 impl StripeClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let rps = NonZeroU32::new(config.requests_per_second)
-            .ok_or_else(|| StripeError::Config("requests_per_second must be at least 1".into()))?;
+        if config.requests_per_second == 0 {
+            return Err(StripeError::Config(
+                "requests_per_second must be at least 1".into(),
+            ));
+        }
         if config.max_attempts == 0 {
             return Err(StripeError::Config(
                 "max_attempts must be at least 1".into(),
@@ -294,6 +332,14 @@ impl StripeClient {
                 "api_base `{base}`: scheme must be http or https"
             )));
         }
+        let key = config.secret_key.expose();
+        let livemode = if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Some(true)
+        } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+            Some(false)
+        } else {
+            None
+        };
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose()))
             .map_err(|_| {
                 StripeError::Config("the secret key is not a valid header value".into())
@@ -312,22 +358,17 @@ impl StripeClient {
             .map_err(|e| StripeError::Config(format!("http client: {e}")))?;
         // One permit every 1/rps seconds, no burst beyond that: any one-second window holds
         // at most rps + 1 requests, which keeps a fleet-wide burst under Stripe's limits.
-        let quota = Quota::with_period(Duration::from_secs(1) / rps.get())
-            .ok_or_else(|| StripeError::Config("requests_per_second too large".into()))?;
-        let limiter = RateLimiter::direct_with_clock(
-            quota,
-            TokioClock {
-                origin: tokio::time::Instant::now(),
-            },
-        );
+        let budget = Budget::new(config.requests_per_second);
         Ok(StripeClient {
             base: Arc::from(base),
             config: Arc::new(config),
             http,
             auth,
-            limiter: Arc::new(limiter),
+            budget: Arc::new(budget),
+            priority: None,
             observer: None,
             in_flight: Arc::default(),
+            livemode,
         })
     }
 
@@ -335,6 +376,15 @@ impl StripeClient {
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// A handle whose requests (reads included) are paid at `priority`; it shares the
+    /// budget, the pool and the in-flight count with `self`. Payment writes keep
+    /// [`Priority::Write`] whatever the handle says.
+    pub fn at(&self, priority: Priority) -> Self {
+        let mut c = self.clone();
+        c.priority = Some(priority);
+        c
     }
 
     /// How many requests are under way right now (a request that is retrying counts once).
@@ -356,7 +406,14 @@ impl StripeClient {
         params: Params,
         o: Option<&'a RequestOptions>,
     ) -> Call<'a> {
+        let write = method == Method::POST && is_payment_write(endpoint);
+        let priority = if write {
+            Priority::Write
+        } else {
+            self.priority.unwrap_or(Priority::Background)
+        };
         Call {
+            priority,
             idempotency_key: if method == Method::POST {
                 o.and_then(|o| o.idempotency_key.as_deref())
             } else {
@@ -384,16 +441,9 @@ impl StripeClient {
         c
     }
 
-    /// Waits for a permit from the client-side limiter.
-    async fn acquire_permit(&self) {
-        let mut waited = Duration::ZERO;
-        while let Err(not_until) = self.limiter.check() {
-            let wait = not_until
-                .wait_time_from(self.limiter.clock().now())
-                .max(Duration::from_millis(1));
-            tokio::time::sleep(wait).await;
-            waited += wait;
-        }
+    /// Waits for a permit from the request budget.
+    async fn acquire_permit(&self, priority: Priority) {
+        let waited = self.budget.acquire(priority).await;
         if !waited.is_zero() {
             if let Some(observer) = &self.observer {
                 observer.on_rate_limit_wait(waited);
@@ -423,7 +473,7 @@ impl StripeClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.acquire_permit().await;
+            self.acquire_permit(call.priority).await;
             let err = match self.attempt(&call, attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -464,22 +514,34 @@ impl StripeClient {
         };
         let result = match outcome {
             Ok((status, request_id, body)) => {
-                serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
-                    status,
-                    message: self.scrub(e.to_string()),
-                    request_id,
-                })
+                let wrong = self.livemode.and_then(|expected| {
+                    serde_json::from_slice::<ModeProbe>(&body)
+                        .ok()?
+                        .other_than(expected)
+                });
+                match wrong {
+                    Some(livemode) => Err(StripeError::WrongMode {
+                        livemode,
+                        request_id,
+                    }),
+                    None => serde_json::from_slice::<T>(&body).map_err(|e| StripeError::Decode {
+                        status,
+                        message: self.scrub(e.to_string()),
+                        request_id,
+                    }),
+                }
             }
             Err(e) => Err(e),
         };
         let failure = result.as_ref().err().map(classify);
+        let wrong_mode = matches!(result, Err(StripeError::WrongMode { .. }));
         self.record(
             call,
             attempt,
-            status,
-            latency,
+            (status, latency),
             request_id.as_deref(),
             failure,
+            wrong_mode,
         );
         result
     }
@@ -488,10 +550,10 @@ impl StripeClient {
         &self,
         call: &Call<'_>,
         attempt: u32,
-        status: Option<u16>,
-        latency: Duration,
+        (status, latency): (Option<u16>, Duration),
         request_id: Option<&str>,
         failure: Option<Disposition>,
+        wrong_mode: bool,
     ) {
         let latency_ms = latency.as_millis() as u64;
         let account = call.account.unwrap_or("");
@@ -528,6 +590,7 @@ impl StripeClient {
                 latency,
                 request_id,
                 failure,
+                wrong_mode,
             });
         }
     }
@@ -664,6 +727,17 @@ fn path(prefix: &str, id: &str, suffix: &str) -> String {
 
 impl StripeClient {
     // Accounts ------------------------------------------------------------------------
+    /// The account the key belongs to (the platform).
+    pub async fn retrieve_own_account(&self) -> Result<Account> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/account",
+            "/v1/account".into(),
+            Params::new(),
+            None,
+        ))
+        .await
+    }
     pub async fn retrieve_account(&self, id: &str) -> Result<Account> {
         self.execute(self.call(
             Method::GET,
@@ -675,7 +749,7 @@ impl StripeClient {
         .await
     }
 
-    // Locations (platform) --------------------------------------------------------------
+    // Locations (the platform's, or a merchant's with `Stripe-Account`) --------------------------------------------------------------
     pub async fn create_location(
         &self,
         p: &CreateLocation,
@@ -691,12 +765,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_location(&self, id: &str) -> Result<Location> {
+        self.retrieve_location_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A location of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_location_on(&self, id: &str, o: &RequestOptions) -> Result<Location> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/locations/{id}",
             path("/v1/terminal/locations", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -715,13 +794,17 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every location, all pages.
+    /// Every platform location, all pages.
     pub async fn list_locations(&self) -> Result<Vec<Location>> {
+        self.list_locations_on(&RequestOptions::platform()).await
+    }
+    /// Every location of the account `o` names, all pages.
+    pub async fn list_locations_on(&self, o: &RequestOptions) -> Result<Vec<Location>> {
         self.list_all(
             "/v1/terminal/locations",
             "/v1/terminal/locations",
             Params::new(),
-            None,
+            Some(o),
         )
         .await
     }
@@ -736,7 +819,7 @@ impl StripeClient {
         .await
     }
 
-    // Readers (platform) ----------------------------------------------------------------
+    // Readers (the platform's, or a merchant's with `Stripe-Account`) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::POST,
@@ -748,12 +831,17 @@ impl StripeClient {
         .await
     }
     pub async fn retrieve_reader(&self, id: &str) -> Result<Reader> {
+        self.retrieve_reader_on(id, &RequestOptions::platform())
+            .await
+    }
+    /// A reader of the account `o` names (a merchant-owned one with `Stripe-Account`).
+    pub async fn retrieve_reader_on(&self, id: &str, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
             Method::GET,
             "/v1/terminal/readers/{id}",
             path("/v1/terminal/readers", id, ""),
             Params::new(),
-            None,
+            Some(o),
         ))
         .await
     }
@@ -772,13 +860,22 @@ impl StripeClient {
         ))
         .await
     }
-    /// Every reader matching the filter, all pages.
+    /// Every platform reader matching the filter, all pages.
     pub async fn list_readers(&self, filter: &ListReaders) -> Result<Vec<Reader>> {
+        self.list_readers_on(filter, &RequestOptions::platform())
+            .await
+    }
+    /// Every reader of the account `o` names matching the filter, all pages.
+    pub async fn list_readers_on(
+        &self,
+        filter: &ListReaders,
+        o: &RequestOptions,
+    ) -> Result<Vec<Reader>> {
         self.list_all(
             "/v1/terminal/readers",
             "/v1/terminal/readers",
             filter.to_params(),
-            None,
+            Some(o),
         )
         .await
     }
@@ -789,6 +886,22 @@ impl StripeClient {
             path("/v1/terminal/readers", id, ""),
             Params::new(),
             None,
+        ))
+        .await
+    }
+    /// A connection token for a Terminal SDK, on the account `o` names (a key per call:
+    /// making two is harmless, and the secret is never kept).
+    pub async fn create_connection_token(
+        &self,
+        p: &CreateConnectionToken,
+        o: &RequestOptions,
+    ) -> Result<ConnectionToken> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/connection_tokens",
+            "/v1/terminal/connection_tokens".into(),
+            p.to_params(),
+            Some(o),
         ))
         .await
     }

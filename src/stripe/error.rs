@@ -48,6 +48,13 @@ pub enum StripeError {
     /// The client was built with a bad setting.
     #[error("stripe client configuration: {0}")]
     Config(String),
+    /// Stripe answered with an object of the other mode than the key's (`livemode`): it is
+    /// neither stored nor acted on. Never retried.
+    #[error("Stripe answered with a {} mode object to a {} mode key; refused", if *.livemode { "live" } else { "test" }, if *.livemode { "test" } else { "live" })]
+    WrongMode {
+        livemode: bool,
+        request_id: Option<String>,
+    },
 }
 
 impl StripeError {
@@ -78,9 +85,9 @@ impl StripeError {
     /// The `Request-Id` of the response, when there was one.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            StripeError::Api { request_id, .. } | StripeError::Decode { request_id, .. } => {
-                request_id.as_deref()
-            }
+            StripeError::Api { request_id, .. }
+            | StripeError::Decode { request_id, .. }
+            | StripeError::WrongMode { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
     }
@@ -111,7 +118,7 @@ pub fn classify(err: &StripeError) -> Disposition {
     match err {
         StripeError::Connect(_) => Disposition::Transient,
         StripeError::NoResponse(_) => Disposition::OutcomeUnknown,
-        StripeError::Config(_) => Disposition::Definitive,
+        StripeError::Config(_) | StripeError::WrongMode { .. } => Disposition::Definitive,
         StripeError::Decode { status, .. } => {
             if *status < 400 {
                 Disposition::OutcomeUnknown
@@ -179,6 +186,8 @@ fn may_have_executed(err: &StripeError) -> bool {
         StripeError::Decode { status, .. } => *status >= 500,
         StripeError::NoResponse(_) => true,
         StripeError::Connect(_) | StripeError::Config(_) => false,
+        // The request was carried out, in the other world.
+        StripeError::WrongMode { .. } => true,
     }
 }
 

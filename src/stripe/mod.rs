@@ -2,6 +2,7 @@
 //! form encoding, typed request parameters, errors with their retry rule, webhook
 //! signatures, and the client.
 
+pub mod budget;
 pub mod client;
 pub mod error;
 pub mod form;
@@ -9,5 +10,6 @@ pub mod params;
 pub mod webhook;
 pub mod wire;
 
+pub use budget::Priority;
 pub use client::{ClientConfig, RequestOptions, SecretKey, StripeClient};
 pub use error::{classify, retry_allowed, Disposition, StripeError};

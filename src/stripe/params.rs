@@ -74,6 +74,21 @@ impl RegisterReader {
     }
 }
 
+/// `POST /v1/terminal/connection_tokens`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateConnectionToken {
+    /// Restricts the token to the readers of one location.
+    pub location: Option<String>,
+}
+
+impl CreateConnectionToken {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("location", self.location.as_ref());
+        p
+    }
+}
+
 /// `POST /v1/terminal/readers/{id}`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UpdateReader {

@@ -160,6 +160,29 @@ pub struct Deleted {
     pub serial_number: Option<String>,
 }
 
+/// A Terminal connection token (`terminal.connection_token`): the short-lived secret a
+/// Terminal SDK connects with. Its `Debug` hides the secret, so it cannot reach a log by
+/// accident.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionToken {
+    pub object: String,
+    /// `pst_…`: handed to the SDK, never stored or logged.
+    pub secret: String,
+    /// The location the token is restricted to, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionToken")
+            .field("object", &self.object)
+            .field("secret", &"<redacted>")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 

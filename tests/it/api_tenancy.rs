@@ -132,6 +132,10 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         row("POST", "/v1/payments/{id}/cancel",     "/v1/payments/{to_cancel}/cancel",   null.clone(), [200, 200, 404, 401, 401]),
         row("POST", "/v1/payments/{id}/retry",      "/v1/payments/{declined}/retry",     null.clone(), [409, 200, 404, 401, 401]),
         row("POST", "/v1/payments",                 "/v1/payments",                      pay,          [201, 201, 404, 401, 401]),
+        // Connection tokens: within the caller's merchants; a location it cannot see is 404.
+        row("POST", "/v1/connection_tokens",        "/v1/connection_tokens",             json!({"merchant": "{merchant}"}), [201, 201, 201, 401, 401]),
+        // The florist's location is the platform's, and the florist takes direct charges.
+        row("POST", "/v1/connection_tokens",        "/v1/connection_tokens",             json!({"merchant": "{merchant}", "location": "{location}"}), [400, 400, 404, 401, 401]),
         // The settlement report: a pos client gets its merchants' rows; naming another
         // merchant is 404, as for a merchant that does not exist.
         row("GET",  "/v1/reports/settlement",       "/v1/reports/settlement?from=2020-01-01&to=2100-01-01", null.clone(), [200, 200, 200, 401, 401]),

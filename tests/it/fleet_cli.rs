@@ -146,6 +146,44 @@ async fn the_fleet_commands_drive_the_api() {
     let out = readerd(&env, &admin, &["readers", "sync"]).await;
     assert!(ok(&out).contains("readers"));
 
+    // A merchant-owned location and reader, on the bakery's account.
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "locations",
+            "create",
+            "--display-name",
+            "Back room",
+            "--country",
+            "FR",
+            "--owner",
+            "bakery",
+            "--json",
+        ],
+    )
+    .await;
+    let own_loc: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(own_loc["owner"], "bakery");
+    let out = readerd(
+        &env,
+        &admin,
+        &[
+            "readers",
+            "register",
+            "--code",
+            "simulated-wpe",
+            "--location",
+            own_loc["id"].as_str().unwrap(),
+            "--owner",
+            "bakery",
+            "--json",
+        ],
+    )
+    .await;
+    let own: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(own["owner"], "bakery");
+
     // API errors are shown plainly, with a non-zero exit.
     let out = readerd(&env, env.pos("bakery"), &["merchants", "list"]).await;
     assert_eq!(out.code, 1);

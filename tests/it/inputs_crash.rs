@@ -119,6 +119,7 @@ level = "warn"
         http: http.clone(),
         api: format!("http://127.0.0.1:{api_port}"),
         sim: sim_url.clone(),
+        reader_account: None,
     };
     let admin_post = |path: &'static str, body: Value| {
         let ctx = &ctx;

@@ -120,6 +120,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["type"],
     ),
     (
+        "readerd_webhooks_tracking",
+        "gauge",
+        "1 while webhook events track payments and polls are a safety net, 0 while readerd polls by itself.",
+        &[],
+    ),
+    (
         "readerd_webhook_events_rejected_total",
         "counter",
         "Stripe webhook events rejected, by reason.",
@@ -136,6 +142,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         "counter",
         "Configuration reloads (SIGHUP), by result.",
         &["result"],
+    ),
+    (
+        "readerd_stripe_objects_refused_total",
+        "counter",
+        "Stripe answers refused for what they held, by reason.",
+        &["reason"],
     ),
     (
         "readerd_transfers_total",

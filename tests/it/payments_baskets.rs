@@ -50,6 +50,7 @@ async fn hall_with(sim: SimConfig) -> Hall {
         label: Some(r.label.clone()),
         country: Some("US".into()),
         allowed_merchants: None,
+        owner: None,
     });
     env.readers.push(r.id);
     for (m, fee) in [("bakery", 40), ("florist", 20), ("cheese", 0)] {

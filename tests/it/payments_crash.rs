@@ -69,6 +69,8 @@ pub(crate) struct Ctx {
     pub(crate) http: reqwest::Client,
     pub(crate) api: String,
     pub(crate) sim: String,
+    /// The account of a merchant-owned reader (`Stripe-Account` of the tap).
+    pub(crate) reader_account: Option<String>,
 }
 
 impl Ctx {
@@ -170,13 +172,17 @@ impl Ctx {
     }
     /// Stripe's own test helper: the customer taps the default test card.
     async fn present(&self, reader: &str) {
-        let r = self
+        let mut req = self
             .http
             .post(format!(
                 "{}/v1/test_helpers/terminal/readers/{reader}/present_payment_method",
                 self.sim
             ))
-            .bearer_auth("sk_test_crash")
+            .bearer_auth("sk_test_crash");
+        if let Some(acct) = &self.reader_account {
+            req = req.header("Stripe-Account", acct);
+        }
+        let r = req
             .form(&[
                 ("type", "card_present"),
                 ("card_present[number]", "4242424242424242"),
@@ -188,25 +194,44 @@ impl Ctx {
     }
 }
 
+fn sled_store(dir: &tempfile::TempDir) -> String {
+    format!(
+        "path = {:?}",
+        dir.path().join("store").display().to_string()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_step_every_payment_ends_once_with_one_intent() {
     let dir = tempfile::tempdir().unwrap();
-    let store = format!(
-        "path = {:?}",
-        dir.path().join("store").display().to_string()
-    );
-    killed_at_every_step(dir, &store).await;
+    let store = sled_store(&dir);
+    killed_at_every_step(dir, &store, false).await;
+}
+
+/// The same on a reader the merchant owns: every reader command of the resumed flows must
+/// still carry the owner's `Stripe-Account`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_step_on_a_merchant_owned_reader_every_payment_ends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    killed_at_every_step(dir, &store, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_killed_at_every_step_every_payment_ends_once_with_one_intent() {
     let dir = tempfile::tempdir().unwrap();
     let url = crate::common::pg::pg().fresh_db();
-    killed_at_every_step(dir, &format!("backend = \"postgres\"\nurl = {url:?}")).await;
+    killed_at_every_step(
+        dir,
+        &format!("backend = \"postgres\"\nurl = {url:?}"),
+        false,
+    )
+    .await;
 }
 
-/// The crash test on one store (`store` is the `[store]` section's body).
-async fn killed_at_every_step(dir: tempfile::TempDir, store: &str) {
+/// The crash test on one store (`store` is the `[store]` section's body), on a platform
+/// reader or one the merchant owns.
+async fn killed_at_every_step(dir: tempfile::TempDir, store: &str, owned: bool) {
     let sim_port = free_port();
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let _sim = Proc(
@@ -282,7 +307,9 @@ level = "warn"
         http: http.clone(),
         api: format!("http://127.0.0.1:{api_port}"),
         sim: sim_url.clone(),
+        reader_account: owned.then(|| acct.clone()),
     };
+    let owner = if owned { "bakery" } else { "platform" };
 
     // Set up with a daemon that is then killed.
     let reader = {
@@ -292,13 +319,13 @@ level = "warn"
         let loc = ctx
             .admin_post(
                 "/v1/locations",
-                json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+                json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}, "owner": owner}),
             )
             .await;
         let r = ctx
             .admin_post(
                 "/v1/readers",
-                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
+                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"], "owner": owner}),
             )
             .await;
         r["id"].as_str().unwrap().to_string()
@@ -471,6 +498,19 @@ level = "warn"
         payments.len(),
         "every payment has its own PaymentIntent"
     );
+    // Every call about the reader went to the account that owns it.
+    let reqs: Value = get_json(&http, format!("{sim_url}/_sim/requests")).await;
+    let want = ctx
+        .reader_account
+        .clone()
+        .map(Value::from)
+        .unwrap_or(Value::Null);
+    for r in reqs.as_array().unwrap() {
+        let path = r["path"].as_str().unwrap();
+        if path.starts_with("/v1/terminal/readers/") {
+            assert_eq!(r["account"], want, "{r}");
+        }
+    }
     // The same count through Stripe's API, and each PaymentIntent names its payment.
     let stripe = readerd::stripe::StripeClient::new(readerd::stripe::ClientConfig::new(
         sim_url.clone(),
@@ -613,6 +653,7 @@ level = "warn"
         http: http.clone(),
         api: format!("http://127.0.0.1:{api_port}"),
         sim: sim_url.clone(),
+        reader_account: None,
     };
     let reader = {
         let _d = ctx.daemon(&config, None).await;

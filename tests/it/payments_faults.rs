@@ -232,6 +232,7 @@ async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
         label: Some("moved".into()),
         country: Some("FR".into()),
         allowed_merchants: None,
+        owner: None,
     });
     for merchant in ["bakery", "florist"] {
         let p = env

@@ -43,6 +43,8 @@ pub fn fast_config() -> EngineConfig {
         offline_wait: Duration::from_millis(300),
         create_window: Duration::from_secs(10),
         dispatch_attempts: 3,
+        webhook_poll: Duration::from_secs(5),
+        webhook_grace: Duration::from_millis(500),
     }
 }
 
@@ -97,6 +99,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
             label: Some(r.label.clone()),
             country: Some("FR".into()),
             allowed_merchants: None,
+            owner: None,
         });
         readers.push(r.id);
     }

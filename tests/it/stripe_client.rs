@@ -1047,3 +1047,39 @@ async fn an_expanded_latest_charge_reads_its_card_present_details() {
     assert_eq!(card.last4.as_deref(), Some("4242"));
     assert_eq!(card.reader.as_deref(), Some("tmr_1"));
 }
+
+/// An answer holding an object of the other mode than the key's is refused, never retried
+/// (the request was carried out, in the other world), and counted.
+#[tokio::test]
+async fn an_object_of_the_other_mode_is_refused_and_counted() {
+    let mut live = reader_json("tmr_1");
+    live["livemode"] = true.into();
+    let list = serde_json::json!({"object": "list", "url": "/v1/terminal/readers",
+        "has_more": false, "data": [reader_json("tmr_2"), live.clone()]});
+    let server = Server::start(vec![ok(live), ok(list), ok(reader_json("tmr_3"))]).await;
+    let metrics = std::sync::Arc::new(readerd::metrics::Metrics::new());
+    let c = StripeClient::new(config(server.base()))
+        .unwrap()
+        .with_observer(metrics.clone());
+    let e = c.retrieve_reader("tmr_1").await.unwrap_err();
+    assert!(
+        matches!(e, StripeError::WrongMode { livemode: true, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.disposition(), readerd::stripe::Disposition::Definitive);
+    let e = c
+        .list_readers(&readerd::stripe::params::ListReaders::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StripeError::WrongMode { .. }), "{e:?}");
+    // A test object to a test key is taken.
+    c.retrieve_reader("tmr_3").await.unwrap();
+    assert_eq!(server.seen().len(), 3, "nothing was retried");
+    assert!(
+        metrics
+            .render()
+            .contains(r#"readerd_stripe_objects_refused_total{reason="livemode_mismatch"} 2"#),
+        "{}",
+        metrics.render()
+    );
+}

@@ -121,6 +121,14 @@ impl Engine {
             .directory
             .reader(&req.reader)
             .ok_or(PaymentError::NotFound("reader"))?;
+        // A merchant-owned reader takes direct charges on its owner's account only, whatever
+        // the merchant's charge type: Stripe lets a reader process only its own account's
+        // PaymentIntents.
+        let merchant = if reader.owner.is_some() {
+            merchant.as_direct()
+        } else {
+            merchant
+        };
         validate(&req, &merchant.funds_country(), &reader)?;
         for m in req.merchants() {
             if !reader.allows(m) {
@@ -415,6 +423,19 @@ fn validate(
             format!("amount must be an integer from {min} to {MAX_AMOUNT} minor units of {c}"),
         ));
     }
+    if let Some(owner) = &reader.owner {
+        // A merchant-owned reader takes direct charges of its owner: no other merchant's,
+        // and no basket (whose transfers need a charge on the platform).
+        if req.splits.is_some() || req.merchant != owner.merchant {
+            return Err(PaymentError::invalid(
+                "reader_not_shared",
+                format!(
+                    "reader {} belongs to merchant {}'s account and takes its direct charges only",
+                    reader.id, owner.merchant
+                ),
+            ));
+        }
+    }
     if !reader.allows(req.lead_merchant()) {
         return Err(PaymentError::Forbidden {
             code: "reader_not_allowed",
@@ -484,6 +505,7 @@ mod tests {
             label: None,
             country: Some(country.into()),
             allowed_merchants: allowed,
+            owner: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
+//! - [`events`]: Stripe's events as observations, and whether webhooks track payments.
 //! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
 //!   the writes of its payments.
 //!
@@ -24,6 +25,7 @@
 mod accept;
 mod cancel;
 mod capture;
+mod events;
 mod inputs;
 mod leases;
 mod reader_ops;
@@ -32,6 +34,7 @@ mod refund;
 mod transfers;
 
 pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
+pub(crate) use events::Seen;
 pub use leases::reader_lease;
 pub(crate) use reader_ops::DisplayRequest;
 
@@ -52,6 +55,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
+
+/// The PaymentIntent index is pruned of payments that ended over [`INDEX_KEEPS_FINAL`]
+/// ago when it reaches this size (then twice what remains).
+const INDEX_PRUNE_AT: usize = 20_000;
+const INDEX_KEEPS_FINAL: Duration = Duration::from_secs(3600);
+/// Per-payment operation locks nobody holds are dropped when there are this many.
+const OP_LOCKS_PRUNE_AT: usize = 1_024;
 
 /// Tunables of the flow. Defaults suit real readers; tests shorten them.
 #[derive(Clone, Debug)]
@@ -75,6 +85,11 @@ pub struct EngineConfig {
     pub create_window: Duration,
     /// `process_payment_intent` re-sends after `terminal_reader_timeout` (each with a new key).
     pub dispatch_attempts: u32,
+    /// While webhooks track payments, the watch polls only this often (a safety net).
+    pub webhook_poll: Duration,
+    /// The least time an action's event may take before webhooks count as down (the bound
+    /// grows with the delivery delays measured).
+    pub webhook_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +104,8 @@ impl Default for EngineConfig {
             offline_wait: Duration::from_secs(30),
             create_window: Duration::from_secs(120),
             dispatch_attempts: 3,
+            webhook_poll: Duration::from_secs(30),
+            webhook_grace: Duration::from_secs(10),
         }
     }
 }
@@ -161,6 +178,9 @@ pub struct ReaderLive {
 /// One reader's queue and worker handles.
 pub(crate) struct ReaderSlot {
     pub id: String,
+    /// The options of every call about the reader ([`super::directory::ReaderInfo::options`]),
+    /// fixed when the slot is made: a reader never changes account.
+    on_reader: RequestOptions,
     pub queue: Mutex<ReaderQueue>,
     /// Wakes the worker when a job arrives.
     pub work: Notify,
@@ -170,6 +190,11 @@ pub(crate) struct ReaderSlot {
     pub current: Mutex<Option<String>>,
     /// The reader shows a cart we sent (ours to clear before a payment).
     pub shows_our_cart: Mutex<bool>,
+    /// What events (or a list) said about the reader since the watch last looked.
+    pub seen: Mutex<events::SeenReader>,
+    /// The last job ended with the reader showing its action over: the next payment is
+    /// sent without a pre-flight read (a busy reader still refuses it, and is read then).
+    pub known_free: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -184,12 +209,16 @@ pub(crate) struct Inner {
     /// no store lock is).
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     readers: Mutex<HashMap<String, Arc<ReaderSlot>>>,
-    /// PaymentIntent id → payment id, for webhook hints.
+    /// PaymentIntent id → payment id, for webhook events: open payments and those that
+    /// ended lately (pruned when it reaches `index_prune_at`).
     by_intent: Mutex<HashMap<String, String>>,
+    index_prune_at: std::sync::atomic::AtomicUsize,
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
     pub(crate) stats: Mutex<super::stats::Stats>,
+    /// Whether webhooks track payments.
+    pub(crate) webhooks: events::WebhookHealth,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
     /// Set when the store is shared with other instances (see [`leases`]).
@@ -209,6 +238,14 @@ pub struct DaemonLinks {
     /// Set when the daemon drains for shutdown: from then on no worker starts another job
     /// (queued payments keep their place and start after the restart).
     pub draining: Arc<AtomicBool>,
+}
+
+impl ReaderSlot {
+    /// The options of every call about this reader (reads, `process_payment_intent`,
+    /// `cancel_action`, `set_reader_display`): its own account's `Stripe-Account`.
+    pub(crate) fn options(&self) -> RequestOptions {
+        self.on_reader.clone()
+    }
 }
 
 /// The engine. Cheap to clone.
@@ -249,10 +286,12 @@ impl Engine {
                 op_locks: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
                 by_intent: Mutex::new(HashMap::new()),
+                index_prune_at: INDEX_PRUNE_AT.into(),
                 displays: Mutex::new(HashMap::new()),
                 events,
                 input_events,
                 stats: Mutex::new(Default::default()),
+                webhooks: Default::default(),
                 links,
                 cluster: std::sync::OnceLock::new(),
             }),
@@ -404,11 +443,21 @@ impl Engine {
     }
 
     pub(crate) fn index_intent(&self, pi: &str, payment: &str) {
-        self.inner
-            .by_intent
-            .lock()
-            .expect("intent index")
-            .insert(pi.to_string(), payment.to_string());
+        let mut index = self.inner.by_intent.lock().expect("intent index");
+        index.insert(pi.to_string(), payment.to_string());
+        if index.len() >= self.inner.index_prune_at.load(Ordering::Relaxed) {
+            // Bounded for a daemon that runs for months: a payment that ended over an hour
+            // ago leaves the index (its late events change nothing; an action of it still
+            // on a reader is cleared by then or waited out like anyone else's).
+            let cutoff = Timestamp::now().as_ms() - INDEX_KEEPS_FINAL.as_millis() as i64;
+            index.retain(|_, id| match self.get(id) {
+                Ok(Some(p)) => !p.status.is_final() || p.updated_at.as_ms() >= cutoff,
+                _ => false,
+            });
+            self.inner
+                .index_prune_at
+                .store((index.len() * 2).max(INDEX_PRUNE_AT), Ordering::Relaxed);
+        }
     }
 
     /// Our payment of a PaymentIntent, if it is one of ours.
@@ -428,13 +477,22 @@ impl Engine {
         if let Some(s) = readers.get(reader) {
             return s.clone();
         }
+        let on_reader = self
+            .inner
+            .directory
+            .reader(reader)
+            .map(|r| r.options())
+            .unwrap_or_default();
         let slot = Arc::new(ReaderSlot {
             id: reader.to_string(),
+            on_reader,
             queue: Mutex::new(ReaderQueue::new(self.inner.config.queue_capacity)),
             work: Notify::new(),
             hint: Notify::new(),
             current: Mutex::new(None),
             shows_our_cart: Mutex::new(false),
+            seen: Mutex::default(),
+            known_free: AtomicBool::new(false),
         });
         readers.insert(reader.to_string(), slot.clone());
         tokio::spawn(worker::run(self.clone(), slot.clone()));
@@ -468,13 +526,12 @@ impl Engine {
     }
 
     fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .op_locks
-            .lock()
-            .expect("op locks")
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        let mut locks = self.inner.op_locks.lock().expect("op locks");
+        if locks.len() >= OP_LOCKS_PRUNE_AT {
+            // Locks nobody holds or waits for are only memory.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id.to_string()).or_default().clone()
     }
 
     /// `RequestOptions` for the payment's PaymentIntent: the connected account for direct
@@ -486,9 +543,21 @@ impl Engine {
         }
     }
 
+    /// Reads the payment's PaymentIntent at the priority of a payment whose customer may be
+    /// at the reader.
     pub(crate) async fn read_intent(
         &self,
         p: &Payment,
+    ) -> Result<crate::stripe::wire::PaymentIntent, PaymentError> {
+        self.read_intent_at(p, crate::stripe::Priority::Customer)
+            .await
+    }
+
+    /// Reads the payment's PaymentIntent, paid from the budget at `priority`.
+    pub(crate) async fn read_intent_at(
+        &self,
+        p: &Payment,
+        priority: crate::stripe::Priority,
     ) -> Result<crate::stripe::wire::PaymentIntent, PaymentError> {
         let pi = p
             .payment_intent
@@ -498,6 +567,7 @@ impl Engine {
         Ok(self
             .inner
             .stripe
+            .at(priority)
             .retrieve_payment_intent(pi, &["latest_charge"], &Self::intent_options(p))
             .await?)
     }

@@ -5,7 +5,6 @@ use super::{Engine, PaymentError};
 use crate::payments::ids::new_id;
 use crate::payments::queue::Job;
 use crate::stripe::wire::Cart;
-use crate::stripe::RequestOptions;
 
 /// A cart display waiting in a reader's queue.
 #[derive(Clone, Debug)]
@@ -61,8 +60,13 @@ impl Engine {
             .directory
             .reader(reader)
             .ok_or(PaymentError::NotFound("reader"))?;
+        let on_reader = info.options();
         self.count("retrieve_reader");
-        let r = self.inner.stripe.retrieve_reader(&info.id).await?;
+        let r = self
+            .inner
+            .stripe
+            .retrieve_reader_on(&info.id, &on_reader)
+            .await?;
         let holds = r.action.as_ref().filter(|a| {
             a.status == crate::stripe::wire::ActionStatus::InProgress
                 && a.payment_intent_id() == Some(payment_intent)
@@ -92,7 +96,7 @@ impl Engine {
         Ok(self
             .inner
             .stripe
-            .cancel_action(&info.id, &RequestOptions::platform().key(key))
+            .cancel_action(&info.id, &on_reader.key(key))
             .await?)
     }
 }

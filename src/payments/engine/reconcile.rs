@@ -134,7 +134,11 @@ impl Engine {
         {
             let lock = self.op_lock(&p.id);
             let _g = lock.lock().await;
-            if let Ok(intent) = self.read_intent(&p).await {
+            // The sweep is a safety net: it yields to every payment at a reader.
+            if let Ok(intent) = self
+                .read_intent_at(&p, crate::stripe::Priority::Background)
+                .await
+            {
                 n += 1;
                 let _ = self.observe(&p.id, Observation::intent_read(&intent), Source::Poll);
             }

@@ -11,7 +11,7 @@ use crate::payments::ids::new_id;
 use crate::payments::machine::{ChargeType, Failure, Observation, Payment, Source, Status, Step};
 use crate::stripe::params::ProcessPaymentIntent;
 use crate::stripe::wire::{ActionStatus, ActionType, ProcessConfig};
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -180,6 +180,11 @@ impl Flow {
             self.e.cancel_intent(p, Source::Api).await?;
             return Ok(Some(Next::Stop));
         }
+        if a.resends == 0 && self.slot.known_free.swap(false, Ordering::SeqCst) {
+            // The last job left the reader with its action over: no pre-flight read. A reader
+            // someone took since refuses with `terminal_reader_busy`, and is read then.
+            return Ok(None);
+        }
         Ok(match self.preflight(&a.pi, a.busy_until).await? {
             Preflight::Done => Some(Next::Stop),
             Preflight::Ours => {
@@ -223,7 +228,7 @@ impl Flow {
                         ..ProcessConfig::default()
                     }),
                 },
-                &RequestOptions::platform().key(key),
+                &self.slot.options().key(key),
             )
             .await;
         match res {

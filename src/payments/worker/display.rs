@@ -5,7 +5,6 @@ use super::backoff;
 use crate::payments::engine::{Engine, ReaderSlot};
 use crate::stripe::params::SetReaderDisplay;
 use crate::stripe::wire::{ActionStatus, ActionType};
-use crate::stripe::RequestOptions;
 use tokio::time::{sleep, Instant};
 
 /// A cart display job: shown only when the reader is free; it never replaces an action in
@@ -14,11 +13,17 @@ pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
     let Some(req) = engine.inner.displays.lock().expect("displays").remove(id) else {
         return;
     };
+    slot.known_free
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let until = Instant::now() + engine.config().busy_wait;
     let mut n = 0;
     loop {
         engine.count("retrieve_reader");
-        let busy = match engine.stripe().retrieve_reader(&req.reader).await {
+        let busy = match engine
+            .stripe()
+            .retrieve_reader_on(&req.reader, &slot.options())
+            .await
+        {
             Ok(r) => {
                 engine.inner.directory.observe_reader(&r);
                 r.action.as_ref().is_some_and(|a| {
@@ -46,7 +51,7 @@ pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
         .set_reader_display(
             &req.reader,
             &SetReaderDisplay { cart: req.cart },
-            &RequestOptions::platform().key(format!("readerd:display:{id}")),
+            &slot.options().key(format!("readerd:display:{id}")),
         )
         .await;
     match res {

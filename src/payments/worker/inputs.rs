@@ -19,7 +19,7 @@ use crate::stripe::wire::{
     ActionStatus, ActionType, CollectedInput, InputChoice, InputCustomText, InputSelection,
     InputToggle, InputType, Reader,
 };
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -250,11 +250,7 @@ impl Job<'_> {
             let res = self
                 .e
                 .stripe()
-                .collect_inputs(
-                    &self.slot.id,
-                    &request(&c),
-                    &RequestOptions::platform().key(key),
-                )
+                .collect_inputs(&self.slot.id, &request(&c), &self.slot.options().key(key))
                 .await;
             match res {
                 Ok(r) => {
@@ -399,7 +395,7 @@ impl Job<'_> {
         match self
             .e
             .stripe()
-            .cancel_action(&self.slot.id, &RequestOptions::platform().key(key))
+            .cancel_action(&self.slot.id, &self.slot.options().key(key))
             .await
         {
             Ok(r) => {
@@ -417,7 +413,12 @@ impl Job<'_> {
         let mut n = 0;
         loop {
             self.e.count("retrieve_reader");
-            match self.e.stripe().retrieve_reader(&self.slot.id).await {
+            match self
+                .e
+                .stripe()
+                .retrieve_reader_on(&self.slot.id, &self.slot.options())
+                .await
+            {
                 Ok(r) => {
                     self.e.inner.directory.observe_reader(&r);
                     return Some(r);

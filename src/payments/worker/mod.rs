@@ -35,7 +35,7 @@ use super::machine::{Failure, Observation, Payment, Source, Status, Step};
 use super::queue::Job;
 use crate::clock::Timestamp;
 use crate::stripe::wire::{ActionStatus, ActionType, PaymentIntent, Reader};
-use crate::stripe::{Disposition, RequestOptions, StripeError};
+use crate::stripe::{Disposition, StripeError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,7 +245,13 @@ impl Flow {
         let mut n = 0;
         loop {
             self.e.count("retrieve_reader");
-            match self.e.stripe().retrieve_reader(&self.slot.id).await {
+            match self
+                .e
+                .stripe()
+                .at(crate::stripe::Priority::Customer)
+                .retrieve_reader_on(&self.slot.id, &self.slot.options())
+                .await
+            {
                 Ok(r) => {
                     // Keeps the fleet's status and last-seen fresh without a read of its own.
                     self.e.inner.directory.observe_reader(&r);
@@ -305,7 +311,7 @@ impl Flow {
         );
         self.e
             .stripe()
-            .cancel_action(&self.slot.id, &RequestOptions::platform().key(key))
+            .cancel_action(&self.slot.id, &self.slot.options().key(key))
             .await
     }
 }

@@ -1,16 +1,23 @@
 //! Step 4: watching. The reader is polled, faster at first, while our action is in
-//! progress (webhooks only wake the poll early); once the action is over the PaymentIntent
-//! decides. A reader that shows no sign of life after the dispatch is reported as not
+//! progress; while webhooks track payments, their events stand for the polls (the reader an
+//! event carried is looked at instead of a read; a PaymentIntent event that settles the
+//! payment ends the watch) and the poll is a safety net. Once the action is over the
+//! PaymentIntent decides. A reader that shows no sign of life after the dispatch is reported as not
 //! having picked the payment up; an action past its deadline is cancelled and, again, the
 //! PaymentIntent decides. A cancel refused during authorisation waits for the result.
 
 use super::{is_our_action, Flow, R};
 use crate::clock::now_ms;
+use crate::payments::engine::Seen;
 use crate::payments::machine::{Failure, IntentView, Observation, Payment, Source, Status};
 use crate::stripe::wire::{ActionStatus, PaymentIntentStatus, Reader, ReaderStatus};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
+
+/// How long a reader event that shows our action succeeded waits for the PaymentIntent's
+/// own event before the PaymentIntent is read.
+const PI_EVENT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the watch knows between two looks.
 struct Watch {
@@ -51,27 +58,66 @@ impl Flow {
         let mut look_now = first == Source::Reconcile;
         loop {
             if !look_now {
+                // While webhooks track payments, their events wake the watch; the poll is
+                // a safety net.
+                let interval = if self.e.webhooks_tracking() {
+                    w.interval.max(self.cfg.webhook_poll)
+                } else {
+                    w.interval
+                };
                 let woke = tokio::select! {
-                    _ = sleep(w.interval) => false,
+                    _ = sleep(interval) => false,
                     _ = self.slot.hint.notified() => true,
                 };
                 w.source = if woke { Source::Webhook } else { Source::Poll };
             }
             look_now = false;
             p = self.load()?;
-            if p.status.is_final() {
-                return Ok(());
+            if !matches!(p.status, Status::Queued | Status::Processing) {
+                // Settled while we waited (an event carried the PaymentIntent). Authorised
+                // means the reader's action is over; after anything else it is read again.
+                let authorised = matches!(p.status, Status::Succeeded | Status::RequiresCapture);
+                self.slot.known_free.store(authorised, Ordering::SeqCst);
+                return self.after(p).await;
             }
+            let mut canceled_now = false;
             if p.cancel_requested && !w.cancel_sent {
                 w.cancel_sent = true;
+                canceled_now = true;
                 self.cancel_on_reader().await?;
             }
-            let reader = self.read_reader().await;
+            // What an event delivered since the last look, else a read. A wake-up with
+            // nothing for our action (another job's event, a PaymentIntent event that
+            // settled nothing) is no reason to read while webhooks track payments; a cancel
+            // just sent is (Stripe sends no event for `cancel_action`).
+            let (reader, from_event) = match self.slot.take_seen(&w.pi) {
+                Seen::Succeeded(r) => (Some(*r), true),
+                Seen::Nothing
+                    if !canceled_now
+                        && w.source == Source::Webhook
+                        && self.e.webhooks_tracking() =>
+                {
+                    continue;
+                }
+                Seen::Nothing | Seen::ReadIt => (self.read_reader().await, false),
+            };
             let ours = reader.as_ref().and_then(|r| is_our_action(r, &w.pi));
             if ours == Some(ActionStatus::InProgress) {
                 let r = reader.as_ref().expect("ours implies a reader");
                 if !self.in_progress(r, &mut w).await? {
                     continue;
+                }
+            } else if ours.is_some() {
+                self.slot.known_free.store(true, Ordering::SeqCst);
+                if !from_event {
+                    self.e.expect_event(&self.slot, &w.pi);
+                }
+            }
+            if from_event && ours == Some(ActionStatus::Succeeded) {
+                // The PaymentIntent's own event usually follows at once and spares a read.
+                if let Some(p) = self.pi_event(PI_EVENT_WAIT).await? {
+                    self.reader_done_mark();
+                    return self.after(p).await;
                 }
             }
             match self.decide(&p, reader.as_ref(), ours, &mut w).await? {
@@ -79,6 +125,32 @@ impl Flow {
                 Look::Done => return Ok(()),
             }
         }
+    }
+
+    /// Waits up to `wait` for an event to settle the payment; the payment once settled.
+    async fn pi_event(&self, wait: Duration) -> R<Option<Payment>> {
+        let until = Instant::now() + wait;
+        loop {
+            let p = self.load()?;
+            if !matches!(p.status, Status::Queued | Status::Processing) {
+                return Ok(Some(p));
+            }
+            if tokio::time::timeout_at(until, self.slot.hint.notified())
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn reader_done_mark(&self) {
+        self.e
+            .inner
+            .stats
+            .lock()
+            .expect("stats")
+            .reader_done(&self.id, std::time::Instant::now());
     }
 
     /// Asks the reader to cancel our action (the customer's or the POS's cancel); what
@@ -185,12 +257,7 @@ impl Flow {
         ours: Option<ActionStatus>,
         w: &mut Watch,
     ) -> R<Look> {
-        self.e
-            .inner
-            .stats
-            .lock()
-            .expect("stats")
-            .reader_done(&self.id, std::time::Instant::now());
+        self.reader_done_mark();
         let action_failure = reader.and_then(|r| {
             let a = r.action.as_ref()?;
             (ours == Some(ActionStatus::Failed)).then(|| {

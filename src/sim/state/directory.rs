@@ -274,7 +274,7 @@ impl State {
             address,
             configuration_overrides: f.str(&["configuration_overrides"]).map(str::to_string),
             display_name,
-            livemode: false,
+            livemode: self.livemode,
             metadata,
         };
         let seq = self.next_seq();

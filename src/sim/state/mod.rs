@@ -352,6 +352,9 @@ pub struct State {
     /// may process PaymentIntents of its connected accounts. When off, such a PaymentIntent
     /// is not found from the reader (`resource_missing`), as on an account without it.
     pub platform_owned_readers: bool,
+    /// This world's mode: a live key's requests see the live world (`livemode: true`), a
+    /// test key's the test world; the two share accounts, never objects.
+    pub livemode: bool,
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -636,7 +639,21 @@ impl State {
             request: None,
             auth_delay_zero: false,
             platform_owned_readers: true,
+            livemode: false,
         }
+    }
+
+    /// The live world beside this (test) one: the same platform and connected accounts
+    /// (Stripe's accounts are the same in both modes), none of the objects, its own
+    /// random stream.
+    pub fn live_twin(&self, rng: StdRng) -> State {
+        let mut live = State::new(rng);
+        live.platform = self.platform.clone();
+        live.accounts = self.accounts.clone();
+        live.auth_delay_zero = self.auth_delay_zero;
+        live.platform_owned_readers = self.platform_owned_readers;
+        live.livemode = true;
+        live
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -678,7 +695,7 @@ impl State {
                 object,
                 previous_attributes: None,
             },
-            livemode: false,
+            livemode: self.livemode,
             pending_webhooks: 1,
             request: Some(self.request.clone().unwrap_or_default()),
         };

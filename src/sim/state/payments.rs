@@ -184,7 +184,7 @@ impl State {
             description: f.str(&["description"]).map(str::to_string),
             last_payment_error: None,
             latest_charge: None,
-            livemode: false,
+            livemode: self.livemode,
             metadata,
             on_behalf_of,
             payment_method: None,

@@ -118,7 +118,7 @@ impl State {
             ip_address: Some("0.0.0.0".into()),
             label,
             last_seen_at: Some(now_millis()),
-            livemode: false,
+            livemode: self.livemode,
             location,
             metadata,
             serial_number: serial,
@@ -139,6 +139,34 @@ impl State {
             },
         );
         Ok(self.reader_view(&id, &expand))
+    }
+
+    /// `POST /v1/terminal/connection_tokens`: a fresh secret for a Terminal SDK on the
+    /// account addressed, optionally restricted to one of that account's locations. The
+    /// emulator keeps no record of it (Stripe's tokens are short-lived and single-use).
+    pub fn create_connection_token(&mut self, scope: &Option<String>, f: &Form) -> Res<Value> {
+        f.only(&["location"])?;
+        let location = match f.str(&["location"]) {
+            Some(l) if !l.is_empty() => {
+                if !matches!(self.locations.get(l), Some(r) if &r.owner == scope) {
+                    return Err(
+                        SimError::no_such("terminal.location", l, Some("location")).status(400)
+                    );
+                }
+                Some(l.to_string())
+            }
+            _ => None,
+        };
+        let n: u128 = self.rng.gen();
+        let token = ConnectionToken {
+            object: "terminal.connection_token".into(),
+            secret: format!(
+                "pst_{}_{n:032x}",
+                if self.livemode { "live" } else { "test" }
+            ),
+            location,
+        };
+        Ok(to_value(&token))
     }
 
     pub fn get_reader(&mut self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
@@ -635,7 +663,7 @@ impl State {
                     currency: pi.currency.clone(),
                     failure_code: None,
                     failure_message: None,
-                    livemode: false,
+                    livemode: self.livemode,
                     metadata: pi.metadata.clone(),
                     paid: false,
                     payment_intent: Some(pi.id.clone()),
@@ -783,17 +811,22 @@ impl State {
         Ok(view)
     }
 
-    /// Auto-present: taps the default card if the reader is still waiting on the same action.
-    pub fn auto_present(&mut self, reader_id: &str, generation: u64) {
-        let Some(rec) = self.readers.get(reader_id) else {
-            return;
-        };
+    /// Auto-present: taps the default card if the reader is still waiting on the same action;
+    /// the PaymentIntent tapped for.
+    pub fn auto_present(&mut self, reader_id: &str, generation: u64) -> Option<String> {
+        let rec = self.readers.get(reader_id)?;
         if rec.generation != generation || !rec.online || rec.authorizing.is_some() {
-            return;
+            return None;
         }
         let owner = rec.owner.clone();
-        if let Ok(card) = TestCard::from_number(DEFAULT_CARD) {
-            let _ = self.present(&owner, reader_id, card, 0);
-        }
+        let pi = rec
+            .obj
+            .action
+            .as_ref()
+            .and_then(|a| a.payment_intent_id())
+            .map(str::to_string);
+        let card = TestCard::from_number(DEFAULT_CARD).ok()?;
+        self.present(&owner, reader_id, card, 0).ok()?;
+        pi
     }
 }

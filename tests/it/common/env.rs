@@ -161,6 +161,36 @@ impl TestEnv {
         let handle = daemon.start(listener).await.expect("daemon starts");
         self.api_url = format!("http://{}", handle.addr);
         self.daemon = Some(handle);
+        self.settle_start_up_sync().await;
+    }
+
+    /// Waits (bounded) until the daemon's start-up sync is over: it lists the platform and
+    /// then every merchant's account, and tests that count Stripe requests must not see its
+    /// tail.
+    async fn settle_start_up_sync(&self) {
+        let lists = |env: &TestEnv| {
+            env.sim
+                .requests()
+                .iter()
+                .filter(|q| q.method == "GET" && q.path == "/v1/terminal/readers")
+                .count()
+        };
+        let before = lists(self);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        // The platform's list first...
+        while lists(self) == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...then each merchant's, until the emulator goes quiet.
+        let mut last = self.sim.requests().len();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let now = self.sim.requests().len();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
     }
 
     /// Stops the daemon and starts a new one on the same store and config.

@@ -1,0 +1,197 @@
+//! The daemon's one Stripe request budget: `requests_per_second`, shared by every request
+//! of the process, handed out in priority order.
+//!
+//! Stripe limits a platform as a whole (about 100 requests per second live, 25 in test
+//! mode), whatever the request is for, so a sync or a re-check spends the same budget as a
+//! payment. Permits are spaced `1/rps` apart with no burst beyond one (any one-second window
+//! holds at most `rps + 1` requests). When several requests wait, the permit goes to the
+//! highest [`Priority`], first come first served within one priority: a payment write never
+//! waits behind a sync, and a poll that waits simply happens later (a reader has at most one
+//! poll waiting, so polls stretch out rather than pile up).
+//!
+//! Time is tokio's, so tests drive it with the paused clock.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Whose request it is, most urgent first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// A payment write: create, process, capture, cancel, refund (and the reader commands
+    /// of a job at the reader).
+    Write = 0,
+    /// A read for a payment whose customer is at the reader.
+    Customer = 1,
+    /// Everything else: fleet sync, merchant re-check, reader refresh, sweep.
+    Background = 2,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The earliest instant the next permit may be handed out.
+    next: Instant,
+    /// Waiting requests, `(priority, ticket)`: the first is served next.
+    waiting: BTreeSet<(Priority, u64)>,
+    tickets: u64,
+}
+
+/// A shared request budget. See the module documentation.
+#[derive(Debug)]
+pub struct Budget {
+    period: Duration,
+    state: Mutex<State>,
+    /// Wakes the waiters when the head of the line changes.
+    changed: Notify,
+}
+
+/// Takes a waiter out of the line however its future ends (a dropped request included).
+struct Ticket<'a> {
+    budget: &'a Budget,
+    key: (Priority, u64),
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let removed = self
+            .budget
+            .state
+            .lock()
+            .expect("budget lock")
+            .waiting
+            .remove(&self.key);
+        if removed {
+            self.budget.changed.notify_waiters();
+        }
+    }
+}
+
+impl Budget {
+    /// `rps` permits per second (at least 1).
+    pub fn new(rps: u32) -> Self {
+        Budget {
+            period: Duration::from_secs(1) / rps.max(1),
+            state: Mutex::new(State {
+                next: Instant::now(),
+                waiting: BTreeSet::new(),
+                tickets: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Waits for a permit at `priority`; returns how long it waited.
+    pub async fn acquire(&self, priority: Priority) -> Duration {
+        let started = Instant::now();
+        let key = {
+            let mut st = self.state.lock().expect("budget lock");
+            st.tickets += 1;
+            let key = (priority, st.tickets);
+            st.waiting.insert(key);
+            key
+        };
+        let ticket = Ticket { budget: self, key };
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let wait = {
+                let mut st = self.state.lock().expect("budget lock");
+                if st.waiting.first() == Some(&key) {
+                    let now = Instant::now();
+                    if now >= st.next {
+                        st.next = now + self.period;
+                        st.waiting.remove(&key);
+                        drop(st);
+                        std::mem::forget(ticket);
+                        self.changed.notify_waiters();
+                        return started.elapsed();
+                    }
+                    Some(st.next - now)
+                } else {
+                    None
+                }
+            };
+            match wait {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = &mut changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn permits_are_spaced_by_the_rate() {
+        let b = Budget::new(10);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            b.acquire(Priority::Background).await;
+        }
+        // The first is free, the next four are 100 ms apart.
+        assert_eq!(t0.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_payment_write_never_waits_behind_a_sync() {
+        let b = Arc::new(Budget::new(10));
+        // A sync of 50 reads already queued up…
+        let mut sync = Vec::new();
+        for _ in 0..50 {
+            let b = b.clone();
+            sync.push(tokio::spawn(async move {
+                b.acquire(Priority::Background).await;
+                Instant::now()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // …then a payment write and a customer read arrive.
+        let asked = Instant::now();
+        let (wb, rb) = (b.clone(), b.clone());
+        let write = tokio::spawn(async move { wb.acquire(Priority::Write).await });
+        let read = tokio::spawn(async move { rb.acquire(Priority::Customer).await });
+        let waited_write = write.await.unwrap();
+        let waited_read = read.await.unwrap();
+        // Each waits at most the one permit already promised, never the sync's line.
+        assert!(
+            waited_write <= Duration::from_millis(100),
+            "{waited_write:?}"
+        );
+        assert!(waited_read <= Duration::from_millis(200), "{waited_read:?}");
+        assert!(waited_write < waited_read);
+        let mut last = asked;
+        for s in sync {
+            last = last.max(s.await.unwrap());
+        }
+        // The sync still ran through, at the budget's pace, after them.
+        assert!(
+            last - asked >= Duration::from_millis(4_500),
+            "{:?}",
+            last - asked
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_waiter_leaves_the_line() {
+        let b = Arc::new(Budget::new(1));
+        b.acquire(Priority::Write).await;
+        let b2 = b.clone();
+        let first = tokio::spawn(async move { b2.acquire(Priority::Write).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        first.abort();
+        let _ = first.await;
+        let waited = b.acquire(Priority::Background).await;
+        assert!(waited <= Duration::from_secs(1), "{waited:?}");
+    }
+}
