@@ -344,6 +344,12 @@ impl Daemon {
                 shutdown.clone(),
             )));
         }
+        {
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                engine.lease_loop(shutdown.wait()).await
+            }));
+        }
         reader_metrics(&state);
 
         let routes = api::payments::routes(engine.clone())
@@ -477,6 +483,11 @@ async fn start_payments(state: &AppState) -> Result<Engine, DaemonError> {
             draining: state.draining.clone(),
         },
     );
+    if state.registry.store().backend() == "postgres" {
+        // A shared store: each reader's worker runs where its lease is held.
+        let cluster = &state.config.cluster;
+        engine.join_cluster(cluster.instance_name(), cluster.lease_ttl.0);
+    }
     let resumed = engine
         .start()
         .await

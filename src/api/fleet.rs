@@ -264,7 +264,42 @@ pub struct ReaderView {
     pub updated_at: String,
 }
 
-fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderView {
+/// Which instance works each reader: this one on one machine; on a shared store, the
+/// holder of the reader's lease (none while no instance holds it).
+enum Workers {
+    ThisInstance(String),
+    Leases(std::collections::HashMap<String, String>),
+}
+
+impl Workers {
+    fn read(state: &AppState) -> Workers {
+        let store = state.registry.store();
+        if store.backend() != "postgres" {
+            return Workers::ThisInstance(state.config.cluster.instance_name());
+        }
+        match store.lease_holders() {
+            Ok(holders) => Workers::Leases(holders.into_iter().collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease holders unreadable");
+                Workers::Leases(Default::default())
+            }
+        }
+    }
+
+    fn of(&self, reader: &str) -> Option<String> {
+        match self {
+            Workers::ThisInstance(name) => Some(name.clone()),
+            Workers::Leases(l) => l.get(&crate::payments::reader_lease(reader)).cloned(),
+        }
+    }
+}
+
+fn reader_view(
+    state: &AppState,
+    caller: &Caller,
+    r: &ReaderRecord,
+    workers: &Workers,
+) -> ReaderView {
     let live = state.live.reader(&r.id);
     ReaderView {
         id: r.id.clone(),
@@ -278,8 +313,7 @@ fn reader_view(state: &AppState, caller: &Caller, r: &ReaderRecord) -> ReaderVie
         checked_at: timestamp(r.synced_at),
         busy: live.busy,
         queue_depth: live.queue_depth,
-        // One instance per store in this release: this one works every reader.
-        worker: (!r.gone).then(|| state.config.cluster.instance_name()),
+        worker: if r.gone { None } else { workers.of(&r.id) },
         merchants: r.merchants.as_ref().map(|list| {
             list.iter()
                 .filter(|m| scope::allows(caller, Object::Merchant(m)))
@@ -526,7 +560,12 @@ async fn register_reader(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(reader_view(&state, &caller, &record)),
+        Json(reader_view(
+            &state,
+            &caller,
+            &record,
+            &Workers::read(&state),
+        )),
     ))
 }
 
@@ -542,13 +581,14 @@ async fn list_readers(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<ReaderView>>, ApiError> {
+    let workers = Workers::read(&state);
     Ok(Json(
         state
             .fleet
             .readers()?
             .iter()
             .filter(|r| scope::allows(&caller, Object::Reader(r)))
-            .map(|r| reader_view(&state, &caller, r))
+            .map(|r| reader_view(&state, &caller, r, &workers))
             .collect(),
     ))
 }
@@ -600,7 +640,12 @@ async fn show_reader(
     if refresh {
         r = state.fleet.refresh_reader(&r.id).await?;
     }
-    Ok(Json(reader_view(&state, &caller, &r)))
+    Ok(Json(reader_view(
+        &state,
+        &caller,
+        &r,
+        &Workers::read(&state),
+    )))
 }
 
 #[utoipa::path(
@@ -634,7 +679,12 @@ async fn update_reader(
         .fleet
         .set_reader_merchants(&r.id, merchants, key.as_deref())
         .await?;
-    Ok(Json(reader_view(&state, &caller, &r)))
+    Ok(Json(reader_view(
+        &state,
+        &caller,
+        &r,
+        &Workers::read(&state),
+    )))
 }
 
 #[utoipa::path(

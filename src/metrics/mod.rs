@@ -89,6 +89,14 @@ pub struct Metrics {
     /// reversals by outcome (`succeeded`, `refused`, `failed` = left for the operator,
     /// `reversed`, `reversal_refused`).
     pub transfers: CounterVec,
+    /// `readerd_leases_held`: readers whose worker runs on this instance (a cluster on
+    /// PostgreSQL; unset on one machine).
+    pub leases_held: GaugeVec,
+    /// `readerd_lease_losses_total`: reader leases this instance lost without giving them up
+    /// (a renewal refused, or a fenced write refused).
+    pub lease_losses: CounterVec,
+    /// `readerd_lease_handovers_total`: readers this instance took over from another tenure.
+    pub lease_handovers: CounterVec,
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
@@ -247,6 +255,24 @@ impl Metrics {
                 "readerd_transfers_total",
                 "Separate charges' transfers and reversals, by merchant and outcome.",
                 &["merchant", "result"],
+            ),
+            leases_held: GaugeVec::new(
+                r,
+                "readerd_leases_held",
+                "Readers whose worker runs on this instance.",
+                &[],
+            ),
+            lease_losses: CounterVec::new(
+                r,
+                "readerd_lease_losses_total",
+                "Reader leases lost without being given up.",
+                &[],
+            ),
+            lease_handovers: CounterVec::new(
+                r,
+                "readerd_lease_handovers_total",
+                "Readers taken over from another tenure.",
+                &[],
             ),
             stripe_request_duration: HistogramVec::new(
                 r,

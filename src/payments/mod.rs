@@ -37,7 +37,8 @@ pub use directory::{
     Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, ReaderOwner, StaticDirectory,
 };
 pub use engine::{
-    CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter, ReaderLive,
+    reader_lease, CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter,
+    ReaderLive,
 };
 pub use ids::new_id;
 pub use inputs::{InputCollection, InputStatus};

@@ -215,15 +215,9 @@ pub trait Store: Send + Sync + 'static {
     fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
     /// The unexpired leases: (name, owner).
     fn lease_holders(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// Writes (replacing) only while `lease` is held, checked in the same transaction as
-    /// the write; `Ok(false)` (nothing written) when it is not.
-    fn put_fenced(
-        &self,
-        tree: Tree,
-        key: &str,
-        value: &[u8],
-        lease: &Lease,
-    ) -> Result<bool, StoreError>;
+    /// Applies `batch` (all or none) only while `lease` is held, checked in the same
+    /// transaction as the writes; `Ok(false)` (nothing written) when it is not.
+    fn apply_fenced(&self, batch: Batch, lease: &Lease) -> Result<bool, StoreError>;
 }
 
 /// One write of a [`Batch`].
@@ -445,6 +439,25 @@ impl Registry {
     /// Writes and flushes.
     pub fn put<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> Result<(), StoreError> {
         self.store.put(tree, key, &Self::encode(value))
+    }
+
+    /// Writes only while `lease` is held (checked with the write); `Ok(false)` when not.
+    pub fn put_fenced<T: Serialize>(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &T,
+        lease: &Lease,
+    ) -> Result<bool, StoreError> {
+        let mut batch = Batch::default();
+        batch.put_record(tree, key, value);
+        self.store.apply_fenced(batch, lease)
+    }
+
+    /// Applies `batch` only while `lease` is held (checked with the writes); `Ok(false)`,
+    /// nothing written, when not.
+    pub fn apply_fenced(&self, batch: Batch, lease: &Lease) -> Result<bool, StoreError> {
+        self.store.apply_fenced(batch, lease)
     }
 
     /// Writes only if absent; returns the existing record otherwise.

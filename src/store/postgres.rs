@@ -160,7 +160,7 @@ enum Op {
     Renew(Lease, i64),
     Release(Lease),
     Holders,
-    PutFenced(Tree, String, String, Lease),
+    ApplyFenced(Vec<(Tree, String, Option<String>)>, Lease),
     /// Puts (`Some`) and removes (`None`), in order, in one transaction.
     Apply(Vec<(Tree, String, Option<String>)>),
     /// prefix, start after, limit, reverse.
@@ -435,19 +435,49 @@ impl Store for PgStore {
         }
     }
 
-    fn put_fenced(
-        &self,
-        tree: Tree,
-        key: &str,
-        value: &[u8],
-        lease: &Lease,
-    ) -> Result<bool, StoreError> {
-        let op = Op::PutFenced(tree, key.to_string(), text(value)?, lease.clone());
-        match self.call(op)? {
+    fn apply_fenced(&self, batch: super::Batch, lease: &Lease) -> Result<bool, StoreError> {
+        let mut ops = Vec::with_capacity(batch.len());
+        for op in batch.ops {
+            ops.push(match op {
+                super::Op::Put { tree, key, value } => (tree, key, Some(text(&value)?)),
+                super::Op::Remove { tree, key } => (tree, key, None),
+            });
+        }
+        match self.call(Op::ApplyFenced(ops, lease.clone()))? {
             Reply::Swapped(b) => Ok(b),
             r => Err(unexpected(r)),
         }
     }
+}
+
+/// The puts and removes of a batch, inside `tx`.
+async fn apply_ops(
+    tx: &tokio_postgres::Transaction<'_>,
+    ops: &[(Tree, String, Option<String>)],
+) -> Result<(), tokio_postgres::Error> {
+    for (tree, key, value) in ops {
+        match value {
+            Some(v) => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        tree.name()
+                    ),
+                    &[key, v],
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE key = $1", tree.name()),
+                    &[key],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn millis(d: Duration) -> i64 {
@@ -478,6 +508,13 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres
             tracing::warn!(error = %e, "PostgreSQL connection closed");
         }
     });
+    // A transaction's statements follow each other at once; one left open longer belongs to
+    // a process that stopped (paused, swapped out) between them. Its session is ended, so
+    // that the row lock of a fenced write cannot hold another instance's takeover (and with
+    // it that instance's lease renewals) for as long as the pause lasts.
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = '1s'")
+        .await?;
     Ok(Conn {
         client,
         statements: HashMap::new(),
@@ -640,7 +677,7 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
                 rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
             ))
         }
-        Op::PutFenced(tree, key, value, l) => {
+        Op::ApplyFenced(ops, l) => {
             let check = c
                 .statement(
                     "SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3 \
@@ -648,15 +685,8 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
                         .into(),
                 )
                 .await?;
-            let put = c
-                .statement(format!(
-                    "INSERT INTO {} (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    tree.name()
-                ))
-                .await?;
-            // The row lock taken by the check holds off a new tenure until the write is
-            // committed: a takeover sees the write, or the write sees the takeover.
+            // The row lock taken by the check holds off a new tenure until the writes are
+            // committed: a takeover sees them, or they see the takeover.
             let tx = c.client.transaction().await?;
             if tx
                 .query_opt(&check, &[&l.name, &l.owner, &l.token])
@@ -666,7 +696,7 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
                 tx.rollback().await?;
                 return Ok(Reply::Swapped(false));
             }
-            tx.execute(&put, &[key, value]).await?;
+            apply_ops(&tx, ops).await?;
             tx.commit().await?;
             Ok(Reply::Swapped(true))
         }
@@ -675,28 +705,7 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
             // Idempotent as a whole (puts and removes of given values), so a retry after a
             // lost commit answer writes the same.
             let tx = c.client.transaction().await?;
-            for (tree, key, value) in ops {
-                match value {
-                    Some(v) => {
-                        tx.execute(
-                            &format!(
-                                "INSERT INTO {} (key, value) VALUES ($1, $2) \
-                                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                                tree.name()
-                            ),
-                            &[key, v],
-                        )
-                        .await?;
-                    }
-                    None => {
-                        tx.execute(
-                            &format!("DELETE FROM {} WHERE key = $1", tree.name()),
-                            &[key],
-                        )
-                        .await?;
-                    }
-                }
-            }
+            apply_ops(&tx, ops).await?;
             tx.commit().await?;
             Ok(Reply::Done)
         }

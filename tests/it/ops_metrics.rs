@@ -156,6 +156,24 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &["merchant", "result"],
     ),
     (
+        "readerd_leases_held",
+        "gauge",
+        "Readers whose worker runs on this instance.",
+        &[],
+    ),
+    (
+        "readerd_lease_losses_total",
+        "counter",
+        "Reader leases lost without being given up.",
+        &[],
+    ),
+    (
+        "readerd_lease_handovers_total",
+        "counter",
+        "Readers taken over from another tenure.",
+        &[],
+    ),
+    (
         "readerd_stripe_request_duration_seconds",
         "histogram",
         "Latency of Stripe API request attempts.",

@@ -16,6 +16,14 @@ fn rec(n: u32) -> Vec<u8> {
     format!(r#"{{"v":1,"data":{{"n":{n}}}}}"#).into_bytes()
 }
 
+/// Writes record `n` under `p`, and an index entry beside it, fenced by `lease`.
+fn fenced(s: &dyn Store, n: u32, lease: &readerd::store::Lease) -> bool {
+    let mut batch = readerd::store::Batch::default();
+    batch.put(Tree::Payments, "p", rec(n));
+    batch.put(Tree::PaymentIndex, format!("test/{n}"), Vec::new());
+    s.apply_fenced(batch, lease).unwrap()
+}
+
 #[test]
 fn get_put_remove_round_trip() {
     on_both(|s| {
@@ -309,7 +317,7 @@ fn one_machine_holds_every_lease() {
     let a = s.acquire_lease("reader:tmr_1", "a", ttl).unwrap().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
     assert!(s.renew_lease(&a, ttl).unwrap());
-    assert!(s.put_fenced(Tree::Payments, "p", &rec(1), &a).unwrap());
+    assert!(fenced(&s, 1, &a));
     assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(1)));
 }
 
@@ -324,7 +332,7 @@ fn a_lease_has_one_holder_and_a_stale_holder_cannot_write() {
     assert!(s.renew_lease(&a, ttl).unwrap());
     // Acquiring again while holding is a renewal: same tenure, same token.
     assert_eq!(s.acquire_lease(name, "a", ttl).unwrap(), Some(a.clone()));
-    assert!(s.put_fenced(Tree::Payments, "p", &rec(1), &a).unwrap());
+    assert!(fenced(&s, 1, &a));
     assert_eq!(
         s.lease_holders().unwrap(),
         vec![(name.to_string(), "a".to_string())]
@@ -337,14 +345,18 @@ fn a_lease_has_one_holder_and_a_stale_holder_cannot_write() {
     assert!(b.token > a.token, "{b:?} after {a:?}");
     // a wakes up: it can neither renew nor write.
     assert!(!s.renew_lease(&a, ttl).unwrap());
-    assert!(!s.put_fenced(Tree::Payments, "p", &rec(2), &a).unwrap());
+    assert!(!fenced(&s, 2, &a));
+    assert!(
+        s.get(Tree::PaymentIndex, "test/2").unwrap().is_none(),
+        "a refused fenced batch writes none of its entries"
+    );
     assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(1)));
-    assert!(s.put_fenced(Tree::Payments, "p", &rec(3), &b).unwrap());
+    assert!(fenced(&s, 3, &b));
     assert_eq!(s.get(Tree::Payments, "p").unwrap(), Some(rec(3)));
 
     // A release hands over at once, and the token keeps growing.
     s.release_lease(&b).unwrap();
-    assert!(!s.put_fenced(Tree::Payments, "p", &rec(4), &b).unwrap());
+    assert!(!fenced(&s, 4, &b));
     let a2 = s.acquire_lease(name, "a", ttl).unwrap().expect("released");
     assert!(a2.token > b.token);
     // Other leases are independent.

@@ -17,6 +17,8 @@
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
 //! - [`retention`]: final payments moved to daily archive files, crash-safe, and back.
 //! - [`events`]: Stripe's events as observations, and whether webhooks track payments.
+//! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
+//!   the writes of its payments.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -26,6 +28,7 @@ mod cancel;
 mod capture;
 mod events;
 mod inputs;
+mod leases;
 mod reader_ops;
 mod reconcile;
 mod refund;
@@ -34,6 +37,7 @@ mod transfers;
 
 pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
 pub(crate) use events::Seen;
+pub use leases::reader_lease;
 pub(crate) use reader_ops::DisplayRequest;
 pub use retention::{restore, ArchiveReport, ArchivedPayment, PENDING_KEY};
 
@@ -218,6 +222,8 @@ pub(crate) struct Inner {
     pub(crate) webhooks: events::WebhookHealth,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
+    /// Set when the store is shared with other instances (see [`leases`]).
+    cluster: std::sync::OnceLock<leases::Cluster>,
 }
 
 /// What ties an engine to the daemon around it. An engine on its own (the benchmark, tests)
@@ -288,6 +294,7 @@ impl Engine {
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 links,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -399,7 +406,7 @@ impl Engine {
             let old = p.clone();
             let before = p.status;
             f(&mut p)?;
-            index::write(&self.inner.registry, Some(&old), &p)?;
+            self.write_payment(Some(&old), &p)?;
             self.track(Some(before), &p);
             p
         };

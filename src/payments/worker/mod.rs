@@ -65,6 +65,11 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
                 tokio::time::sleep(IDLE_BEAT).await;
                 continue;
             }
+            if !engine.works(&slot.id) {
+                // Another instance holds the reader's lease: this worker waits for it.
+                let _ = tokio::time::timeout(IDLE_BEAT, slot.work.notified()).await;
+                continue;
+            }
             let next = slot.queue.lock().expect("queue lock").pop();
             match next {
                 Some(j) => break j,

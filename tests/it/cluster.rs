@@ -1,0 +1,476 @@
+//! Several daemons on one PostgreSQL, with the real binaries: three `readerd run` and
+//! `readerd sim` (cards tapped by themselves). Readers and payments go to random instances;
+//! the instance working the most readers is killed mid-payment, another is paused past its
+//! lease and woken. Every payment must end, with exactly one PaymentIntent each and no
+//! capture twice, and each handover must take at most `lease_ttl` plus one renewal.
+//!
+//! Scaled down from the full exercise (20 readers, 300 payments, two kills, 10 s of
+//! database outage) to keep the test short: 6 readers, 36 payments, one kill, one pause,
+//! `lease_ttl` 2 s.
+
+use crate::common::{free_port, get_json};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cluster-admin";
+const POS: &str = "cluster-pos";
+const TTL: Duration = Duration::from_secs(2);
+const READERS: usize = 6;
+const PAYMENTS: usize = 36;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        signal(&self.0, "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(c: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(c.id().to_string())
+        .status();
+}
+
+fn readerd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_readerd"))
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) {
+    for _ in 0..500 {
+        if http.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} never came up");
+}
+
+struct Instance {
+    name: String,
+    api: String,
+    proc: Option<Proc>,
+}
+
+fn write_config(path: &Path, name: &str, port: u16, sim: &str, db: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"
+[stripe]
+api_base = "{sim}"
+max_elapsed = "5s"
+
+[store]
+backend = "postgres"
+url = {db:?}
+
+[cluster]
+instance = "{name}"
+lease_ttl = "{ttl}s"
+
+[api]
+listen = "127.0.0.1:{port}"
+
+[[api.clients]]
+name = "admin"
+token_sha256 = "{admin}"
+role = "admin"
+
+[[api.clients]]
+name = "desk"
+token_sha256 = "{pos}"
+role = "pos"
+merchants = ["bakery"]
+
+[sync]
+interval = "1h"
+
+[payments]
+poll_min = "20ms"
+poll_max = "100ms"
+
+[log]
+level = "warn"
+"#,
+            ttl = TTL.as_secs(),
+            admin = readerd::api::auth::token_sha256(ADMIN),
+            pos = readerd::api::auth::token_sha256(POS),
+        ),
+    )
+    .unwrap();
+}
+
+/// A small deterministic generator: "random" instances and readers, the same every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+struct Cluster {
+    http: reqwest::Client,
+    sim: String,
+    instances: Vec<Instance>,
+}
+
+impl Cluster {
+    fn live(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.iter().filter(|i| i.proc.is_some())
+    }
+
+    async fn admin_post(&self, api: &str, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{api}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(s.is_success(), "{path}: {s} {v}");
+        v
+    }
+
+    /// Reader id → the instance that works it, as `api` sees it.
+    async fn workers(&self, api: &str) -> HashMap<String, Option<String>> {
+        let Ok(resp) = self
+            .http
+            .get(format!("{api}/v1/readers"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+        else {
+            return HashMap::new();
+        };
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["id"].as_str().unwrap().to_string(),
+                            r["worker"].as_str().map(str::to_string),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Accepts a payment on instance `first` (or, if it is down, the next live one) under
+    /// `key`; returns its id.
+    async fn pay(&self, first: usize, key: &str, reader: &str, amount: i64) -> String {
+        for attempt in 0..20 {
+            let inst = &self.instances[(first + attempt) % self.instances.len()];
+            if inst.proc.is_none() {
+                continue;
+            }
+            let resp = self
+                .http
+                .post(format!("{}/v1/payments", inst.api))
+                .bearer_auth(POS)
+                .header("Idempotency-Key", key)
+                .json(&json!({"merchant": "bakery", "reader": reader, "amount": amount, "currency": "eur"}))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if let Ok(r) = resp {
+                if r.status().is_success() {
+                    let v: Value = r.json().await.unwrap();
+                    return v["id"].as_str().unwrap().to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("payment {key} never accepted");
+    }
+
+    async fn payment(&self, id: &str) -> Value {
+        for inst in self.live() {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/v1/payments/{id}", inst.api))
+                .bearer_auth(POS)
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<Value>().await {
+                    return v;
+                }
+            }
+        }
+        Value::Null
+    }
+
+    async fn metric(&self, api: &str, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{api}/metrics"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until every reader has a live worker; returns how long that took.
+    async fn wait_all_worked(&self, since: Instant, what: &str) -> Duration {
+        let live: HashSet<String> = self.live().map(|i| i.name.clone()).collect();
+        let api = self.live().next().unwrap().api.clone();
+        loop {
+            let w = self.workers(&api).await;
+            if w.len() == READERS
+                && w.values()
+                    .all(|o| o.as_ref().is_some_and(|n| live.contains(n)))
+            {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "{what}: readers never all worked by live instances: {w:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_fail_over_without_double_charges() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::common::pg::pg().fresh_db();
+    let sim_port = free_port();
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let _sim = Proc(
+        readerd()
+            .args([
+                "sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--auth-delay",
+                "0s",
+                "--auto-present",
+                "400ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
+    let acct: Value = http
+        .post(format!("{sim_url}/_sim/accounts"))
+        .json(&json!({"country": "FR", "default_currency": "eur"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acct = acct["id"].as_str().unwrap().to_string();
+
+    let mut instances = Vec::new();
+    for name in ["east", "west", "north"] {
+        let port = free_port();
+        let config = dir.path().join(format!("{name}.toml"));
+        write_config(&config, name, port, &sim_url, &db);
+        let proc = Proc(
+            readerd()
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("READERD_STRIPE_SECRET_KEY", "sk_test_cluster")
+                .env_remove("READERD_FAILPOINT")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let api = format!("http://127.0.0.1:{port}");
+        wait_up(&http, &format!("{api}/healthz")).await;
+        instances.push(Instance {
+            name: name.to_string(),
+            api,
+            proc: Some(proc),
+        });
+    }
+    let mut c = Cluster {
+        http,
+        sim: sim_url,
+        instances,
+    };
+    let mut rng = Lcg(13);
+
+    // The merchant, a location and the readers, each created on a random instance.
+    let api = |c: &Cluster, i: usize| c.instances[i].api.clone();
+    c.admin_post(
+        &api(&c, 0),
+        "/v1/merchants",
+        json!({"id": "bakery", "account": acct}),
+    )
+    .await;
+    let loc = c
+        .admin_post(
+            &api(&c, 1),
+            "/v1/locations",
+            json!({"display_name": "Hall", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+        )
+        .await;
+    let mut readers = Vec::new();
+    for n in 0..READERS {
+        let at = api(&c, rng.pick(3));
+        let r = c
+            .admin_post(
+                &at,
+                "/v1/readers",
+                json!({"registration_code": "simulated-wpe", "label": format!("till {n}"), "location": loc["id"]}),
+            )
+            .await;
+        readers.push(r["id"].as_str().unwrap().to_string());
+    }
+    c.wait_all_worked(Instant::now(), "start").await;
+
+    // Payments to random instances and readers; the killing and pausing happen on the way.
+    let mut ids = Vec::new();
+    let mut handovers = Vec::new();
+    for n in 0..PAYMENTS {
+        let reader = readers[rng.pick(READERS)].clone();
+        let id = c
+            .pay(
+                rng.pick(3),
+                &format!("pay-{n}"),
+                &reader,
+                1000 + 100 * n as i64,
+            )
+            .await;
+        ids.push(id.clone());
+        if n == PAYMENTS / 3 {
+            // The instance working the most readers dies mid-payment.
+            let workers = c.workers(&api(&c, 0)).await;
+            let mut count: HashMap<String, usize> = HashMap::new();
+            for w in workers.values().flatten() {
+                *count.entry(w.clone()).or_default() += 1;
+            }
+            let busiest = count.into_iter().max_by_key(|(_, n)| *n).unwrap().0;
+            let victim_reader = workers
+                .iter()
+                .find(|(_, w)| w.as_deref() == Some(busiest.as_str()))
+                .unwrap()
+                .0
+                .clone();
+            let mid = c.pay(1, "pay-mid-kill", &victim_reader, 4200).await;
+            ids.push(mid.clone());
+            wait_status(&c, &mid, |p| p["status"] == "processing").await;
+            let i = c.instances.iter().position(|i| i.name == busiest).unwrap();
+            let killed_at = Instant::now();
+            let mut p = c.instances[i].proc.take().unwrap();
+            signal(&p.0, "KILL");
+            let _ = p.0.wait();
+            handovers.push(c.wait_all_worked(killed_at, "after the kill").await);
+        }
+        if n == 2 * PAYMENTS / 3 {
+            // A live instance that works a reader is paused past its lease, then woken: it
+            // must find its leases lost and its writes refused.
+            let workers = c.workers(&c.live().next().unwrap().api.clone()).await;
+            let name = workers.values().flatten().next().unwrap().clone();
+            let i = c.instances.iter().position(|i| i.name == name).unwrap();
+            let paused_reader = workers
+                .iter()
+                .find(|(_, w)| w.as_deref() == Some(name.as_str()))
+                .unwrap()
+                .0
+                .clone();
+            let other = (0..3)
+                .find(|&j| j != i && c.instances[j].proc.is_some())
+                .unwrap();
+            let mid = c.pay(other, "pay-mid-pause", &paused_reader, 4300).await;
+            ids.push(mid.clone());
+            wait_status(&c, &mid, |p| p["status"] == "processing").await;
+            let paused_at = Instant::now();
+            signal(&c.instances[i].proc.as_ref().unwrap().0, "STOP");
+            let api_i = c.instances[i].api.clone();
+            let proc = c.instances[i].proc.take();
+            handovers.push(c.wait_all_worked(paused_at, "after the pause").await);
+            tokio::time::sleep(TTL).await;
+            signal(&proc.as_ref().unwrap().0, "CONT");
+            c.instances[i].proc = proc;
+            // Once awake, it notices: its leases are lost.
+            let woke = Instant::now();
+            while c.metric(&api_i, "readerd_lease_losses_total").await < 1.0 {
+                assert!(
+                    woke.elapsed() < Duration::from_secs(10),
+                    "the paused instance never noticed it lost its leases"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    // Every payment final, each with one PaymentIntent.
+    for id in &ids {
+        let p = wait_status(&c, id, |p| {
+            p["status"]
+                .as_str()
+                .is_some_and(|s| ["succeeded", "failed", "canceled"].contains(&s))
+        })
+        .await;
+        assert_eq!(p["status"], "succeeded", "{p:#}");
+    }
+    let stats: Value = get_json(&c.http, format!("{}/_sim/stats", c.sim)).await;
+    assert_eq!(
+        stats["payment_intents"][&acct].as_u64().unwrap_or(0),
+        ids.len() as u64,
+        "one PaymentIntent per payment: {stats:#}"
+    );
+    let reqs: Value = get_json(&c.http, format!("{}/_sim/requests", c.sim)).await;
+    let mut captured = HashSet::new();
+    for r in reqs.as_array().unwrap() {
+        let path = r["path"].as_str().unwrap();
+        if r["method"] == "POST"
+            && r["status"] == 200
+            && r["replayed"] != true
+            && path.ends_with("/capture")
+        {
+            assert!(captured.insert(path.to_string()), "{path} twice");
+        }
+    }
+    // Each handover within lease_ttl plus one renewal (and the time to see it).
+    let bound = TTL + TTL / 3 + Duration::from_millis(1500);
+    for h in &handovers {
+        assert!(*h <= bound, "a handover took {h:?} (bound {bound:?})");
+    }
+}
+
+async fn wait_status(c: &Cluster, id: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let p = c.payment(id).await;
+        if f(&p) {
+            return p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "payment {id} stuck: {p:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
