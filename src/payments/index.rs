@@ -20,6 +20,10 @@
 //!
 //! A page reads its index ranges from the cursor on and loads only the payments it answers
 //! (plus those a second filter skips), so it costs O(page), not O(history).
+//!
+//! Longer than 600 lines on purpose: one key layout for every index entry of a payment,
+//! with everything that writes, pages, rebuilds and verifies it, so that writers and
+//! readers cannot disagree about a key.
 
 use super::machine::{Payment, Status};
 use crate::clock::Timestamp;

@@ -12,6 +12,10 @@
 //! - `failed` only when no money can move: no PaymentIntent exists, or it is canceled;
 //! - final statuses are never left (an older observation cannot undo them);
 //! - an authorisation that lands while a cancel is pending is reported, not lost.
+//!
+//! Longer than 600 lines on purpose: the whole status machine as pure transitions, one
+//! match per observation, kept together so that every transition can be read against every
+//! other; its tests are in `machine/tests.rs`.
 
 use super::splits::Split;
 use crate::clock::Timestamp;

@@ -4,6 +4,10 @@
 //! versioned JSON records on top. Every write is flushed to disk before it returns: anything
 //! the daemon acts on after a crash must be on disk before it is acted on. Nothing here
 //! touches the network, so no store operation can span a Stripe call.
+//!
+//! Longer than 600 lines on purpose: the whole storage contract sits in one place: the seam
+//! both backends implement (records, batches, ranges, leases), the typed registry over it
+//! and the schema migrations that go with it.
 
 pub mod binding;
 mod postgres;

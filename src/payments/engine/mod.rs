@@ -22,6 +22,10 @@
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
+//!
+//! Longer than 600 lines on purpose: the state and record access that every stage shares
+//! (slots, the sharded write lock, `update`, `observe`); each stage is a file of its own
+//! beside it.
 
 mod accept;
 mod cancel;

@@ -18,6 +18,10 @@
 //! `readers` (readers, their action slot, the simulated customer, authorisation),
 //! `payments` (PaymentIntents, refunds) and `connect` (transfers, application fees, their
 //! reversals and refunds, and every account's books).
+//!
+//! Longer than 600 lines on purpose: the root of the emulator's state: accounts and
+//! ownership, the two worlds, the dispatch of every operation, and the unit tests that
+//! cross the state's parts.
 
 mod connect;
 mod directory;

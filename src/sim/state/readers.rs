@@ -1,6 +1,10 @@
 //! Readers, their one action slot, and the simulated customer at the reader: registration,
 //! `process_payment_intent`, `set_reader_display`, `cancel_action`, presenting a card, and
 //! the authorisation that follows.
+//!
+//! Longer than 600 lines on purpose: every reader action Stripe has (process, display,
+//! inputs, cancel) and the simulated customer act on the reader's one action slot, so they
+//! live beside it.
 
 use super::*;
 use crate::stripe::form::as_list;
