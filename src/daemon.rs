@@ -19,7 +19,7 @@
 use crate::api::{self, AppState, Auth, BodyLimit};
 use crate::config::{Config, ConfigError, Secrets, EX_CONFIG};
 use crate::fleet::{Fleet, Idle, StripeHealth};
-use crate::payments::{DaemonLinks, Engine, FleetDirectory};
+use crate::payments::{ClusterMembership, DaemonLinks, Engine, FleetDirectory};
 use crate::store::binding::{self, Binding, BindingError, Mode};
 use crate::store::{Location, Registry, StoreError};
 use crate::stripe::StripeClient;
@@ -472,6 +472,11 @@ impl DaemonHandle {
 /// The payment engine on the daemon's services (`[payments]` of the config), its
 /// unfinished payments reconciled and resumed.
 async fn start_payments(state: &AppState) -> Result<Engine, DaemonError> {
+    // A shared store: each reader's worker runs where its lease is held.
+    let cluster = (state.registry.store().backend() == "postgres").then(|| ClusterMembership {
+        instance: state.config.cluster.instance_name(),
+        lease_ttl: state.config.cluster.lease_ttl.0,
+    });
     let engine = Engine::new(
         state.registry.clone(),
         state.stripe.clone(),
@@ -481,13 +486,9 @@ async fn start_payments(state: &AppState) -> Result<Engine, DaemonError> {
             metrics: state.metrics.clone(),
             liveness: state.liveness.clone(),
             draining: state.draining.clone(),
+            cluster,
         },
     );
-    if state.registry.store().backend() == "postgres" {
-        // A shared store: each reader's worker runs where its lease is held.
-        let cluster = &state.config.cluster;
-        engine.join_cluster(cluster.instance_name(), cluster.lease_ttl.0);
-    }
     let resumed = engine
         .start()
         .await

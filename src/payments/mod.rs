@@ -37,8 +37,8 @@ pub use directory::{
     Directory, Fee, FleetDirectory, MerchantInfo, ReaderInfo, ReaderOwner, StaticDirectory,
 };
 pub use engine::{
-    reader_lease, CreatePayment, DaemonLinks, Engine, EngineConfig, PaymentError, PaymentFilter,
-    ReaderLive,
+    reader_lease, ClusterMembership, CreatePayment, DaemonLinks, Engine, EngineConfig,
+    PaymentError, PaymentFilter, ReaderLive,
 };
 pub use ids::new_id;
 pub use inputs::{InputCollection, InputStatus};

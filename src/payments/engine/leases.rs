@@ -31,6 +31,16 @@ pub(crate) struct Cluster {
     held: Mutex<HashMap<String, Lease>>,
 }
 
+impl Cluster {
+    pub(super) fn new(m: super::ClusterMembership) -> Self {
+        Cluster {
+            instance: m.instance,
+            ttl: m.lease_ttl,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 const INSTANCE_PREFIX: &str = "instance:";
 const READER_PREFIX: &str = "reader:";
 
@@ -44,20 +54,9 @@ pub fn reader_lease(reader: &str) -> String {
 const PICKUP_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Engine {
-    /// Joins a cluster on a shared store: from now on a reader's worker runs only while this
-    /// instance holds its lease. Call before [`Engine::start`], and then run
-    /// [`Engine::lease_loop`].
-    pub fn join_cluster(&self, instance: String, ttl: Duration) {
-        let _ = self.inner.cluster.set(Cluster {
-            instance,
-            ttl,
-            held: Mutex::new(HashMap::new()),
-        });
-    }
-
     /// Whether this instance works `reader` now (always, outside a cluster).
     pub(crate) fn works(&self, reader: &str) -> bool {
-        match self.inner.cluster.get() {
+        match self.inner.cluster.as_ref() {
             None => true,
             Some(c) => c.held.lock().expect("leases").contains_key(reader),
         }
@@ -65,7 +64,7 @@ impl Engine {
 
     /// The lease a write about `reader` must be fenced by, if this instance holds one.
     fn fence(&self, reader: &str) -> Option<Lease> {
-        let c = self.inner.cluster.get()?;
+        let c = self.inner.cluster.as_ref()?;
         c.held.lock().expect("leases").get(reader).cloned()
     }
 
@@ -81,7 +80,7 @@ impl Engine {
         let mut batch = crate::store::Batch::default();
         crate::payments::index::stage(&mut batch, old, p);
         match self.fence(&p.reader) {
-            None if self.inner.cluster.get().is_some() && self.in_flow_here(p) => {
+            None if self.inner.cluster.as_ref().is_some() && self.in_flow_here(p) => {
                 // The lease was lost while this payment's flow ran here: its new owner
                 // resumes it.
                 Err(Self::not_ours(p))
@@ -115,7 +114,7 @@ impl Engine {
 
     /// Forgets a lost lease and stops the reader's worker here.
     fn lease_lost(&self, reader: &str, why: &str) {
-        let Some(c) = self.inner.cluster.get() else {
+        let Some(c) = self.inner.cluster.as_ref() else {
             return;
         };
         let removed = c.held.lock().expect("leases").remove(reader).is_some();
@@ -153,7 +152,7 @@ impl Engine {
     /// Takes, renews and gives up reader leases until `stop` resolves; then gives every
     /// lease up. Does nothing outside a cluster.
     pub async fn lease_loop(&self, stop: impl std::future::Future<Output = ()>) {
-        let Some(c) = self.inner.cluster.get() else {
+        let Some(c) = self.inner.cluster.as_ref() else {
             return;
         };
         tokio::pin!(stop);

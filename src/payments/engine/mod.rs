@@ -227,7 +227,8 @@ pub(crate) struct Inner {
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
     /// Set when the store is shared with other instances (see [`leases`]).
-    cluster: std::sync::OnceLock<leases::Cluster>,
+    /// Set on a shared (PostgreSQL) store: the reader leases this instance works under.
+    cluster: Option<leases::Cluster>,
 }
 
 /// What ties an engine to the daemon around it. An engine on its own (the benchmark, tests)
@@ -243,6 +244,16 @@ pub struct DaemonLinks {
     /// Set when the daemon drains for shutdown: from then on no worker starts another job
     /// (queued payments keep their place and start after the restart).
     pub draining: Arc<AtomicBool>,
+    /// On a store shared by several daemons: this instance's name and the lease time; each
+    /// reader's worker then runs only while this instance holds the reader's lease.
+    pub cluster: Option<ClusterMembership>,
+}
+
+/// Who this instance is among the daemons that share a store.
+#[derive(Clone, Debug)]
+pub struct ClusterMembership {
+    pub instance: String,
+    pub lease_ttl: std::time::Duration,
 }
 
 impl ReaderSlot {
@@ -297,8 +308,8 @@ impl Engine {
                 input_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
+                cluster: links.cluster.clone().map(leases::Cluster::new),
                 links,
-                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
