@@ -131,3 +131,109 @@ pub(super) async fn events(
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+/// An object a client can follow until it is final: a payment, an input collection.
+pub(super) trait Followed: Clone + Send + Sync + 'static {
+    type Status: Copy + PartialEq + Send + Sync + 'static;
+    fn id(&self) -> &str;
+    fn status(&self) -> Self::Status;
+    fn is_final(&self) -> bool;
+}
+
+impl Followed for Payment {
+    type Status = crate::payments::Status;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn status(&self) -> Self::Status {
+        self.status
+    }
+    fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+}
+
+impl Followed for crate::payments::InputCollection {
+    type Status = crate::payments::InputStatus;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn status(&self) -> Self::Status {
+        self.status
+    }
+    fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+}
+
+/// Server-Sent Events for one object: `current` first, then one `event` per status change
+/// read from `rx` (after a lag, `reload` says where it stands now), until a final status,
+/// or until the daemon drains for shutdown, so a client following it never holds a restart
+/// back. Subscribe `rx` before reading `current`, so that no change falls between the two.
+pub(super) fn follow<T, V>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+    current: T,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    event: &'static str,
+    reload: impl Fn(&str) -> Option<T> + Send + Sync + 'static,
+    view: impl Fn(&T) -> V + Send + Sync + 'static,
+) -> impl IntoResponse
+where
+    T: Followed,
+    V: serde::Serialize,
+{
+    struct St<T: Followed, R, W> {
+        rx: tokio::sync::broadcast::Receiver<T>,
+        id: String,
+        first: Option<T>,
+        last: Option<T::Status>,
+        done: bool,
+        draining: Arc<std::sync::atomic::AtomicBool>,
+        reload: R,
+        view: W,
+    }
+    let st = St {
+        rx,
+        id: current.id().to_string(),
+        first: Some(current),
+        last: None,
+        done: false,
+        draining,
+        reload,
+        view,
+    };
+    let stream = futures_util::stream::unfold(st, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let next = match st.first.take() {
+            Some(o) => o,
+            None => loop {
+                if st.draining.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let Ok(received) = tokio::time::timeout(DRAIN_CHECK, st.rx.recv()).await else {
+                    continue; // idle: look at the drain flag again
+                };
+                match received {
+                    Ok(o) if o.id() == st.id && Some(o.status()) != st.last => break o,
+                    Ok(_) => continue,
+                    // Missed some: the record tells where it stands now.
+                    Err(RecvError::Lagged(_)) => match (st.reload)(&st.id) {
+                        Some(o) if Some(o.status()) != st.last => break o,
+                        _ => continue,
+                    },
+                    Err(RecvError::Closed) => return None,
+                }
+            },
+        };
+        st.last = Some(next.status());
+        st.done = next.is_final();
+        let ev = Event::default()
+            .event(event)
+            .json_data((st.view)(&next))
+            .expect("a view serialises");
+        Some((Ok::<Event, Infallible>(ev), st))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -14,11 +14,9 @@ use crate::payments::machine::Failure;
 use crate::payments::{Engine, InputCollection, InputStatus};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use utoipa::{IntoParams, ToSchema};
 
 /// The queue name of inputs an admin collects for no merchant.
@@ -238,58 +236,13 @@ async fn events(
     // Subscribe before reading, so that no change falls between the two.
     let rx = engine.subscribe_inputs();
     let current = visible(&engine, &caller, &id)?;
-    struct St {
-        rx: tokio::sync::broadcast::Receiver<InputCollection>,
-        first: Option<InputCollection>,
-        last: Option<InputStatus>,
-        done: bool,
-        engine: Engine,
-        id: String,
-        draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    }
-    let st = St {
+    let reload = move |id: &str| engine.input_collection(id).ok().flatten();
+    Ok(super::events::follow(
         rx,
-        first: Some(current),
-        last: None,
-        done: false,
-        engine,
-        id,
-        draining: state.draining.clone(),
-    };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let next = match st.first.take() {
-            Some(c) => c,
-            None => loop {
-                if st.draining.load(std::sync::atomic::Ordering::SeqCst) {
-                    return None;
-                }
-                let received = tokio::time::timeout(super::events::DRAIN_CHECK, st.rx.recv());
-                let Ok(received) = received.await else {
-                    continue; // idle: look at the drain flag again
-                };
-                match received {
-                    Ok(c) if c.id == st.id && Some(c.status) != st.last => break c,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        match st.engine.input_collection(&st.id) {
-                            Ok(Some(c)) if Some(c.status) != st.last => break c,
-                            _ => continue,
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            },
-        };
-        st.last = Some(next.status);
-        st.done = next.status.is_final();
-        let ev = Event::default()
-            .event("input_collection")
-            .json_data(InputCollectionView::from(&next))
-            .expect("an input collection serialises");
-        Some((Ok::<Event, Infallible>(ev), st))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+        current,
+        state.draining.clone(),
+        "input_collection",
+        reload,
+        |c: &InputCollection| InputCollectionView::from(c),
+    ))
 }

@@ -24,12 +24,10 @@ use crate::stripe::wire::{Cart, CartLineItem};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use utoipa::{IntoParams, ToSchema};
 
 /// The payment routes; the engine rides along as an extension.
@@ -497,61 +495,15 @@ async fn events(
     // Subscribe before reading, so that no change falls between the two.
     let rx = engine.subscribe();
     let current = visible(&engine, &caller, &id)?;
-    struct St {
-        rx: tokio::sync::broadcast::Receiver<Payment>,
-        first: Option<Payment>,
-        last: Option<Status>,
-        done: bool,
-        engine: Engine,
-        id: String,
-        draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    }
-    let st = St {
+    let reload = move |id: &str| engine.get(id).ok().flatten();
+    Ok(super::events::follow(
         rx,
-        first: Some(current),
-        last: None,
-        done: false,
-        engine,
-        id,
-        draining: state.draining.clone(),
-    };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let next = match st.first.take() {
-            Some(p) => p,
-            None => loop {
-                if st.draining.load(std::sync::atomic::Ordering::SeqCst) {
-                    return None;
-                }
-                let received = tokio::time::timeout(super::events::DRAIN_CHECK, st.rx.recv());
-                let Ok(received) = received.await else {
-                    continue; // idle: look at the drain flag again
-                };
-                match received {
-                    Ok(p) if p.id == st.id && Some(p.status) != st.last => break p,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // Missed some: the record tells where it stands now.
-                        match st.engine.get(&st.id) {
-                            Ok(Some(p)) if Some(p.status) != st.last => break p,
-                            _ => continue,
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            },
-        };
-        st.last = Some(next.status);
-        st.done = next.status.is_final();
-        let ev = Event::default()
-            .event("payment")
-            .json_data(PaymentView::from(&next))
-            .expect("a payment serialises");
-        Some((Ok::<Event, Infallible>(ev), st))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+        current,
+        state.draining.clone(),
+        "payment",
+        reload,
+        |p: &Payment| PaymentView::from(p),
+    ))
 }
 
 #[utoipa::path(
