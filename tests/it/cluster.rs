@@ -61,47 +61,16 @@ struct Instance {
 fn write_config(path: &Path, name: &str, port: u16, sim: &str, db: &str) {
     std::fs::write(
         path,
-        format!(
-            r#"
-[stripe]
-api_base = "{sim}"
-max_elapsed = "5s"
-
-[store]
-backend = "postgres"
-url = {db:?}
-
-[cluster]
-instance = "{name}"
-lease_ttl = "{ttl}s"
-
-[api]
-listen = "127.0.0.1:{port}"
-
-[[api.clients]]
-name = "admin"
-token_sha256 = "{admin}"
-role = "admin"
-
-[[api.clients]]
-name = "desk"
-token_sha256 = "{pos}"
-role = "pos"
-merchants = ["bakery"]
-
-[sync]
-interval = "1h"
-
-[payments]
-poll_min = "20ms"
-poll_max = "100ms"
-
-[log]
-level = "warn"
-"#,
-            ttl = TTL.as_secs(),
-            admin = readerd::api::auth::token_sha256(ADMIN),
-            pos = readerd::api::auth::token_sha256(POS),
+        crate::common::daemon_toml(
+            sim,
+            &format!("backend = \"postgres\"\nurl = {db:?}"),
+            port,
+            (ADMIN, POS),
+            &["bakery"],
+            &format!(
+                "\n[cluster]\ninstance = \"{name}\"\nlease_ttl = \"{}s\"\n",
+                TTL.as_secs()
+            ),
         ),
     )
     .unwrap();

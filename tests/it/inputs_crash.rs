@@ -76,42 +76,13 @@ async fn killed_around_collect_inputs_each_collection_ends_once() {
     let config = dir.path().join("readerd.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[stripe]
-api_base = "{sim_url}"
-max_elapsed = "5s"
-
-[store]
-path = "{store}"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-
-[[api.clients]]
-name = "admin"
-token_sha256 = "{admin}"
-role = "admin"
-
-[[api.clients]]
-name = "desk"
-token_sha256 = "{pos}"
-role = "pos"
-merchants = ["bakery"]
-
-[sync]
-interval = "1h"
-
-[payments]
-poll_min = "20ms"
-poll_max = "100ms"
-
-[log]
-level = "warn"
-"#,
-            store = dir.path().join("store").display(),
-            admin = readerd::api::auth::token_sha256(ADMIN),
-            pos = readerd::api::auth::token_sha256(POS),
+        crate::common::daemon_toml(
+            &sim_url,
+            &crate::payments_crash::sled_store(&dir),
+            api_port,
+            (ADMIN, POS),
+            &["bakery"],
+            "",
         ),
     )
     .unwrap();

@@ -194,7 +194,8 @@ impl Ctx {
     }
 }
 
-fn sled_store(dir: &tempfile::TempDir) -> String {
+/// The `[store]` section of a sled store in `dir`.
+pub(crate) fn sled_store(dir: &tempfile::TempDir) -> String {
     format!(
         "path = {:?}",
         dir.path().join("store").display().to_string()
@@ -265,42 +266,7 @@ async fn killed_at_every_step(dir: tempfile::TempDir, store: &str, owned: bool) 
     let config = dir.path().join("readerd.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[stripe]
-api_base = "{sim_url}"
-max_elapsed = "5s"
-
-[store]
-{store}
-
-[api]
-listen = "127.0.0.1:{api_port}"
-
-[[api.clients]]
-name = "admin"
-token_sha256 = "{admin}"
-role = "admin"
-
-[[api.clients]]
-name = "desk"
-token_sha256 = "{pos}"
-role = "pos"
-merchants = ["bakery"]
-
-[sync]
-interval = "1h"
-
-[payments]
-poll_min = "20ms"
-poll_max = "100ms"
-
-[log]
-level = "warn"
-"#,
-            admin = readerd::api::auth::token_sha256(ADMIN),
-            pos = readerd::api::auth::token_sha256(POS),
-        ),
+        crate::common::daemon_toml(&sim_url, store, api_port, (ADMIN, POS), &["bakery"], ""),
     )
     .unwrap();
     let ctx = Ctx {
@@ -617,42 +583,13 @@ async fn baskets_killed_at_transfers_and_reversals_end_with_one_of_each() {
     let config = dir.path().join("readerd.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[stripe]
-api_base = "{sim_url}"
-max_elapsed = "5s"
-
-[store]
-path = "{store}"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-
-[[api.clients]]
-name = "admin"
-token_sha256 = "{admin}"
-role = "admin"
-
-[[api.clients]]
-name = "hall"
-token_sha256 = "{pos}"
-role = "pos"
-merchants = ["bakery", "florist"]
-
-[sync]
-interval = "1h"
-
-[payments]
-poll_min = "20ms"
-poll_max = "100ms"
-
-[log]
-level = "warn"
-"#,
-            store = dir.path().join("store").display(),
-            admin = readerd::api::auth::token_sha256(ADMIN),
-            pos = readerd::api::auth::token_sha256(POS),
+        crate::common::daemon_toml(
+            &sim_url,
+            &sled_store(&dir),
+            api_port,
+            (ADMIN, POS),
+            &["bakery", "florist"],
+            "",
         ),
     )
     .unwrap();

@@ -88,3 +88,53 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The config file of a real `readerd run` that the process tests start (crash, inputs,
+/// cluster): the emulator at `sim_url`, the `[store]` section's body `store`, the API on
+/// loopback `api_port`, an admin client with token `admin` and a pos client `desk` with
+/// token `pos` for `merchants`, fast polls, quiet logs, and any `extra` sections.
+pub fn daemon_toml(
+    sim_url: &str,
+    store: &str,
+    api_port: u16,
+    (admin, pos): (&str, &str),
+    merchants: &[&str],
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[stripe]
+api_base = "{sim_url}"
+max_elapsed = "5s"
+
+[store]
+{store}
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.clients]]
+name = "admin"
+token_sha256 = "{admin}"
+role = "admin"
+
+[[api.clients]]
+name = "desk"
+token_sha256 = "{pos}"
+role = "pos"
+merchants = {merchants:?}
+
+[sync]
+interval = "1h"
+
+[payments]
+poll_min = "20ms"
+poll_max = "100ms"
+
+[log]
+level = "warn"
+{extra}"#,
+        admin = readerd::api::auth::token_sha256(admin),
+        pos = readerd::api::auth::token_sha256(pos),
+    )
+}
