@@ -45,6 +45,8 @@ pub fn fast_config() -> EngineConfig {
         dispatch_attempts: 3,
         webhook_poll: Duration::from_secs(5),
         webhook_grace: Duration::from_millis(500),
+        list_poll: Duration::from_millis(20),
+        list_poll_alone: Duration::from_millis(60),
     }
 }
 

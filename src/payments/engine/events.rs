@@ -54,6 +54,9 @@ pub(crate) struct SeenReader {
     pub reader: Option<Reader>,
     /// PaymentIntents of the last actions an event reported over.
     pub over: VecDeque<String>,
+    /// `reader` came from a reader list sent at this instant (see [`super::poller`]), not
+    /// from an event: it stands for a read made then.
+    pub listed_at: Option<tokio::time::Instant>,
 }
 
 /// What events told the watch about its action.
@@ -64,6 +67,10 @@ pub(crate) enum Seen {
     Succeeded(Box<Reader>),
     /// Something happened to our action that a read must confirm.
     ReadIt,
+    /// The reader as a reader list sent at this instant showed it: as good as a read made
+    /// then, whatever its action (a list is a read; the watch checks it was sent after the
+    /// dispatch, so that no earlier attempt's failure passes for this one).
+    Listed(Box<Reader>, tokio::time::Instant),
 }
 
 /// The rank of an action status: an action only moves forward.
@@ -74,22 +81,30 @@ fn rank(s: &ActionStatus) -> u8 {
     }
 }
 
+/// `r` shows the same action as the reader kept, but less far on (a late event or list).
+fn behind(seen: &SeenReader, r: &Reader) -> bool {
+    match (
+        r.action.as_ref(),
+        seen.reader.as_ref().and_then(|o| o.action.as_ref()),
+    ) {
+        (Some(new), Some(old)) => {
+            new.kind == old.kind
+                && new.payment_intent_id() == old.payment_intent_id()
+                && rank(&new.status) < rank(&old.status)
+        }
+        _ => false,
+    }
+}
+
 impl ReaderSlot {
     /// Keeps `r` for the watch unless the reader already kept shows the same action further
     /// on (a late event).
     pub(crate) fn keep_seen(&self, r: Reader) {
         let mut seen = self.seen.lock().expect("seen reader");
-        let action = r.action.as_ref();
-        if let (Some(new), Some(old)) =
-            (action, seen.reader.as_ref().and_then(|o| o.action.as_ref()))
-        {
-            if new.kind == old.kind
-                && new.payment_intent_id() == old.payment_intent_id()
-                && rank(&new.status) < rank(&old.status)
-            {
-                return;
-            }
+        if behind(&seen, &r) {
+            return;
         }
+        let action = r.action.as_ref();
         if let Some(a) = action.filter(|a| a.status != ActionStatus::InProgress) {
             if let Some(pi) = a.payment_intent_id() {
                 if !seen.over.iter().any(|x| x == pi) {
@@ -101,6 +116,19 @@ impl ReaderSlot {
             }
         }
         seen.reader = Some(r);
+        seen.listed_at = None;
+    }
+
+    /// Keeps `r`, listed by a reader list sent at `sent`, for the job on the reader, on the
+    /// same terms as an event's reader (never an action taken back). A list is no event: it
+    /// tells nothing about whether webhooks work.
+    pub(crate) fn keep_listed(&self, r: Reader, sent: tokio::time::Instant) {
+        let mut seen = self.seen.lock().expect("seen reader");
+        if behind(&seen, &r) {
+            return;
+        }
+        seen.reader = Some(r);
+        seen.listed_at = Some(sent);
     }
 
     /// What events said about our action on `pi` since the watch last looked. Only a
@@ -112,6 +140,9 @@ impl ReaderSlot {
         let Some(r) = seen.reader.take() else {
             return Seen::Nothing;
         };
+        if let Some(at) = seen.listed_at.take() {
+            return Seen::Listed(Box::new(r), at);
+        }
         match r.action.as_ref() {
             Some(a) if a.payment_intent_id() == Some(pi) => {
                 if a.status == ActionStatus::Succeeded {

@@ -17,6 +17,8 @@
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
 //! - [`retention`]: final payments moved to daily archive files, crash-safe, and back.
 //! - [`events`]: Stripe's events as observations, and whether webhooks track payments.
+//! - [`poller`]: without webhooks, one reader list per location stands for the reads of
+//!   its busy readers.
 //! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
 //!   the writes of its payments.
 //!
@@ -33,6 +35,7 @@ mod capture;
 mod events;
 mod inputs;
 mod leases;
+mod poller;
 mod reader_ops;
 mod reconcile;
 mod refund;
@@ -98,6 +101,12 @@ pub struct EngineConfig {
     /// The least time an action's event may take before webhooks count as down (the bound
     /// grows with the delivery delays measured).
     pub webhook_grace: Duration,
+    /// Without webhooks, a location with busy readers is listed (one request for up to 100
+    /// readers) at most this often...
+    pub list_poll: Duration,
+    /// ...and this often when one busy reader is alone there (`list_poll_alone / busy`
+    /// with more).
+    pub list_poll_alone: Duration,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +123,8 @@ impl Default for EngineConfig {
             dispatch_attempts: 3,
             webhook_poll: Duration::from_secs(30),
             webhook_grace: Duration::from_secs(10),
+            list_poll: Duration::from_secs(1),
+            list_poll_alone: Duration::from_secs(5),
         }
     }
 }
@@ -224,6 +235,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
+    /// The batched reader poller (see [`poller`]).
+    pub(crate) poller: poller::Poller,
     /// The daemon's metrics, liveness and drain flag.
     pub(crate) links: DaemonLinks,
     /// Set when the store is shared with other instances (see [`leases`]).
@@ -308,6 +321,7 @@ impl Engine {
                 input_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
+                poller: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),
                 links,
             }),

@@ -232,7 +232,9 @@ impl Flow {
             )
             .await;
         match res {
-            Ok(_) => {
+            Ok(r) => {
+                // Where the reader stands, for the batched poll of its location.
+                self.e.learn_place(&self.slot, &r);
                 failpoint("after_dispatch");
                 let p = self.observe(Observation::Dispatched, Source::Poll)?;
                 failpoint("after_dispatch_persisted");

@@ -255,6 +255,7 @@ impl Flow {
                 Ok(r) => {
                     // Keeps the fleet's status and last-seen fresh without a read of its own.
                     self.e.inner.directory.observe_reader(&r);
+                    self.e.learn_place(&self.slot, &r);
                     return Some(r);
                 }
                 Err(e) if e.disposition() == Disposition::Definitive => {

@@ -56,12 +56,17 @@ impl Flow {
         };
         // A resumed payment looks at once; otherwise every look follows a wait.
         let mut look_now = first == Source::Reconcile;
+        // Without webhooks, the reader list of its location stands for this reader's polls.
+        let _listed = self.e.list_watch(&self.slot);
         loop {
             if !look_now {
-                // While webhooks track payments, their events wake the watch; the poll is
-                // a safety net.
+                // While webhooks track payments, their events wake the watch; while the
+                // reader list covers the reader, the lists do; either way the poll is a
+                // safety net.
                 let interval = if self.e.webhooks_tracking() {
                     w.interval.max(self.cfg.webhook_poll)
+                } else if self.e.list_covers(&self.slot.id) {
+                    w.interval.max(self.cfg.list_poll_alone * 2)
                 } else {
                     w.interval
                 };
@@ -86,20 +91,29 @@ impl Flow {
                 canceled_now = true;
                 self.cancel_on_reader().await?;
             }
-            // What an event delivered since the last look, else a read. A wake-up with
-            // nothing for our action (another job's event, a PaymentIntent event that
-            // settled nothing) is no reason to read while webhooks track payments; a cancel
-            // just sent is (Stripe sends no event for `cancel_action`).
+            // What an event or a list delivered since the last look, else a read. A listed
+            // reader is a read made when the list was sent, so it counts only if that was
+            // after the dispatch. A wake-up with nothing for our action (another job's
+            // event, a PaymentIntent event that settled nothing, a list from before the
+            // dispatch) is no reason to read while webhooks or lists cover the reader; a
+            // cancel just sent is (Stripe sends no event for `cancel_action`, and its answer
+            // may predate the cancel's outcome).
             let (reader, from_event) = match self.slot.take_seen(&w.pi) {
                 Seen::Succeeded(r) => (Some(*r), true),
-                Seen::Nothing
+                Seen::Listed(r, sent) if sent >= w.dispatched && !canceled_now => {
+                    w.source = Source::Poll;
+                    (Some(*r), false)
+                }
+                Seen::Nothing | Seen::Listed(..)
                     if !canceled_now
                         && w.source == Source::Webhook
-                        && self.e.webhooks_tracking() =>
+                        && (self.e.webhooks_tracking() || self.e.list_covers(&self.slot.id)) =>
                 {
                     continue;
                 }
-                Seen::Nothing | Seen::ReadIt => (self.read_reader().await, false),
+                Seen::Nothing | Seen::Listed(..) | Seen::ReadIt => {
+                    (self.read_reader().await, false)
+                }
             };
             let ours = reader.as_ref().and_then(|r| is_our_action(r, &w.pi));
             if ours == Some(ActionStatus::InProgress) {
