@@ -23,7 +23,7 @@ fn deliver(engine: &Engine, ev: &Event) {
 }
 
 /// Delivers the emulator's events as they appear, while `on` is set.
-fn courier(env: &Arc<Env>, on: Arc<AtomicBool>) {
+pub(crate) fn courier(env: &Arc<Env>, on: Arc<AtomicBool>) {
     let env = env.clone();
     tokio::spawn(async move {
         let (sim, engine) = (&env.sim, &env.engine);

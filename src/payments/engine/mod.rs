@@ -652,3 +652,39 @@ pub(crate) fn has_money(s: &PaymentIntentStatus) -> bool {
         PaymentIntentStatus::RequiresCapture | PaymentIntentStatus::Succeeded
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::directory::StaticDirectory;
+    use crate::stripe::{ClientConfig, SecretKey};
+
+    #[tokio::test]
+    async fn the_engine_maps_do_not_grow_with_the_payments_ever_made() {
+        let cc = ClientConfig::new("http://127.0.0.1:9", SecretKey::new("sk_test_maps"));
+        let engine = Engine::new(
+            Registry::temporary().unwrap(),
+            StripeClient::new(cc).unwrap(),
+            Arc::new(StaticDirectory::new()),
+            EngineConfig::default(),
+            DaemonLinks::default(),
+        );
+        // Payments of the history (no longer open: their records are archived) pass
+        // through the PaymentIntent index and the operation locks.
+        let mut largest = (0, 0);
+        for i in 0..60_000 {
+            engine.index_intent(&format!("pi_{i}"), &format!("pay_{i}"));
+            drop(engine.op_lock(&format!("pay_{i}")));
+            largest.0 = largest.0.max(engine.inner.by_intent.lock().unwrap().len());
+            largest.1 = largest.1.max(engine.inner.op_locks.lock().unwrap().len());
+        }
+        assert!(largest.0 <= INDEX_PRUNE_AT, "intent index: {}", largest.0);
+        assert!(largest.1 <= OP_LOCKS_PRUNE_AT, "op locks: {}", largest.1);
+        // A lock someone holds survives the pruning.
+        let held = engine.op_lock("pay_held");
+        for i in 0..2 * OP_LOCKS_PRUNE_AT {
+            drop(engine.op_lock(&format!("pay_more_{i}")));
+        }
+        assert!(Arc::ptr_eq(&held, &engine.op_lock("pay_held")));
+    }
+}

@@ -1,0 +1,183 @@
+//! Batched reader polling: without webhooks, one reader list per location stands for the
+//! reads of its busy readers. Requests are counted from the emulator's own log.
+
+use crate::payments_events::courier;
+use crate::payments_flow::{
+    bakery_payment, env_with, fast_config, instant_sim, wait_on_reader, wait_status, with_faults,
+    Env,
+};
+use readerd::payments::engine::EngineConfig;
+use readerd::payments::Status;
+use readerd::sim::{FaultKind, FaultRule};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lists every 100 ms when four readers share a location (a lone reader: every 400 ms);
+/// a reader polled by itself would be read every 10 to 50 ms.
+fn listing() -> EngineConfig {
+    EngineConfig {
+        list_poll: Duration::from_millis(100),
+        list_poll_alone: Duration::from_millis(400),
+        ..fast_config()
+    }
+}
+
+/// `GET /v1/terminal/readers` (the list) and `GET /v1/terminal/readers/{id}` (one reader).
+fn lists_and_reads(env: &Env) -> (usize, usize) {
+    let gets: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/terminal/readers"))
+        .map(|r| r.path.clone())
+        .collect();
+    let lists = gets.iter().filter(|p| *p == "/v1/terminal/readers").count();
+    (lists, gets.len() - lists)
+}
+
+/// Starts one payment on each reader and waits until every card dialogue is up.
+async fn all_busy(env: &Env) -> Vec<String> {
+    let mut ids = Vec::new();
+    for r in &env.readers {
+        ids.push(bakery_payment(env, r).id);
+    }
+    for id in &ids {
+        wait_on_reader(env, id).await;
+    }
+    ids
+}
+
+async fn all_paid(env: &Env, ids: &[String]) {
+    for r in &env.readers {
+        env.sim.present_card(r, None).unwrap();
+    }
+    for id in ids {
+        let p = wait_status(&env.engine, id, Status::Succeeded).await;
+        assert_eq!(p.amount_captured, 1000);
+    }
+}
+
+#[tokio::test]
+async fn busy_readers_at_one_location_cost_one_list_per_interval_not_one_read_each() {
+    let env = env_with(instant_sim(), listing(), 4).await;
+    let ids = all_busy(&env).await;
+    // Wait for the first list (a lone reader's interval at most) to cover them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.sim.reset_requests();
+    let window = Duration::from_millis(1000);
+    tokio::time::sleep(window).await;
+    let (lists, reads) = lists_and_reads(&env);
+    assert_eq!(reads, 0, "no reader read while the list covers them");
+    // One list per 100 ms for the four (a tick may run late, never early).
+    assert!(
+        (5..=11).contains(&lists),
+        "{lists} lists in {window:?} for four busy readers"
+    );
+    assert_eq!(
+        env.sim.requests().len(),
+        lists,
+        "nothing but lists while they wait"
+    );
+    // The listed readers carry the outcome: each payment is read once (its PaymentIntent).
+    env.sim.reset_requests();
+    all_paid(&env, &ids).await;
+    let (_, reads) = lists_and_reads(&env);
+    assert_eq!(reads, 0, "the outcome came from a list, not a reader read");
+    let pi_reads = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/payment_intents/"))
+        .count();
+    assert_eq!(pi_reads, 4, "the PaymentIntent still decides, once each");
+}
+
+#[tokio::test]
+async fn a_reader_the_list_does_not_carry_is_read_by_itself() {
+    let env = env_with(instant_sim(), listing(), 2).await;
+    let ids = all_busy(&env).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second reader is deleted on Stripe: the list no longer carries it.
+    let gone = env.readers[1].clone();
+    env.stripe.delete_reader(&gone).await.unwrap();
+    env.sim.reset_requests();
+    let p = wait_status(&env.engine, &ids[1], Status::Failed).await;
+    assert_eq!(
+        p.failure.as_ref().map(|f| f.code.as_str()),
+        Some("reader_not_found"),
+        "its own read found it gone: {p:#?}"
+    );
+    let own_reads = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/v1/terminal/readers/{gone}"))
+        .count();
+    assert!(own_reads >= 1, "the missing reader was read by itself");
+    // The other reader is still followed by the list and gets its payment.
+    env.sim.present_card(&env.readers[0], None).unwrap();
+    wait_status(&env.engine, &ids[0], Status::Succeeded).await;
+}
+
+#[tokio::test]
+async fn a_failing_list_leaves_each_reader_to_its_own_reads() {
+    let rule = FaultRule {
+        status: Some(400),
+        ..FaultRule::new(FaultKind::Error, "GET", "/v1/terminal/readers")
+    };
+    let env = env_with(with_faults(vec![rule]), listing(), 3).await;
+    let ids = all_busy(&env).await;
+    // Lists that hang in retries stop standing for reads after two lone-reader intervals.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    env.sim.reset_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, reads) = lists_and_reads(&env);
+    assert!(reads >= 3, "each reader is read by itself: {reads}");
+    all_paid(&env, &ids).await;
+}
+
+#[tokio::test]
+async fn healthy_webhooks_stop_the_lists_and_dying_ones_bring_them_back() {
+    let cfg = EngineConfig {
+        webhook_poll: Duration::from_secs(2),
+        webhook_grace: Duration::from_millis(300),
+        ..listing()
+    };
+    let env = Arc::new(env_with(instant_sim(), cfg, 3).await);
+    let on = Arc::new(AtomicBool::new(true));
+    courier(&env, on.clone());
+    // A first payment proves the webhooks.
+    let first = bakery_payment(&env, &env.readers[0]).id;
+    wait_on_reader(&env, &first).await;
+    env.sim.present_card(&env.readers[0], None).unwrap();
+    wait_status(&env.engine, &first, Status::Succeeded).await;
+    assert!(env.engine.webhooks_tracking());
+    // Healthy: three busy readers, not one list.
+    let ids = all_busy(&env).await;
+    env.sim.reset_requests();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(lists_and_reads(&env), (0, 0), "events stand for every poll");
+    all_paid(&env, &ids).await;
+    // The webhooks die: a payment seen over by a poll gets no event, readerd falls back.
+    on.store(false, Ordering::SeqCst);
+    let lone = bakery_payment(&env, &env.readers[0]).id;
+    wait_on_reader(&env, &lone).await;
+    env.sim.present_card(&env.readers[0], None).unwrap();
+    wait_status(&env.engine, &lone, Status::Succeeded).await;
+    for _ in 0..200 {
+        if !env.engine.webhooks_tracking() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!env.engine.webhooks_tracking(), "fell back to polling");
+    let ids = all_busy(&env).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.sim.reset_requests();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (lists, reads) = lists_and_reads(&env);
+    assert!(lists >= 3, "the lists are back: {lists}");
+    assert_eq!(reads, 0, "and stand for the reads");
+    all_paid(&env, &ids).await;
+}
