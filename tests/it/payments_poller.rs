@@ -128,8 +128,9 @@ async fn a_failing_list_leaves_each_reader_to_its_own_reads() {
     };
     let env = env_with(with_faults(vec![rule]), listing(), 3).await;
     let ids = all_busy(&env).await;
-    // Lists that hang in retries stop standing for reads after two lone-reader intervals.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A list that keeps being retried stops standing for reads after six lone-reader
+    // intervals (2.4 s).
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     env.sim.reset_requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, reads) = lists_and_reads(&env);

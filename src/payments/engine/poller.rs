@@ -58,6 +58,8 @@ struct Watched {
     missing: bool,
     /// When a list last carried it (or when it started being watched).
     since: Instant,
+    /// A list of its place is on its way (waiting for the budget, or retried).
+    listing: bool,
 }
 
 /// While it lives, the reader's job follows the lists (see [`Engine::list_watch`]).
@@ -105,6 +107,7 @@ impl Engine {
                 holders: 0,
                 missing: false,
                 since: Instant::now(),
+                listing: false,
             });
             w.holders += 1;
             w.missing = false;
@@ -126,9 +129,10 @@ impl Engine {
     }
 
     /// The lists stand for this reader's reads: webhooks do not track payments, the reader
-    /// is watched, its place is known, and the last list of its place carried it, lately (a
-    /// list that hangs in retries or waits long for the budget stops standing for reads
-    /// after two lone-reader intervals).
+    /// is watched, its place is known, and the last list of its place carried it lately:
+    /// within two lone-reader intervals, or six while a list of its place is on its way (a
+    /// list waiting for the budget would not be overtaken by a read, which waits in the
+    /// same line; one that keeps being retried stops standing for reads then).
     pub(crate) fn list_covers(&self, reader: &str) -> bool {
         if self.webhooks_tracking() {
             return false;
@@ -136,10 +140,20 @@ impl Engine {
         let fresh = self.inner.config.list_poll_alone * 2;
         let st = self.inner.poller.state.lock().expect("poller");
         st.places.contains_key(reader)
-            && st
-                .watched
-                .get(reader)
-                .is_some_and(|w| !w.missing && w.since.elapsed() <= fresh)
+            && st.watched.get(reader).is_some_and(|w| {
+                let age = w.since.elapsed();
+                !w.missing && (age <= fresh || (w.listing && age <= fresh * 3))
+            })
+    }
+
+    /// Marks the watched readers of `slots` as having a list on its way, or not.
+    fn listing(&self, slots: &[Arc<ReaderSlot>], on: bool) {
+        let mut st = self.inner.poller.state.lock().expect("poller");
+        for slot in slots {
+            if let Some(w) = st.watched.get_mut(&slot.id) {
+                w.listing = on;
+            }
+        }
     }
 
     /// The places due for a list now, with their watched readers; the next due time of each
@@ -186,12 +200,14 @@ impl Engine {
             account: place.account.clone(),
             ..RequestOptions::default()
         };
+        self.listing(slots, true);
         let res = self
             .inner
             .stripe
             .at(Priority::Customer)
             .list_readers_on(&filter, &o)
             .await;
+        self.listing(slots, false);
         let listed = match res {
             Ok(readers) => {
                 for _ in 0..readers.len().div_ceil(100).max(1) {

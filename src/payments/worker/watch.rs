@@ -95,9 +95,10 @@ impl Flow {
             // reader is a read made when the list was sent, so it counts only if that was
             // after the dispatch. A wake-up with nothing for our action (another job's
             // event, a PaymentIntent event that settled nothing, a list from before the
-            // dispatch) is no reason to read while webhooks or lists cover the reader; a
-            // cancel just sent is (Stripe sends no event for `cancel_action`, and its answer
-            // may predate the cancel's outcome).
+            // dispatch) is no reason to read while webhooks track payments, nor is anything
+            // while the lists cover the reader (its own read would wait in the same line as
+            // their next one); a cancel just sent is (Stripe sends no event for
+            // `cancel_action`, and its answer may predate the cancel's outcome).
             let (reader, from_event) = match self.slot.take_seen(&w.pi) {
                 Seen::Succeeded(r) => (Some(*r), true),
                 Seen::Listed(r, sent) if sent >= w.dispatched && !canceled_now => {
@@ -106,8 +107,8 @@ impl Flow {
                 }
                 Seen::Nothing | Seen::Listed(..)
                     if !canceled_now
-                        && w.source == Source::Webhook
-                        && (self.e.webhooks_tracking() || self.e.list_covers(&self.slot.id)) =>
+                        && ((w.source == Source::Webhook && self.e.webhooks_tracking())
+                            || self.e.list_covers(&self.slot.id)) =>
                 {
                     continue;
                 }
