@@ -129,10 +129,12 @@ impl Engine {
     }
 
     /// The lists stand for this reader's reads: webhooks do not track payments, the reader
-    /// is watched, its place is known, and the last list of its place carried it lately:
-    /// within two lone-reader intervals, or six while a list of its place is on its way (a
-    /// list waiting for the budget would not be overtaken by a read, which waits in the
-    /// same line; one that keeps being retried stops standing for reads then).
+    /// is watched, its place is known, and the last list of its place carried it within
+    /// two lone-reader intervals, or a list of its place is on its way. A list waiting for
+    /// the budget is not overtaken by a read, which would wait in the same line (when
+    /// payment writes fill the budget, a thousand reads would otherwise queue behind the
+    /// list and be spent after it); a list the client gives up on (its bounded retries)
+    /// ends, and leaves its readers to their own reads.
     pub(crate) fn list_covers(&self, reader: &str) -> bool {
         if self.webhooks_tracking() {
             return false;
@@ -140,10 +142,10 @@ impl Engine {
         let fresh = self.inner.config.list_poll_alone * 2;
         let st = self.inner.poller.state.lock().expect("poller");
         st.places.contains_key(reader)
-            && st.watched.get(reader).is_some_and(|w| {
-                let age = w.since.elapsed();
-                !w.missing && (age <= fresh || (w.listing && age <= fresh * 3))
-            })
+            && st
+                .watched
+                .get(reader)
+                .is_some_and(|w| !w.missing && (w.listing || w.since.elapsed() <= fresh))
     }
 
     /// Marks the watched readers of `slots` as having a list on its way, or not.
