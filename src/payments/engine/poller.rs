@@ -40,6 +40,9 @@ struct PollState {
     watched: HashMap<String, Watched>,
     /// When each place with a watched reader is listed next.
     due: HashMap<Place, Instant>,
+    /// Places whose list is on its way (waiting for the budget, or retried): it will carry
+    /// every reader there, also one watched since it was sent.
+    listing: std::collections::HashSet<Place>,
 }
 
 /// An account and a location: what one list call covers.
@@ -58,8 +61,6 @@ struct Watched {
     missing: bool,
     /// When a list last carried it (or when it started being watched).
     since: Instant,
-    /// A list of its place is on its way (waiting for the budget, or retried).
-    listing: bool,
 }
 
 /// While it lives, the reader's job follows the lists (see [`Engine::list_watch`]).
@@ -107,7 +108,6 @@ impl Engine {
                 holders: 0,
                 missing: false,
                 since: Instant::now(),
-                listing: false,
             });
             w.holders += 1;
             w.missing = false;
@@ -141,26 +141,28 @@ impl Engine {
         }
         let fresh = self.inner.config.list_poll_alone * 2;
         let st = self.inner.poller.state.lock().expect("poller");
-        st.places.contains_key(reader)
-            && st
-                .watched
-                .get(reader)
-                .is_some_and(|w| !w.missing && (w.listing || w.since.elapsed() <= fresh))
+        let Some(place) = st.places.get(reader) else {
+            return false;
+        };
+        let listing = st.listing.contains(place);
+        st.watched
+            .get(reader)
+            .is_some_and(|w| !w.missing && (listing || w.since.elapsed() <= fresh))
     }
 
-    /// Marks the watched readers of `slots` as having a list on its way, or not.
-    fn listing(&self, slots: &[Arc<ReaderSlot>], on: bool) {
+    /// Marks `place` as having a list on its way, or not.
+    fn listing(&self, place: &Place, on: bool) {
         let mut st = self.inner.poller.state.lock().expect("poller");
-        for slot in slots {
-            if let Some(w) = st.watched.get_mut(&slot.id) {
-                w.listing = on;
-            }
+        if on {
+            st.listing.insert(place.clone());
+        } else {
+            st.listing.remove(place);
         }
     }
 
-    /// The places due for a list now, with their watched readers; the next due time of each
-    /// is set by how many busy readers share it.
-    fn due_places(&self) -> Vec<(Place, Vec<Arc<ReaderSlot>>)> {
+    /// The places due for a list now; the next due time of each is set by how many busy
+    /// readers share it.
+    fn due_places(&self) -> Vec<Place> {
         let cfg = &self.inner.config;
         let now = Instant::now();
         let mut st = self.inner.poller.state.lock().expect("poller");
@@ -185,14 +187,14 @@ impl Engine {
                 .or_insert_with(|| now + cfg.list_poll_alone);
             if *due <= now {
                 *due = now + every;
-                out.push((place, slots));
+                out.push(place);
             }
         }
         out
     }
 
     /// Lists one place and hands each watched reader what the list said.
-    async fn list_place(&self, place: &Place, slots: &[Arc<ReaderSlot>]) {
+    async fn list_place(&self, place: &Place) {
         let sent = Instant::now();
         let filter = ListReaders {
             location: Some(place.location.clone()),
@@ -202,14 +204,14 @@ impl Engine {
             account: place.account.clone(),
             ..RequestOptions::default()
         };
-        self.listing(slots, true);
+        self.listing(place, true);
         let res = self
             .inner
             .stripe
             .at(Priority::Customer)
             .list_readers_on(&filter, &o)
             .await;
-        self.listing(slots, false);
+        self.listing(place, false);
         let listed = match res {
             Ok(readers) => {
                 for _ in 0..readers.len().div_ceil(100).max(1) {
@@ -225,7 +227,17 @@ impl Engine {
         };
         let mut by_id: HashMap<&str, &crate::stripe::wire::Reader> =
             listed.iter().map(|r| (r.id.as_str(), r)).collect();
-        for slot in slots {
+        // Every reader watched there now: one that started being watched while the list was
+        // on its way is carried too (its watch ignores what was listed before its dispatch).
+        let slots: Vec<Arc<ReaderSlot>> = {
+            let st = self.inner.poller.state.lock().expect("poller");
+            st.watched
+                .iter()
+                .filter(|(id, _)| st.places.get(*id) == Some(place))
+                .map(|(_, w)| w.slot.clone())
+                .collect()
+        };
+        for slot in &slots {
             let found = by_id.remove(slot.id.as_str());
             if let Some(r) = found {
                 self.inner.directory.observe_reader(r);
@@ -256,8 +268,8 @@ async fn run(engine: Engine) {
         if engine.webhooks_tracking() {
             continue;
         }
-        for (place, slots) in engine.due_places() {
-            engine.list_place(&place, &slots).await;
+        for place in engine.due_places() {
+            engine.list_place(&place).await;
         }
     }
 }
