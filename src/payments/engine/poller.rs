@@ -59,7 +59,7 @@ struct Watched {
     holders: usize,
     /// The last list of its place did not carry it (or failed): its job reads it itself.
     missing: bool,
-    /// When a list last carried it (or when it started being watched).
+    /// When a list that carried it last came back (or when it started being watched).
     since: Instant,
 }
 
@@ -248,7 +248,9 @@ impl Engine {
                 if let Some(w) = st.watched.get_mut(&slot.id) {
                     w.missing = found.is_none();
                     if found.is_some() {
-                        w.since = sent;
+                        // Fresh from the answer's arrival: a list that waited for the
+                        // budget still covers its readers for the next interval.
+                        w.since = Instant::now();
                     }
                 }
                 if found.is_none() {
