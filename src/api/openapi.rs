@@ -12,7 +12,9 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{console, events, fleet, inputs, ops, payments, tokens, webhooks, Route};
+use super::{
+    console, events, fleet, inputs, ops, payments, tipping, tokens, webhooks, Route,
+};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -38,6 +40,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         fleet::create_location,
         fleet::list_locations,
         fleet::show_location,
+        tipping::update_location,
         fleet::register_reader,
         fleet::list_readers,
         fleet::show_reader,

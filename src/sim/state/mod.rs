@@ -23,6 +23,7 @@
 //! ownership, the two worlds, the dispatch of every operation, and the unit tests that
 //! cross the state's parts.
 
+mod configurations;
 mod connect;
 mod directory;
 mod inputs;
@@ -330,6 +331,8 @@ pub struct State {
     pub platform: Account,
     pub accounts: BTreeMap<String, Rec<Account>>,
     pub locations: BTreeMap<String, Rec<Location>>,
+    /// Terminal Configurations (`tmc_…`), each of its account.
+    pub configurations: BTreeMap<String, Rec<TerminalConfiguration>>,
     pub readers: BTreeMap<String, ReaderRec>,
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
@@ -629,6 +632,7 @@ impl State {
             platform,
             accounts: BTreeMap::new(),
             locations: BTreeMap::new(),
+            configurations: BTreeMap::new(),
             readers: BTreeMap::new(),
             intents: BTreeMap::new(),
             charges: BTreeMap::new(),
