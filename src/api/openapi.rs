@@ -12,9 +12,7 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{
-    console, events, fleet, inputs, ops, payments, tipping, tokens, webhooks, Route,
-};
+use super::{console, events, fleet, inputs, ops, payments, tipping, tokens, webhooks, Route};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};

@@ -200,7 +200,10 @@ pub(super) async fn list_tipping(
     let configs = fleet
         .observed(fleet.stripe.list_configurations_on(o))
         .await?;
-    Ok(configs.iter().map(|c| (c.id.clone(), from_wire(c))).collect())
+    Ok(configs
+        .iter()
+        .map(|c| (c.id.clone(), from_wire(c)))
+        .collect())
 }
 
 /// Sets a synced location's tipping from its account's configurations; `true` when it
@@ -319,7 +322,8 @@ impl Fleet {
         if loc.configuration.as_deref() != Some(&cfg) {
             let key = match &pending {
                 Some(w)
-                    if w.step == TippingStep::Attach && w.configuration.as_deref() == Some(&cfg) =>
+                    if w.step == TippingStep::Attach
+                        && w.configuration.as_deref() == Some(&cfg) =>
                 {
                     w.key.clone()
                 }
@@ -405,7 +409,12 @@ mod tests {
     #[test]
     fn stripes_limits_are_checked_before_anything_is_sent() {
         assert!(validate(&usd(Some(vec![10, 15, 20]), None, None)).is_ok());
-        assert!(validate(&usd(Some(vec![10, 15, 20]), Some(vec![100, 200]), Some(1000))).is_ok());
+        assert!(validate(&usd(
+            Some(vec![10, 15, 20]),
+            Some(vec![100, 200]),
+            Some(1000)
+        ))
+        .is_ok());
         for bad in [
             usd(Some(vec![5, 10, 15, 20]), None, None),
             usd(None, Some(vec![100, 200, 300, 400]), None),

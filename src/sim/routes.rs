@@ -503,12 +503,8 @@ fn dispatch(
         ("POST", ["v1", "terminal", "configurations"]) => st.create_configuration(scope, f),
         ("GET", ["v1", "terminal", "configurations"]) => st.list_configurations(scope, f),
         ("GET", ["v1", "terminal", "configurations", id]) => st.get_configuration(scope, id),
-        ("POST", ["v1", "terminal", "configurations", id]) => {
-            st.update_configuration(scope, id, f)
-        }
-        ("DELETE", ["v1", "terminal", "configurations", id]) => {
-            st.delete_configuration(scope, id)
-        }
+        ("POST", ["v1", "terminal", "configurations", id]) => st.update_configuration(scope, id, f),
+        ("DELETE", ["v1", "terminal", "configurations", id]) => st.delete_configuration(scope, id),
 
         ("POST", ["v1", "terminal", "connection_tokens"]) => st.create_connection_token(scope, f),
         ("POST", ["v1", "terminal", "readers"]) => st.register_reader(scope, f),

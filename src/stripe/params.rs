@@ -51,8 +51,10 @@ impl UpdateLocation {
         if let Some(a) = &self.address {
             push_address(&mut p, "address", a);
         }
-        p.push_map("metadata", &self.metadata)
-            .push_opt("configuration_overrides", self.configuration_overrides.as_ref());
+        p.push_map("metadata", &self.metadata).push_opt(
+            "configuration_overrides",
+            self.configuration_overrides.as_ref(),
+        );
         p
     }
 }

@@ -15,6 +15,7 @@ mod fleet_auth;
 mod fleet_cli;
 mod fleet_config;
 mod fleet_daemon;
+mod fleet_tipping;
 mod inputs_crash;
 mod inputs_flow;
 mod layering;

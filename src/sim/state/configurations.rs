@@ -47,10 +47,12 @@ impl State {
         }
         match self.configurations.get(c) {
             Some(r) if &r.owner == scope => Ok(Some(Some(c.to_string()))),
-            _ => Err(
-                SimError::no_such("terminal.configuration", c, Some("configuration_overrides"))
-                    .status(400),
-            ),
+            _ => {
+                Err(
+                    SimError::no_such("terminal.configuration", c, Some("configuration_overrides"))
+                        .status(400),
+                )
+            }
         }
     }
 
@@ -84,9 +86,8 @@ impl State {
                 let name = format!("tipping[{currency}][{k}]");
                 match k.as_str() {
                     "percentages" | "fixed_amounts" => {
-                        let items = as_list(v).ok_or_else(|| {
-                            SimError::param(None, &name, "Invalid array")
-                        })?;
+                        let items = as_list(v)
+                            .ok_or_else(|| SimError::param(None, &name, "Invalid array"))?;
                         let mut list = Vec::new();
                         for i in items {
                             let n = i.as_str().and_then(|s| s.parse::<i64>().ok()).ok_or_else(
@@ -111,7 +112,9 @@ impl State {
                             return Err(SimError::param(
                                 None,
                                 &name,
-                                format!("You can specify at most {MAX_SUGGESTIONS} values for {k}."),
+                                format!(
+                                    "You can specify at most {MAX_SUGGESTIONS} values for {k}."
+                                ),
                             ));
                         }
                         if k == "percentages" {
@@ -122,7 +125,11 @@ impl State {
                     }
                     "smart_tip_threshold" => {
                         let n = Form(c.clone()).int(&["smart_tip_threshold"]).map_err(|_| {
-                            SimError::param(Some("parameter_invalid_integer"), &name, "Invalid integer")
+                            SimError::param(
+                                Some("parameter_invalid_integer"),
+                                &name,
+                                "Invalid integer",
+                            )
                         })?;
                         t.smart_tip_threshold = n;
                     }
@@ -230,7 +237,12 @@ impl State {
     /// is not shown (`skip_tipping`, no configuration or no tipping in that currency).
     pub fn suggested_tip(&self, reader_id: &str, index: usize) -> Option<i64> {
         let reader = self.readers.get(reader_id)?;
-        let action = reader.obj.action.as_ref()?.process_payment_intent.as_ref()?;
+        let action = reader
+            .obj
+            .action
+            .as_ref()?
+            .process_payment_intent
+            .as_ref()?;
         let config = action.process_config.as_ref();
         if config.and_then(|c| c.skip_tipping) == Some(true) {
             return None;
@@ -239,7 +251,9 @@ impl State {
         let configuration = self
             .configurations
             .get(location.obj.configuration_overrides.as_deref()?)?;
-        let pi = self.intents.get(reader.obj.action.as_ref()?.payment_intent_id()?)?;
+        let pi = self
+            .intents
+            .get(reader.obj.action.as_ref()?.payment_intent_id()?)?;
         let t = configuration.obj.tipping.as_ref()?.get(&pi.obj.currency)?;
         let base = config
             .and_then(|c| c.tipping.as_ref())
