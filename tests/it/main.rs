@@ -30,6 +30,7 @@ mod payments_faults;
 mod payments_flow;
 mod payments_history;
 mod sim_cli;
+mod sim_configurations;
 mod sim_conformance;
 mod sim_faults;
 mod sim_inputs;
