@@ -6,7 +6,8 @@
 //! record ([`TippingWrite`]) before it is sent: create the configuration (first use), attach
 //! it to the location, or update the one already attached. A step that did not finish is
 //! replayed with its own key and parameters by the next write to that location, so a lost
-//! answer or a crash never leaves a second configuration behind. Removing the tipping
+//! answer or a crash never leaves a second configuration behind; a step Stripe refused for
+//! good is forgotten (a key replayed would repeat the refusal forever). Removing the tipping
 //! (`None`) unsets the configuration's `tipping` (Stripe's `tipping=""`) and keeps it
 //! attached: nothing else a configuration may hold (a splash screen set on the Dashboard) is
 //! lost, and setting tipping again later is one update.
@@ -21,6 +22,7 @@
 use super::{stripe_key, Fleet, FleetError, LocationRecord};
 use crate::clock::Timestamp;
 use crate::store::Tree;
+use crate::stripe::error::{Disposition, StripeError};
 use crate::stripe::params::{CreateConfiguration, UpdateConfiguration, UpdateLocation};
 use crate::stripe::wire::{self, CurrencyTipping, TerminalConfiguration};
 use crate::stripe::RequestOptions;
@@ -290,7 +292,8 @@ impl Fleet {
                     },
                     &opts.clone().key(key),
                 ))
-                .await?;
+                .await
+                .map_err(|e| self.step_failed(id, e))?;
             tracing::info!(location = %id, configuration = %created.id, "terminal configuration created");
             holds = Some(from_wire(&created));
             configuration = Some(created.id);
@@ -316,7 +319,8 @@ impl Fleet {
                     },
                     &opts.clone().key(key),
                 ))
-                .await?;
+                .await
+                .map_err(|e| self.step_failed(id, e))?;
             holds = Some(from_wire(&updated));
         }
         if loc.configuration.as_deref() != Some(&cfg) {
@@ -339,7 +343,8 @@ impl Fleet {
                     },
                     &opts.clone().key(key),
                 ))
-                .await?;
+                .await
+                .map_err(|e| self.step_failed(id, e))?;
             tracing::info!(location = %id, configuration = ?attached.configuration_overrides, "terminal configuration attached");
         }
         self.record_tipping(id, Some(cfg), holds.flatten())
@@ -367,6 +372,26 @@ impl Fleet {
         });
         self.registry.put(Tree::Locations, id, &rec)?;
         Ok(())
+    }
+
+    /// A step that failed: one Stripe refused for good is forgotten, so the next write
+    /// starts afresh with a new key; any other (no answer, a 5xx) keeps its key for the
+    /// replay.
+    fn step_failed(&self, id: &str, e: StripeError) -> FleetError {
+        if e.disposition() == Disposition::Definitive {
+            let _w = self.writing();
+            let forgotten = self.location(id).and_then(|rec| match rec {
+                Some(mut rec) if rec.tipping_write.is_some() => {
+                    rec.tipping_write = None;
+                    Ok(self.registry.put(Tree::Locations, id, &rec)?)
+                }
+                _ => Ok(()),
+            });
+            if let Err(err) = forgotten {
+                tracing::warn!(location = %id, error = %err, "a refused tipping step could not be forgotten");
+            }
+        }
+        e.into()
     }
 
     /// Records the finished write: the attached configuration and its tipping.

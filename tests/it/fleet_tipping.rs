@@ -445,6 +445,9 @@ async fn a_create_whose_answer_was_lost_is_replayed_with_the_key_on_disk() {
     .await;
     assert!(s.is_server_error(), "{s} {e}");
     env.sim.set_faults(Faults::default());
+    // A restart between: the key comes from the store.
+    let mut env = env;
+    env.restart().await;
     // Sent again without an Idempotency-Key: the step's key is on disk and replayed.
     let (s, l) = set(
         &env,
@@ -570,5 +573,52 @@ async fn a_payment_at_a_tipping_location_shows_the_tip_screen_unless_tipping_is_
             tip
         );
     }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_step_stripe_refused_for_good_is_not_replayed() {
+    let env = TestEnv::start().await;
+    let bar = env.add_location("Bar", "US", None).await;
+    // Stripe refuses the create for good and keeps that answer under its key (a replay
+    // of the key would get the same refusal forever).
+    env.sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            status: Some(400),
+            ..FaultRule::new(
+                FaultKind::ErrorStored,
+                "POST",
+                "/v1/terminal/configurations",
+            )
+            .executed(false)
+            .times(1)
+        }],
+        ..Faults::default()
+    });
+    let (s, e) = set(
+        &env,
+        &bar,
+        json!({"tipping": {"usd": {"percentages": [10]}}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // Another tipping afterwards: a fresh create, not the refused one's key and parameters.
+    let (s, l) = set(
+        &env,
+        &bar,
+        json!({"tipping": {"usd": {"percentages": [20]}}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["tipping"], json!({"usd": {"percentages": [20]}}));
+    let keys: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/terminal/configurations")
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
     env.stop().await;
 }
