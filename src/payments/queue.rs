@@ -18,19 +18,25 @@ pub enum Job {
     Display { id: String, merchant: String },
     /// Collect inputs on the screen (by input collection id).
     Inputs { id: String, merchant: String },
+    /// Save a card for later (by setup id).
+    Setup { id: String, merchant: String },
 }
 
 impl Job {
     pub fn id(&self) -> &str {
         match self {
-            Job::Payment { id, .. } | Job::Display { id, .. } | Job::Inputs { id, .. } => id,
+            Job::Payment { id, .. }
+            | Job::Display { id, .. }
+            | Job::Inputs { id, .. }
+            | Job::Setup { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
         match self {
             Job::Payment { merchant, .. }
             | Job::Display { merchant, .. }
-            | Job::Inputs { merchant, .. } => merchant,
+            | Job::Inputs { merchant, .. }
+            | Job::Setup { merchant, .. } => merchant,
         }
     }
 }
