@@ -28,6 +28,8 @@ mod payments_events;
 mod payments_faults;
 mod payments_flow;
 mod payments_history;
+mod setups_crash;
+mod setups_flow;
 mod sim_cli;
 mod sim_conformance;
 mod sim_faults;
