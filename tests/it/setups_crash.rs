@@ -128,7 +128,10 @@ async fn killed_around_process_setup_intent_each_setup_ends_once() {
     };
 
     let mut sent_before = 0;
-    for (n, step) in ["before_setup_send", "after_setup_sent"].into_iter().enumerate() {
+    for (n, step) in ["before_setup_send", "after_setup_sent"]
+        .into_iter()
+        .enumerate()
+    {
         let known: Vec<Value> = {
             let _d = ctx.daemon(&config, None).await;
             list(&ctx).await

@@ -37,7 +37,10 @@ async fn wait_setup(env: &Env, id: &str, what: &str, f: impl Fn(&Setup) -> bool)
 }
 
 async fn wait_processing(env: &Env, id: &str) -> Setup {
-    wait_setup(env, id, "processing", |s| s.status == SetupStatus::Processing).await
+    wait_setup(env, id, "processing", |s| {
+        s.status == SetupStatus::Processing
+    })
+    .await
 }
 
 async fn wait_final(env: &Env, id: &str, st: SetupStatus) -> Setup {
@@ -103,7 +106,10 @@ async fn a_direct_merchants_card_is_saved_on_its_account_and_a_payment_waits_its
         .into_iter()
         .find(|q| q.path == "/v1/setup_intents")
         .unwrap();
-    assert_eq!(created.idempotency_key.as_deref(), Some(s.intent_key.as_str()));
+    assert_eq!(
+        created.idempotency_key.as_deref(),
+        Some(s.intent_key.as_str())
+    );
     assert_eq!(count(&env, "/v1/setup_intents"), 1);
 
     // Then the payment has the reader.
@@ -197,7 +203,10 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action_and_the_setup_intent(
         .is_none());
     let si = intent(&env, &s, &RequestOptions::account(&env.accounts["bakery"])).await;
     assert_eq!(si.status, SetupIntentStatus::Canceled);
-    assert_eq!(si.cancellation_reason.as_deref(), Some("requested_by_customer"));
+    assert_eq!(
+        si.cancellation_reason.as_deref(),
+        Some("requested_by_customer")
+    );
     // Final: a second cancel is a conflict.
     assert!(env.engine.cancel_setup(&s.id).is_err());
 }
@@ -335,7 +344,10 @@ async fn the_setups_command_saves_a_card_and_shows_it() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cus_hotel7") && stdout.contains("seti_"), "{stdout}");
+    assert!(
+        stdout.contains("cus_hotel7") && stdout.contains("seti_"),
+        "{stdout}"
+    );
     // allow_redisplay is required: a clear 400, and nothing queued.
     let r = reqwest::Client::new()
         .post(format!("{}/v1/setups", env.api_url))
