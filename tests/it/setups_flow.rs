@@ -365,3 +365,56 @@ async fn the_setups_command_saves_a_card_and_shows_it() {
         .contains("always, limited or unspecified"));
     env.stop().await;
 }
+
+/// A reader event that shows our action succeeded stands for a read: with polls a minute
+/// apart, the card is recorded as soon as the event arrives, from the SetupIntent.
+#[tokio::test]
+async fn a_reader_event_ends_the_watch_without_waiting_for_a_poll() {
+    let cfg = EngineConfig {
+        poll_min: Duration::from_secs(60),
+        poll_max: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let env = std::sync::Arc::new(env_with(instant_sim(), cfg, 1).await);
+    {
+        // Hands the emulator's reader events to the engine as the webhook route does.
+        let env = env.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                let all = env.sim.events();
+                for ev in &all[sent..] {
+                    if ev.kind.starts_with("terminal.reader.") {
+                        let r: readerd::stripe::wire::Reader =
+                            serde_json::from_value(ev.data.object.clone()).unwrap();
+                        env.engine.event_reader(r, ev.created);
+                    }
+                }
+                sent = all.len();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    let r = env.readers[0].clone();
+    let s = save(&env, "bakery", &r);
+    wait_processing(&env, &s.id).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reads = |env: &Env| {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|q| q.method == "GET" && q.path.starts_with("/v1/terminal/readers/"))
+            .count()
+    };
+    let before = reads(&env);
+    let at = std::time::Instant::now();
+    env.sim.present_card(&r, None).unwrap();
+    let s = wait_final(&env, &s.id, SetupStatus::Succeeded).await;
+    assert!(at.elapsed() < Duration::from_secs(5), "{:?}", at.elapsed());
+    assert_eq!(reads(&env), before, "no reader read after the event");
+    assert!(s.payment_method.unwrap().starts_with("pm_"));
+    assert!(s
+        .history
+        .iter()
+        .any(|h| h.source == readerd::payments::Source::Webhook));
+}
