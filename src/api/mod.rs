@@ -23,6 +23,7 @@ pub mod payments;
 pub mod request_id;
 pub mod routes;
 pub mod scope;
+pub mod setups;
 pub mod tipping;
 pub mod tls;
 pub mod tokens;

@@ -401,6 +401,8 @@ pub fn check_any(v: &Value) {
         | "refund"
         | "transfer"
         | "application_fee"
+        | "setup_intent"
+        | "setup_attempt"
         | "terminal.configuration" => check(kind, v),
         // Outside the OpenAPI subset: the top-level fields of Stripe's Capability object.
         "capability" => {
@@ -454,6 +456,12 @@ pub fn check(kind: &str, v: &Value) {
         "application_fee" => {
             let _: wire::ApplicationFee =
                 serde_json::from_value(v.clone()).expect("an ApplicationFee");
+        }
+        "setup_intent" => {
+            let _: wire::SetupIntent = serde_json::from_value(v.clone()).expect("a SetupIntent");
+        }
+        "setup_attempt" => {
+            let _: wire::SetupAttempt = serde_json::from_value(v.clone()).expect("a SetupAttempt");
         }
         "terminal.configuration" => {
             let _: wire::TerminalConfiguration =
