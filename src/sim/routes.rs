@@ -515,6 +515,9 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "cancel_action"]) => {
             st.cancel_action(scope, id, f)
         }
+        ("POST", ["v1", "terminal", "readers", id, "refund_payment"]) => {
+            st.refund_payment(scope, id, f, auto_present)
+        }
         ("POST", ["v1", "terminal", "readers", id, "collect_inputs"]) => {
             st.collect_inputs(scope, id, f, auto_present)
         }
