@@ -18,19 +18,30 @@ pub enum Job {
     Display { id: String, merchant: String },
     /// Collect inputs on the screen (by input collection id).
     Inputs { id: String, merchant: String },
+    /// A refund that waits for the customer's card on the reader (by refund id, with its
+    /// payment's id, which leads to the record).
+    Refund {
+        id: String,
+        payment: String,
+        merchant: String,
+    },
 }
 
 impl Job {
     pub fn id(&self) -> &str {
         match self {
-            Job::Payment { id, .. } | Job::Display { id, .. } | Job::Inputs { id, .. } => id,
+            Job::Payment { id, .. }
+            | Job::Display { id, .. }
+            | Job::Inputs { id, .. }
+            | Job::Refund { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
         match self {
             Job::Payment { merchant, .. }
             | Job::Display { merchant, .. }
-            | Job::Inputs { merchant, .. } => merchant,
+            | Job::Inputs { merchant, .. }
+            | Job::Refund { merchant, .. } => merchant,
         }
     }
 }

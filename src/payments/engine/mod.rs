@@ -34,6 +34,7 @@ mod events;
 mod inputs;
 mod leases;
 mod reader_ops;
+mod reader_refund;
 mod reconcile;
 mod refund;
 mod retention;
