@@ -27,6 +27,7 @@ mod payments_destination;
 mod payments_events;
 mod payments_faults;
 mod payments_flow;
+mod reader_refunds;
 mod payments_history;
 mod sim_cli;
 mod sim_conformance;
