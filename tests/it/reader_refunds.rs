@@ -78,7 +78,11 @@ async fn a_refund_on_the_reader_is_pending_until_the_card_then_made_on_the_merch
     let pay = paid(&env).await;
     let rf = on_reader(&env, &pay, Some(400)).await;
     assert_eq!(rf.status, RefundStatus::Pending);
-    assert_eq!(rf.on_reader.as_ref().unwrap().reader, r, "the payment's reader");
+    assert_eq!(
+        rf.on_reader.as_ref().unwrap().reader,
+        r,
+        "the payment's reader"
+    );
     let rf = wait_waiting(&env, &pay, &rf.id).await;
     assert_eq!(rf.status, RefundStatus::Pending);
     // The key it was sent with was on disk first.
@@ -88,7 +92,10 @@ async fn a_refund_on_the_reader_is_pending_until_the_card_then_made_on_the_merch
         .into_iter()
         .find(|q| q.path.ends_with("/refund_payment"))
         .unwrap();
-    assert_eq!(sent.idempotency_key.as_deref(), Some(rf.stripe_key.as_str()));
+    assert_eq!(
+        sent.idempotency_key.as_deref(),
+        Some(rf.stripe_key.as_str())
+    );
 
     // While it waits, it counts: an ordinary refund that would exceed what is left is
     // refused, one within it goes through.
@@ -248,7 +255,13 @@ async fn a_reader_busy_with_someone_elses_action_is_waited_for_never_canceled() 
     let rf = wait_final(&env, &pay, &rf.id, RefundStatus::Failed).await;
     assert_eq!(rf.on_reader.unwrap().failure.unwrap().code, "reader_busy");
     assert_eq!(count(&env, "/cancel_action"), 0);
-    let a = env.stripe.retrieve_reader(&r).await.unwrap().action.unwrap();
+    let a = env
+        .stripe
+        .retrieve_reader(&r)
+        .await
+        .unwrap()
+        .action
+        .unwrap();
     assert_eq!(a.kind, ActionType::ProcessPaymentIntent);
     assert_eq!(a.status, ActionStatus::InProgress);
     assert_eq!(a.payment_intent_id(), Some(foreign.id.as_str()));
