@@ -143,7 +143,9 @@ async fn killed_around_refund_payment_each_refund_ends_once() {
         let p: Value = http
             .post(format!("{}/v1/payments", ctx.api))
             .bearer_auth(POS)
-            .json(&json!({"merchant": "bakery", "reader": "till", "amount": 1000, "currency": "eur"}))
+            .json(
+                &json!({"merchant": "bakery", "reader": "till", "amount": 1000, "currency": "eur"}),
+            )
             .send()
             .await
             .unwrap()
@@ -172,7 +174,12 @@ async fn killed_around_refund_payment_each_refund_ends_once() {
         }
         let _d = ctx.daemon(&config, None).await;
         // The same key finds the same refund: it was on disk before anything was sent.
-        let r: Value = refund(&ctx, &pay, &key).await.unwrap().json().await.unwrap();
+        let r: Value = refund(&ctx, &pay, &key)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let rid = r["id"].as_str().unwrap().to_string();
         let path = format!("/v1/payments/{pay}/refunds/{rid}");
         let r = wait(&ctx, &path, "on the reader", |r| {
@@ -202,11 +209,7 @@ async fn killed_around_refund_payment_each_refund_ends_once() {
         // Exactly one refund on Stripe per refund asked for.
         let p = get(&ctx, &format!("/v1/payments/{pay}")).await;
         assert_eq!(p["amount_refunded"], 100 * (n as i64 + 1), "{step}");
-        let refunds: Value = get_json(
-            &http,
-            format!("{sim_url}/_sim/requests"),
-        )
-        .await;
+        let refunds: Value = get_json(&http, format!("{sim_url}/_sim/requests")).await;
         let created = refunds
             .as_array()
             .unwrap()
