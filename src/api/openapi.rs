@@ -55,6 +55,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::retry,
         payments::refund,
         reader_refunds::show,
+        reader_refunds::events,
         reader_refunds::cancel,
         payments::settlement,
         payments::display,

@@ -131,6 +131,7 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         // payment (nor its reader).
         row("POST", "/v1/payments/{id}/refunds",    "/v1/payments/{paid}/refunds",       json!({"amount": 100, "on_reader": true, "reader": "{reader}"}), [202, 202, 404, 401, 401]),
         row("GET",  "/v1/payments/{id}/refunds/{refund}", "/v1/payments/{paid}/refunds/{refund}", null.clone(), [200, 200, 404, 401, 401]),
+        row("GET",  "/v1/payments/{id}/refunds/{refund}/events", "/v1/payments/{paid}/refunds/{refund}/events", null.clone(), [200, 200, 404, 401, 401]),
         // An ordinary refund has no reader job to cancel.
         row("POST", "/v1/payments/{id}/refunds/{refund}/cancel", "/v1/payments/{paid}/refunds/{refund}/cancel", null.clone(), [409, 409, 404, 401, 401]),
         // A second capture answers the captured payment again.

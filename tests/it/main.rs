@@ -29,6 +29,7 @@ mod payments_faults;
 mod payments_flow;
 mod payments_history;
 mod reader_refunds;
+mod reader_refunds_api;
 mod reader_refunds_crash;
 mod sim_cli;
 mod sim_conformance;

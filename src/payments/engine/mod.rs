@@ -222,6 +222,8 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
+    /// Every change of a refund made on a reader, as it is written.
+    refund_events: broadcast::Sender<super::refunds::RefundRecord>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
@@ -293,6 +295,7 @@ impl Engine {
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         let (input_events, _) = broadcast::channel(256);
+        let (refund_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -307,6 +310,7 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 input_events,
+                refund_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),

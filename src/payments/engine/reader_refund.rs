@@ -61,6 +61,7 @@ impl Engine {
             .into());
         }
         refunds::write(&self.inner.registry, &k, &rec)?;
+        let _ = self.inner.refund_events.send(rec.clone());
         q.push(Job::Refund {
             id: rec.id.clone(),
             payment: id.to_string(),
@@ -103,7 +104,13 @@ impl Engine {
             Err(r) => tracing::debug!(refund = %refund, reason = %r, "observation not applied"),
         }
         refunds::replace(&self.inner.registry, &rec)?;
+        let _ = self.inner.refund_events.send(rec.clone());
         Ok(rec)
+    }
+
+    /// Every change to any refund made on a reader, as it is written.
+    pub fn subscribe_refunds(&self) -> tokio::sync::broadcast::Receiver<RefundRecord> {
+        self.inner.refund_events.subscribe()
     }
 
     /// The reader's action and Stripe's refund object both say the refund is made: its
@@ -125,6 +132,7 @@ impl Engine {
             },
         )?;
         let rec = self.settle_refund(rec, status, Some(stripe_refund))?;
+        let _ = self.inner.refund_events.send(rec.clone());
         if rec.reversal_due() {
             let lock = self.op_lock(payment);
             let _g = lock.lock().await;
