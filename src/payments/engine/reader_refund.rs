@@ -176,6 +176,34 @@ impl Engine {
         Ok(rec)
     }
 
+    /// The sweep: a pending refund on a reader that is neither waiting in its reader's
+    /// queue nor being worked on (its job stopped on an error it could not get past) goes
+    /// back to the front of the queue. How many went back.
+    pub(super) fn requeue_reader_refunds(&self, pending: &[RefundRecord]) -> usize {
+        let mut n = 0;
+        for r in pending {
+            let Some(job) = &r.on_reader else { continue };
+            if !self.works(&job.reader) {
+                continue;
+            }
+            let slot = self.slot(&job.reader);
+            let current = slot.current.lock().expect("current").clone();
+            let mut q = slot.queue.lock().expect("queue lock");
+            if current.as_deref() != Some(r.id.as_str()) && !q.contains(&r.id) {
+                tracing::warn!(payment = %r.payment, refund = %r.id, "resuming a refund on the reader whose job had stopped");
+                q.push_resumed(Job::Refund {
+                    id: r.id.clone(),
+                    payment: r.payment.clone(),
+                    merchant: job.queue.clone(),
+                });
+                drop(q);
+                slot.work.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Start-up (and a reader's lease taken back): every pending refund made on a reader
     /// goes back to the front of its reader's queue; its worker reads the reader, and the
     /// PaymentIntent's refunds, before it sends anything.
