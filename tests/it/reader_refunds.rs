@@ -335,3 +335,80 @@ async fn paid_on_reader_manual(env: &Env, reader: &str, id: &str) {
     env.sim.present_card(reader, None).unwrap();
     wait_status(&env.engine, id, Status::RequiresCapture).await;
 }
+
+#[tokio::test]
+async fn the_emulator_reports_the_refund_in_its_events_and_refuses_a_busy_reader() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let pay = paid(&env).await;
+    let p = env.engine.get(&pay).unwrap().unwrap();
+    let ask = |amount: i64| RefundPayment {
+        payment_intent: p.payment_intent.clone().unwrap(),
+        amount: Some(amount),
+        metadata: Default::default(),
+        reverse_transfer: false,
+        refund_application_fee: false,
+    };
+    // More than the charge: refused before the reader is touched.
+    let err = env
+        .stripe
+        .refund_payment(&r, &ask(5000), &RequestOptions::platform())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("amount_too_large"));
+    let reader = env
+        .stripe
+        .refund_payment(&r, &ask(100), &RequestOptions::platform())
+        .await
+        .unwrap();
+    let a = reader.action.unwrap();
+    assert_eq!(
+        (a.kind, a.status),
+        (ActionType::RefundPayment, ActionStatus::InProgress)
+    );
+    // One action at a time.
+    let err = env
+        .stripe
+        .refund_payment(&r, &ask(100), &RequestOptions::platform())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("terminal_reader_busy"));
+    let reader = env.sim.present_card(&r, None).unwrap();
+    let a = reader.action.unwrap();
+    assert_eq!(a.status, ActionStatus::Succeeded);
+    let re = a.refund_payment.unwrap().refund.unwrap().id().to_string();
+    let events = env.sim.events();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind.starts_with("terminal.reader.action_"))
+        .unwrap();
+    assert_eq!(last.kind, "terminal.reader.action_succeeded");
+    assert!(events.iter().any(|e| e.kind == "charge.refunded"));
+    let on_books = env
+        .stripe
+        .list_refunds(
+            p.payment_intent.as_deref().unwrap(),
+            &RequestOptions::account(&env.accounts["bakery"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_books[0].id, re);
+    assert_eq!(on_books[0].amount, 100);
+}
+
+#[tokio::test]
+async fn a_customer_who_cancels_on_the_reader_fails_the_refund() {
+    let env = env().await;
+    let r = env.readers[0].clone();
+    let pay = paid(&env).await;
+    let rf = on_reader(&env, &pay, Some(300)).await;
+    wait_waiting(&env, &pay, &rf.id).await;
+    env.sim.customer_cancel(&r).unwrap();
+    let rf = wait_final(&env, &pay, &rf.id, RefundStatus::Failed).await;
+    assert_eq!(
+        rf.on_reader.unwrap().failure.unwrap().code,
+        "customer_canceled"
+    );
+    assert_eq!(env.engine.get(&pay).unwrap().unwrap().amount_refunded, 0);
+}
