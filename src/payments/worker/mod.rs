@@ -28,6 +28,7 @@ mod display;
 mod inputs;
 mod intent;
 mod setups;
+mod refund;
 mod watch;
 
 use super::engine::{Engine, EngineConfig, PaymentError, ReaderSlot};
@@ -111,6 +112,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
             Job::Display { id, .. } => display::show(&engine, &slot, id).await,
             Job::Inputs { id, .. } => inputs::collect(&engine, &slot, id).await,
             Job::Setup { id, .. } => setups::save(&engine, &slot, id).await,
+            Job::Refund { id, payment, .. } => refund::run(&engine, &slot, payment, id).await,
         }
         *slot.current.lock().expect("current") = None;
     }
