@@ -13,7 +13,8 @@
 
 use super::error::Envelope;
 use super::{
-    console, events, fleet, inputs, ops, payments, setups, tipping, tokens, webhooks, Route,
+    console, events, fleet, inputs, ops, payments, reader_refunds, setups, tipping, tokens,
+    webhooks, Route,
 };
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -55,6 +56,9 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::capture,
         payments::retry,
         payments::refund,
+        reader_refunds::show,
+        reader_refunds::events,
+        reader_refunds::cancel,
         payments::settlement,
         payments::display,
         payments::clear,
