@@ -35,7 +35,7 @@ impl Job {
             Job::Payment { id, .. }
             | Job::Display { id, .. }
             | Job::Inputs { id, .. }
-            | Job::Setup { id, .. } => id,
+            | Job::Setup { id, .. }
             | Job::Refund { id, .. } => id,
         }
     }
@@ -44,7 +44,7 @@ impl Job {
             Job::Payment { merchant, .. }
             | Job::Display { merchant, .. }
             | Job::Inputs { merchant, .. }
-            | Job::Setup { merchant, .. } => merchant,
+            | Job::Setup { merchant, .. }
             | Job::Refund { merchant, .. } => merchant,
         }
     }

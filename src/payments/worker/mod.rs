@@ -27,8 +27,8 @@ mod dispatch;
 mod display;
 mod inputs;
 mod intent;
-mod setups;
 mod refund;
+mod setups;
 mod watch;
 
 use super::engine::{Engine, EngineConfig, PaymentError, ReaderSlot};
