@@ -276,6 +276,7 @@ fn is_payment_write(endpoint: &str) -> bool {
     endpoint.starts_with("/v1/payment_intents")
         || endpoint.starts_with("/v1/refunds")
         || endpoint.starts_with("/v1/transfers")
+        || endpoint.starts_with("/v1/setup_intents")
         || (endpoint.starts_with("/v1/terminal/readers/{id}/")
             && endpoint != "/v1/terminal/readers/{id}")
 }
@@ -819,6 +820,64 @@ impl StripeClient {
         .await
     }
 
+    // Terminal configurations (the platform's, or a merchant's with `Stripe-Account`) -----
+    pub async fn create_configuration(
+        &self,
+        p: &CreateConfiguration,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/configurations",
+            "/v1/terminal/configurations".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn retrieve_configuration(
+        &self,
+        id: &str,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/terminal/configurations/{id}",
+            path("/v1/terminal/configurations", id, ""),
+            Params::new(),
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn update_configuration(
+        &self,
+        id: &str,
+        p: &UpdateConfiguration,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/configurations/{id}",
+            path("/v1/terminal/configurations", id, ""),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    /// Every configuration of the account `o` names, all pages.
+    pub async fn list_configurations_on(
+        &self,
+        o: &RequestOptions,
+    ) -> Result<Vec<TerminalConfiguration>> {
+        self.list_all(
+            "/v1/terminal/configurations",
+            "/v1/terminal/configurations",
+            Params::new(),
+            Some(o),
+        )
+        .await
+    }
+
     // Readers (the platform's, or a merchant's with `Stripe-Account`) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(
@@ -960,6 +1019,86 @@ impl StripeClient {
         ))
         .await
     }
+    /// Reader command (long timeout): the customer's card is saved on the SetupIntent.
+    pub async fn process_setup_intent(
+        &self,
+        reader: &str,
+        p: &ProcessSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/process_setup_intent",
+            path("/v1/terminal/readers", reader, "/process_setup_intent"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// A refund that waits for the customer's card on the reader.
+    pub async fn refund_payment(
+        &self,
+        reader: &str,
+        p: &RefundPayment,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/refund_payment",
+            path("/v1/terminal/readers", reader, "/refund_payment"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+
+    // SetupIntents (o.account = the connected account for direct charges) --------------
+    pub async fn create_setup_intent(
+        &self,
+        p: &CreateSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/setup_intents",
+            "/v1/setup_intents".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    /// `expand` such as `["latest_attempt"]`.
+    pub async fn retrieve_setup_intent(
+        &self,
+        id: &str,
+        expand: &[&str],
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        let mut params = Params::new();
+        params.push_list("expand", expand);
+        self.execute(self.call(
+            Method::GET,
+            "/v1/setup_intents/{id}",
+            path("/v1/setup_intents", id, ""),
+            params,
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn cancel_setup_intent(
+        &self,
+        id: &str,
+        p: &CancelSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/setup_intents/{id}/cancel",
+            path("/v1/setup_intents", id, "/cancel"),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+
     /// Test helper: the customer answers the inputs on the screen.
     pub async fn succeed_input_collection(
         &self,

@@ -4,7 +4,7 @@
 
 use super::form::Params;
 use super::wire::{
-    Address, CaptureMethod, Cart, CollectedInput, Metadata, ProcessConfig, ReaderStatus,
+    Address, CaptureMethod, Cart, CollectedInput, Metadata, ProcessConfig, ReaderStatus, Tipping,
 };
 
 fn push_address(p: &mut Params, prefix: &str, a: &Address) {
@@ -40,6 +40,8 @@ pub struct UpdateLocation {
     pub display_name: Option<String>,
     pub address: Option<Address>,
     pub metadata: Metadata,
+    /// `Some("")` detaches the location's configuration; `None` leaves it as it is.
+    pub configuration_overrides: Option<String>,
 }
 
 impl UpdateLocation {
@@ -49,7 +51,10 @@ impl UpdateLocation {
         if let Some(a) = &self.address {
             push_address(&mut p, "address", a);
         }
-        p.push_map("metadata", &self.metadata);
+        p.push_map("metadata", &self.metadata).push_opt(
+            "configuration_overrides",
+            self.configuration_overrides.as_ref(),
+        );
         p
     }
 }
@@ -224,6 +229,69 @@ impl CollectInputs {
     }
 }
 
+/// `POST /v1/terminal/readers/{id}/process_setup_intent`: the card read on the reader is
+/// saved on the SetupIntent. `allow_redisplay` (`always`, `limited`, `unspecified`) is
+/// required by Stripe: whether the saved card may be shown to the customer again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessSetupIntent {
+    pub setup_intent: String,
+    pub allow_redisplay: String,
+    pub enable_customer_cancellation: Option<bool>,
+}
+
+impl ProcessSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("setup_intent", &self.setup_intent)
+            .push("allow_redisplay", &self.allow_redisplay)
+            .push_opt(
+                "process_config[enable_customer_cancellation]",
+                self.enable_customer_cancellation,
+            );
+        p
+    }
+}
+
+/// `POST /v1/setup_intents`: Terminal saves cards with `payment_method_types[]=card_present`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateSetupIntent {
+    pub payment_method_types: Vec<String>,
+    pub customer: Option<String>,
+    /// `off_session` (Stripe's default) or `on_session`.
+    pub usage: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl CreateSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_list("payment_method_types", &self.payment_method_types)
+            .push_opt("customer", self.customer.as_ref())
+            .push_opt("usage", self.usage.as_ref())
+            .push_opt("on_behalf_of", self.on_behalf_of.as_ref())
+            .push_opt("description", self.description.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/setup_intents/{id}/cancel`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CancelSetupIntent {
+    /// `abandoned`, `requested_by_customer` or `duplicate`.
+    pub cancellation_reason: Option<String>,
+}
+
+impl CancelSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("cancellation_reason", self.cancellation_reason.as_ref());
+        p
+    }
+}
+
 /// `POST /v1/test_helpers/terminal/readers/{id}/succeed_input_collection`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SucceedInputCollection {
@@ -380,6 +448,33 @@ impl CreateRefund {
     }
 }
 
+/// `POST /v1/terminal/readers/{id}/refund_payment`: a refund that waits for the customer's
+/// card on the reader (needed for Interac). The Connect flags as [`CreateRefund`]'s, sent
+/// only when true; no `reason` (the reader action takes none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefundPayment {
+    pub payment_intent: String,
+    pub amount: Option<i64>,
+    pub metadata: Metadata,
+    pub reverse_transfer: bool,
+    pub refund_application_fee: bool,
+}
+
+impl RefundPayment {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent)
+            .push_opt("amount", self.amount)
+            .push_map("metadata", &self.metadata)
+            .push_opt("reverse_transfer", self.reverse_transfer.then_some(true))
+            .push_opt(
+                "refund_application_fee",
+                self.refund_application_fee.then_some(true),
+            );
+        p
+    }
+}
+
 /// `POST /v1/transfers` (separate charges and transfers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateTransfer {
@@ -419,6 +514,56 @@ impl CreateTransferReversal {
         let mut p = Params::new();
         p.push_opt("amount", self.amount)
             .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `tipping[<currency>][…]` for every currency; `tipping=""` (Stripe's way to unset it)
+/// when there is none.
+fn push_tipping(p: &mut Params, tipping: Option<&Tipping>) {
+    match tipping {
+        Some(t) if !t.is_empty() => {
+            for (currency, c) in t {
+                let at = |field: &str| format!("tipping[{currency}][{field}]");
+                if let Some(list) = &c.fixed_amounts {
+                    p.push_list(&at("fixed_amounts"), list);
+                }
+                if let Some(list) = &c.percentages {
+                    p.push_list(&at("percentages"), list);
+                }
+                p.push_opt(at("smart_tip_threshold"), c.smart_tip_threshold);
+            }
+        }
+        _ => {
+            p.push("tipping", "");
+        }
+    }
+}
+
+/// `POST /v1/terminal/configurations`: a configuration holding tipping only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateConfiguration {
+    pub tipping: Tipping,
+}
+
+impl CreateConfiguration {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        push_tipping(&mut p, Some(&self.tipping));
+        p
+    }
+}
+
+/// `POST /v1/terminal/configurations/{id}`: its tipping replaced, or unset (`None`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateConfiguration {
+    pub tipping: Option<Tipping>,
+}
+
+impl UpdateConfiguration {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        push_tipping(&mut p, self.tipping.as_ref());
         p
     }
 }

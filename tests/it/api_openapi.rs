@@ -183,10 +183,12 @@ async fn every_documented_answer_matches_the_document() {
     let reader = w.objects["reader"].clone();
     let paid = w.objects["paid"].clone();
     let declined = w.objects["declined"].clone();
+    let location = w.objects["location"].clone();
     let bad = json!({"no_such_field": 1});
     let bad_input: &[(&str, String)] = &[
         ("/v1/merchants", "/v1/merchants".into()),
         ("/v1/locations", "/v1/locations".into()),
+        ("/v1/locations/{id}", format!("/v1/locations/{location}")),
         ("/v1/readers", "/v1/readers".into()),
         ("/v1/readers/{id}", format!("/v1/readers/{reader}")),
         (
@@ -202,6 +204,7 @@ async fn every_documented_answer_matches_the_document() {
             format!("/v1/readers/{reader}/inputs"),
         ),
         ("/v1/payments", "/v1/payments".into()),
+        ("/v1/setups", "/v1/setups".into()),
         (
             "/v1/payments/{id}/capture",
             format!("/v1/payments/{paid}/capture"),
@@ -225,6 +228,7 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/input_collections",
             "/v1/input_collections?colour=red".to_string(),
         ),
+        ("/v1/setups", "/v1/setups?colour=red".to_string()),
         (
             "/v1/reports/settlement",
             "/v1/reports/settlement?from=yesterday&to=2100-01-01".to_string(),
@@ -252,6 +256,12 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/readers/{id}/clear",
             "/v1/readers/tmr_nothing/clear",
             Some(json!({"payment_intent": "pi_x"})),
+        ),
+        (
+            "POST",
+            "/v1/locations/{id}",
+            "/v1/locations/tml_nothing",
+            Some(json!({"tipping": null})),
         ),
     ];
     for (method, route, path, body) in unknown {
@@ -301,6 +311,51 @@ async fn every_documented_answer_matches_the_document() {
         .await;
         assert_eq!(s, 409, "POST {path}: {b}");
     }
+    // Tipping on a location whose configuration another location uses (attached on
+    // Stripe directly, then synced): readerd does not change it.
+    let (_, l) = env
+        .get(&env.admin_token, &format!("/v1/locations/{location}"))
+        .await;
+    let tmc = l["configuration"]
+        .as_str()
+        .expect("the table set tipping")
+        .to_string();
+    let (s, kiosk) = env
+        .post(
+            &env.admin_token,
+            "/v1/locations",
+            json!({"display_name": "Kiosk 2", "merchant": "florist",
+                   "address": {"line1": "1 Rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{kiosk}");
+    let kiosk = kiosk["id"].as_str().unwrap().to_string();
+    env.stripe()
+        .update_location(
+            &kiosk,
+            &readerd::stripe::params::UpdateLocation {
+                configuration_overrides: Some(tmc),
+                ..Default::default()
+            },
+            &readerd::stripe::RequestOptions::platform(),
+        )
+        .await
+        .unwrap();
+    let (s, _) = env
+        .post(&env.admin_token, "/v1/readers/sync", json!(null))
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/locations/{id}",
+        &format!("/v1/locations/{kiosk}"),
+        admin,
+        Some(&json!({"tipping": {"eur": {"percentages": [5]}}})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
 
     // Inputs for a merchant the reader does not serve: the admin learns why.
     let email = json!([{"type": "email", "custom_text": {"title": "Email"}}]);
@@ -312,6 +367,18 @@ async fn every_documented_answer_matches_the_document() {
         &format!("/v1/readers/{reader}/inputs"),
         admin,
         Some(&json!({"merchant": "bakery", "inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    // A card saved for a merchant the reader does not serve: the same.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        admin,
+        Some(&json!({"merchant": "bakery", "reader": reader, "allow_redisplay": "always"})),
     )
     .await;
     assert_eq!(s, 403, "{b}");
@@ -361,6 +428,72 @@ async fn every_documented_answer_matches_the_document() {
     assert_eq!(s, 200, "{b}");
     for _ in 0..500 {
         if env.get(&env.admin_token, &inputs).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A card being saved, canceled from the point of sale.
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            "/v1/setups",
+            json!({"merchant": "florist", "reader": reader, "allow_redisplay": "unspecified"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let setup = format!("/v1/setups/{}", c["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups/{id}/cancel",
+        &format!("{setup}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A refund on the reader, canceled from the point of sale while it waits for the card.
+    let (s, rf) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/payments/{paid}/refunds"),
+            json!({"amount": 100, "on_reader": true}),
+        )
+        .await;
+    assert_eq!(s, 202, "{rf}");
+    let refund = format!("/v1/payments/{paid}/refunds/{}", rf["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["on_reader"]["step"] == "on_reader" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds/{refund}/cancel",
+        &format!("{refund}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["status"] == "canceled" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -423,6 +556,30 @@ async fn every_documented_answer_matches_the_document() {
         &format!("/v1/readers/{reader}/inputs"),
         own,
         Some(&json!({"inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do setups.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        own,
+        Some(&json!({"merchant": "florist", "reader": reader, "allow_redisplay": "always"})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do refunds on the reader.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds",
+        &format!("/v1/payments/{paid}/refunds"),
+        own,
+        Some(&json!({"amount": 100, "on_reader": true})),
     )
     .await;
     assert_eq!(s, 429, "{b}");

@@ -23,11 +23,14 @@
 //! ownership, the two worlds, the dispatch of every operation, and the unit tests that
 //! cross the state's parts.
 
+mod configurations;
 mod connect;
 mod directory;
 mod inputs;
 mod payments;
+mod reader_refunds;
 mod readers;
+mod setups;
 
 pub use connect::{Book, Books};
 
@@ -307,6 +310,8 @@ pub struct ReaderRec {
     /// An authorisation finished while the reader was offline: it could not report, and
     /// reports `connection_error` when it comes back.
     pub unreported: bool,
+    /// The account of the charge a `refund_payment` action refunds.
+    pub refund_owner: Option<String>,
 }
 
 /// Work to schedule after a delay.
@@ -330,8 +335,13 @@ pub struct State {
     pub platform: Account,
     pub accounts: BTreeMap<String, Rec<Account>>,
     pub locations: BTreeMap<String, Rec<Location>>,
+    /// Terminal Configurations (`tmc_…`), each of its account.
+    pub configurations: BTreeMap<String, Rec<TerminalConfiguration>>,
     pub readers: BTreeMap<String, ReaderRec>,
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
+    /// SetupIntents (cards saved on a reader) and their attempts.
+    pub setup_intents: BTreeMap<String, Rec<SetupIntent>>,
+    pub setup_attempts: BTreeMap<String, Rec<SetupAttempt>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
     pub refunds: BTreeMap<String, Rec<Refund>>,
     /// Transfers (the platform's objects): destination charges' and those made with
@@ -629,8 +639,11 @@ impl State {
             platform,
             accounts: BTreeMap::new(),
             locations: BTreeMap::new(),
+            configurations: BTreeMap::new(),
             readers: BTreeMap::new(),
             intents: BTreeMap::new(),
+            setup_intents: BTreeMap::new(),
+            setup_attempts: BTreeMap::new(),
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
             transfers: BTreeMap::new(),
