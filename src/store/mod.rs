@@ -13,7 +13,7 @@ pub mod binding;
 mod postgres;
 mod sled_store;
 
-pub use postgres::{redact_url, PgStore};
+pub use postgres::{redact_url, PgStore, JOBS_CHANNEL};
 pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -158,6 +158,38 @@ pub struct Lease {
     pub token: i64,
 }
 
+/// What [`Store::job_notifications`] tells a listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobNotice {
+    /// A job (a payment, an input collection: its id) was written for this reader.
+    Job { reader: String, job: String },
+    /// Notices may have been missed (the listening connection was lost and is back, or the
+    /// listener fell behind): look at every reader.
+    Missed,
+}
+
+impl JobNotice {
+    /// The notice a payload of [`Store::notify_job`] carries (`<reader> <job>`); one that
+    /// cannot be read means that something was missed.
+    pub fn from_payload(payload: &str) -> JobNotice {
+        match payload.split_once(' ') {
+            Some((reader, job)) if !reader.is_empty() && !job.is_empty() => JobNotice::Job {
+                reader: reader.to_string(),
+                job: job.to_string(),
+            },
+            _ => JobNotice::Missed,
+        }
+    }
+
+    /// The payload that [`JobNotice::from_payload`] reads.
+    pub fn payload(reader: &str, job: &str) -> String {
+        format!("{reader} {job}")
+    }
+}
+
+/// How many notices a listener may fall behind before it is told [`JobNotice::Missed`].
+pub const JOB_NOTICES_BUFFER: usize = 1024;
+
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
     /// The backend's name: `sled` or `postgres`.
@@ -222,6 +254,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` (all or none) only while `lease` is held, checked in the same
     /// transaction as the writes; `Ok(false)` (nothing written) when it is not.
     fn apply_fenced(&self, batch: Batch, lease: &Lease) -> Result<bool, StoreError>;
+
+    /// Tells every process on this store, this one included, that `reader` has a new job
+    /// `job` in the store (called right after the job's write). One machine (sled): an
+    /// in-process wakeup; PostgreSQL: `NOTIFY readerd_jobs, '<reader> <job>'`, heard by
+    /// every instance's listener. Ids hold no space.
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError>;
+    /// The notices of [`Store::notify_job`], from now on. A receiver that falls behind sees
+    /// `Lagged`, which means the same as [`JobNotice::Missed`].
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice>;
 }
 
 /// One write of a [`Batch`].

@@ -23,7 +23,7 @@
 //! connection pool, behind the `Store` seam; split, each part would be read only with the
 //! others.
 
-use super::{Lease, Store, StoreError, Tree};
+use super::{JobNotice, Lease, Store, StoreError, Tree, JOB_NOTICES_BUFFER};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,14 @@ use tokio_postgres::{Client, NoTls, Statement};
 pub const POOL_SIZE: usize = 4;
 /// How long an operation waits for an unreachable database before it fails.
 pub const OUTAGE_WAIT: Duration = Duration::from_secs(30);
+/// The channel of [`Store::notify_job`]: its payload is the reader's id.
+pub const JOBS_CHANNEL: &str = "readerd_jobs";
+/// The listening connection is checked this often (a `SELECT 1`), so that a connection
+/// cut without a word (a network partition) is noticed and replaced.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
+/// The listener reconnects after this long at first, doubling up to [`LISTEN_BACKOFF_MAX`].
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The versioned schema migrations, applied in order at start, each once, in one
 /// transaction under an advisory lock so that instances starting together do not race.
@@ -169,6 +177,8 @@ enum Op {
     Apply(Vec<(Tree, String, Option<String>)>),
     /// prefix, start after, limit, reverse.
     ScanRange(Tree, String, Option<String>, i64, bool),
+    /// `NOTIFY readerd_jobs, '<reader> <job>'`.
+    Notify(String),
 }
 
 enum Reply {
@@ -188,6 +198,11 @@ struct Job {
 /// The PostgreSQL store. Dropping it closes its connections.
 pub struct PgStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    config: tokio_postgres::Config,
+    /// The pool's runtime, where the listener runs once someone asks for notices.
+    pool: tokio::runtime::Handle,
+    notices: tokio::sync::broadcast::Sender<JobNotice>,
+    listening: std::sync::Once,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -231,6 +246,8 @@ impl PgStore {
         })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+        let pool_config = config.clone();
         std::thread::Builder::new()
             .name("readerd-postgres".into())
             .spawn(move || {
@@ -238,9 +255,10 @@ impl PgStore {
                     .enable_all()
                     .build()
                     .expect("a tokio runtime for the PostgreSQL pool");
+                let _ = handle_tx.send(rt.handle().clone());
                 rt.block_on(async move {
                     let tasks: Vec<_> = (0..POOL_SIZE)
-                        .map(|_| tokio::spawn(connection_task(config.clone(), rx.clone())))
+                        .map(|_| tokio::spawn(connection_task(pool_config.clone(), rx.clone())))
                         .collect();
                     for t in tasks {
                         let _ = t.await;
@@ -248,7 +266,17 @@ impl PgStore {
                 });
             })
             .map_err(|e| StoreError::Engine(format!("cannot start the PostgreSQL pool: {e}")))?;
-        let store = PgStore { jobs: tx };
+        let pool = handle_rx
+            .recv()
+            .map_err(|_| StoreError::Engine("the PostgreSQL pool did not start".into()))?;
+        let (notices, _) = tokio::sync::broadcast::channel(JOB_NOTICES_BUFFER);
+        let store = PgStore {
+            jobs: tx,
+            config,
+            pool,
+            notices,
+            listening: std::sync::Once::new(),
+        };
         store.call(Op::Migrate)?;
         Ok(store)
     }
@@ -450,6 +478,105 @@ impl Store for PgStore {
         match self.call(Op::ApplyFenced(ops, lease.clone()))? {
             Reply::Swapped(b) => Ok(b),
             r => Err(unexpected(r)),
+        }
+    }
+
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError> {
+        match self.call(Op::Notify(JobNotice::payload(reader, job)))? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice> {
+        let receiver = self.notices.subscribe();
+        // One listening connection per store, opened for the first listener (a store that
+        // only copies or tests opens none).
+        self.listening.call_once(|| {
+            self.pool
+                .spawn(listen(self.config.clone(), self.notices.clone()));
+        });
+        receiver
+    }
+}
+
+/// The listening connection: `LISTEN readerd_jobs`, each notification passed on as a
+/// [`JobNotice`]. A lost connection is replaced (with backoff); once it is back, listeners
+/// are told [`JobNotice::Missed`], since notifications sent meanwhile went to nobody.
+async fn listen(
+    config: tokio_postgres::Config,
+    notices: tokio::sync::broadcast::Sender<JobNotice>,
+) {
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    let mut lost = false;
+    // It runs as long as the store's pool (dropping the store ends it).
+    loop {
+        let e = listen_once(&config, &notices, &mut lost, &mut backoff).await;
+        if !lost {
+            tracing::warn!(error = %e, "PostgreSQL job notifications lost; reconnecting");
+        }
+        lost = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+    }
+}
+
+/// One listening connection, until it fails; returns why.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    notices: &tokio::sync::broadcast::Sender<JobNotice>,
+    lost: &mut bool,
+    backoff: &mut Duration,
+) -> String {
+    match listen_on(config, notices, lost, backoff).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn listen_on(
+    config: &tokio_postgres::Config,
+    notices: &tokio::sync::broadcast::Sender<JobNotice>,
+    lost: &mut bool,
+    backoff: &mut Duration,
+) -> Result<std::convert::Infallible, String> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
+    let forward = notices.clone();
+    tokio::spawn(async move {
+        let why = loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.channel() == JOBS_CHANNEL {
+                        let _ = forward.send(JobNotice::from_payload(n.payload()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e.to_string(),
+                None => break "closed".to_string(),
+            }
+        };
+        let _ = closed_tx.send(why);
+    });
+    client
+        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    *backoff = LISTEN_BACKOFF_MIN;
+    if std::mem::take(lost) {
+        tracing::info!("PostgreSQL job notifications back");
+        let _ = notices.send(JobNotice::Missed);
+    }
+    loop {
+        tokio::select! {
+            why = &mut closed => return Err(why.unwrap_or_else(|_| "closed".into())),
+            _ = tokio::time::sleep(LISTEN_CHECK) => {
+                match tokio::time::timeout(LISTEN_CHECK / 2, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("no answer to a check".into()),
+                }
+            }
         }
     }
 }
@@ -705,6 +832,15 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
             Ok(Reply::Swapped(true))
         }
         Op::Migrate => migrate(c).await.map(|()| Reply::Done),
+        Op::Notify(payload) => {
+            // Outside any transaction: delivered at once. A retry may deliver it twice,
+            // which only wakes a listener twice.
+            let s = c
+                .statement(format!("SELECT pg_notify('{JOBS_CHANNEL}', $1)"))
+                .await?;
+            c.client.execute(&s, &[payload]).await?;
+            Ok(Reply::Done)
+        }
         Op::Apply(ops) => {
             // Idempotent as a whole (puts and removes of given values), so a retry after a
             // lost commit answer writes the same.

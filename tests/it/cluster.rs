@@ -4,8 +4,11 @@
 //! lease and woken. Every payment must end, with exactly one PaymentIntent each and no
 //! capture twice, and each handover must take at most `lease_ttl` plus one renewal.
 //!
+//! A payment or an input collection accepted by an instance that does not work its reader
+//! must start promptly (announced by `NOTIFY`, not found by a poll).
+//!
 //! Scaled down from the full exercise (20 readers, 300 payments, two kills, 10 s of
-//! database outage) to keep the test short: 6 readers, 36 payments, one kill, one pause,
+//! database outage) to keep the test short: 6 readers, 41 payments, one kill, one pause,
 //! `lease_ttl` 2 s.
 
 use crate::common::{free_port, get_json};
@@ -20,6 +23,8 @@ const POS: &str = "cluster-pos";
 const TTL: Duration = Duration::from_secs(2);
 const READERS: usize = 6;
 const PAYMENTS: usize = 36;
+/// How soon a payment accepted by an instance that does not work its reader must start.
+const PROMPT: Duration = Duration::from_millis(1500);
 
 struct Proc(Child);
 
@@ -318,8 +323,72 @@ async fn three_instances_fail_over_without_double_charges() {
     }
     c.wait_all_worked(Instant::now(), "start").await;
 
-    // Payments to random instances and readers; the killing and pausing happen on the way.
+    // A payment accepted by an instance that does not work its reader starts on the
+    // reader's holder at once: it is announced (NOTIFY), not found by the 5 s safety poll.
+    // Three in a row, so that the poll cannot pass for the notice.
     let mut ids = Vec::new();
+    let workers = c.workers(&api(&c, 0)).await;
+    for (n, reader) in readers.iter().take(3).enumerate() {
+        let owner = workers[reader].clone().unwrap();
+        let elsewhere = c.instances.iter().position(|i| i.name != owner).unwrap();
+        let sent = Instant::now();
+        let id = c
+            .pay(elsewhere, &format!("pay-notice-{n}"), reader, 900)
+            .await;
+        wait_status(&c, &id, |p| p["status"] != "queued").await;
+        let took = sent.elapsed();
+        assert!(
+            took < PROMPT,
+            "a payment accepted off its reader's holder started after {took:?}"
+        );
+        ids.push(id);
+    }
+    // So does an input collection.
+    let reader = &readers[3];
+    let owner = workers[reader].clone().unwrap();
+    let elsewhere = c.instances.iter().position(|i| i.name != owner).unwrap();
+    let sent = Instant::now();
+    let inputs = c
+        .admin_post(
+            &c.instances[elsewhere].api,
+            &format!("/v1/readers/{reader}/inputs"),
+            json!({"merchant": "bakery", "inputs": [{"type": "email", "custom_text": {"title": "Receipt"}}]}),
+        )
+        .await;
+    let inputs_id = inputs["id"].as_str().unwrap().to_string();
+    let inputs_status = || async {
+        let v: Value = c
+            .http
+            .get(format!(
+                "{}/v1/input_collections/{inputs_id}",
+                c.instances[0].api
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["status"].as_str().unwrap_or("").to_string()
+    };
+    while inputs_status().await == "queued" {
+        assert!(
+            sent.elapsed() < PROMPT,
+            "an input collection accepted off its reader's holder waited {:?}",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    while inputs_status().await != "succeeded" {
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "inputs never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Payments to random instances and readers; the killing and pausing happen on the way.
     let mut handovers = Vec::new();
     for n in 0..PAYMENTS {
         let reader = readers[rng.pick(READERS)].clone();

@@ -2,7 +2,7 @@
 //! rely on from `Store` holds the same on sled and on PostgreSQL.
 
 use crate::common::pg::pg;
-use readerd::store::{Location, PgStore, Registry, SledStore, Store, StoreError, Tree};
+use readerd::store::{JobNotice, Location, PgStore, Registry, SledStore, Store, StoreError, Tree};
 use std::sync::Arc;
 
 /// Runs `check` on a fresh sled store and on a fresh PostgreSQL database.
@@ -555,4 +555,112 @@ fn a_batch_is_all_or_nothing_across_trees_and_a_range_pages_both_ways() {
             .collect();
         assert_eq!(all, ["a", "a/1", "a/2", "a/3", "a/4", "b/1"], "{b}");
     });
+}
+
+/// Waits up to `within` for the next notice about a job (skipping `Missed`).
+fn next_job(
+    rx: &mut tokio::sync::broadcast::Receiver<JobNotice>,
+    within: std::time::Duration,
+) -> Option<(String, String)> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        match rx.try_recv() {
+            Ok(JobNotice::Job { reader, job }) => return Some((reader, job)),
+            Ok(JobNotice::Missed) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    None
+}
+
+/// Sends notices until one arrives (a listener may still be connecting); returns it.
+fn notify_until_heard(
+    from: &dyn Store,
+    rx: &mut tokio::sync::broadcast::Receiver<JobNotice>,
+    reader: &str,
+    job: &str,
+) -> (String, String) {
+    for _ in 0..50 {
+        from.notify_job(reader, job).unwrap();
+        if let Some(got) = next_job(rx, std::time::Duration::from_millis(200)) {
+            return got;
+        }
+    }
+    panic!("no notice of {job} on {reader} heard");
+}
+
+#[test]
+fn a_job_notice_reaches_every_listener_on_the_store() {
+    on_both(|s| {
+        let b = s.backend();
+        let mut rx = s.job_notifications();
+        let got = notify_until_heard(&*s, &mut rx, "tmr_1", "pay_1");
+        assert_eq!(got, ("tmr_1".into(), "pay_1".into()), "{b}");
+        // Notices come in order, each once.
+        s.notify_job("tmr_2", "inp_2").unwrap();
+        s.notify_job("tmr_1", "pay_3").unwrap();
+        let within = std::time::Duration::from_secs(5);
+        assert_eq!(
+            next_job(&mut rx, within),
+            Some(("tmr_2".into(), "inp_2".into())),
+            "{b}"
+        );
+        assert_eq!(
+            next_job(&mut rx, within),
+            Some(("tmr_1".into(), "pay_3".into())),
+            "{b}"
+        );
+    });
+}
+
+#[test]
+fn job_notices_cross_instances_and_survive_a_lost_listening_connection() {
+    let url = pg().fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let owner = PgStore::connect(&url).unwrap();
+    let other = PgStore::connect(&url).unwrap();
+    let mut rx = owner.job_notifications();
+    let got = notify_until_heard(&other, &mut rx, "tmr_a", "pay_a");
+    assert_eq!(got, ("tmr_a".into(), "pay_a".into()));
+    // The listening connection is cut (a network partition, a database restart): the
+    // listener reconnects, says that notices may have been missed, and hears again.
+    let killed = pg().psql(
+        &db,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND query = 'LISTEN {}'",
+            readerd::store::JOBS_CHANNEL
+        ),
+    );
+    assert_eq!(killed, "1", "one listening connection");
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(JobNotice::Missed) => break,
+            Ok(other) => panic!("{other:?} before the reconnect"),
+            Err(_) => {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the listener never came back"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+    let got = notify_until_heard(&other, &mut rx, "tmr_b", "inp_b");
+    assert_eq!(got, ("tmr_b".into(), "inp_b".into()));
+}
+
+#[test]
+fn a_job_notice_payload_reads_back_and_garbage_means_missed() {
+    assert_eq!(
+        JobNotice::from_payload(&JobNotice::payload("tmr_1", "pay_1")),
+        JobNotice::Job {
+            reader: "tmr_1".into(),
+            job: "pay_1".into()
+        }
+    );
+    for bad in ["", "tmr_1", " pay_1", "tmr_1 "] {
+        assert_eq!(JobNotice::from_payload(bad), JobNotice::Missed, "{bad:?}");
+    }
 }

@@ -161,6 +161,7 @@ impl Engine {
             p
         };
         slot.work.notify_one();
+        self.announce(&p.reader, &p.id);
         Ok(p)
     }
 }

@@ -157,6 +157,7 @@ impl Engine {
         })?;
         drop(q);
         slot.work.notify_one();
+        self.announce(&c.reader, &c.id);
         let _ = self.inner.input_events.send(c.clone());
         Ok(c)
     }

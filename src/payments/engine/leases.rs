@@ -11,13 +11,23 @@
 //! flow in progress stops at its next write. A reader taken over is reconciled as at
 //! start-up: its unfinished payments are put back in line from the store.
 //!
+//! A job accepted by an instance that does not work its reader (a payment, an input
+//! collection) is written to the store and announced ([`Store::notify_job`]: `NOTIFY` on
+//! PostgreSQL); the reader's holder hears it on its listening connection and puts the job
+//! in line at once. A slow safety poll ([`SAFETY_POLL`]), and a full look whenever notices
+//! may have been missed (the listening connection was lost), catch what a lost notice would
+//! leave behind.
+//!
+//! [`Store::notify_job`]: crate::store::Store::notify_job
+//!
 //! On one machine (sled) there is no [`Cluster`]: the engine works every reader.
 
 use super::{Engine, PaymentError};
 use crate::fleet::ReaderRecord;
+use crate::payments::inputs::InputCollection;
 use crate::payments::machine::{Payment, Status};
 use crate::payments::queue::Job;
-use crate::store::{Lease, Tree};
+use crate::store::{JobNotice, Lease, Tree};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -49,9 +59,9 @@ pub fn reader_lease(reader: &str) -> String {
     format!("{READER_PREFIX}{reader}")
 }
 
-/// How often the payments of held readers are looked for in the store, so that a payment
-/// accepted by another instance starts promptly here.
-const PICKUP_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the jobs of held readers are looked for in the store although no notice came:
+/// a safety net for a notice lost with its connection (jobs normally arrive by notice).
+const SAFETY_POLL: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Whether this instance works `reader` now (always, outside a cluster).
@@ -126,15 +136,28 @@ impl Engine {
         }
     }
 
-    /// Takes the payments out of the in-memory queue of a reader this instance does not
-    /// work: they are in the store, where the reader's holder finds them. (Cart displays
-    /// and input collections stay: they run here once this instance holds the reader.)
+    /// Tells the reader's holder, wherever it is, that `job` waits in the store for
+    /// `reader`. Nothing to do outside a cluster, or when this instance works the reader
+    /// (the job is in its queue already). A notice that cannot be sent is caught by the
+    /// holder's safety poll.
+    pub(super) fn announce(&self, reader: &str, job: &str) {
+        if self.inner.cluster.is_none() || self.works(reader) {
+            return;
+        }
+        if let Err(e) = self.inner.registry.store().notify_job(reader, job) {
+            tracing::warn!(reader = %reader, job = %job, error = %e, "job notice not sent; the reader's holder finds the job at its next look");
+        }
+    }
+
+    /// Takes the payments and input collections out of the in-memory queue of a reader this
+    /// instance does not work: they are in the store, where the reader's holder finds them.
+    /// (Cart displays stay: they run here once this instance holds the reader.)
     fn drop_queue(&self, reader: &str) {
         if let Some(slot) = self.existing_slot(reader) {
             let mut q = slot.queue.lock().expect("queue lock");
             let mut kept = Vec::new();
             while let Some(job) = q.pop() {
-                if !matches!(job, Job::Payment { .. }) {
+                if matches!(job, Job::Display { .. }) {
                     kept.push(job);
                 }
             }
@@ -157,7 +180,9 @@ impl Engine {
         };
         tokio::pin!(stop);
         let renew_every = c.ttl / 3;
+        let mut notices = self.inner.registry.store().job_notifications();
         let mut last_round = None::<tokio::time::Instant>;
+        let mut last_look = tokio::time::Instant::now();
         loop {
             let due = last_round.is_none_or(|t| t.elapsed() >= renew_every);
             if due {
@@ -166,10 +191,28 @@ impl Engine {
                     tracing::warn!(error = %e, "lease round failed; retrying");
                 }
             }
-            self.pick_up(c);
+            if last_look.elapsed() >= SAFETY_POLL {
+                last_look = tokio::time::Instant::now();
+                self.pick_up(c);
+            }
+            let next_round =
+                last_round.map_or(renew_every, |t| renew_every.saturating_sub(t.elapsed()));
+            let next_look = SAFETY_POLL.saturating_sub(last_look.elapsed());
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tokio::time::sleep(PICKUP_INTERVAL.min(renew_every)) => {}
+                _ = tokio::time::sleep(next_round.min(next_look)) => {}
+                notice = notices.recv() => match notice {
+                    Ok(JobNotice::Job { reader, job }) => self.pick_up_job(&reader, &job),
+                    Ok(JobNotice::Missed) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Some notices went to nobody: look at everything now.
+                        last_look = tokio::time::Instant::now();
+                        self.pick_up(c);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        // The store stopped notifying: the safety poll alone remains.
+                        notices = tokio::sync::broadcast::channel(1).1;
+                    }
+                },
             }
         }
         let held: Vec<Lease> = c
@@ -327,35 +370,115 @@ impl Engine {
         Ok(())
     }
 
-    /// Puts in line the payments of held readers that another instance accepted.
+    /// Puts in line a job that another instance accepted for `reader`, if this instance
+    /// works the reader and the job still waits for it.
+    fn pick_up_job(&self, reader: &str, job: &str) {
+        if !self.works(reader) {
+            return;
+        }
+        if let Ok(Some(p)) = self.inner.registry.get::<Payment>(Tree::Payments, job) {
+            if p.reader == reader && p.status == Status::Queued {
+                self.queue_picked(
+                    reader,
+                    Job::Payment {
+                        id: p.id.clone(),
+                        merchant: p.merchant.clone(),
+                    },
+                    p.payment_intent.as_deref(),
+                );
+            }
+            return;
+        }
+        if let Ok(Some(c)) = self
+            .inner
+            .registry
+            .get::<InputCollection>(Tree::InputCollections, job)
+        {
+            if c.reader == reader && !c.status.is_final() {
+                self.queue_picked(
+                    reader,
+                    Job::Inputs {
+                        id: c.id.clone(),
+                        merchant: c.merchant.clone(),
+                    },
+                    None,
+                );
+            }
+        }
+    }
+
+    /// Puts in line every job of held readers that waits in the store: the queued payments
+    /// (through the status index) and the open input collections.
     fn pick_up(&self, c: &Cluster) {
         let readers: Vec<String> = c.held.lock().expect("leases").keys().cloned().collect();
         if readers.is_empty() {
             return;
         }
-        let Ok(all) = self.inner.registry.list::<Payment>(Tree::Payments) else {
-            return;
-        };
-        let mut waiting: Vec<&Payment> = all
-            .iter()
-            .filter(|p| p.status == Status::Queued && readers.contains(&p.reader))
-            .collect();
-        waiting.sort_by_key(|p| p.created_at);
-        for p in waiting {
-            let slot = self.slot(&p.reader);
-            let current = slot.current.lock().expect("current").clone();
-            let mut q = slot.queue.lock().expect("queue lock");
-            if current.as_deref() != Some(p.id.as_str()) && !q.contains(&p.id) {
-                if let Some(pi) = &p.payment_intent {
-                    self.index_intent(pi, &p.id);
+        let mut waiting: Vec<Payment> = Vec::new();
+        let read = crate::payments::index::for_each_in_status(
+            &self.inner.registry,
+            Status::Queued,
+            |id| {
+                if let Some(p) = self.inner.registry.get::<Payment>(Tree::Payments, &id)? {
+                    if p.status == Status::Queued && readers.contains(&p.reader) {
+                        waiting.push(p);
+                    }
                 }
-                q.push_resumed(Job::Payment {
+                Ok(())
+            },
+        );
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "queued payments unreadable; looking again later");
+            return;
+        }
+        for p in waiting {
+            self.queue_picked(
+                &p.reader,
+                Job::Payment {
                     id: p.id.clone(),
                     merchant: p.merchant.clone(),
-                });
-                drop(q);
-                slot.work.notify_one();
-            }
+                },
+                p.payment_intent.as_deref(),
+            );
         }
+        let Ok(inputs) = self
+            .inner
+            .registry
+            .list::<InputCollection>(Tree::InputCollections)
+        else {
+            return;
+        };
+        let mut open: Vec<InputCollection> = inputs
+            .into_iter()
+            .filter(|c| !c.status.is_final() && readers.contains(&c.reader))
+            .collect();
+        open.sort_by_key(|c| c.created_at);
+        for c in open {
+            self.queue_picked(
+                &c.reader,
+                Job::Inputs {
+                    id: c.id.clone(),
+                    merchant: c.merchant.clone(),
+                },
+                None,
+            );
+        }
+    }
+
+    /// Puts a job found in the store in its reader's line, unless it is there already or on
+    /// the reader now.
+    fn queue_picked(&self, reader: &str, job: Job, payment_intent: Option<&str>) {
+        let slot = self.slot(reader);
+        let current = slot.current.lock().expect("current").clone();
+        let mut q = slot.queue.lock().expect("queue lock");
+        if current.as_deref() == Some(job.id()) || q.contains(job.id()) {
+            return;
+        }
+        if let Some(pi) = payment_intent {
+            self.index_intent(pi, job.id());
+        }
+        q.push_resumed(job);
+        drop(q);
+        slot.work.notify_one();
     }
 }
