@@ -99,10 +99,13 @@ pub enum Tree {
     PaymentIndex,
     /// Inputs collected on a reader's screen (`collect_inputs` jobs).
     InputCollections,
+    /// Operations forwarded to a reader's holder (`payments::engine::forward`), keyed
+    /// `<reader>/<command>`, removed once answered.
+    Commands,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -113,6 +116,7 @@ impl Tree {
         Tree::Refunds,
         Tree::PaymentIndex,
         Tree::InputCollections,
+        Tree::Commands,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +131,7 @@ impl Tree {
             Tree::Refunds => "refunds",
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
+            Tree::Commands => "commands",
         }
     }
 }

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
+    (5, MIGRATION_5),
 ];
 
 /// The first schema: every tree, with its operator-facing columns.
@@ -150,6 +151,19 @@ const MIGRATION_4: &str = r#"
 CREATE TABLE payment_index (
     key text COLLATE "C" PRIMARY KEY,
     value text NOT NULL
+);
+"#;
+
+/// Operations forwarded to a reader's holder (tree `commands`), with the columns an
+/// operator looks for when one waits.
+const MIGRATION_5: &str = r#"
+CREATE TABLE commands (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    payment text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,payment}') STORED,
+    op text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,op,op}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
 );
 "#;
 

@@ -5,10 +5,11 @@
 //! capture twice, and each handover must take at most `lease_ttl` plus one renewal.
 //!
 //! A payment or an input collection accepted by an instance that does not work its reader
-//! must start promptly (announced by `NOTIFY`, not found by a poll).
+//! must start promptly (announced by `NOTIFY`, not found by a poll); a capture, cancel or
+//! refund asked of such an instance is carried out by the reader's holder, once.
 //!
 //! Scaled down from the full exercise (20 readers, 300 payments, two kills, 10 s of
-//! database outage) to keep the test short: 6 readers, 41 payments, one kill, one pause,
+//! database outage) to keep the test short: 6 readers, 44 payments, one kill, one pause,
 //! `lease_ttl` 2 s.
 
 use crate::common::{free_port, get_json};
@@ -172,6 +173,40 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("payment {key} never accepted");
+    }
+
+    /// [`Cluster::pay`] with a capture mode.
+    async fn pay_with(
+        &self,
+        at: usize,
+        key: &str,
+        reader: &str,
+        amount: i64,
+        capture: &str,
+    ) -> String {
+        let (s, v) = self
+            .pos_post(
+                &self.instances[at].api,
+                "/v1/payments",
+                json!({"merchant": "bakery", "reader": reader, "amount": amount, "currency": "eur", "capture": capture}),
+            )
+            .await;
+        assert!(s.is_success(), "{key}: {s} {v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// A POST as the point of sale: its status and body.
+    async fn pos_post(&self, api: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{api}{path}"))
+            .bearer_auth(POS)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status();
+        (s, resp.json().await.unwrap_or(Value::Null))
     }
 
     async fn payment(&self, id: &str) -> Value {
@@ -388,6 +423,90 @@ async fn three_instances_fail_over_without_double_charges() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Capture, cancel, refund and retry asked of an instance that does not work the
+    // reader: the reader's holder carries them out, once, and the answer is the holder's.
+    let mut other_intents = 0;
+    {
+        let holder_of = |r: &str| workers[r].clone().unwrap();
+        let not_holder = |r: &str| {
+            let h = holder_of(r);
+            c.instances
+                .iter()
+                .find(|i| i.name != h)
+                .unwrap()
+                .api
+                .clone()
+        };
+        let (r4, r5) = (readers[4].clone(), readers[5].clone());
+        let to_capture = c.pay_with(0, "pay-fwd-capture", &r4, 2100, "manual").await;
+        let to_cancel = c.pay_with(1, "pay-fwd-cancel", &r5, 2200, "manual").await;
+        let to_refund = c
+            .pay_with(2, "pay-fwd-refund", &r4, 2300, "automatic")
+            .await;
+        wait_status(&c, &to_capture, |p| p["status"] == "requires_capture").await;
+        wait_status(&c, &to_cancel, |p| p["status"] == "requires_capture").await;
+        wait_status(&c, &to_refund, |p| p["status"] == "succeeded").await;
+
+        let (s, p) = c
+            .pos_post(
+                &not_holder(&r4),
+                &format!("/v1/payments/{to_capture}/capture"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{p:#}");
+        assert_eq!(p["status"], "succeeded", "{p:#}");
+        let (s, p) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/payments/{to_cancel}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{p:#}");
+        assert_eq!(p["status"], "canceled", "{p:#}");
+        let (s, r) = c
+            .pos_post(
+                &not_holder(&r4),
+                &format!("/v1/payments/{to_refund}/refunds"),
+                json!({"amount": 500}),
+            )
+            .await;
+        assert_eq!(s, 201, "{r:#}");
+        assert_eq!(r["amount"], 500, "{r:#}");
+        // A refusal comes back as the holder gave it.
+        let (s, e) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/payments/{to_cancel}/capture"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 409, "{e:#}");
+        assert_eq!(e["error"]["code"], "invalid_state", "{e:#}");
+        let p = c.payment(&to_refund).await;
+        assert_eq!(p["amount_refunded"], 500, "{p:#}");
+        // Each was handed over by the instance asked (none of them wrote the steps).
+        let mut forwarded = 0.0;
+        for i in c.live() {
+            for op in ["capture", "cancel", "refund"] {
+                forwarded += c
+                    .metric(
+                        &i.api,
+                        &format!("readerd_operations_forwarded_total{{op=\"{op}\"}}"),
+                    )
+                    .await;
+            }
+        }
+        assert_eq!(
+            forwarded, 4.0,
+            "capture, cancel, refund and the refused capture"
+        );
+        ids.push(to_capture);
+        ids.push(to_refund);
+        other_intents += 1; // the canceled one's
+    }
+
     // Payments to random instances and readers; the killing and pausing happen on the way.
     let mut handovers = Vec::new();
     for n in 0..PAYMENTS {
@@ -476,11 +595,12 @@ async fn three_instances_fail_over_without_double_charges() {
     let stats: Value = get_json(&c.http, format!("{}/_sim/stats", c.sim)).await;
     assert_eq!(
         stats["payment_intents"][&acct].as_u64().unwrap_or(0),
-        ids.len() as u64,
+        ids.len() as u64 + other_intents,
         "one PaymentIntent per payment: {stats:#}"
     );
     let reqs: Value = get_json(&c.http, format!("{}/_sim/requests", c.sim)).await;
     let mut captured = HashSet::new();
+    let mut refunds = 0;
     for r in reqs.as_array().unwrap() {
         let path = r["path"].as_str().unwrap();
         if r["method"] == "POST"
@@ -490,7 +610,15 @@ async fn three_instances_fail_over_without_double_charges() {
         {
             assert!(captured.insert(path.to_string()), "{path} twice");
         }
+        if r["method"] == "POST"
+            && r["status"] == 200
+            && r["replayed"] != true
+            && path == "/v1/refunds"
+        {
+            refunds += 1;
+        }
     }
+    assert_eq!(refunds, 1, "the one refund asked for, once");
     // Each handover within lease_ttl plus one renewal (and the time to see it).
     let bound = TTL + TTL / 3 + Duration::from_millis(1500);
     for h in &handovers {

@@ -39,6 +39,8 @@ pub(crate) struct Cluster {
     pub ttl: Duration,
     /// Reader id → the lease this instance holds for it.
     held: Mutex<HashMap<String, Lease>>,
+    /// The forwarded commands being carried out here (heard of twice, run once).
+    pub(super) running: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Cluster {
@@ -47,6 +49,7 @@ impl Cluster {
             instance: m.instance,
             ttl: m.lease_ttl,
             held: Mutex::new(HashMap::new()),
+            running: Mutex::new(Default::default()),
         }
     }
 }
@@ -202,7 +205,7 @@ impl Engine {
                 _ = &mut stop => break,
                 _ = tokio::time::sleep(next_round.min(next_look)) => {}
                 notice = notices.recv() => match notice {
-                    Ok(JobNotice::Job { reader, job }) => self.pick_up_job(&reader, &job),
+                    Ok(JobNotice::Job { reader, job }) => self.pick_up_job(c, &reader, &job),
                     Ok(JobNotice::Missed) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Some notices went to nobody: look at everything now.
                         last_look = tokio::time::Instant::now();
@@ -321,6 +324,10 @@ impl Engine {
                 c.held.lock().expect("leases").insert(reader.clone(), lease);
                 mine += 1;
                 self.take_over(&reader)?;
+                // Operations forwarded to its former holder and not carried out.
+                for cmd in self.commands_of(&reader) {
+                    self.carry_out(c, cmd);
+                }
             }
         }
         self.publish_held(c);
@@ -372,8 +379,12 @@ impl Engine {
 
     /// Puts in line a job that another instance accepted for `reader`, if this instance
     /// works the reader and the job still waits for it.
-    fn pick_up_job(&self, reader: &str, job: &str) {
+    fn pick_up_job(&self, c: &Cluster, reader: &str, job: &str) {
         if !self.works(reader) {
+            return;
+        }
+        if let Some(cmd) = self.command(reader, job) {
+            self.carry_out(c, cmd);
             return;
         }
         if let Ok(Some(p)) = self.inner.registry.get::<Payment>(Tree::Payments, job) {
@@ -408,11 +419,17 @@ impl Engine {
     }
 
     /// Puts in line every job of held readers that waits in the store: the queued payments
-    /// (through the status index) and the open input collections.
+    /// (through the status index) and the open input collections; and carries out the
+    /// commands forwarded to them.
     fn pick_up(&self, c: &Cluster) {
         let readers: Vec<String> = c.held.lock().expect("leases").keys().cloned().collect();
         if readers.is_empty() {
             return;
+        }
+        for reader in &readers {
+            for cmd in self.commands_of(reader) {
+                self.carry_out(c, cmd);
+            }
         }
         let mut waiting: Vec<Payment> = Vec::new();
         let read = crate::payments::index::for_each_in_status(
