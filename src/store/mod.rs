@@ -102,10 +102,13 @@ pub enum Tree {
     /// Operations forwarded to a reader's holder (`payments::engine::forward`), keyed
     /// `<reader>/<command>`, removed once answered.
     Commands,
+    /// Cart displays on a shared store, waiting or shown (`payments::engine::reader_ops`),
+    /// keyed `<reader>/<display>`.
+    Displays,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -117,6 +120,7 @@ impl Tree {
         Tree::PaymentIndex,
         Tree::InputCollections,
         Tree::Commands,
+        Tree::Displays,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +136,7 @@ impl Tree {
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
             Tree::Commands => "commands",
+            Tree::Displays => "displays",
         }
     }
 }

@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, MIGRATION_3),
     (4, MIGRATION_4),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
 ];
 
 /// The first schema: every tree, with its operator-facing columns.
@@ -163,6 +164,17 @@ CREATE TABLE commands (
     reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
     payment text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,payment}') STORED,
     op text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,op,op}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+"#;
+
+/// Cart displays waiting for, or shown on, a reader (tree `displays`).
+const MIGRATION_6: &str = r#"
+CREATE TABLE displays (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    shown boolean GENERATED ALWAYS AS (((value::jsonb) #>> '{data,shown}')::boolean) STORED,
     created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
 );
 "#;

@@ -5,8 +5,10 @@
 //! capture twice, and each handover must take at most `lease_ttl` plus one renewal.
 //!
 //! A payment or an input collection accepted by an instance that does not work its reader
-//! must start promptly (announced by `NOTIFY`, not found by a poll); a capture, cancel or
-//! refund asked of such an instance is carried out by the reader's holder, once.
+//! must start promptly (announced by `NOTIFY`, not found by a poll), and so must a cart
+//! display; a capture, cancel or refund asked of such an instance is carried out by the
+//! reader's holder, once; a display and an input collection waiting for a paused holder
+//! are shown and collected by its successor.
 //!
 //! Scaled down from the full exercise (20 readers, 300 payments, two kills, 10 s of
 //! database outage) to keep the test short: 6 readers, 44 payments, one kill, one pause,
@@ -193,6 +195,34 @@ impl Cluster {
             .await;
         assert!(s.is_success(), "{key}: {s} {v}");
         v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn inputs_status(&self, id: &str) -> String {
+        for inst in self.live() {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/v1/input_collections/{id}", inst.api))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<Value>().await {
+                    return v["status"].as_str().unwrap_or("").to_string();
+                }
+            }
+        }
+        String::new()
+    }
+
+    /// How many cart displays the emulator showed on `reader`.
+    async fn displays_shown(&self, reader: &str) -> usize {
+        let reqs: Value = get_json(&self.http, format!("{}/_sim/requests", self.sim)).await;
+        let path = format!("/v1/terminal/readers/{reader}/set_reader_display");
+        reqs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["method"] == "POST" && r["status"] == 200 && r["path"] == path.as_str())
+            .count()
     }
 
     /// A POST as the point of sale: its status and body.
@@ -391,23 +421,7 @@ async fn three_instances_fail_over_without_double_charges() {
         )
         .await;
     let inputs_id = inputs["id"].as_str().unwrap().to_string();
-    let inputs_status = || async {
-        let v: Value = c
-            .http
-            .get(format!(
-                "{}/v1/input_collections/{inputs_id}",
-                c.instances[0].api
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["status"].as_str().unwrap_or("").to_string()
-    };
-    while inputs_status().await == "queued" {
+    while c.inputs_status(&inputs_id).await == "queued" {
         assert!(
             sent.elapsed() < PROMPT,
             "an input collection accepted off its reader's holder waited {:?}",
@@ -415,12 +429,34 @@ async fn three_instances_fail_over_without_double_charges() {
         );
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    while inputs_status().await != "succeeded" {
+    while c.inputs_status(&inputs_id).await != "succeeded" {
         assert!(
             sent.elapsed() < Duration::from_secs(20),
             "inputs never collected"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // So does a cart display.
+    let reader = &readers[2];
+    let owner = workers[reader].clone().unwrap();
+    let elsewhere = c.instances.iter().position(|i| i.name != owner).unwrap();
+    let sent = Instant::now();
+    let (s, d) = c
+        .pos_post(
+            &c.instances[elsewhere].api,
+            &format!("/v1/readers/{reader}/display"),
+            cart(),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {d}");
+    while c.displays_shown(reader).await == 0 {
+        assert!(
+            sent.elapsed() < PROMPT,
+            "a display accepted off its reader's holder waited {:?}",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
 
     // Capture, cancel, refund and retry asked of an instance that does not work the
@@ -564,9 +600,50 @@ async fn three_instances_fail_over_without_double_charges() {
             wait_status(&c, &mid, |p| p["status"] == "processing").await;
             let paused_at = Instant::now();
             signal(&c.instances[i].proc.as_ref().unwrap().0, "STOP");
+            // A display and an input collection for another reader of the paused instance,
+            // accepted while it cannot act: its successor shows and collects them.
+            let second = workers
+                .iter()
+                .find(|(r, w)| w.as_deref() == Some(name.as_str()) && **r != paused_reader)
+                .map(|(r, _)| r.clone());
+            assert!(second.is_some(), "two readers each: {workers:?}");
+            let mut waiting_inputs = None;
+            if let Some(r2) = &second {
+                let api_other = c.instances[other].api.clone();
+                let (s, d) = c
+                    .pos_post(&api_other, &format!("/v1/readers/{r2}/display"), cart())
+                    .await;
+                assert!(s.is_success(), "{s} {d}");
+                let (s, v) = c
+                    .pos_post(
+                        &api_other,
+                        &format!("/v1/readers/{r2}/inputs"),
+                        json!({"merchant": "bakery", "inputs": [{"type": "email", "custom_text": {"title": "Receipt"}}]}),
+                    )
+                    .await;
+                assert!(s.is_success(), "{s} {v}");
+                waiting_inputs = Some((r2.clone(), v["id"].as_str().unwrap().to_string()));
+            }
             let api_i = c.instances[i].api.clone();
             let proc = c.instances[i].proc.take();
             handovers.push(c.wait_all_worked(paused_at, "after the pause").await);
+            if let Some((r2, inputs_id)) = waiting_inputs {
+                let since = Instant::now();
+                while c.inputs_status(&inputs_id).await != "succeeded" {
+                    assert!(
+                        since.elapsed() < Duration::from_secs(20),
+                        "inputs accepted for a paused holder's reader never collected"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                while c.displays_shown(&r2).await == 0 {
+                    assert!(
+                        since.elapsed() < Duration::from_secs(20),
+                        "the display waiting on the paused holder was never shown"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             tokio::time::sleep(TTL).await;
             signal(&proc.as_ref().unwrap().0, "CONT");
             c.instances[i].proc = proc;
@@ -624,6 +701,11 @@ async fn three_instances_fail_over_without_double_charges() {
     for h in &handovers {
         assert!(*h <= bound, "a handover took {h:?} (bound {bound:?})");
     }
+}
+
+fn cart() -> Value {
+    json!({"merchant": "bakery", "currency": "eur", "total": 300,
+           "line_items": [{"description": "Tea", "amount": 300, "quantity": 1}]})
 }
 
 async fn wait_status(c: &Cluster, id: &str, f: impl Fn(&Value) -> bool) -> Value {

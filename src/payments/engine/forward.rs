@@ -1,5 +1,5 @@
-//! Capture, cancel, refund and retry asked of an instance that does not work the payment's
-//! reader: carried out by the reader's holder, never here.
+//! Capture, cancel, refund and retry (and the cancel of an input collection) asked of an
+//! instance that does not work the reader: carried out by the reader's holder, never here.
 //!
 //! Only the holder of a reader's lease writes the steps of that reader's payments, each
 //! write fenced by the lease. An API call that lands elsewhere (any instance serves the
@@ -48,6 +48,8 @@ pub(crate) enum CommandOp {
     },
     Cancel,
     Retry,
+    /// Cancel of an input collection (its id is the command's `payment`).
+    CancelInputs,
     Refund {
         amount: Option<i64>,
         merchant: Option<String>,
@@ -62,6 +64,7 @@ pub(crate) enum CommandOp {
 pub(crate) struct Command {
     pub id: String,
     pub reader: String,
+    /// The payment (or, for [`CommandOp::CancelInputs`], the input collection).
     pub payment: String,
     pub op: CommandOp,
     /// The instance that was asked.
@@ -247,6 +250,7 @@ impl Engine {
             CommandOp::Capture { .. } => "capture",
             CommandOp::Cancel => "cancel",
             CommandOp::Retry => "retry",
+            CommandOp::CancelInputs => "cancel_inputs",
             CommandOp::Refund { .. } => "refund",
         };
         self.inner.links.metrics.operations_forwarded.inc(&[name]);
@@ -347,6 +351,7 @@ impl Engine {
                 }
                 CommandOp::Cancel => engine.cancel(&cmd.payment).await.map(|_| ()),
                 CommandOp::Retry => engine.retry(&cmd.payment).await.map(|_| ()),
+                CommandOp::CancelInputs => engine.cancel_inputs(&cmd.payment).await.map(|_| ()),
                 CommandOp::Refund {
                     amount,
                     merchant,

@@ -92,35 +92,44 @@ impl Engine {
         // holds the reader's lease.
         let mut batch = crate::store::Batch::default();
         crate::payments::index::stage(&mut batch, old, p);
-        match self.fence(&p.reader) {
-            None if self.inner.cluster.as_ref().is_some() && self.in_flow_here(p) => {
-                // The lease was lost while this payment's flow ran here: its new owner
-                // resumes it.
-                Err(Self::not_ours(p))
+        self.write_job(&p.reader, &p.id, batch)
+    }
+
+    /// Writes `batch`, the record of `job` (a payment, an input collection) on `reader`:
+    /// fenced by the reader's lease when this instance holds it; refused when the lease was
+    /// lost while the job's flow ran here (its new holder resumes it).
+    pub(super) fn write_job(
+        &self,
+        reader: &str,
+        job: &str,
+        batch: crate::store::Batch,
+    ) -> Result<(), PaymentError> {
+        match self.fence(reader) {
+            None if self.inner.cluster.as_ref().is_some() && self.in_flow_here(reader, job) => {
+                Err(Self::not_ours(reader))
             }
             None => Ok(self.inner.registry.apply(batch)?),
             Some(lease) => {
                 if self.inner.registry.apply_fenced(batch, &lease)? {
                     return Ok(());
                 }
-                self.lease_lost(&p.reader, "a fenced write was refused");
-                Err(Self::not_ours(p))
+                self.lease_lost(reader, "a fenced write was refused");
+                Err(Self::not_ours(reader))
             }
         }
     }
 
-    /// Whether `p` is the job this instance's worker of its reader is on.
-    fn in_flow_here(&self, p: &Payment) -> bool {
-        self.existing_slot(&p.reader)
-            .is_some_and(|s| s.current.lock().expect("current").as_deref() == Some(p.id.as_str()))
+    /// Whether `job` is the one this instance's worker of `reader` is on.
+    fn in_flow_here(&self, reader: &str, job: &str) -> bool {
+        self.existing_slot(reader)
+            .is_some_and(|s| s.current.lock().expect("current").as_deref() == Some(job))
     }
 
-    fn not_ours(p: &Payment) -> PaymentError {
+    fn not_ours(reader: &str) -> PaymentError {
         PaymentError::conflict(
             "lease_lost",
             format!(
-                "this instance no longer holds reader {}'s lease; its new owner resumes the payment",
-                p.reader
+                "this instance no longer holds reader {reader}'s lease; its new owner resumes the job"
             ),
         )
     }
@@ -152,21 +161,19 @@ impl Engine {
         }
     }
 
-    /// Takes the payments and input collections out of the in-memory queue of a reader this
-    /// instance does not work: they are in the store, where the reader's holder finds them.
-    /// (Cart displays stay: they run here once this instance holds the reader.)
+    /// Empties the in-memory queue of a reader this instance does not work: its payments,
+    /// input collections and cart displays are in the store, where the reader's holder
+    /// finds them.
     fn drop_queue(&self, reader: &str) {
         if let Some(slot) = self.existing_slot(reader) {
             let mut q = slot.queue.lock().expect("queue lock");
-            let mut kept = Vec::new();
             while let Some(job) = q.pop() {
-                if matches!(job, Job::Display { .. }) {
-                    kept.push(job);
+                if let Job::Display { id, .. } = &job {
+                    self.take_display(id);
                 }
             }
-            for job in kept {
-                q.push_resumed(job);
-            }
+            // Whoever holds the reader next learns from the store whether our cart is on it.
+            *slot.shows_our_cart.lock().expect("display flag") = false;
         }
     }
 
@@ -371,8 +378,12 @@ impl Engine {
                 _ => {}
             }
         }
-        // Its input collections on their way too (a queued one is not put in twice).
-        self.resume_inputs()?;
+        // Its cart displays (waiting ones shown, a shown one known to be ours) and its input
+        // collections on their way (a queued one is not put in twice).
+        for (_, rec) in self.displays_of(reader) {
+            self.resume_display(rec);
+        }
+        self.resume_inputs_of(Some(reader))?;
         slot.work.notify_one();
         Ok(())
     }
@@ -385,6 +396,10 @@ impl Engine {
         }
         if let Some(cmd) = self.command(reader, job) {
             self.carry_out(c, cmd);
+            return;
+        }
+        if let Some(rec) = self.display_record(reader, job) {
+            self.resume_display(rec);
             return;
         }
         if let Ok(Some(p)) = self.inner.registry.get::<Payment>(Tree::Payments, job) {
@@ -429,6 +444,9 @@ impl Engine {
         for reader in &readers {
             for cmd in self.commands_of(reader) {
                 self.carry_out(c, cmd);
+            }
+            for (_, rec) in self.displays_of(reader) {
+                self.resume_display(rec);
             }
         }
         let mut waiting: Vec<Payment> = Vec::new();
