@@ -99,6 +99,8 @@ pub enum Tree {
     PaymentIndex,
     /// Inputs collected on a reader's screen (`collect_inputs` jobs).
     InputCollections,
+    /// Cards saved on a reader (`process_setup_intent` jobs).
+    Setups,
     /// Operations forwarded to a reader's holder (`payments::engine::forward`), keyed
     /// `<reader>/<command>`, removed once answered.
     Commands,
@@ -108,7 +110,7 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -119,6 +121,7 @@ impl Tree {
         Tree::Refunds,
         Tree::PaymentIndex,
         Tree::InputCollections,
+        Tree::Setups,
         Tree::Commands,
         Tree::Displays,
     ];
@@ -135,6 +138,7 @@ impl Tree {
             Tree::Refunds => "refunds",
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
+            Tree::Setups => "setups",
             Tree::Commands => "commands",
             Tree::Displays => "displays",
         }

@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, MIGRATION_4),
     (5, MIGRATION_5),
     (6, MIGRATION_6),
+    (7, MIGRATION_7),
 ];
 
 /// The first schema: every tree, with its operator-facing columns.
@@ -155,9 +156,23 @@ CREATE TABLE payment_index (
 );
 "#;
 
+/// Cards saved on a reader (tree `setups`), with the columns an operator looks for.
+const MIGRATION_5: &str = r#"
+CREATE TABLE setups (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    merchant text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,merchant}') STORED,
+    status text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,status}') STORED,
+    setup_intent text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,setup_intent}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+CREATE INDEX setups_reader ON setups (reader, created_at);
+"#;
+
 /// Operations forwarded to a reader's holder (tree `commands`), with the columns an
 /// operator looks for when one waits.
-const MIGRATION_5: &str = r#"
+const MIGRATION_6: &str = r#"
 CREATE TABLE commands (
     key text COLLATE "C" PRIMARY KEY,
     value text NOT NULL,
@@ -169,7 +184,7 @@ CREATE TABLE commands (
 "#;
 
 /// Cart displays waiting for, or shown on, a reader (tree `displays`).
-const MIGRATION_6: &str = r#"
+const MIGRATION_7: &str = r#"
 CREATE TABLE displays (
     key text COLLATE "C" PRIMARY KEY,
     value text NOT NULL,

@@ -27,6 +27,7 @@ use crate::fleet::ReaderRecord;
 use crate::payments::inputs::InputCollection;
 use crate::payments::machine::{Payment, Status};
 use crate::payments::queue::Job;
+use crate::payments::setups::Setup;
 use crate::store::{JobNotice, Lease, Tree};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -378,12 +379,13 @@ impl Engine {
                 _ => {}
             }
         }
-        // Its cart displays (waiting ones shown, a shown one known to be ours) and its input
-        // collections on their way (a queued one is not put in twice).
+        // Its cart displays (waiting ones shown, a shown one known to be ours), its input
+        // collections and card setups on their way (a queued one is not put in twice).
         for (_, rec) in self.displays_of(reader) {
             self.resume_display(rec);
         }
         self.resume_inputs_of(Some(reader))?;
+        self.resume_setups_of(Some(reader))?;
         slot.work.notify_one();
         Ok(())
     }
@@ -411,6 +413,19 @@ impl Engine {
                         merchant: p.merchant.clone(),
                     },
                     p.payment_intent.as_deref(),
+                );
+            }
+            return;
+        }
+        if let Ok(Some(st)) = self.inner.registry.get::<Setup>(Tree::Setups, job) {
+            if st.reader == reader && !st.status.is_final() {
+                self.queue_picked(
+                    reader,
+                    Job::Setup {
+                        id: st.id.clone(),
+                        merchant: st.merchant.clone(),
+                    },
+                    None,
                 );
             }
             return;
@@ -475,6 +490,23 @@ impl Engine {
                 },
                 p.payment_intent.as_deref(),
             );
+        }
+        if let Ok(setups) = self.inner.registry.list::<Setup>(Tree::Setups) {
+            let mut open: Vec<Setup> = setups
+                .into_iter()
+                .filter(|s| !s.status.is_final() && readers.contains(&s.reader))
+                .collect();
+            open.sort_by_key(|s| s.created_at);
+            for st in open {
+                self.queue_picked(
+                    &st.reader,
+                    Job::Setup {
+                        id: st.id.clone(),
+                        merchant: st.merchant.clone(),
+                    },
+                    None,
+                );
+            }
         }
         let Ok(inputs) = self
             .inner
