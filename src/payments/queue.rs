@@ -20,6 +20,13 @@ pub enum Job {
     Inputs { id: String, merchant: String },
     /// Save a card for later (by setup id).
     Setup { id: String, merchant: String },
+    /// A refund that waits for the customer's card on the reader (by refund id, with its
+    /// payment's id, which leads to the record).
+    Refund {
+        id: String,
+        payment: String,
+        merchant: String,
+    },
 }
 
 impl Job {
@@ -29,6 +36,7 @@ impl Job {
             | Job::Display { id, .. }
             | Job::Inputs { id, .. }
             | Job::Setup { id, .. } => id,
+            Job::Refund { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
@@ -37,6 +45,7 @@ impl Job {
             | Job::Display { merchant, .. }
             | Job::Inputs { merchant, .. }
             | Job::Setup { merchant, .. } => merchant,
+            Job::Refund { merchant, .. } => merchant,
         }
     }
 }

@@ -386,6 +386,7 @@ impl Engine {
         }
         self.resume_inputs_of(Some(reader))?;
         self.resume_setups_of(Some(reader))?;
+        self.resume_reader_refunds()?;
         slot.work.notify_one();
         Ok(())
     }
@@ -428,6 +429,11 @@ impl Engine {
                     None,
                 );
             }
+            return;
+        }
+        if job.starts_with("rf_") {
+            // A refund on the reader: found through the pending refunds' index.
+            self.pick_up_reader_refunds();
             return;
         }
         if let Ok(Some(c)) = self
@@ -491,6 +497,7 @@ impl Engine {
                 p.payment_intent.as_deref(),
             );
         }
+        self.pick_up_reader_refunds();
         if let Ok(setups) = self.inner.registry.list::<Setup>(Tree::Setups) {
             let mut open: Vec<Setup> = setups
                 .into_iter()
@@ -529,6 +536,16 @@ impl Engine {
                 },
                 None,
             );
+        }
+    }
+
+    /// Puts in line the pending refunds on readers this instance works.
+    fn pick_up_reader_refunds(&self) {
+        match crate::payments::refunds::pending(&self.inner.registry) {
+            Ok(pending) => {
+                self.requeue_reader_refunds(&pending);
+            }
+            Err(e) => tracing::warn!(error = %e, "pending refunds unreadable; looking again later"),
         }
     }
 

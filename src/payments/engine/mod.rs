@@ -38,6 +38,7 @@ mod forward;
 mod inputs;
 mod leases;
 mod reader_ops;
+mod reader_refund;
 mod reconcile;
 mod refund;
 mod retention;
@@ -228,6 +229,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
     setup_events: broadcast::Sender<super::setups::Setup>,
+    /// Every change of a refund made on a reader, as it is written.
+    refund_events: broadcast::Sender<super::refunds::RefundRecord>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
@@ -300,6 +303,7 @@ impl Engine {
         let (events, _) = broadcast::channel(1024);
         let (input_events, _) = broadcast::channel(256);
         let (setup_events, _) = broadcast::channel(256);
+        let (refund_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -315,6 +319,7 @@ impl Engine {
                 events,
                 input_events,
                 setup_events,
+                refund_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),
