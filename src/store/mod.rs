@@ -10,10 +10,11 @@
 //! and the schema migrations that go with it.
 
 pub mod binding;
+mod pg_tls;
 mod postgres;
 mod sled_store;
 
-pub use postgres::{redact_url, PgStore, JOBS_CHANNEL};
+pub use postgres::{check_url, redact_url, PgStore, JOBS_CHANNEL};
 pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -41,7 +42,7 @@ impl Location {
         let url = s.strip_prefix("postgres:").filter(|u| !u.starts_with("//"));
         let url = url.unwrap_or(s);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") || s != url {
-            url.parse::<tokio_postgres::Config>()
+            check_url(url)
                 .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redact_url(url)))?;
             return Ok(Location::Postgres(url.to_string()));
         }

@@ -23,11 +23,12 @@
 //! connection pool, behind the `Store` seam; split, each part would be read only with the
 //! others.
 
+use super::pg_tls::{self, Target};
 use super::{JobNotice, Lease, Store, StoreError, Tree, JOB_NOTICES_BUFFER};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Connections per instance. Store operations are short; four keep a burst of payment
 /// steps from queueing behind one slow scan.
@@ -239,7 +240,7 @@ struct Job {
 /// The PostgreSQL store. Dropping it closes its connections.
 pub struct PgStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
-    config: tokio_postgres::Config,
+    config: Target,
     /// The pool's runtime, where the listener runs once someone asks for notices.
     pool: tokio::runtime::Handle,
     notices: tokio::sync::broadcast::Sender<JobNotice>,
@@ -250,6 +251,12 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PgStore")
     }
+}
+
+/// Whether `url` is a PostgreSQL URL readerd can use (its TLS settings included: a root
+/// certificate file named must be readable).
+pub fn check_url(url: &str) -> Result<(), String> {
+    pg_tls::parse(url).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A database URL with its password hidden, for messages.
@@ -279,12 +286,7 @@ impl PgStore {
     /// Connects to the database at `url` (a `postgres://` URL or a key-value connection
     /// string) and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Engine(format!(
-                "the PostgreSQL URL {} is invalid: {e}",
-                redact_url(url)
-            ))
-        })?;
+        let config = pg_tls::parse(url)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
@@ -544,10 +546,7 @@ impl Store for PgStore {
 /// The listening connection: `LISTEN readerd_jobs`, each notification passed on as a
 /// [`JobNotice`]. A lost connection is replaced (with backoff); once it is back, listeners
 /// are told [`JobNotice::Missed`], since notifications sent meanwhile went to nobody.
-async fn listen(
-    config: tokio_postgres::Config,
-    notices: tokio::sync::broadcast::Sender<JobNotice>,
-) {
+async fn listen(config: Target, notices: tokio::sync::broadcast::Sender<JobNotice>) {
     let mut backoff = LISTEN_BACKOFF_MIN;
     let mut lost = false;
     // It runs as long as the store's pool (dropping the store ends it).
@@ -564,7 +563,7 @@ async fn listen(
 
 /// One listening connection, until it fails; returns why.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    config: &Target,
     notices: &tokio::sync::broadcast::Sender<JobNotice>,
     lost: &mut bool,
     backoff: &mut Duration,
@@ -576,12 +575,16 @@ async fn listen_once(
 }
 
 async fn listen_on(
-    config: &tokio_postgres::Config,
+    config: &Target,
     notices: &tokio::sync::broadcast::Sender<JobNotice>,
     lost: &mut bool,
     backoff: &mut Duration,
 ) -> Result<std::convert::Infallible, String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut connection) = config
+        .config
+        .connect(config.tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
     let forward = notices.clone();
     tokio::spawn(async move {
@@ -673,8 +676,8 @@ impl Conn {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(config: &Target) -> Result<Conn, tokio_postgres::Error> {
+    let (client, connection) = config.config.connect(config.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection closed");
@@ -705,13 +708,21 @@ fn is_unreachable(e: &tokio_postgres::Error) -> bool {
         Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
         // No SQL state: unreachable only for an I/O error (refused, reset, timed out), not
         // for a parameter that cannot be encoded or a TLS setting that cannot be met.
-        None => std::error::Error::source(e)
-            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+        // A certificate refused (or a name that cannot be one) is an I/O error too, from the
+        // TLS handshake: no wait will change it.
+        None => std::error::Error::source(e).is_some_and(|s| {
+            s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() != std::io::ErrorKind::InvalidInput
+                    && io
+                        .get_ref()
+                        .is_none_or(|inner| inner.downcast_ref::<rustls::Error>().is_none())
+            })
+        }),
     }
 }
 
 async fn connection_task(
-    config: tokio_postgres::Config,
+    config: Target,
     jobs: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
 ) {
     let mut conn: Option<Conn> = None;
@@ -730,7 +741,9 @@ async fn connection_task(
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         continue;
                     }
-                    Err(e) => break Err(StoreError::Engine(format!("PostgreSQL: {e}"))),
+                    Err(e) => {
+                        break Err(StoreError::Engine(format!("PostgreSQL: {}", describe(&e))))
+                    }
                 }
             }
             let c = conn.as_mut().expect("connected above");
@@ -759,7 +772,11 @@ async fn connection_task(
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // With its cause: "error performing TLS handshake" alone does not say what to fix.
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 

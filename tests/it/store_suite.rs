@@ -501,7 +501,7 @@ async fn a_daemon_on_postgres_keeps_its_records_across_a_restart() {
 
 #[test]
 fn a_setting_that_cannot_be_met_fails_at_once_instead_of_waiting() {
-    // TLS is not supported by this release: asking for it is an error, not an outage.
+    // TLS asked of a server without it is an error, not an outage.
     let url = format!("{}?sslmode=require", pg().fresh_db());
     let started = std::time::Instant::now();
     let err = PgStore::connect(&url).unwrap_err();
@@ -662,5 +662,77 @@ fn a_job_notice_payload_reads_back_and_garbage_means_missed() {
     );
     for bad in ["", "tmr_1", " pay_1", "tmr_1 "] {
         assert_eq!(JobNotice::from_payload(bad), JobNotice::Missed, "{bad:?}");
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (PEM: CA, certificate, key).
+fn tls_files(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgres_is_encrypted_and_verified_against_the_urls_root_certificate() {
+    let server = crate::common::pg::PgServer::private();
+    let (ca, cert, key) = tls_files("readerd test database CA");
+    server.enable_tls(&cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let (other_ca, _, _) = tls_files("someone else's CA");
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let url = server.fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+
+    for mode in ["require", "verify-full"] {
+        let s = PgStore::connect(&format!(
+            "{url}?sslmode={mode}&sslrootcert={}",
+            ca_file.display()
+        ))
+        .unwrap();
+        s.put(Tree::Merchants, "m", &rec(1)).unwrap();
+        assert_eq!(s.get(Tree::Merchants, "m").unwrap(), Some(rec(1)), "{mode}");
+        let encrypted = server.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND datname = '{db}'"
+            ),
+        );
+        assert_ne!(encrypted, "0", "{mode}: the store's sessions are encrypted");
+    }
+    // A server whose certificate the root does not vouch for is refused at once (not
+    // waited for as an outage), and says why.
+    let started = std::time::Instant::now();
+    let err = PgStore::connect(&format!(
+        "{url}?sslmode=require&sslrootcert={}",
+        other_file.display()
+    ))
+    .unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // A root file that cannot be read is a bad URL.
+    assert!(readerd::store::check_url(&format!("{url}?sslrootcert=/nonexistent.pem")).is_err());
+    // No sslmode (prefer), or disable: plain text, as before (a server's self-signed
+    // certificate does not break a URL that worked).
+    for url in [url.clone(), format!("{url}?sslmode=disable")] {
+        let plain = PgStore::connect(&url).unwrap();
+        plain.put(Tree::Merchants, "m", &rec(2)).unwrap();
     }
 }
