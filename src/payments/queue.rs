@@ -35,8 +35,8 @@ impl Job {
             Job::Payment { id, .. }
             | Job::Display { id, .. }
             | Job::Inputs { id, .. }
-            | Job::Setup { id, .. } => id,
-            Job::Refund { id, .. } => id,
+            | Job::Setup { id, .. }
+            | Job::Refund { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
@@ -44,8 +44,8 @@ impl Job {
             Job::Payment { merchant, .. }
             | Job::Display { merchant, .. }
             | Job::Inputs { merchant, .. }
-            | Job::Setup { merchant, .. } => merchant,
-            Job::Refund { merchant, .. } => merchant,
+            | Job::Setup { merchant, .. }
+            | Job::Refund { merchant, .. } => merchant,
         }
     }
 }
