@@ -372,4 +372,51 @@ mod tests {
             .unwrap();
         assert_eq!(verify(&reg).unwrap().len(), 1);
     }
+
+    #[test]
+    fn an_owed_reversal_is_found_through_its_mark_while_it_is_owed() {
+        let reg = Registry::temporary().unwrap();
+        let mut r = rec("pay_a", "rf_1", RefundStatus::Pending);
+        r.reversal_amount = 40;
+        let k = key("pay_a", "rf_1");
+        write(&reg, &k, &r).unwrap();
+        // Pending: the refund is not through yet, so nothing is owed.
+        assert!(reversals_due(&reg).unwrap().is_empty());
+        r.status = RefundStatus::Succeeded;
+        r.refund = Some("re_1".into());
+        write(&reg, &k, &r).unwrap();
+        write(
+            &reg,
+            &key("pay_b", "rf_2"),
+            &rec("pay_b", "rf_2", RefundStatus::Succeeded),
+        )
+        .unwrap();
+        let due: Vec<String> = reversals_due(&reg)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, ["rf_1"]);
+        assert!(verify(&reg).unwrap().is_empty());
+        // Made: the mark goes in the same batch.
+        r.reversal = Some("trr_1".into());
+        write(&reg, &k, &r).unwrap();
+        assert!(reversals_due(&reg).unwrap().is_empty());
+        assert!(reg
+            .store()
+            .scan_range(Tree::PaymentIndex, "rv/", None, 10, false)
+            .unwrap()
+            .is_empty());
+        // A record written behind the marks' back is reported, either way.
+        r.reversal = None;
+        reg.put(Tree::Refunds, &k, &r).unwrap();
+        assert_eq!(verify(&reg).unwrap().len(), 1);
+        let mut b = Batch::default();
+        stage_remove(&mut b, &k);
+        reg.apply(b).unwrap();
+        reg.store()
+            .put(Tree::PaymentIndex, "rv/pay_x/rf_9", b"")
+            .unwrap();
+        assert_eq!(verify(&reg).unwrap().len(), 1);
+    }
 }
