@@ -139,14 +139,16 @@ pub(crate) fn stage_archive(batch: &mut Batch, p: &Payment) {
 /// Idempotent: a step interrupted by a crash is simply run again. Reads the payments a
 /// chunk at a time.
 pub fn rebuild(registry: &Registry) -> Result<usize, StoreError> {
-    let n = put_entries(registry, |_| true)?;
+    let n = put_entries(registry)?;
     super::refunds::rebuild(registry)?;
     Ok(n)
 }
 
 /// The step of the store's schema 3 → 4: removes the entries only schema 3 wrote (by
 /// time, merchant, reader), adds each payment's reader+status entry and marks the refunds
-/// whose reversal is owed. Idempotent, like [`rebuild`], and a chunk at a time.
+/// whose reversal is owed. Idempotent, like [`rebuild`], and a chunk at a time; a step
+/// interrupted by a crash (or a service manager's start timeout: minutes at a million
+/// payments) resumes where it stopped, through a progress mark written with each chunk.
 pub fn migrate_from_3(registry: &Registry) -> Result<usize, StoreError> {
     const CHUNK: usize = 1000;
     for prefix in SCHEMA_3_ONLY {
@@ -164,21 +166,42 @@ pub fn migrate_from_3(registry: &Registry) -> Result<usize, StoreError> {
             registry.apply(batch)?;
         }
     }
-    let n = put_entries(registry, |k| k.starts_with("rs/"))?;
+    let resume = registry
+        .store()
+        .get(Tree::Meta, MIGRATION_4_MARK)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut n = 0;
+    let mut batch = Batch::default();
+    registry.for_each_after::<Payment>(Tree::Payments, "", resume, CHUNK, |id, p| {
+        for (k, v) in entries(&p) {
+            if k.starts_with("rs/") {
+                batch.put(TREE, k, v);
+            }
+        }
+        n += 1;
+        if n % CHUNK == 0 {
+            batch.put(Tree::Meta, MIGRATION_4_MARK, id.into_bytes());
+            registry.apply(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    registry.apply(batch)?;
     super::refunds::rebuild(registry)?;
+    registry.store().remove(Tree::Meta, MIGRATION_4_MARK)?;
     Ok(n)
 }
 
-/// Puts, for every payment, its index entries whose key passes `which`, a chunk at a time.
-fn put_entries(registry: &Registry, which: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+/// The meta key holding the last payment whose entries the step 3 → 4 has written.
+const MIGRATION_4_MARK: &str = "migration_4_through";
+
+/// Puts every payment's index entries, a chunk at a time.
+fn put_entries(registry: &Registry) -> Result<usize, StoreError> {
     const CHUNK: usize = 1000;
     let mut n = 0;
     let mut batch = Batch::default();
     registry.for_each::<Payment>(Tree::Payments, "", CHUNK, |_, p| {
         for (k, v) in entries(&p) {
-            if which(&k) {
-                batch.put(TREE, k, v);
-            }
+            batch.put(TREE, k, v);
         }
         n += 1;
         if n % CHUNK == 0 {
@@ -940,5 +963,36 @@ mod tests {
         let want: Vec<String> = (1..=40).rev().map(|i| format!("pay_{i:02}")).collect();
         assert_eq!(all, want);
         assert!(verify(&r).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_step_from_schema_3_resumes_after_its_mark() {
+        let r = five();
+        // Interrupted after pay_3: its entries and those before it were written, the
+        // others not yet.
+        let mut b = Batch::default();
+        for i in 4..=5 {
+            let p = r
+                .get::<Payment>(Tree::Payments, &format!("pay_{i}"))
+                .unwrap()
+                .unwrap();
+            b.remove(TREE, format!("rs/tmr%2F1/queued/{}", position(&p)));
+        }
+        b.put(Tree::Meta, MIGRATION_4_MARK, b"pay_3".to_vec());
+        b.put(Tree::Meta, "schema_version", b"3".to_vec());
+        r.apply(b).unwrap();
+        assert_eq!(verify(&r).unwrap().len(), 2);
+        let r = Registry::with_store(r.store().clone(), "test").unwrap();
+        assert!(verify(&r).unwrap().is_empty());
+        assert_eq!(r.store().get(Tree::Meta, MIGRATION_4_MARK).unwrap(), None);
+        // The mark is honoured: a payment before it is not written again.
+        let mut b = Batch::default();
+        let p1 = r.get::<Payment>(Tree::Payments, "pay_1").unwrap().unwrap();
+        b.remove(TREE, format!("rs/tmr%2F1/queued/{}", position(&p1)));
+        b.put(Tree::Meta, MIGRATION_4_MARK, b"pay_3".to_vec());
+        b.put(Tree::Meta, "schema_version", b"3".to_vec());
+        r.apply(b).unwrap();
+        let r = Registry::with_store(r.store().clone(), "test").unwrap();
+        assert_eq!(verify(&r).unwrap().len(), 1);
     }
 }

@@ -396,9 +396,20 @@ impl Registry {
         tree: Tree,
         prefix: &str,
         chunk: usize,
+        f: impl FnMut(String, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.for_each_after(tree, prefix, None, chunk, f)
+    }
+
+    /// [`Registry::for_each`] from the first key after `after` (a walk resumed).
+    pub fn for_each_after<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        mut after: Option<String>,
+        chunk: usize,
         mut f: impl FnMut(String, T) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut after: Option<String> = None;
         loop {
             let rows =
                 self.store
