@@ -107,10 +107,12 @@ pub enum Tree {
     PaymentIndex,
     /// Inputs collected on a reader's screen (`collect_inputs` jobs).
     InputCollections,
+    /// Cards saved on a reader (`process_setup_intent` jobs).
+    Setups,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -121,6 +123,7 @@ impl Tree {
         Tree::Refunds,
         Tree::PaymentIndex,
         Tree::InputCollections,
+        Tree::Setups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -135,6 +138,7 @@ impl Tree {
             Tree::Refunds => "refunds",
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
+            Tree::Setups => "setups",
         }
     }
 }

@@ -202,6 +202,7 @@ async fn every_documented_answer_matches_the_document() {
             format!("/v1/readers/{reader}/inputs"),
         ),
         ("/v1/payments", "/v1/payments".into()),
+        ("/v1/setups", "/v1/setups".into()),
         (
             "/v1/payments/{id}/capture",
             format!("/v1/payments/{paid}/capture"),
@@ -225,6 +226,7 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/input_collections",
             "/v1/input_collections?colour=red".to_string(),
         ),
+        ("/v1/setups", "/v1/setups?colour=red".to_string()),
         (
             "/v1/reports/settlement",
             "/v1/reports/settlement?from=yesterday&to=2100-01-01".to_string(),
@@ -315,6 +317,18 @@ async fn every_documented_answer_matches_the_document() {
     )
     .await;
     assert_eq!(s, 403, "{b}");
+    // A card saved for a merchant the reader does not serve: the same.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        admin,
+        Some(&json!({"merchant": "bakery", "reader": reader, "allow_redisplay": "always"})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
 
     // A payment on the reader (back online), then the force-clear of its action. What the
     // table's calls queued on the offline reader ends first.
@@ -361,6 +375,72 @@ async fn every_documented_answer_matches_the_document() {
     assert_eq!(s, 200, "{b}");
     for _ in 0..500 {
         if env.get(&env.admin_token, &inputs).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A card being saved, canceled from the point of sale.
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            "/v1/setups",
+            json!({"merchant": "florist", "reader": reader, "allow_redisplay": "unspecified"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let setup = format!("/v1/setups/{}", c["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups/{id}/cancel",
+        &format!("{setup}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A refund on the reader, canceled from the point of sale while it waits for the card.
+    let (s, rf) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/payments/{paid}/refunds"),
+            json!({"amount": 100, "on_reader": true}),
+        )
+        .await;
+    assert_eq!(s, 202, "{rf}");
+    let refund = format!("/v1/payments/{paid}/refunds/{}", rf["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["on_reader"]["step"] == "on_reader" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds/{refund}/cancel",
+        &format!("{refund}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["status"] == "canceled" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -423,6 +503,30 @@ async fn every_documented_answer_matches_the_document() {
         &format!("/v1/readers/{reader}/inputs"),
         own,
         Some(&json!({"inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do setups.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        own,
+        Some(&json!({"merchant": "florist", "reader": reader, "allow_redisplay": "always"})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do refunds on the reader.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds",
+        &format!("/v1/payments/{paid}/refunds"),
+        own,
+        Some(&json!({"amount": 100, "on_reader": true})),
     )
     .await;
     assert_eq!(s, 429, "{b}");

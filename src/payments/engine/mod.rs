@@ -12,6 +12,7 @@
 //! - [`capture`]: capture of an authorised payment, at most once.
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`inputs`]: inputs on a reader's screen (accepted, read, canceled, resumed).
+//! - [`setups`]: cards saved on a reader (accepted, read, canceled, resumed).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
@@ -34,9 +35,11 @@ mod events;
 mod inputs;
 mod leases;
 mod reader_ops;
+mod reader_refund;
 mod reconcile;
 mod refund;
 mod retention;
+mod setups;
 mod transfers;
 
 pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
@@ -44,6 +47,7 @@ pub(crate) use events::Seen;
 pub use leases::reader_lease;
 pub(crate) use reader_ops::DisplayRequest;
 pub use retention::{restore, ArchiveReport, ArchivedPayment, PENDING_KEY};
+pub use setups::{CreateSetup, SetupPage};
 
 use super::directory::Directory;
 use super::index::{self, Page, PageError, PageQuery};
@@ -221,6 +225,9 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
+    setup_events: broadcast::Sender<super::setups::Setup>,
+    /// Every change of a refund made on a reader, as it is written.
+    refund_events: broadcast::Sender<super::refunds::RefundRecord>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
@@ -292,6 +299,8 @@ impl Engine {
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         let (input_events, _) = broadcast::channel(256);
+        let (setup_events, _) = broadcast::channel(256);
+        let (refund_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -306,6 +315,8 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 input_events,
+                setup_events,
+                refund_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),

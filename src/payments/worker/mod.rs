@@ -27,6 +27,8 @@ mod dispatch;
 mod display;
 mod inputs;
 mod intent;
+mod refund;
+mod setups;
 mod watch;
 
 use super::engine::{Engine, EngineConfig, PaymentError, ReaderSlot};
@@ -109,6 +111,8 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
             }
             Job::Display { id, .. } => display::show(&engine, &slot, id).await,
             Job::Inputs { id, .. } => inputs::collect(&engine, &slot, id).await,
+            Job::Setup { id, .. } => setups::save(&engine, &slot, id).await,
+            Job::Refund { id, payment, .. } => refund::run(&engine, &slot, payment, id).await,
         }
         *slot.current.lock().expect("current") = None;
     }

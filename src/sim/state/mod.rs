@@ -27,7 +27,9 @@ mod connect;
 mod directory;
 mod inputs;
 mod payments;
+mod reader_refunds;
 mod readers;
+mod setups;
 
 pub use connect::{Book, Books};
 
@@ -307,6 +309,8 @@ pub struct ReaderRec {
     /// An authorisation finished while the reader was offline: it could not report, and
     /// reports `connection_error` when it comes back.
     pub unreported: bool,
+    /// The account of the charge a `refund_payment` action refunds.
+    pub refund_owner: Option<String>,
 }
 
 /// Work to schedule after a delay.
@@ -332,6 +336,9 @@ pub struct State {
     pub locations: BTreeMap<String, Rec<Location>>,
     pub readers: BTreeMap<String, ReaderRec>,
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
+    /// SetupIntents (cards saved on a reader) and their attempts.
+    pub setup_intents: BTreeMap<String, Rec<SetupIntent>>,
+    pub setup_attempts: BTreeMap<String, Rec<SetupAttempt>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
     pub refunds: BTreeMap<String, Rec<Refund>>,
     /// Transfers (the platform's objects): destination charges' and those made with
@@ -631,6 +638,8 @@ impl State {
             locations: BTreeMap::new(),
             readers: BTreeMap::new(),
             intents: BTreeMap::new(),
+            setup_intents: BTreeMap::new(),
+            setup_attempts: BTreeMap::new(),
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
             transfers: BTreeMap::new(),

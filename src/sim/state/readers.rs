@@ -140,6 +140,7 @@ impl State {
                 generation: 0,
                 authorizing: None,
                 unreported: false,
+                refund_owner: None,
             },
         );
         Ok(self.reader_view(&id, &expand))
@@ -571,6 +572,13 @@ impl State {
         if rec.authorizing.is_some() {
             return Err(SimError::reader_busy());
         }
+        if self.waits_for_setup(id) {
+            return self.present_setup(id, card);
+        }
+        let rec = self.reader_mut(scope, id)?;
+        if Self::refund_waiting(rec) {
+            return self.present_for_refund(id);
+        }
         let waiting = rec.obj.action.as_ref().is_some_and(|a| {
             a.kind == ActionType::ProcessPaymentIntent && a.status == ActionStatus::InProgress
         });
@@ -792,9 +800,11 @@ impl State {
             return Err(SimError::no_such("terminal.reader", id, None));
         };
         let waiting = rec.authorizing.is_none()
-            && rec.obj.action.as_ref().is_some_and(|a| {
-                a.kind == ActionType::ProcessPaymentIntent && a.status == ActionStatus::InProgress
-            });
+            && (Self::refund_waiting(rec)
+                || rec.obj.action.as_ref().is_some_and(|a| {
+                    a.kind == ActionType::ProcessPaymentIntent
+                        && a.status == ActionStatus::InProgress
+                }));
         if !waiting || !rec.online {
             return Err(SimError::invalid(
                 None,
