@@ -824,6 +824,7 @@ mod tests {
             reversal_key: None,
             reversal: None,
             reversal_error: None,
+            on_reader: None,
         };
         {
             // What readerd of schema 3 wrote: records, their six kinds of entries, the
