@@ -73,7 +73,15 @@ impl std::fmt::Debug for Location {
 ///   version: an interrupted step is started again at the next open (rebuilding is
 ///   idempotent). A readerd of version 2 would write payments without their index entries,
 ///   so it must not open a store of version 3.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: the payment indexes are split by status everywhere (by reader and status, by merchant
+///   and status, by status; a list without a status filter merges the statuses), so the
+///   entries by time, merchant and reader alone are gone, and refunds whose transfer
+///   reversal is owed are marked. Fewer keys per payment: sled's memory follows the number
+///   of keys. The step from 3 removes the old entries and writes the new ones, in chunks,
+///   then the version (idempotent, like the step to 3; the step from 1 or 2 builds the
+///   version 4 indexes directly). A readerd of version 3 would page without the new
+///   entries, so it must not open a store of version 4.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The meta key that marks a store filled for measurement (`readerd bench --fill-store`):
 /// its payments were never on Stripe. `readerd run` warns when it opens one.
@@ -402,9 +410,15 @@ impl Registry {
         // Version 0 is an empty (new) store, which needs none; 1 → 2 needs none either.
         let registry = Registry { store };
         if (1..3).contains(&found) {
-            tracing::info!("store schema {found} → 3: building the payment indexes");
+            tracing::info!("store schema {found} → {SCHEMA_VERSION}: building the payment indexes");
             let n = crate::payments::index::rebuild(&registry)?;
             tracing::info!(payments = n, "payment indexes built");
+        } else if found == 3 {
+            tracing::info!(
+                "store schema 3 → {SCHEMA_VERSION}: splitting the payment indexes by status"
+            );
+            let n = crate::payments::index::migrate_from_3(&registry)?;
+            tracing::info!(payments = n, "payment indexes split by status");
         }
         if found < SCHEMA_VERSION {
             registry.store.put(
@@ -438,9 +452,20 @@ impl Registry {
         tree: Tree,
         prefix: &str,
         chunk: usize,
+        f: impl FnMut(String, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.for_each_after(tree, prefix, None, chunk, f)
+    }
+
+    /// [`Registry::for_each`] from the first key after `after` (a walk resumed).
+    pub fn for_each_after<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        mut after: Option<String>,
+        chunk: usize,
         mut f: impl FnMut(String, T) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut after: Option<String> = None;
         loop {
             let rows =
                 self.store

@@ -204,6 +204,105 @@ fn the_registry_writes_its_schema_version_and_refuses_a_newer_one() {
     });
 }
 
+/// A payment as the history tests need it: `i`-th, created at `i` ms.
+fn history_payment(i: usize) -> readerd::payments::machine::Payment {
+    use readerd::payments::machine::{CaptureMode, ChargeType, NewPayment, Payment, Status};
+    let id = format!("pay_{i:04}");
+    let mut p = Payment::new(
+        NewPayment {
+            id: id.clone(),
+            merchant: ["m_a", "m_b"][i % 2].into(),
+            account: "acct_1".into(),
+            charge_type: ChargeType::Direct,
+            reader: ["tmr_1", "tmr_2"][i % 3 % 2].into(),
+            amount: 100,
+            currency: "eur".into(),
+            capture: CaptureMode::Automatic,
+            description: None,
+            metadata: Default::default(),
+            application_fee_amount: None,
+            on_behalf_of: None,
+            intent_key: format!("k:{id}"),
+            skip_tipping: false,
+        },
+        readerd::clock::Timestamp::from_ms(1_000 + i as i64),
+    );
+    p.status = [Status::Succeeded, Status::Canceled, Status::Queued][i % 3];
+    p
+}
+
+#[test]
+fn a_store_of_schema_3_gets_its_indexes_split_by_status_on_both_backends() {
+    use readerd::payments::index::{self, PageQuery};
+    use readerd::payments::machine::Status;
+    on_both(|s| {
+        let b = s.backend();
+        Registry::with_store(s.clone(), "test").unwrap();
+        // What readerd of schema 3 left: each payment with its entries by time, reader,
+        // status, merchant, merchant and status.
+        let mut batch = readerd::store::Batch::default();
+        for i in 1..=1200 {
+            let p = history_payment(i);
+            let pos = format!("{:016}/{}", 1_000 + i, p.id);
+            let st = p.status.as_str();
+            batch.put_record(Tree::Payments, p.id.clone(), &p);
+            for k in [
+                format!("t/{pos}"),
+                format!("r/{}/{pos}", p.reader),
+                format!("s/{st}/{pos}"),
+                format!("m/{}/{pos}", p.merchant),
+                format!("ms/{}/{st}/{pos}", p.merchant),
+            ] {
+                batch.put(Tree::PaymentIndex, k, Vec::new());
+            }
+        }
+        s.apply(batch).unwrap();
+        s.put(Tree::Meta, "schema_version", b"3").unwrap();
+        let r = Registry::with_store(s.clone(), "test").unwrap();
+        assert_eq!(index::verify(&r).unwrap(), Vec::<String>::new(), "{b}");
+        assert_eq!(
+            s.get(Tree::Meta, "schema_version").unwrap(),
+            Some(b"4".to_vec()),
+            "{b}"
+        );
+        for old in ["t/", "m/", "r/"] {
+            assert!(
+                s.scan_range(Tree::PaymentIndex, old, None, 1, false)
+                    .unwrap()
+                    .is_empty(),
+                "{b}: {old}"
+            );
+        }
+        let ids = |q: PageQuery| -> Vec<String> {
+            index::page(&r, &q)
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|p| p.id)
+                .collect()
+        };
+        // A reader's page of one status reads that range: i % 3 == 0 is succeeded, on tmr_1.
+        let q = PageQuery {
+            reader: Some("tmr_1".into()),
+            status: Some(Status::Succeeded),
+            limit: 3,
+            ..Default::default()
+        };
+        assert_eq!(ids(q), ["pay_1200", "pay_1197", "pay_1194"], "{b}");
+        let q = PageQuery {
+            limit: 2,
+            ..Default::default()
+        };
+        assert_eq!(ids(q), ["pay_1200", "pay_1199"], "{b}");
+        let q = PageQuery {
+            merchant: Some("m_b".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        assert_eq!(ids(q), ["pay_1199", "pay_1197"], "{b}");
+    });
+}
+
 #[test]
 fn records_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
