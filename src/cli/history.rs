@@ -216,7 +216,8 @@ pub fn fill_store(
                 .apply(std::mem::take(&mut batch))
                 .map_err(|e| e.to_string())?;
         }
-        if (i + 1) % 100_000 == 0 {
+        // A first sign of life early, then one line per 100,000.
+        if i + 1 == 10_000 || (i + 1) % 100_000 == 0 {
             eprintln!(
                 "{} payments written ({:.0} s)",
                 i + 1,

@@ -231,7 +231,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION.to_string().as_bytes());
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         let r: ReaderRecord = reg.get(Tree::Readers, "tmr_1").unwrap().unwrap();
         assert_eq!(r.last_seen_at, Some(Timestamp::from_ms(1_700_000_000_123)));
         assert_eq!(r.synced_at, Timestamp::from_ms(1_700_000_000_456));

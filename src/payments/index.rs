@@ -8,15 +8,22 @@
 //!
 //! | key | value | serves |
 //! | --- | --- | --- |
-//! | `t/<time>/<id>` | empty | the list, newest first; retention, oldest first |
-//! | `m/<merchant>/<time>/<id>` | empty | `?merchant=`, a pos client's scope |
-//! | `ms/<merchant>/<status>/<time>/<id>` | empty | `?merchant=&status=` |
-//! | `r/<reader>/<time>/<id>` | empty | `?reader=` |
-//! | `s/<status>/<time>/<id>` | empty | `?status=`; the open payments reconcile reads |
+//! | `s/<status>/<time>/<id>` | empty | `?status=`; the open payments reconcile reads; the unfiltered list (every status merged); retention (the final statuses merged, oldest first); the report |
+//! | `ms/<merchant>/<status>/<time>/<id>` | empty | `?merchant=` (the merchant's statuses merged), `?merchant=&status=`, a pos client's scope |
+//! | `rs/<reader>/<status>/<time>/<id>` | empty | `?reader=` (the reader's statuses merged), `?reader=&status=` |
 //! | `td/<time>/<id>` | empty | a payment that owes transfers (start-up, the sweep) |
 //! | `i/<payment intent>` | payment id | webhook hints |
 //! | `a/<id>` | `<time>/<id>` | an archived payment, so that a cursor naming it still pages |
 //! | `rp/<refund key>` | empty | a pending refund (written by `refunds`), for reconcile |
+//! | `rv/<refund key>` | empty | a refund whose transfer reversal is owed (written by `refunds`) |
+//!
+//! Every time-ordered entry sits under its status: a list that does not filter on status
+//! merges the (seven) status ranges, newest first. Schema 3 also kept `t/<time>/<id>`,
+//! `m/<merchant>/<time>/<id>` and `r/<reader>/<time>/<id>`: three more entries per payment
+//! that the status-split ranges answer as well. sled keeps a few hundred bytes of
+//! bookkeeping in memory for every node of its tree, and a leaf holds at most 16 keys, so
+//! the daemon's memory follows the number of keys in the store: four entries per payment
+//! instead of six is a quarter fewer nodes (docs/BENCHMARKS.md).
 //!
 //! A page reads its index ranges from the cursor on and loads only the payments it answers
 //! (plus those a second filter skips), so it costs O(page), not O(history).
@@ -61,9 +68,8 @@ pub(crate) fn entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
     let pos = position(p);
     let st = p.status.as_str();
     let mut out = vec![
-        (format!("t/{pos}"), Vec::new()),
-        (format!("r/{}/{pos}", part(&p.reader)), Vec::new()),
         (format!("s/{st}/{pos}"), Vec::new()),
+        (format!("rs/{}/{st}/{pos}", part(&p.reader)), Vec::new()),
     ];
     if super::engine::Engine::transfers_due(p) {
         out.push((format!("td/{pos}"), Vec::new()));
@@ -73,15 +79,16 @@ pub(crate) fn entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
     merchants.sort_unstable();
     merchants.dedup();
     for m in merchants {
-        let m = part(m);
-        out.push((format!("m/{m}/{pos}"), Vec::new()));
-        out.push((format!("ms/{m}/{st}/{pos}"), Vec::new()));
+        out.push((format!("ms/{}/{st}/{pos}", part(m)), Vec::new()));
     }
     if let Some(pi) = &p.payment_intent {
         out.push((format!("i/{}", part(pi)), p.id.clone().into_bytes()));
     }
     out
 }
+
+/// The prefixes of index entries that schema 3 wrote and schema 4 no longer does.
+const SCHEMA_3_ONLY: [&str; 3] = ["t/", "m/", "r/"];
 
 /// Adds to `batch` the record `new` and the index changes from `old` (the stored record,
 /// `None` for a new payment) to `new`.
@@ -128,9 +135,67 @@ pub(crate) fn stage_archive(batch: &mut Batch, p: &Payment) {
     batch.put(TREE, format!("a/{}", p.id), position(p).into_bytes());
 }
 
-/// Builds every payment's index entries (the step of the store's schema 2 → 3). Idempotent:
-/// a step interrupted by a crash is simply run again. Reads the payments a chunk at a time.
+/// Builds every payment's index entries (the step of the store's schema 2 → 4).
+/// Idempotent: a step interrupted by a crash is simply run again. Reads the payments a
+/// chunk at a time.
 pub fn rebuild(registry: &Registry) -> Result<usize, StoreError> {
+    let n = put_entries(registry)?;
+    super::refunds::rebuild(registry)?;
+    Ok(n)
+}
+
+/// The step of the store's schema 3 → 4: removes the entries only schema 3 wrote (by
+/// time, merchant, reader), adds each payment's reader+status entry and marks the refunds
+/// whose reversal is owed. Idempotent, like [`rebuild`], and a chunk at a time; a step
+/// interrupted by a crash (or a service manager's start timeout: minutes at a million
+/// payments) resumes where it stopped, through a progress mark written with each chunk.
+pub fn migrate_from_3(registry: &Registry) -> Result<usize, StoreError> {
+    const CHUNK: usize = 1000;
+    for prefix in SCHEMA_3_ONLY {
+        loop {
+            let rows = registry
+                .store()
+                .scan_range(TREE, prefix, None, CHUNK, false)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut batch = Batch::default();
+            for (k, _) in rows {
+                batch.remove(TREE, k);
+            }
+            registry.apply(batch)?;
+        }
+    }
+    let resume = registry
+        .store()
+        .get(Tree::Meta, MIGRATION_4_MARK)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut n = 0;
+    let mut batch = Batch::default();
+    registry.for_each_after::<Payment>(Tree::Payments, "", resume, CHUNK, |id, p| {
+        for (k, v) in entries(&p) {
+            if k.starts_with("rs/") {
+                batch.put(TREE, k, v);
+            }
+        }
+        n += 1;
+        if n % CHUNK == 0 {
+            batch.put(Tree::Meta, MIGRATION_4_MARK, id.into_bytes());
+            registry.apply(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    registry.apply(batch)?;
+    super::refunds::rebuild(registry)?;
+    registry.store().remove(Tree::Meta, MIGRATION_4_MARK)?;
+    Ok(n)
+}
+
+/// The meta key holding the last payment whose entries the step 3 → 4 has written.
+const MIGRATION_4_MARK: &str = "migration_4_through";
+
+/// Puts every payment's index entries, a chunk at a time.
+fn put_entries(registry: &Registry) -> Result<usize, StoreError> {
     const CHUNK: usize = 1000;
     let mut n = 0;
     let mut batch = Batch::default();
@@ -145,7 +210,6 @@ pub fn rebuild(registry: &Registry) -> Result<usize, StoreError> {
         Ok(())
     })?;
     registry.apply(batch)?;
-    super::refunds::rebuild(registry)?;
     Ok(n)
 }
 
@@ -173,6 +237,16 @@ pub(crate) fn for_each_open(
         .map(|st| format!("s/{}/", st.as_str()))
         .collect();
     for_each_under(registry, &prefixes, f)
+}
+
+/// Calls `f` with the id of every payment in `status`, oldest first, reading the status
+/// index a chunk at a time.
+pub(crate) fn for_each_in_status(
+    registry: &Registry,
+    status: Status,
+    f: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for_each_under(registry, &[format!("s/{}/", status.as_str())], f)
 }
 
 /// Calls `f` with the id of every payment that owes transfers, oldest first.
@@ -208,37 +282,32 @@ fn for_each_under(
     Ok(())
 }
 
-/// Calls `f` with every payment created before `before`, oldest first, `chunk` at a time,
-/// until `f` answers `false`.
-pub(crate) fn for_each_created_before(
+/// Calls `f` with every final payment created before `before`, oldest first, until `f`
+/// answers `false`: the final statuses' ranges merged, read `chunk` entries at a time.
+pub(crate) fn for_each_final_created_before(
     registry: &Registry,
     before: Timestamp,
     chunk: usize,
     mut f: impl FnMut(Payment) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let bound = format!("t/{}", time(before));
-    let mut after: Option<String> = None;
-    loop {
-        let rows =
-            registry
-                .store()
-                .scan_range(TREE, "t/", after.as_deref(), chunk.max(1), false)?;
-        let done = rows.len() < chunk.max(1);
-        for (k, _) in rows {
-            if k >= bound {
-                return Ok(());
-            }
-            if let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&k))? {
-                if !f(p)? {
-                    return Ok(());
-                }
-            }
-            after = Some(k);
-        }
-        if done {
+    let bound = time(before);
+    let prefixes = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(|s| format!("s/{}/", s.as_str()))
+        .collect();
+    let mut merged = Merged::new(prefixes, None, false, chunk.max(1));
+    while let Some(pos) = merged.next(registry)? {
+        if pos >= bound {
             return Ok(());
         }
+        if let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&pos))? {
+            if !f(p)? {
+                return Ok(());
+            }
+        }
     }
+    Ok(())
 }
 
 /// The payments in `status` created in `[from, to)`, oldest first, read through the status
@@ -305,38 +374,45 @@ pub enum PageError {
     Store(#[from] StoreError),
 }
 
-/// One index range read newest first, a chunk at a time.
+/// One index range, read a chunk at a time in one direction.
 struct Source {
     prefix: String,
-    /// The last key read (or the bound to read below).
+    /// The last key read (or the bound to read past).
     after: Option<String>,
     buf: VecDeque<String>,
     done: bool,
+    /// The next chunk's size: it doubles up to `max_chunk`, so that a range that holds
+    /// few of a page's entries (a rare status among merged ones) costs little.
+    chunk: usize,
+    max_chunk: usize,
 }
 
 impl Source {
-    fn new(prefix: String, below: &[String]) -> Source {
-        // Start strictly below the smallest of the bounds (cursor, `created_lt`).
-        let after = below.iter().map(|b| format!("{prefix}{b}")).min();
+    /// Reads the keys under `prefix` strictly past `from` (a position), when given.
+    fn new(prefix: String, from: Option<&str>, first: usize, max_chunk: usize) -> Source {
+        let after = from.map(|b| format!("{prefix}{b}"));
         Source {
             prefix,
             after,
             buf: VecDeque::new(),
             done: false,
+            chunk: first,
+            max_chunk,
         }
     }
 
     /// The position (`<time>/<id>`) of the next entry, reading a chunk if needed.
-    fn head(&mut self, registry: &Registry, chunk: usize) -> Result<Option<&str>, StoreError> {
+    fn head(&mut self, registry: &Registry, reverse: bool) -> Result<Option<&str>, StoreError> {
         if self.buf.is_empty() && !self.done {
             let rows = registry.store().scan_range(
                 TREE,
                 &self.prefix,
                 self.after.as_deref(),
-                chunk,
-                true,
+                self.chunk,
+                reverse,
             )?;
-            self.done = rows.len() < chunk;
+            self.done = rows.len() < self.chunk;
+            self.chunk = (self.chunk * 2).min(self.max_chunk);
             if let Some((k, _)) = rows.last() {
                 self.after = Some(k.clone());
             }
@@ -349,38 +425,86 @@ impl Source {
     }
 }
 
+/// Several index ranges merged into one sequence of positions, newest first (`reverse`)
+/// or oldest first; a position found in several ranges (a basket of several merchants)
+/// comes once.
+struct Merged {
+    sources: Vec<Source>,
+    reverse: bool,
+    last: Option<String>,
+}
+
+impl Merged {
+    /// Each range reads at most `max_chunk` entries at a time, and its share of them at
+    /// first.
+    fn new(prefixes: Vec<String>, from: Option<&str>, reverse: bool, max_chunk: usize) -> Merged {
+        let max_chunk = max_chunk.max(1);
+        let first = (max_chunk / prefixes.len().max(1)).clamp(16.min(max_chunk), max_chunk);
+        Merged {
+            sources: prefixes
+                .into_iter()
+                .map(|p| Source::new(p, from, first, max_chunk))
+                .collect(),
+            reverse,
+            last: None,
+        }
+    }
+
+    fn next(&mut self, registry: &Registry) -> Result<Option<String>, StoreError> {
+        loop {
+            let mut best: Option<(usize, String)> = None;
+            for (i, s) in self.sources.iter_mut().enumerate() {
+                if let Some(h) = s.head(registry, self.reverse)? {
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|(_, b)| h != b.as_str() && (h > b.as_str()) == self.reverse);
+                    if better {
+                        best = Some((i, h.to_string()));
+                    }
+                }
+            }
+            let Some((i, _)) = best else {
+                return Ok(None);
+            };
+            let pos = self.sources[i].buf.pop_front().expect("a head");
+            if self.last.as_deref() != Some(pos.as_str()) {
+                self.last = Some(pos.clone());
+                return Ok(Some(pos));
+            }
+        }
+    }
+}
+
 /// A page of payments, newest first (by creation time, then id), that pass every filter.
 pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
     let limit = q.limit.max(1);
     let allowed = |m: &str| q.scope.as_ref().is_none_or(|s| s.iter().any(|x| x == m));
     // A payment is the caller's when every merchant it is for is (a basket's too).
     let visible = |p: &Payment| p.merchants().iter().all(|m| allowed(m));
-    let status = q.status.map(Status::as_str);
+    // The statuses to merge: the one asked for, or all of them.
+    let statuses: Vec<&str> = match q.status {
+        Some(s) => vec![s.as_str()],
+        None => Status::ALL.iter().map(|s| s.as_str()).collect(),
+    };
+    let under =
+        |head: &str| -> Vec<String> { statuses.iter().map(|st| format!("{head}{st}/")).collect() };
     // The index ranges to merge: the narrowest the filters allow.
     let prefixes: Vec<String> = if let Some(r) = &q.reader {
-        vec![format!("r/{}/", part(r))]
+        under(&format!("rs/{}/", part(r)))
     } else if let Some(m) = &q.merchant {
         if !allowed(m) {
             return Ok(Page::default());
         }
-        match status {
-            Some(st) => vec![format!("ms/{}/{st}/", part(m))],
-            None => vec![format!("m/{}/", part(m))],
-        }
+        under(&format!("ms/{}/", part(m)))
     } else if let Some(scope) = &q.scope {
         let mut ms: Vec<&String> = scope.iter().collect();
         ms.sort();
         ms.dedup();
         ms.into_iter()
-            .map(|m| match status {
-                Some(st) => format!("ms/{}/{st}/", part(m)),
-                None => format!("m/{}/", part(m)),
-            })
+            .flat_map(|m| under(&format!("ms/{}/", part(m))))
             .collect()
-    } else if let Some(st) = status {
-        vec![format!("s/{st}/")]
     } else {
-        vec!["t/".to_string()]
+        under("s/")
     };
     let mut below: Vec<String> = Vec::new();
     if let Some(lt) = q.created_lt {
@@ -397,32 +521,13 @@ pub fn page(registry: &Registry, q: &PageQuery) -> Result<Page, PageError> {
         below.push(pos);
     }
     let floor = q.created_gte.map(time);
-    let mut sources: Vec<Source> = prefixes
-        .into_iter()
-        .map(|p| Source::new(p, &below))
-        .collect();
-    let chunk = (limit + 1).min(1001);
+    // Start strictly below the smallest of the bounds (cursor, `created_lt`).
+    let from = below.into_iter().min();
+    let mut merged = Merged::new(prefixes, from.as_deref(), true, (limit + 1).min(1001));
     let mut items = Vec::new();
-    let mut last: Option<String> = None;
-    loop {
-        // The newest head among the sources.
-        let mut best: Option<(usize, String)> = None;
-        for (i, s) in sources.iter_mut().enumerate() {
-            if let Some(h) = s.head(registry, chunk)? {
-                if best.as_ref().is_none_or(|(_, b)| h > b.as_str()) {
-                    best = Some((i, h.to_string()));
-                }
-            }
-        }
-        let Some((i, pos)) = best else { break };
-        sources[i].buf.pop_front();
-        // A basket of several merchants in scope comes from each merchant's range: once.
-        if last.as_deref() == Some(pos.as_str()) {
-            continue;
-        }
-        last = Some(pos.clone());
+    while let Some(pos) = merged.next(registry)? {
         if floor.as_ref().is_some_and(|f| pos.as_str() < f.as_str()) {
-            // Every other head is older still.
+            // Every other position is older still.
             break;
         }
         let Some(p) = registry.get::<Payment>(Tree::Payments, id_of(&pos))? else {
@@ -478,7 +583,8 @@ pub fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
             } else {
                 id_of(&k).to_string()
             };
-            if !k.starts_with("a/") && !k.starts_with("rp/") {
+            // Tombstones, and the refunds' marks (checked by `refunds::verify`).
+            if !k.starts_with("a/") && !k.starts_with("rp/") && !k.starts_with("rv/") {
                 let ok = registry
                     .get::<Payment>(Tree::Payments, &id)?
                     .is_some_and(|p| entries(&p).iter().any(|(e, _)| e == &k));
@@ -664,7 +770,8 @@ mod tests {
     fn a_store_of_the_previous_schema_gets_its_indexes_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            // What readerd of schema 2 wrote: the records alone.
+            // What readerd of schema 2 wrote: the records alone (each missing its
+            // entries by status, by merchant and status, by reader and status).
             let r = Registry::open(dir.path()).unwrap();
             for i in 1..=2500 {
                 r.put(
@@ -675,7 +782,7 @@ mod tests {
                 .unwrap();
             }
             r.store().put(Tree::Meta, "schema_version", b"2").unwrap();
-            assert_eq!(verify(&r).unwrap().len(), 2500 * 5);
+            assert_eq!(verify(&r).unwrap().len(), 2500 * 3);
         }
         let r = Registry::open(dir.path()).unwrap();
         assert!(verify(&r).unwrap().is_empty());
@@ -684,9 +791,219 @@ mod tests {
                 .get(Tree::Meta, "schema_version")
                 .unwrap()
                 .unwrap(),
-            b"3"
+            b"4"
         );
         let p = page(&r, &q(3)).unwrap();
         assert_eq!(ids(&p), ["pay_02500", "pay_02499", "pay_02498"]);
+    }
+
+    /// The entries readerd of schema 3 wrote for a payment.
+    fn schema_3_entries(p: &Payment) -> Vec<(String, Vec<u8>)> {
+        let pos = position(p);
+        let st = p.status.as_str();
+        let m = part(&p.merchant);
+        let mut out = vec![
+            (format!("t/{pos}"), Vec::new()),
+            (format!("r/{}/{pos}", part(&p.reader)), Vec::new()),
+            (format!("s/{st}/{pos}"), Vec::new()),
+            (format!("m/{m}/{pos}"), Vec::new()),
+            (format!("ms/{m}/{st}/{pos}"), Vec::new()),
+        ];
+        if let Some(pi) = &p.payment_intent {
+            out.push((format!("i/{}", part(pi)), p.id.clone().into_bytes()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_store_of_schema_3_is_split_by_status_at_open_and_its_owed_reversals_marked() {
+        use crate::payments::refunds::{self, RefundRecord, RefundStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let refund = |n: u32, status: RefundStatus, reversal_amount: i64| RefundRecord {
+            id: format!("rf_{n}"),
+            payment: "pay_00001".into(),
+            amount: 100,
+            stripe_key: format!("k{n}"),
+            status,
+            refund: Some(format!("re_{n}")),
+            created_at: Timestamp::from_ms(1),
+            reverse_transfer: false,
+            split: None,
+            merchant: None,
+            reversal_amount,
+            reversal_key: None,
+            reversal: None,
+            reversal_error: None,
+            on_reader: None,
+        };
+        {
+            // What readerd of schema 3 wrote: records, their six kinds of entries, the
+            // pending marks of refunds, no reversal marks.
+            let r = Registry::open(dir.path()).unwrap();
+            let mut b = Batch::default();
+            for i in 1..=2100 {
+                let id = format!("pay_{i:05}");
+                let mut p = pay(
+                    &id,
+                    ["a", "b"][i % 2],
+                    ["tmr/1", "tmr_2"][i % 3 % 2],
+                    i as i64,
+                );
+                p.status = [Status::Succeeded, Status::Canceled, Status::Queued][i % 3];
+                p.payment_intent = Some(format!("pi_{i}"));
+                b.put_record(Tree::Payments, id.clone(), &p);
+                for (k, v) in schema_3_entries(&p) {
+                    b.put(TREE, k, v);
+                }
+            }
+            b.put(TREE, "a/pay_00000", b"0000000000000000/pay_00000".to_vec());
+            let owed = refund(1, RefundStatus::Succeeded, 40);
+            let pending = refund(2, RefundStatus::Pending, 0);
+            let done = refund(3, RefundStatus::Succeeded, 0);
+            for rec in [&owed, &pending, &done] {
+                b.put_record(Tree::Refunds, refunds::key(&rec.payment, &rec.id), rec);
+            }
+            b.put(TREE, "rp/pay_00001/rf_2", Vec::new());
+            r.apply(b).unwrap();
+            r.store().put(Tree::Meta, "schema_version", b"3").unwrap();
+            assert!(!verify(&r).unwrap().is_empty());
+            assert!(
+                refunds::reversals_due(&r).unwrap().is_empty(),
+                "not marked yet"
+            );
+        }
+        let r = Registry::open(dir.path()).unwrap();
+        assert!(verify(&r).unwrap().is_empty(), "{:?}", verify(&r).unwrap());
+        assert_eq!(
+            r.store()
+                .get(Tree::Meta, "schema_version")
+                .unwrap()
+                .unwrap(),
+            b"4"
+        );
+        for gone in SCHEMA_3_ONLY {
+            assert!(r
+                .store()
+                .scan_range(TREE, gone, None, 1, false)
+                .unwrap()
+                .is_empty());
+        }
+        let due: Vec<String> = refunds::reversals_due(&r)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, ["rf_1"]);
+        assert_eq!(refunds::pending(&r).unwrap().len(), 1);
+        // Every list still answers, newest first, through the split entries.
+        assert_eq!(ids(&page(&r, &q(2)).unwrap()), ["pay_02100", "pay_02099"]);
+        let mut byr = q(3);
+        byr.reader = Some("tmr/1".into());
+        byr.status = Some(Status::Succeeded);
+        // i % 3 == 0 is succeeded, and then i % 3 % 2 == 0 is reader tmr/1.
+        assert_eq!(
+            ids(&page(&r, &byr).unwrap()),
+            ["pay_02100", "pay_02097", "pay_02094"]
+        );
+        let mut bym = q(2);
+        bym.merchant = Some("b".into());
+        assert_eq!(ids(&page(&r, &bym).unwrap()), ["pay_02099", "pay_02097"]);
+        // The archived cursor still pages.
+        let mut old = q(5);
+        old.starting_after = Some("pay_00000".into());
+        assert!(page(&r, &old).unwrap().items.is_empty());
+        // Reopening migrates nothing twice.
+        drop(r);
+        let r = Registry::open(dir.path()).unwrap();
+        assert!(verify(&r).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_readers_status_page_reads_its_own_range_and_follows_status_changes() {
+        let r = Registry::temporary().unwrap();
+        for i in 1..=40 {
+            let mut p = pay(
+                &format!("pay_{i:02}"),
+                "a",
+                ["tmr_2", "tmr_1"][i % 2],
+                i as i64,
+            );
+            p.status = if i % 4 == 0 {
+                Status::Canceled
+            } else {
+                Status::Succeeded
+            };
+            write(&r, None, &p).unwrap();
+        }
+        // tmr_1 holds the odd ones; none of them is a multiple of 4.
+        let mut q1 = q(3);
+        q1.reader = Some("tmr_1".into());
+        q1.status = Some(Status::Canceled);
+        assert!(page(&r, &q1).unwrap().items.is_empty());
+        q1.reader = Some("tmr_2".into());
+        assert_eq!(ids(&page(&r, &q1).unwrap()), ["pay_40", "pay_36", "pay_32"]);
+        q1.starting_after = Some("pay_32".into());
+        q1.limit = 100;
+        let rest = page(&r, &q1).unwrap();
+        assert_eq!(
+            ids(&rest),
+            ["pay_28", "pay_24", "pay_20", "pay_16", "pay_12", "pay_08", "pay_04"]
+        );
+        assert!(!rest.has_more);
+        // A status change moves the payment to the reader's other range.
+        let old = r.get::<Payment>(Tree::Payments, "pay_40").unwrap().unwrap();
+        let mut new = old.clone();
+        new.status = Status::Succeeded;
+        write(&r, Some(&old), &new).unwrap();
+        q1.starting_after = None;
+        q1.limit = 1;
+        assert_eq!(ids(&page(&r, &q1).unwrap()), ["pay_36"]);
+        q1.status = None;
+        assert_eq!(ids(&page(&r, &q1).unwrap()), ["pay_40"]);
+        // The unfiltered list merges every status range, newest first, with no gap.
+        let mut all = Vec::new();
+        let mut next = q(7);
+        loop {
+            let p = page(&r, &next).unwrap();
+            all.extend(p.items.iter().map(|p| p.id.clone()));
+            if !p.has_more {
+                break;
+            }
+            next.starting_after = all.last().cloned();
+        }
+        let want: Vec<String> = (1..=40).rev().map(|i| format!("pay_{i:02}")).collect();
+        assert_eq!(all, want);
+        assert!(verify(&r).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_step_from_schema_3_resumes_after_its_mark() {
+        let r = five();
+        // Interrupted after pay_3: its entries and those before it were written, the
+        // others not yet.
+        let mut b = Batch::default();
+        for i in 4..=5 {
+            let p = r
+                .get::<Payment>(Tree::Payments, &format!("pay_{i}"))
+                .unwrap()
+                .unwrap();
+            b.remove(TREE, format!("rs/tmr%2F1/queued/{}", position(&p)));
+        }
+        b.put(Tree::Meta, MIGRATION_4_MARK, b"pay_3".to_vec());
+        b.put(Tree::Meta, "schema_version", b"3".to_vec());
+        r.apply(b).unwrap();
+        assert_eq!(verify(&r).unwrap().len(), 2);
+        let r = Registry::with_store(r.store().clone(), "test").unwrap();
+        assert!(verify(&r).unwrap().is_empty());
+        assert_eq!(r.store().get(Tree::Meta, MIGRATION_4_MARK).unwrap(), None);
+        // The mark is honoured: a payment before it is not written again.
+        let mut b = Batch::default();
+        let p1 = r.get::<Payment>(Tree::Payments, "pay_1").unwrap().unwrap();
+        b.remove(TREE, format!("rs/tmr%2F1/queued/{}", position(&p1)));
+        b.put(Tree::Meta, MIGRATION_4_MARK, b"pay_3".to_vec());
+        b.put(Tree::Meta, "schema_version", b"3".to_vec());
+        r.apply(b).unwrap();
+        let r = Registry::with_store(r.store().clone(), "test").unwrap();
+        assert_eq!(verify(&r).unwrap().len(), 1);
     }
 }

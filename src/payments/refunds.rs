@@ -116,8 +116,15 @@ fn pending_entry(key: &str) -> String {
     format!("rp/{key}")
 }
 
-/// Writes a refund record under `key` and its pending mark in one batch: the mark is there
-/// exactly while the refund is pending.
+/// The index entry that marks a refund whose transfer reversal is owed, so that start-up
+/// and the sweep find them without reading every refund.
+fn reversal_entry(key: &str) -> String {
+    format!("rv/{key}")
+}
+
+/// Writes a refund record under `key` and its marks in one batch: the pending mark is there
+/// exactly while the refund is pending, the reversal mark exactly while its reversal is
+/// owed.
 pub(crate) fn write(registry: &Registry, key: &str, rec: &RefundRecord) -> Result<(), StoreError> {
     let mut batch = Batch::default();
     stage(&mut batch, key, rec);
@@ -132,12 +139,18 @@ pub(crate) fn stage(batch: &mut Batch, key: &str, rec: &RefundRecord) {
     } else {
         batch.remove(Tree::PaymentIndex, pending_entry(key));
     }
+    if rec.reversal_due() {
+        batch.put(Tree::PaymentIndex, reversal_entry(key), Vec::new());
+    } else {
+        batch.remove(Tree::PaymentIndex, reversal_entry(key));
+    }
 }
 
-/// Adds to `batch` the removal of a refund record and its pending mark.
+/// Adds to `batch` the removal of a refund record and its marks.
 pub(crate) fn stage_remove(batch: &mut Batch, key: &str) {
     batch.remove(Tree::Refunds, key);
     batch.remove(Tree::PaymentIndex, pending_entry(key));
+    batch.remove(Tree::PaymentIndex, reversal_entry(key));
 }
 
 /// Writes `rec` over the stored record of the same refund, wherever its key (the caller
@@ -151,33 +164,38 @@ pub(crate) fn replace(registry: &Registry, rec: &RefundRecord) -> Result<(), Sto
     Ok(())
 }
 
-/// Every refund whose transfer reversal is still owed, of any payment: a walk of the
-/// refunds a chunk at a time (these are rare and end quickly; no index yet).
+/// Every refund whose transfer reversal is still owed, of any payment, found through their
+/// reversal marks (never a walk of every refund).
 pub(crate) fn reversals_due(registry: &Registry) -> Result<Vec<RefundRecord>, StoreError> {
-    let mut out = Vec::new();
-    registry.for_each::<RefundRecord>(Tree::Refunds, "", 1000, |_, r| {
-        if r.reversal_due() {
-            out.push(r);
-        }
-        Ok(())
-    })?;
-    Ok(out)
+    marked(registry, "rv/", RefundRecord::reversal_due)
 }
 
 /// Every pending refund, of any payment, found through their pending marks: the start-up
 /// reconcile and the sweep read only these, never the whole tree.
 pub(crate) fn pending(registry: &Registry) -> Result<Vec<RefundRecord>, StoreError> {
+    marked(registry, "rp/", |r| r.status == RefundStatus::Pending)
+}
+
+/// The refunds marked under `prefix` that still pass `still` (a fresh read).
+fn marked(
+    registry: &Registry,
+    prefix: &str,
+    still: impl Fn(&RefundRecord) -> bool,
+) -> Result<Vec<RefundRecord>, StoreError> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let rows =
-            registry
-                .store()
-                .scan_range(Tree::PaymentIndex, "rp/", after.as_deref(), 500, false)?;
+        let rows = registry.store().scan_range(
+            Tree::PaymentIndex,
+            prefix,
+            after.as_deref(),
+            500,
+            false,
+        )?;
         let done = rows.len() < 500;
         for (k, _) in rows {
-            if let Some(r) = registry.get::<RefundRecord>(Tree::Refunds, &k[3..])? {
-                if r.status == RefundStatus::Pending {
+            if let Some(r) = registry.get::<RefundRecord>(Tree::Refunds, &k[prefix.len()..])? {
+                if still(&r) {
                     out.push(r);
                 }
             }
@@ -189,34 +207,73 @@ pub(crate) fn pending(registry: &Registry) -> Result<Vec<RefundRecord>, StoreErr
     }
 }
 
-/// Marks every pending refund (the store's schema 2 → 3 step), a chunk at a time.
+/// Marks every pending refund and every refund whose reversal is owed (the store's schema
+/// 2 → 4 and 3 → 4 steps), a chunk at a time. Idempotent.
 pub(crate) fn rebuild(registry: &Registry) -> Result<(), StoreError> {
     let mut batch = Batch::default();
     registry.for_each::<RefundRecord>(Tree::Refunds, "", 1000, |k, r| {
         if r.status == RefundStatus::Pending {
             batch.put(Tree::PaymentIndex, pending_entry(&k), Vec::new());
         }
+        if r.reversal_due() {
+            batch.put(Tree::PaymentIndex, reversal_entry(&k), Vec::new());
+        }
+        if batch.len() >= 1000 {
+            registry.apply(std::mem::take(&mut batch))?;
+        }
         Ok(())
     })?;
     registry.apply(batch)
 }
 
-/// Every disagreement between refund records and their pending marks.
+/// Every disagreement between refund records and their marks, either way.
 pub(crate) fn verify(registry: &Registry) -> Result<Vec<String>, StoreError> {
     let mut problems = Vec::new();
     registry.for_each::<RefundRecord>(Tree::Refunds, "", 1000, |k, r| {
-        let marked = registry
-            .store()
-            .get(Tree::PaymentIndex, &pending_entry(&k))?
-            .is_some();
-        if marked != (r.status == RefundStatus::Pending) {
-            problems.push(format!(
-                "refund {k}: pending mark {marked}, status {}",
-                r.status
-            ));
+        for (what, entry, due) in [
+            (
+                "pending",
+                pending_entry(&k),
+                r.status == RefundStatus::Pending,
+            ),
+            ("reversal", reversal_entry(&k), r.reversal_due()),
+        ] {
+            let marked = registry.store().get(Tree::PaymentIndex, &entry)?.is_some();
+            if marked != due {
+                problems.push(format!(
+                    "refund {k}: {what} mark {marked}, status {}",
+                    r.status
+                ));
+            }
         }
         Ok(())
     })?;
+    for prefix in ["rp/", "rv/"] {
+        let mut after: Option<String> = None;
+        loop {
+            let rows = registry.store().scan_range(
+                Tree::PaymentIndex,
+                prefix,
+                after.as_deref(),
+                1000,
+                false,
+            )?;
+            let done = rows.len() < 1000;
+            for (k, _) in rows {
+                if registry
+                    .store()
+                    .get(Tree::Refunds, &k[prefix.len()..])?
+                    .is_none()
+                {
+                    problems.push(format!("mark {k} names no refund"));
+                }
+                after = Some(k);
+            }
+            if done {
+                break;
+            }
+        }
+    }
     Ok(problems)
 }
 
@@ -317,6 +374,53 @@ mod tests {
         // Read through their pending marks, which follow the status in the same batch.
         assert!(verify(&reg).unwrap().is_empty());
         reg.put(Tree::Refunds, &key("pay_ab", "rf_3"), &done)
+            .unwrap();
+        assert_eq!(verify(&reg).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_owed_reversal_is_found_through_its_mark_while_it_is_owed() {
+        let reg = Registry::temporary().unwrap();
+        let mut r = rec("pay_a", "rf_1", RefundStatus::Pending);
+        r.reversal_amount = 40;
+        let k = key("pay_a", "rf_1");
+        write(&reg, &k, &r).unwrap();
+        // Pending: the refund is not through yet, so nothing is owed.
+        assert!(reversals_due(&reg).unwrap().is_empty());
+        r.status = RefundStatus::Succeeded;
+        r.refund = Some("re_1".into());
+        write(&reg, &k, &r).unwrap();
+        write(
+            &reg,
+            &key("pay_b", "rf_2"),
+            &rec("pay_b", "rf_2", RefundStatus::Succeeded),
+        )
+        .unwrap();
+        let due: Vec<String> = reversals_due(&reg)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, ["rf_1"]);
+        assert!(verify(&reg).unwrap().is_empty());
+        // Made: the mark goes in the same batch.
+        r.reversal = Some("trr_1".into());
+        write(&reg, &k, &r).unwrap();
+        assert!(reversals_due(&reg).unwrap().is_empty());
+        assert!(reg
+            .store()
+            .scan_range(Tree::PaymentIndex, "rv/", None, 10, false)
+            .unwrap()
+            .is_empty());
+        // A record written behind the marks' back is reported, either way.
+        r.reversal = None;
+        reg.put(Tree::Refunds, &k, &r).unwrap();
+        assert_eq!(verify(&reg).unwrap().len(), 1);
+        let mut b = Batch::default();
+        stage_remove(&mut b, &k);
+        reg.apply(b).unwrap();
+        reg.store()
+            .put(Tree::PaymentIndex, "rv/pay_x/rf_9", b"")
             .unwrap();
         assert_eq!(verify(&reg).unwrap().len(), 1);
     }

@@ -10,10 +10,11 @@
 //! and the schema migrations that go with it.
 
 pub mod binding;
+mod pg_tls;
 mod postgres;
 mod sled_store;
 
-pub use postgres::{redact_url, PgStore};
+pub use postgres::{check_url, redact_url, PgStore, JOBS_CHANNEL};
 pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -41,7 +42,7 @@ impl Location {
         let url = s.strip_prefix("postgres:").filter(|u| !u.starts_with("//"));
         let url = url.unwrap_or(s);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") || s != url {
-            url.parse::<tokio_postgres::Config>()
+            check_url(url)
                 .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redact_url(url)))?;
             return Ok(Location::Postgres(url.to_string()));
         }
@@ -72,7 +73,15 @@ impl std::fmt::Debug for Location {
 ///   version: an interrupted step is started again at the next open (rebuilding is
 ///   idempotent). A readerd of version 2 would write payments without their index entries,
 ///   so it must not open a store of version 3.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: the payment indexes are split by status everywhere (by reader and status, by merchant
+///   and status, by status; a list without a status filter merges the statuses), so the
+///   entries by time, merchant and reader alone are gone, and refunds whose transfer
+///   reversal is owed are marked. Fewer keys per payment: sled's memory follows the number
+///   of keys. The step from 3 removes the old entries and writes the new ones, in chunks,
+///   then the version (idempotent, like the step to 3; the step from 1 or 2 builds the
+///   version 4 indexes directly). A readerd of version 3 would page without the new
+///   entries, so it must not open a store of version 4.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The meta key that marks a store filled for measurement (`readerd bench --fill-store`):
 /// its payments were never on Stripe. `readerd run` warns when it opens one.
@@ -101,10 +110,16 @@ pub enum Tree {
     InputCollections,
     /// Cards saved on a reader (`process_setup_intent` jobs).
     Setups,
+    /// Operations forwarded to a reader's holder (`payments::engine::forward`), keyed
+    /// `<reader>/<command>`, removed once answered.
+    Commands,
+    /// Cart displays on a shared store, waiting or shown (`payments::engine::reader_ops`),
+    /// keyed `<reader>/<display>`.
+    Displays,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -116,6 +131,8 @@ impl Tree {
         Tree::PaymentIndex,
         Tree::InputCollections,
         Tree::Setups,
+        Tree::Commands,
+        Tree::Displays,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +148,8 @@ impl Tree {
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
             Tree::Setups => "setups",
+            Tree::Commands => "commands",
+            Tree::Displays => "displays",
         }
     }
 }
@@ -161,6 +180,38 @@ pub struct Lease {
     pub owner: String,
     pub token: i64,
 }
+
+/// What [`Store::job_notifications`] tells a listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobNotice {
+    /// A job (a payment, an input collection: its id) was written for this reader.
+    Job { reader: String, job: String },
+    /// Notices may have been missed (the listening connection was lost and is back, or the
+    /// listener fell behind): look at every reader.
+    Missed,
+}
+
+impl JobNotice {
+    /// The notice a payload of [`Store::notify_job`] carries (`<reader> <job>`); one that
+    /// cannot be read means that something was missed.
+    pub fn from_payload(payload: &str) -> JobNotice {
+        match payload.split_once(' ') {
+            Some((reader, job)) if !reader.is_empty() && !job.is_empty() => JobNotice::Job {
+                reader: reader.to_string(),
+                job: job.to_string(),
+            },
+            _ => JobNotice::Missed,
+        }
+    }
+
+    /// The payload that [`JobNotice::from_payload`] reads.
+    pub fn payload(reader: &str, job: &str) -> String {
+        format!("{reader} {job}")
+    }
+}
+
+/// How many notices a listener may fall behind before it is told [`JobNotice::Missed`].
+pub const JOB_NOTICES_BUFFER: usize = 1024;
 
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
@@ -226,6 +277,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` (all or none) only while `lease` is held, checked in the same
     /// transaction as the writes; `Ok(false)` (nothing written) when it is not.
     fn apply_fenced(&self, batch: Batch, lease: &Lease) -> Result<bool, StoreError>;
+
+    /// Tells every process on this store, this one included, that `reader` has a new job
+    /// `job` in the store (called right after the job's write). One machine (sled): an
+    /// in-process wakeup; PostgreSQL: `NOTIFY readerd_jobs, '<reader> <job>'`, heard by
+    /// every instance's listener. Ids hold no space.
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError>;
+    /// The notices of [`Store::notify_job`], from now on. A receiver that falls behind sees
+    /// `Lagged`, which means the same as [`JobNotice::Missed`].
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice>;
 }
 
 /// One write of a [`Batch`].
@@ -350,9 +410,15 @@ impl Registry {
         // Version 0 is an empty (new) store, which needs none; 1 → 2 needs none either.
         let registry = Registry { store };
         if (1..3).contains(&found) {
-            tracing::info!("store schema {found} → 3: building the payment indexes");
+            tracing::info!("store schema {found} → {SCHEMA_VERSION}: building the payment indexes");
             let n = crate::payments::index::rebuild(&registry)?;
             tracing::info!(payments = n, "payment indexes built");
+        } else if found == 3 {
+            tracing::info!(
+                "store schema 3 → {SCHEMA_VERSION}: splitting the payment indexes by status"
+            );
+            let n = crate::payments::index::migrate_from_3(&registry)?;
+            tracing::info!(payments = n, "payment indexes split by status");
         }
         if found < SCHEMA_VERSION {
             registry.store.put(
@@ -386,9 +452,20 @@ impl Registry {
         tree: Tree,
         prefix: &str,
         chunk: usize,
+        f: impl FnMut(String, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.for_each_after(tree, prefix, None, chunk, f)
+    }
+
+    /// [`Registry::for_each`] from the first key after `after` (a walk resumed).
+    pub fn for_each_after<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        mut after: Option<String>,
+        chunk: usize,
         mut f: impl FnMut(String, T) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut after: Option<String> = None;
         loop {
             let rows =
                 self.store

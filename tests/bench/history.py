@@ -140,6 +140,18 @@ level = "warn"
                 f"p99 {quantile(times, 0.99) * 1000:.1f} ms"
             )
         print(f"RSS after {a.calls} list calls: {rss_mib(d.pid)}")
+        # The settlement report of one day, for ten days spread over the filled year.
+        times, rows = [], 0
+        for k in range(10):
+            day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (10 + 33 * k) * 86400))
+            dt, body, _ = get(f"{base}/v1/reports/settlement?from={day}&to={day}")
+            times.append(dt)
+            rows += sum(r.get("payments", 0) for r in body)
+        print(
+            f"one day's settlement report: 10 days, {rows / 10:.0f} payments a day, "
+            f"p50 {quantile(times, 0.5) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+        )
+        print(f"RSS after the reports: {rss_mib(d.pid)}")
     finally:
         d.terminate()
         d.wait()

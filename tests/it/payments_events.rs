@@ -5,6 +5,7 @@ use crate::payments_flow::{
     bakery_payment, env_with, fast_config, instant_sim, wait_on_reader, wait_status, Env,
 };
 use readerd::payments::engine::EngineConfig;
+use readerd::payments::machine::Step;
 use readerd::payments::{Engine, Payment, Status};
 use readerd::stripe::wire::{Event, PaymentIntent, Reader};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,14 +81,11 @@ async fn events_track_payments_and_spare_every_read() {
     env.sim.reset_requests();
     let r = env.readers[0].clone();
     let p = bakery_payment(&env, &r);
-    // Its dispatch is known only from the request log: nothing reads the reader now.
-    for _ in 0..500 {
-        if env
-            .sim
-            .requests()
-            .iter()
-            .any(|q| q.path.ends_with("/process_payment_intent"))
-        {
+    // The customer taps once the reader shows the payment: once readerd has recorded the
+    // dispatch (its own record; nothing reads the reader now). Waiting only for the request
+    // in the emulator's log let the tap race the recording of the reader's answer.
+    for _ in 0..1000 {
+        if env.engine.get(&p.id).unwrap().unwrap().step == Step::Dispatched {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

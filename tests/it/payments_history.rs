@@ -347,10 +347,26 @@ async fn a_fill_killed_mid_write_leaves_every_record_in_exactly_its_indexes() {
         .arg(&store)
         .args(["--payments", "1000000"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Long enough to be in the middle of the batches, far from their end.
+    // Killed in the middle of the batches, far from their end: once the fill says it has
+    // written its first 10,000, and after sled's background flush (every 500 ms) has had
+    // time to put some of them on disk. A fixed sleep from the start was not enough on a
+    // loaded machine, where the fill had not written anything yet.
+    let stderr = child.stderr.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().next()
+    })
+    .await
+    .unwrap();
+    assert!(
+        first
+            .as_ref()
+            .is_some_and(|l| l.as_ref().is_ok_and(|l| l.contains("payments written"))),
+        "the fill said {first:?}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     child.kill().unwrap();
     child.wait().unwrap();

@@ -22,6 +22,8 @@
 //!   its busy readers.
 //! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
 //!   the writes of its payments.
+//! - [`forward`]: on a shared store, capture, cancel, refund and retry asked of an instance
+//!   that does not work the reader are carried out by the reader's holder.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -34,6 +36,7 @@ mod accept;
 mod cancel;
 mod capture;
 mod events;
+mod forward;
 mod inputs;
 mod leases;
 mod poller;

@@ -129,7 +129,7 @@ impl Engine {
             // The next chunk: final payments of one creation day, oldest first.
             let mut chunk: Vec<Payment> = Vec::new();
             let mut day: Option<PathBuf> = None;
-            index::for_each_created_before(&registry, before, CHUNK, |p| {
+            index::for_each_final_created_before(&registry, before, CHUNK, |p| {
                 if !p.status.is_final() || held.contains(&p.id) {
                     return Ok(true);
                 }

@@ -215,7 +215,9 @@ impl Flow {
             .expect("stats")
             .dispatching(&self.id, std::time::Instant::now());
         self.e.count("process_payment_intent");
-        *self.slot_shows_our_cart() = false;
+        if std::mem::take(&mut *self.slot_shows_our_cart()) {
+            self.e.cart_cleared(&self.slot.id);
+        }
         let res = self
             .e
             .stripe()
