@@ -418,6 +418,10 @@ impl PaymentsConfig {
             action_deadline: self.action_deadline.0,
             busy_wait: self.busy_wait.0,
             offline_wait: self.offline_wait.0,
+            // The batched reader poll follows the poll settings: a lone reader's list every
+            // 2.5 × poll_max (5 s by default), never faster than poll_max (at most 1 s).
+            list_poll: self.poll_max.0.min(std::time::Duration::from_secs(1)),
+            list_poll_alone: (self.poll_max.0 * 5 / 2).min(std::time::Duration::from_secs(5)),
             ..crate::payments::EngineConfig::default()
         }
     }
