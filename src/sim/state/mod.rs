@@ -28,6 +28,7 @@ mod directory;
 mod inputs;
 mod payments;
 mod readers;
+mod review;
 
 pub use connect::{Book, Books};
 
@@ -349,6 +350,8 @@ pub struct State {
     pub events: Vec<Event>,
     /// Delayed work not yet handed to the scheduler.
     pub timers: Vec<Timer>,
+    /// Cards read by `collect_payment_method`, by PaymentIntent, for its confirm.
+    pub collected: BTreeMap<String, Pending>,
     /// The request being handled (copied into events' `request`).
     pub request: Option<EventRequest>,
     pub auth_delay_zero: bool,
@@ -640,6 +643,7 @@ impl State {
             outbox: Vec::new(),
             events: Vec::new(),
             timers: Vec::new(),
+            collected: BTreeMap::new(),
             request: None,
             auth_delay_zero: false,
             platform_owned_readers: true,
