@@ -49,6 +49,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::show,
         payments::events,
         payments::cancel,
+        payments::confirm,
         payments::capture,
         payments::retry,
         payments::refund,
