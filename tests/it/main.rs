@@ -28,6 +28,7 @@ mod payments_events;
 mod payments_faults;
 mod payments_flow;
 mod payments_history;
+mod review_crash;
 mod review_flow;
 mod sim_cli;
 mod sim_conformance;
