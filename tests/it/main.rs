@@ -34,6 +34,7 @@ mod sim_cli;
 mod sim_conformance;
 mod sim_faults;
 mod sim_inputs;
+mod sim_review;
 mod sim_webhooks;
 mod store_suite;
 mod stripe_client;
