@@ -265,3 +265,122 @@ async fn a_reader_busy_with_someone_elses_action_is_waited_for_never_canceled() 
     assert_eq!(a.status, ActionStatus::InProgress);
     assert_eq!(a.payment_intent_id(), Some(foreign.id.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_and_the_pay_command_a_card_is_reviewed_then_confirmed_or_canceled() {
+    use crate::payments_api::{pos_token, start, ADMIN};
+    use readerd::sim::SimConfig;
+    use reqwest::StatusCode;
+    use serde_json::json;
+    let api = start(SimConfig {
+        auth_delay: Duration::ZERO,
+        auto_present: Some(Duration::from_millis(200)),
+        ..SimConfig::default()
+    })
+    .await;
+    // The merchant's surcharge limit is its own setting.
+    let (s, m) = api
+        .post(
+            ADMIN,
+            "/v1/merchants",
+            json!({"id": "bakery", "account": api.accounts["bakery"], "charge_type": "direct", "surcharge_max": 200}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(m["surcharge_max"], 200);
+    let (s, b) = api
+        .post(
+            ADMIN,
+            "/v1/merchants",
+            json!({"id": "bakery", "account": api.accounts["bakery"], "surcharge_max": -1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    // Over HTTP: the card is shown, a surcharge over the limit is a 400 that changes nothing.
+    let tok = pos_token("bakery");
+    let (s, p) = api
+        .post(
+            &tok,
+            "/v1/payments",
+            json!({"merchant": "bakery", "reader": "till-1", "amount": 1000, "currency": "eur", "flow": "review"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["flow"], "review");
+    let id = p["id"].as_str().unwrap().to_string();
+    let mut shown = json!(null);
+    for _ in 0..500 {
+        let (_, p) = api.get(&tok, &format!("/v1/payments/{id}")).await;
+        if p["status"] == "requires_confirmation" && p["card"].is_object() {
+            shown = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown["card"]["brand"], "visa", "{shown}");
+    assert!(shown["review_until"].is_string(), "{shown}");
+    let (s, e) = api
+        .post(
+            &tok,
+            &format!("/v1/payments/{id}/confirm"),
+            json!({"surcharge": 201}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "surcharge_too_high");
+    let (_, after) = api.get(&tok, &format!("/v1/payments/{id}")).await;
+    assert_eq!(after["status"], "requires_confirmation");
+    let (s, _) = api
+        .post(&tok, &format!("/v1/payments/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // The pay command: the card shown, confirmed without asking, with a surcharge.
+    let run = |args: Vec<&str>| {
+        let url = api.url.clone();
+        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_readerd"))
+                .args(&args)
+                .args(["--api", &url])
+                .env("READERD_TOKEN", pos_token("bakery"))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let pay = [
+        "pay",
+        "--merchant",
+        "bakery",
+        "--reader",
+        "till-1",
+        "--amount",
+        "1000",
+        "--currency",
+        "eur",
+        "--review",
+    ];
+    let mut yes = pay.to_vec();
+    yes.extend(["--surcharge", "150", "--yes"]);
+    let ok = run(yes).await;
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("card read: visa •••• 4242 (credit)"), "{out}");
+    assert!(
+        out.contains("confirmed: 10.00 EUR + 1.50 EUR surcharge"),
+        "{out}"
+    );
+    assert!(out.contains("succeeded: 11.50 EUR captured"), "{out}");
+    // No terminal to ask on and no --yes: the reviewed payment is canceled.
+    let no = run(pay.to_vec()).await;
+    let out = String::from_utf8_lossy(&no.stdout);
+    assert!(!no.status.success(), "{out}");
+    assert!(out.contains("canceling"), "{out}");
+    assert!(
+        out.lines().last().unwrap_or("").starts_with("canceled"),
+        "{out}"
+    );
+}
