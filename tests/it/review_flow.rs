@@ -384,3 +384,49 @@ async fn over_http_and_the_pay_command_a_card_is_reviewed_then_confirmed_or_canc
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn while_webhooks_track_payments_action_updated_shows_the_card_with_no_reader_read() {
+    use crate::payments_events::{courier, paid, slow_safety_net};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let env = Arc::new(env_with(instant_sim(), slow_safety_net(), 1).await);
+    env.dir.set_surcharge_max("bakery", 200);
+    courier(&env, Arc::new(AtomicBool::new(true)));
+    paid(&env).await;
+    assert!(env.engine.webhooks_tracking());
+    env.sim.reset_requests();
+    let r = env.readers[0].clone();
+    let p = reviewed(&env, &r, 1000);
+    for _ in 0..500 {
+        if count(&env, "/collect_payment_method") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    env.sim.present_card(&r, Some("5555555555554444")).unwrap();
+    let p = wait_until(&env.engine, &p.id, "showing its card", |p| {
+        p.status == Status::RequiresConfirmation && p.card.is_some()
+    })
+    .await;
+    assert_eq!(
+        p.card.as_ref().unwrap().brand.as_deref(),
+        Some("mastercard")
+    );
+    assert!(env
+        .sim
+        .events()
+        .iter()
+        .any(|e| e.kind == "terminal.reader.action_updated"));
+    // The card came with the event: the reader was never read.
+    let reader_reads = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|q| q.method == "GET" && q.path.contains("/terminal/readers/"))
+        .count();
+    assert_eq!(reader_reads, 0);
+    env.engine.confirm(&p.id, Some(200)).await.unwrap();
+    let p = wait_status(&env.engine, &p.id, Status::Succeeded).await;
+    assert_eq!(p.amount_captured, 1200);
+}
