@@ -132,7 +132,8 @@ pub(super) async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// An object a client can follow until it is final: a payment, an input collection.
+/// An object a client can follow until it is final: a payment, an input collection, a
+/// setup.
 pub(super) trait Followed: Clone + Send + Sync + 'static {
     type Status: Copy + PartialEq + Send + Sync + 'static;
     fn id(&self) -> &str;
@@ -155,6 +156,19 @@ impl Followed for Payment {
 
 impl Followed for crate::payments::InputCollection {
     type Status = crate::payments::InputStatus;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn status(&self) -> Self::Status {
+        self.status
+    }
+    fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+}
+
+impl Followed for crate::payments::Setup {
+    type Status = crate::payments::SetupStatus;
     fn id(&self) -> &str {
         &self.id
     }

@@ -23,6 +23,7 @@ pub mod payments;
 pub mod request_id;
 pub mod routes;
 pub mod scope;
+pub mod setups;
 pub mod tls;
 pub mod tokens;
 pub mod webhooks;

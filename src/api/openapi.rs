@@ -12,7 +12,7 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{console, events, fleet, inputs, ops, payments, tokens, webhooks, Route};
+use super::{console, events, fleet, inputs, ops, payments, setups, tokens, webhooks, Route};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -61,6 +61,11 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         inputs::show,
         inputs::events,
         inputs::cancel,
+        setups::create,
+        setups::list,
+        setups::show,
+        setups::events,
+        setups::cancel,
         events::events,
         console::page,
         console::script,
@@ -72,6 +77,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         (name = "payments", description = "Payments and refunds"),
         (name = "readers", description = "Readers, their allowlists, carts and force-clear"),
         (name = "inputs", description = "Inputs on a reader's screen (an email, a choice, a signature)"),
+        (name = "setups", description = "Cards saved on a reader for later payments (no charge)"),
         (name = "locations", description = "Stripe Terminal locations"),
         (name = "merchants", description = "Connected accounts readerd charges for (admin)"),
         (name = "connection tokens", description = "Tokens for points of sale that run a Terminal SDK"),

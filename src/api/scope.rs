@@ -21,7 +21,7 @@
 
 use super::{ApiError, Caller};
 use crate::fleet::{LocationRecord, ReaderRecord};
-use crate::payments::{InputCollection, Payment};
+use crate::payments::{InputCollection, Payment, Setup};
 use axum::http::StatusCode;
 
 /// An object a route is about to show or act on.
@@ -38,6 +38,8 @@ pub enum Object<'a> {
     Payment(&'a Payment),
     /// An input collection: seen like a payment, by its merchant.
     InputCollection(&'a InputCollection),
+    /// A card saved on a reader: its merchant's.
+    Setup(&'a Setup),
 }
 
 /// Whether the caller may see (or act on) the object.
@@ -136,6 +138,13 @@ pub fn check(caller: &Caller, object: Object<'_>) -> Result<(), ApiError> {
                 Ok(())
             } else {
                 Err(ApiError::not_found("input_collection", &c.id))
+            }
+        }
+        Object::Setup(s) => {
+            if caller.may_see_merchant(&s.merchant) {
+                Ok(())
+            } else {
+                Err(ApiError::not_found("setup", &s.id))
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod migrate;
 pub mod money;
 pub mod payments;
+pub mod setups;
 pub mod sim;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,8 @@ pub enum Command {
     Payments(payments::PaymentsCmd),
     /// Inputs on a reader's screen: collect (and follow), list, show, cancel.
     Inputs(inputs::InputsCmd),
+    /// Cards saved on a reader for later payments: create (and follow), list, show, cancel.
+    Setups(setups::SetupsCmd),
     /// The settlement report of a period: per merchant and currency, from readerd's records.
     Report(payments::ReportCmd),
     /// Benchmark the payment flow against the in-process emulator (or, with
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Pay(c) => c.run(),
         Command::Payments(c) => c.run(),
         Command::Inputs(c) => c.run(),
+        Command::Setups(c) => c.run(),
         Command::Report(c) => c.run(),
         Command::Bench(a) => bench::main(a),
         Command::Export(c) => c.run(),

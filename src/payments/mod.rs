@@ -13,6 +13,8 @@
 //!   PaymentIntent), written in the same batch as each payment, and the paged list.
 //! - [`inputs`]: input collections on a reader's screen: the record and its status
 //!   machine (pure transitions, no I/O).
+//! - [`setups`]: cards saved on a reader for later: the record and its status machine
+//!   (pure transitions, no I/O).
 //! - [`refunds`]: refund records, their typed status and their keys (by payment).
 //! - [`splits`]: separate charges' splits (one per merchant of a basket) and the pure
 //!   arithmetic of their shares, transfers and reversals.
@@ -29,6 +31,7 @@ pub mod machine;
 pub mod queue;
 pub mod refunds;
 pub mod report;
+pub mod setups;
 pub mod splits;
 pub mod stats;
 pub mod worker;
@@ -44,3 +47,4 @@ pub use ids::new_id;
 pub use inputs::{InputCollection, InputStatus};
 pub use machine::{CaptureMode, ChargeType, Failure, Payment, Source, Status};
 pub use refunds::{RefundRecord, RefundStatus};
+pub use setups::{AllowRedisplay, Setup, SetupStatus};

@@ -521,6 +521,9 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "confirm_payment_intent"]) => {
             st.confirm_payment_intent(scope, id, f)
         }
+        ("POST", ["v1", "terminal", "readers", id, "process_setup_intent"]) => {
+            st.process_setup_intent(scope, id, f, auto_present)
+        }
         ("POST", ["v1", "terminal", "readers", id, "collect_inputs"]) => {
             st.collect_inputs(scope, id, f, auto_present)
         }
@@ -540,6 +543,10 @@ fn dispatch(
         ("POST", ["v1", "payment_intents", id]) => st.update_intent(scope, id, f),
         ("POST", ["v1", "payment_intents", id, "capture"]) => st.capture_intent(scope, id, f),
         ("POST", ["v1", "payment_intents", id, "cancel"]) => st.cancel_intent(scope, id, f),
+
+        ("POST", ["v1", "setup_intents"]) => st.create_setup_intent(scope, f),
+        ("GET", ["v1", "setup_intents", id]) => st.get_setup_intent(scope, id, f),
+        ("POST", ["v1", "setup_intents", id, "cancel"]) => st.cancel_setup_intent(scope, id, f),
 
         ("GET", ["v1", "charges", id]) => st.get_charge(scope, id),
         ("POST", ["v1", "refunds"]) => st.create_refund(scope, f),

@@ -99,10 +99,12 @@ pub enum Tree {
     PaymentIndex,
     /// Inputs collected on a reader's screen (`collect_inputs` jobs).
     InputCollections,
+    /// Cards saved on a reader (`process_setup_intent` jobs).
+    Setups,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -113,6 +115,7 @@ impl Tree {
         Tree::Refunds,
         Tree::PaymentIndex,
         Tree::InputCollections,
+        Tree::Setups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +130,7 @@ impl Tree {
             Tree::Refunds => "refunds",
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
+            Tree::Setups => "setups",
         }
     }
 }

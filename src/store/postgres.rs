@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
+    (5, MIGRATION_5),
 ];
 
 /// The first schema: every tree, with its operator-facing columns.
@@ -143,6 +144,20 @@ CREATE TABLE payment_index (
     key text COLLATE "C" PRIMARY KEY,
     value text NOT NULL
 );
+"#;
+
+/// Cards saved on a reader (tree `setups`), with the columns an operator looks for.
+const MIGRATION_5: &str = r#"
+CREATE TABLE setups (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    merchant text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,merchant}') STORED,
+    status text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,status}') STORED,
+    setup_intent text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,setup_intent}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+CREATE INDEX setups_reader ON setups (reader, created_at);
 "#;
 
 /// An arbitrary constant naming readerd's migration lock among the database's advisory

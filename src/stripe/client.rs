@@ -276,6 +276,7 @@ fn is_payment_write(endpoint: &str) -> bool {
     endpoint.starts_with("/v1/payment_intents")
         || endpoint.starts_with("/v1/refunds")
         || endpoint.starts_with("/v1/transfers")
+        || endpoint.starts_with("/v1/setup_intents")
         || (endpoint.starts_with("/v1/terminal/readers/{id}/")
             && endpoint != "/v1/terminal/readers/{id}")
 }
@@ -990,6 +991,71 @@ impl StripeClient {
         ))
         .await
     }
+    /// Reader command (long timeout): the customer's card is saved on the SetupIntent.
+    pub async fn process_setup_intent(
+        &self,
+        reader: &str,
+        p: &ProcessSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/process_setup_intent",
+            path("/v1/terminal/readers", reader, "/process_setup_intent"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+
+    // SetupIntents (o.account = the connected account for direct charges) --------------
+    pub async fn create_setup_intent(
+        &self,
+        p: &CreateSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/setup_intents",
+            "/v1/setup_intents".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    /// `expand` such as `["latest_attempt"]`.
+    pub async fn retrieve_setup_intent(
+        &self,
+        id: &str,
+        expand: &[&str],
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        let mut params = Params::new();
+        params.push_list("expand", expand);
+        self.execute(self.call(
+            Method::GET,
+            "/v1/setup_intents/{id}",
+            path("/v1/setup_intents", id, ""),
+            params,
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn cancel_setup_intent(
+        &self,
+        id: &str,
+        p: &CancelSetupIntent,
+        o: &RequestOptions,
+    ) -> Result<SetupIntent> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/setup_intents/{id}/cancel",
+            path("/v1/setup_intents", id, "/cancel"),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+
     /// Test helper: the customer answers the inputs on the screen.
     pub async fn succeed_input_collection(
         &self,

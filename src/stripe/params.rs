@@ -256,6 +256,69 @@ impl CollectInputs {
     }
 }
 
+/// `POST /v1/terminal/readers/{id}/process_setup_intent`: the card read on the reader is
+/// saved on the SetupIntent. `allow_redisplay` (`always`, `limited`, `unspecified`) is
+/// required by Stripe: whether the saved card may be shown to the customer again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessSetupIntent {
+    pub setup_intent: String,
+    pub allow_redisplay: String,
+    pub enable_customer_cancellation: Option<bool>,
+}
+
+impl ProcessSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("setup_intent", &self.setup_intent)
+            .push("allow_redisplay", &self.allow_redisplay)
+            .push_opt(
+                "process_config[enable_customer_cancellation]",
+                self.enable_customer_cancellation,
+            );
+        p
+    }
+}
+
+/// `POST /v1/setup_intents`: Terminal saves cards with `payment_method_types[]=card_present`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateSetupIntent {
+    pub payment_method_types: Vec<String>,
+    pub customer: Option<String>,
+    /// `off_session` (Stripe's default) or `on_session`.
+    pub usage: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl CreateSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_list("payment_method_types", &self.payment_method_types)
+            .push_opt("customer", self.customer.as_ref())
+            .push_opt("usage", self.usage.as_ref())
+            .push_opt("on_behalf_of", self.on_behalf_of.as_ref())
+            .push_opt("description", self.description.as_ref())
+            .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `POST /v1/setup_intents/{id}/cancel`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CancelSetupIntent {
+    /// `abandoned`, `requested_by_customer` or `duplicate`.
+    pub cancellation_reason: Option<String>,
+}
+
+impl CancelSetupIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push_opt("cancellation_reason", self.cancellation_reason.as_ref());
+        p
+    }
+}
+
 /// `POST /v1/test_helpers/terminal/readers/{id}/succeed_input_collection`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SucceedInputCollection {

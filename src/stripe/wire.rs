@@ -120,7 +120,9 @@ has_id!(
     Refund,
     Transfer,
     TransferReversal,
-    ApplicationFee
+    ApplicationFee,
+    SetupIntent,
+    SetupAttempt
 );
 
 /// `{"object": "list", "data": [...], "has_more", "url"}`.
@@ -673,6 +675,24 @@ pub struct ConfirmPaymentIntentAction {
     pub account: Option<String>,
 }
 
+/// `process_config` of `process_setup_intent`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSetupConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_customer_cancellation: Option<bool>,
+}
+
+/// `action.process_setup_intent`: the SetupIntent on the reader and, once the card was
+/// read, the reusable `card` PaymentMethod generated from it (when one could be).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSetupIntentAction {
+    pub setup_intent: Expandable<SetupIntent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_card: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_config: Option<ProcessSetupConfig>,
+}
+
 /// `reader.action`: the reader's latest action, kept until replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReaderAction {
@@ -693,7 +713,7 @@ pub struct ReaderAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_payment: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_setup_intent: Option<serde_json::Value>,
+    pub process_setup_intent: Option<ProcessSetupIntentAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect_inputs: Option<CollectInputsAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -723,6 +743,13 @@ impl ReaderAction {
             .as_ref()?
             .payment_method
             .as_ref()
+    }
+
+    /// The SetupIntent id of a `process_setup_intent` action.
+    pub fn setup_intent_id(&self) -> Option<&str> {
+        self.process_setup_intent
+            .as_ref()
+            .map(|p| p.setup_intent.id())
     }
 }
 
@@ -994,6 +1021,111 @@ pub struct TransferReversal {
     pub metadata: Metadata,
     /// The transfer it reverses.
     pub transfer: Expandable<ObjectRef>,
+}
+
+// ---------------------------------------------------------------------------------------
+// SetupIntents (saving a card for later)
+
+string_enum!(
+    /// `setup_intent.status`.
+    SetupIntentStatus {
+        RequiresPaymentMethod => "requires_payment_method",
+        RequiresConfirmation => "requires_confirmation",
+        RequiresAction => "requires_action",
+        Processing => "processing",
+        Canceled => "canceled",
+        Succeeded => "succeeded",
+    }
+);
+
+/// A SetupIntent (`seti_…`): a payment method saved for later, without a charge. On the
+/// merchant's connected account for direct charges, on the platform otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetupIntent {
+    pub id: String,
+    pub object: String,
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
+    pub created: i64,
+    #[serde(default)]
+    pub customer: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub last_setup_error: Option<ApiErrorObject>,
+    /// The latest SetupAttempt (`setatt_…`), expandable.
+    #[serde(default)]
+    pub latest_attempt: Option<Expandable<SetupAttempt>>,
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub on_behalf_of: Option<Expandable<ObjectRef>>,
+    /// The `card_present` PaymentMethod read on the reader.
+    #[serde(default)]
+    pub payment_method: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub payment_method_types: Vec<String>,
+    pub status: SetupIntentStatus,
+    /// `off_session` (the default) or `on_session`.
+    #[serde(default = "off_session")]
+    pub usage: String,
+}
+
+fn off_session() -> String {
+    "off_session".into()
+}
+
+/// `payment_method_details.card_present` of a SetupAttempt.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetupAttemptCardPresent {
+    /// The reusable `card` PaymentMethod generated from the card read on the reader.
+    #[serde(default)]
+    pub generated_card: Option<Expandable<ObjectRef>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetupAttemptDetails {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_present: Option<SetupAttemptCardPresent>,
+}
+
+/// One attempt at confirming a SetupIntent (`setatt_…`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetupAttempt {
+    pub id: String,
+    pub object: String,
+    pub created: i64,
+    pub livemode: bool,
+    #[serde(default)]
+    pub payment_method: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub payment_method_details: Option<SetupAttemptDetails>,
+    #[serde(default)]
+    pub setup_error: Option<ApiErrorObject>,
+    pub setup_intent: Expandable<ObjectRef>,
+    pub status: String,
+    #[serde(default = "off_session")]
+    pub usage: String,
+}
+
+impl SetupIntent {
+    /// The reusable card of a succeeded SetupIntent read with `expand[]=latest_attempt`:
+    /// `latest_attempt.payment_method_details.card_present.generated_card`.
+    pub fn generated_card(&self) -> Option<&str> {
+        self.latest_attempt
+            .as_ref()?
+            .object()?
+            .payment_method_details
+            .as_ref()?
+            .card_present
+            .as_ref()?
+            .generated_card
+            .as_ref()
+            .map(|c| c.id())
+    }
 }
 
 /// An application fee: what the platform collected on a connected account's charge.

@@ -202,6 +202,7 @@ async fn every_documented_answer_matches_the_document() {
             format!("/v1/readers/{reader}/inputs"),
         ),
         ("/v1/payments", "/v1/payments".into()),
+        ("/v1/setups", "/v1/setups".into()),
         (
             "/v1/payments/{id}/capture",
             format!("/v1/payments/{paid}/capture"),
@@ -229,6 +230,7 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/input_collections",
             "/v1/input_collections?colour=red".to_string(),
         ),
+        ("/v1/setups", "/v1/setups?colour=red".to_string()),
         (
             "/v1/reports/settlement",
             "/v1/reports/settlement?from=yesterday&to=2100-01-01".to_string(),
@@ -319,6 +321,18 @@ async fn every_documented_answer_matches_the_document() {
     )
     .await;
     assert_eq!(s, 403, "{b}");
+    // A card saved for a merchant the reader does not serve: the same.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        admin,
+        Some(&json!({"merchant": "bakery", "reader": reader, "allow_redisplay": "always"})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
 
     // A payment on the reader (back online), then the force-clear of its action. What the
     // table's calls queued on the offline reader ends first.
@@ -395,6 +409,39 @@ async fn every_documented_answer_matches_the_document() {
     .await;
     assert_eq!(s, 200, "{b}");
     wait_payment(env, &reviewed, "paid", |p| p["status"] == "succeeded").await;
+    // A card being saved, canceled from the point of sale.
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            "/v1/setups",
+            json!({"merchant": "florist", "reader": reader, "allow_redisplay": "unspecified"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let setup = format!("/v1/setups/{}", c["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups/{id}/cancel",
+        &format!("{setup}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &setup).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pay = json!({"merchant": "florist", "reader": reader, "amount": 700, "currency": "eur"});
     let (s, p) = env
         .post(env.pos("florist"), "/v1/payments", pay.clone())
@@ -453,6 +500,18 @@ async fn every_documented_answer_matches_the_document() {
         &format!("/v1/readers/{reader}/inputs"),
         own,
         Some(&json!({"inputs": email})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do setups.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/setups",
+        "/v1/setups",
+        own,
+        Some(&json!({"merchant": "florist", "reader": reader, "allow_redisplay": "always"})),
     )
     .await;
     assert_eq!(s, 429, "{b}");

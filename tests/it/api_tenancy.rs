@@ -82,6 +82,7 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
     let kiosk = json!({"display_name": "Kiosk", "address": address, "merchant": "florist"});
     let spare = json!({"registration_code": "simulated-wpe", "label": "spare", "location": "{location}"});
     let form = json!({"merchant": "{merchant}", "inputs": [{"type": "email", "custom_text": {"title": "Email"}}]});
+    let card = json!({"merchant": "{merchant}", "reader": "{reader}", "allow_redisplay": "always"});
     let null = Value::Null;
     vec![
         // Operations: no bearer token needed (the webhook is authenticated by its signature).
@@ -120,6 +121,12 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         row("GET",  "/v1/input_collections/{id}/events", "/v1/input_collections/{answered}/events", null.clone(), [200, 200, 404, 401, 401]),
         // Final: nothing left to cancel.
         row("POST", "/v1/input_collections/{id}/cancel", "/v1/input_collections/{answered}/cancel", null.clone(), [409, 409, 404, 401, 401]),
+        // Saved cards: like payments.
+        row("POST", "/v1/setups",                   "/v1/setups",                        card,         [201, 201, 404, 401, 401]),
+        row("GET",  "/v1/setups",                   "/v1/setups",                        null.clone(), [200, 200, 200, 401, 401]),
+        row("GET",  "/v1/setups/{id}",              "/v1/setups/{saved}",                null.clone(), [200, 200, 404, 401, 401]),
+        row("GET",  "/v1/setups/{id}/events",       "/v1/setups/{saved}/events",         null.clone(), [200, 200, 404, 401, 401]),
+        row("POST", "/v1/setups/{id}/cancel",       "/v1/setups/{saved}/cancel",         null.clone(), [409, 409, 404, 401, 401]),
 
         row("GET",  "/v1/payments",                 "/v1/payments",                      null.clone(), [200, 200, 200, 401, 401]),
         row("GET",  "/v1/payments/{id}",            "/v1/payments/{paid}",               null.clone(), [200, 200, 404, 401, 401]),
@@ -317,6 +324,33 @@ async fn florist_inputs(env: &TestEnv, reader: &str) -> String {
     panic!("the florist's inputs were never answered");
 }
 
+/// A card of the florist's customer, saved on the reader.
+async fn florist_setup(env: &TestEnv, reader: &str) -> String {
+    let (s, c) = env
+        .post(
+            env.pos("florist"),
+            "/v1/setups",
+            json!({"merchant": "florist", "reader": reader, "allow_redisplay": "limited"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/setups/{id}");
+    let mut presented = false;
+    for _ in 0..500 {
+        let (_, c) = env.get(&env.admin_token, &path).await;
+        if c["status"] == "processing" && !presented {
+            env.sim.present_card(reader, None).unwrap();
+            presented = true;
+        }
+        if c["status"] == "succeeded" {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the florist's card was never saved");
+}
+
 pub(crate) struct World {
     pub(crate) env: TestEnv,
     pub(crate) objects: BTreeMap<&'static str, String>,
@@ -370,6 +404,7 @@ pub(crate) async fn world_with(
         florist_payment(&env, &reader, "automatic", Some(DECLINE)).await,
     );
     objects.insert("answered", florist_inputs(&env, &reader).await);
+    objects.insert("saved", florist_setup(&env, &reader).await);
     // From here on, what the accepted calls start ends quickly (and sends nothing more).
     assert!(env.sim.set_reader_online(&reader, false));
     objects.insert("reader", reader);
@@ -426,6 +461,7 @@ async fn every_route_decides_scope_for_every_caller() {
         "to_cancel",
         "declined",
         "answered",
+        "saved",
     ]
     .iter()
     .map(|k| &w.objects[k])

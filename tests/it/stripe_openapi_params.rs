@@ -74,6 +74,16 @@ fn own_account_query() -> BTreeMap<&'static str, Value> {
 /// `skip_button` 14), `required` (boolean), `selection[choices][]` (`id` and `text`
 /// required, `style` primary or secondary) and `toggles[]` (`title`, `description`, at
 /// most 50 characters each, `default_value` enabled or disabled); and `metadata`.
+///
+/// Saved cards, from Stripe's API reference: "Hand off a SetupIntent to a Reader"
+/// (`process_setup_intent`: `setup_intent` and `allow_redisplay` (always, limited,
+/// unspecified) required, `process_config[enable_customer_cancellation]` boolean; the
+/// subset's 2023 form required `customer_consent_collected`, which Stripe has since removed
+/// for `allow_redisplay`, so this form replaces the subset's), "Create a SetupIntent"
+/// (SetupIntents are outside the subset: `payment_method_types` array of strings,
+/// `customer`, `description`, `on_behalf_of` strings, `usage` off_session or on_session,
+/// `metadata`, and others readerd does not send) and "Cancel a SetupIntent"
+/// (`cancellation_reason`: abandoned, duplicate or requested_by_customer).
 fn outside_subset(method: &str, path: &str) -> Option<(&'static str, Value)> {
     let expand = json!({"type": "array", "items": {"type": "string", "maxLength": 5000}});
     if method != "POST" {
@@ -83,7 +93,60 @@ fn outside_subset(method: &str, path: &str) -> Option<(&'static str, Value)> {
         return Some(("/v1/refunds", refunds_schema()));
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let string = json!({"type": "string", "maxLength": 5000});
     match segs.as_slice() {
+        ["v1", "setup_intents"] => Some((
+            "/v1/setup_intents",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "expand": expand,
+                    "attach_to_self": {"type": "boolean"},
+                    "confirm": {"type": "boolean"},
+                    "customer": string,
+                    "description": {"type": "string", "maxLength": 1000},
+                    "metadata": {"anyOf": [
+                        {"type": "object", "additionalProperties": {"type": "string"}},
+                        {"type": "string", "enum": [""]}
+                    ]},
+                    "on_behalf_of": {"type": "string"},
+                    "payment_method": string,
+                    "payment_method_types": {"type": "array", "items": string},
+                    "return_url": {"type": "string"},
+                    "usage": {"type": "string", "enum": ["off_session", "on_session"]}
+                }
+            }),
+        )),
+        ["v1", "setup_intents", _, "cancel"] => Some((
+            "/v1/setup_intents/{intent}/cancel",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "expand": expand,
+                    "cancellation_reason": {"type": "string", "enum": ["abandoned", "duplicate", "requested_by_customer"]}
+                }
+            }),
+        )),
+        ["v1", "terminal", "readers", _, "process_setup_intent"] => Some((
+            "/v1/terminal/readers/{reader}/process_setup_intent",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["allow_redisplay", "setup_intent"],
+                "properties": {
+                    "expand": expand,
+                    "allow_redisplay": {"type": "string", "enum": ["always", "limited", "unspecified"]},
+                    "process_config": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {"enable_customer_cancellation": {"type": "boolean"}}
+                    },
+                    "setup_intent": string
+                }
+            }),
+        )),
         ["v1", "terminal", "readers", _, "collect_inputs"] => Some((
             "/v1/terminal/readers/{reader}/collect_inputs",
             json!({
@@ -485,11 +548,21 @@ fn validate(spec: &Spec, method: &str, target: &str, body: &str) -> (String, Vec
         check(spec, &schema, &tree, "", &[], &mut errs);
         return (format!("{method} {t}"), errs);
     }
-    let (template, op) = match spec.operation(method, path) {
+    // Stripe's current form of an operation wins over the subset's 2023 one.
+    let found = if outside.is_some() {
+        None
+    } else {
+        spec.operation(method, path)
+    };
+    let retrieve_setup_intent =
+        method == "GET" && path.starts_with("/v1/setup_intents/") && path.matches('/').count() == 3;
+    let (template, op) = match found {
         Some(found) => (found.0, Some(found.1)),
         None if outside.is_some() => (outside.as_ref().unwrap().0.to_string(), None),
         None if method == "POST" && path == "/v1/refunds" => ("/v1/refunds".to_string(), None),
         None if method == "GET" && path == "/v1/account" => ("/v1/account".to_string(), None),
+        // "Retrieve a SetupIntent": `expand` (and a `client_secret` readerd never sends).
+        None if retrieve_setup_intent => ("/v1/setup_intents/{intent}".to_string(), None),
         None => {
             return (
                 format!("{method} {path}"),
@@ -593,6 +666,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         "data": [transfer.clone()]});
     let reversal = json!({"id": "trr_1", "object": "transfer_reversal", "amount": 100,
         "created": 1, "currency": "eur", "transfer": "tr_1"});
+    let setup_intent = json!({"id": "seti_1", "object": "setup_intent", "created": 1,
+        "livemode": false, "status": "requires_payment_method",
+        "payment_method_types": ["card_present"]});
     let server = Server::start(vec![
         ok(json!({"id": "acct_1", "object": "account"})),
         ok(location_json("tml_1")),
@@ -636,6 +712,10 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(reader_json("tmr_1")),
         ok(json!({"id": "acct_platform", "object": "account"})),
         ok(token),
+        ok(reader_json("tmr_1")),
+        ok(setup_intent.clone()),
+        ok(setup_intent.clone()),
+        ok(setup_intent),
         ok(reader_json("tmr_1")),
     ])
     .await;
@@ -881,7 +961,7 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         "tr_1",
         &CreateTransferReversal {
             amount: full.then_some(100),
-            metadata: meta,
+            metadata: meta.clone(),
         },
         &platform,
     )
@@ -968,6 +1048,47 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     c.retrieve_reader_on("tmr_1", &RequestOptions::account("acct_1"))
         .await
         .unwrap();
+    // A card saved on a reader: the SetupIntent, read, canceled; the reader's action.
+    c.create_setup_intent(
+        &CreateSetupIntent {
+            payment_method_types: vec!["card_present".into()],
+            customer: some("cus_1"),
+            usage: some("off_session"),
+            on_behalf_of: some("acct_2"),
+            description: some("Card on file"),
+            metadata: meta.clone(),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.retrieve_setup_intent(
+        "seti_1",
+        if full { &["latest_attempt"] } else { &[] },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.cancel_setup_intent(
+        "seti_1",
+        &CancelSetupIntent {
+            cancellation_reason: some("abandoned"),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.process_setup_intent(
+        "tmr_1",
+        &ProcessSetupIntent {
+            setup_intent: "seti_1".into(),
+            allow_redisplay: "limited".into(),
+            enable_customer_cancellation: full.then_some(true),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
     server.seen()
 }
 
@@ -1062,6 +1183,10 @@ const ALL_OPERATIONS: &[&str] = &[
     "GET /v1/transfers/{id}",
     "POST /v1/transfers/{id}/reversals",
     "GET /v1/transfers/{id}/reversals",
+    "POST /v1/setup_intents",
+    "GET /v1/setup_intents/{intent}",
+    "POST /v1/setup_intents/{intent}/cancel",
+    "POST /v1/terminal/readers/{reader}/process_setup_intent",
 ];
 
 async fn check_all(minimal: bool) {

@@ -13,6 +13,7 @@
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`inputs`]: inputs on a reader's screen (accepted, read, canceled, resumed).
 //! - [`review`]: the point of sale's confirm of a reviewed payment (surcharge checked).
+//! - [`setups`]: cards saved on a reader (accepted, read, canceled, resumed).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
 //! - [`reconcile`]: start-up reconcile, the periodic sweep, webhook hints.
@@ -39,6 +40,7 @@ mod reconcile;
 mod refund;
 mod retention;
 mod review;
+mod setups;
 mod transfers;
 
 pub use accept::{CreatePayment, SplitRequest, MAX_AMOUNT};
@@ -46,6 +48,7 @@ pub(crate) use events::Seen;
 pub use leases::reader_lease;
 pub(crate) use reader_ops::DisplayRequest;
 pub use retention::{restore, ArchiveReport, ArchivedPayment, PENDING_KEY};
+pub use setups::{CreateSetup, SetupPage};
 
 use super::directory::Directory;
 use super::index::{self, Page, PageError, PageQuery};
@@ -226,6 +229,7 @@ pub(crate) struct Inner {
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
+    setup_events: broadcast::Sender<super::setups::Setup>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
@@ -297,6 +301,7 @@ impl Engine {
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         let (input_events, _) = broadcast::channel(256);
+        let (setup_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -311,6 +316,7 @@ impl Engine {
                 displays: Mutex::new(HashMap::new()),
                 events,
                 input_events,
+                setup_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),

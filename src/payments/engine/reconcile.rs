@@ -57,6 +57,8 @@ impl Engine {
         }
         // Input collections on their way go back to the front of their readers' queues.
         resumed += self.resume_inputs()?;
+        // So do cards being saved.
+        resumed += self.resume_setups()?;
         // Refunds left pending by a crash are re-sent with their own keys, and the
         // reversals they owe made after them.
         for r in refunds::pending(&self.inner.registry)? {

@@ -28,6 +28,7 @@ mod display;
 mod inputs;
 mod intent;
 mod review;
+mod setups;
 mod watch;
 
 use super::engine::{Engine, EngineConfig, PaymentError, ReaderSlot};
@@ -110,6 +111,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
             }
             Job::Display { id, .. } => display::show(&engine, &slot, id).await,
             Job::Inputs { id, .. } => inputs::collect(&engine, &slot, id).await,
+            Job::Setup { id, .. } => setups::save(&engine, &slot, id).await,
         }
         *slot.current.lock().expect("current") = None;
     }

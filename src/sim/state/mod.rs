@@ -29,6 +29,7 @@ mod inputs;
 mod payments;
 mod readers;
 mod review;
+mod setups;
 
 pub use connect::{Book, Books};
 
@@ -333,6 +334,9 @@ pub struct State {
     pub locations: BTreeMap<String, Rec<Location>>,
     pub readers: BTreeMap<String, ReaderRec>,
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
+    /// SetupIntents (cards saved on a reader) and their attempts.
+    pub setup_intents: BTreeMap<String, Rec<SetupIntent>>,
+    pub setup_attempts: BTreeMap<String, Rec<SetupAttempt>>,
     pub charges: BTreeMap<String, Rec<Charge>>,
     pub refunds: BTreeMap<String, Rec<Refund>>,
     /// Transfers (the platform's objects): destination charges' and those made with
@@ -634,6 +638,8 @@ impl State {
             locations: BTreeMap::new(),
             readers: BTreeMap::new(),
             intents: BTreeMap::new(),
+            setup_intents: BTreeMap::new(),
+            setup_attempts: BTreeMap::new(),
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
             transfers: BTreeMap::new(),

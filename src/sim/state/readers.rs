@@ -583,6 +583,10 @@ impl State {
             self.collect_card(id, card, tip);
             return Ok(());
         }
+        if self.waits_for_setup(id) {
+            return self.present_setup(id, card);
+        }
+        let rec = self.reader_mut(scope, id)?;
         let waiting = rec.obj.action.as_ref().is_some_and(|a| {
             a.kind == ActionType::ProcessPaymentIntent && a.status == ActionStatus::InProgress
         });

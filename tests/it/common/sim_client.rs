@@ -400,7 +400,9 @@ pub fn check_any(v: &Value) {
             }
         }
         "terminal.reader" | "terminal.location" | "payment_intent" | "charge" | "account"
-        | "refund" | "transfer" | "application_fee" => check(kind, v),
+        | "refund" | "transfer" | "application_fee" | "setup_intent" | "setup_attempt" => {
+            check(kind, v)
+        }
         // Outside the OpenAPI subset: the top-level fields of Stripe's Capability object.
         "capability" => {
             const FIELDS: &[&str] = &[
@@ -453,6 +455,12 @@ pub fn check(kind: &str, v: &Value) {
         "application_fee" => {
             let _: wire::ApplicationFee =
                 serde_json::from_value(v.clone()).expect("an ApplicationFee");
+        }
+        "setup_intent" => {
+            let _: wire::SetupIntent = serde_json::from_value(v.clone()).expect("a SetupIntent");
+        }
+        "setup_attempt" => {
+            let _: wire::SetupAttempt = serde_json::from_value(v.clone()).expect("a SetupAttempt");
         }
         "list" => {
             let l: wire::List<Value> = serde_json::from_value(v.clone()).expect("a List");
