@@ -355,6 +355,7 @@ impl Daemon {
         let routes = api::payments::routes(engine.clone())
             .merge(api::inputs::routes(engine.clone()))
             .merge(api::setups::routes(engine.clone()))
+            .merge(api::reader_refunds::routes(engine.clone()))
             .merge(api::events::routes(engine.clone()))
             .merge(api::webhooks::routes(engine));
         let (app, route_table) = api::router(state.clone(), vec![routes]);

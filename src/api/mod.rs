@@ -20,6 +20,7 @@ pub mod json;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod reader_refunds;
 pub mod request_id;
 pub mod routes;
 pub mod scope;

@@ -12,7 +12,9 @@
 //! still answer in it).
 
 use super::error::Envelope;
-use super::{console, events, fleet, inputs, ops, payments, setups, tokens, webhooks, Route};
+use super::{
+    console, events, fleet, inputs, ops, payments, reader_refunds, setups, tokens, webhooks, Route,
+};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -53,6 +55,9 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::capture,
         payments::retry,
         payments::refund,
+        reader_refunds::show,
+        reader_refunds::events,
+        reader_refunds::cancel,
         payments::settlement,
         payments::display,
         payments::clear,

@@ -17,6 +17,7 @@ use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE};
 use crate::payments::machine::{CaptureMode, Card, Failure, HistoryEntry, PaymentFlow};
+use crate::payments::reader_refunds::OnReader;
 use crate::payments::splits::{Split, TransferStatus};
 use crate::payments::RefundRecord;
 use crate::payments::{Engine, Payment, Status};
@@ -236,12 +237,16 @@ pub struct RefundView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_error: Option<String>,
     pub created_at: String,
+    /// A refund made on a reader (`on_reader: true`): the reader that waits for the card,
+    /// how far its job went, and why it ended without a refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_reader: Option<OnReader>,
     /// The payment after the refund.
     pub payment_object: PaymentView,
 }
 
 impl RefundView {
-    fn new(r: &RefundRecord, p: &Payment) -> Self {
+    pub(super) fn new(r: &RefundRecord, p: &Payment) -> Self {
         RefundView {
             id: r.id.clone(),
             object: "refund".into(),
@@ -254,6 +259,7 @@ impl RefundView {
             reversal_amount: r.split.map(|_| r.reversal_amount),
             reversal_error: r.reversal_error.clone(),
             created_at: super::json::timestamp(r.created_at),
+            on_reader: r.on_reader.clone(),
             payment_object: p.into(),
         }
     }
@@ -293,7 +299,7 @@ pub struct ActionView {
 }
 
 /// The payment, if the caller may see it (404 otherwise, whoever's it is).
-fn visible(engine: &Engine, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
+pub(super) fn visible(engine: &Engine, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
     let p = engine
         .get(id)?
         .ok_or_else(|| ApiError::not_found("payment", id))?;
@@ -595,6 +601,13 @@ pub struct RefundBody {
     /// The merchant of a basket the refund is for (required when it has several).
     #[serde(default)]
     merchant: Option<String>,
+    /// Refund on a reader: the refund waits for the customer's card (Stripe's
+    /// `refund_payment`, required for Interac); answered `202`, `pending` until done.
+    #[serde(default)]
+    on_reader: bool,
+    /// With `on_reader`: the reader (id or label); the payment's own by default.
+    #[serde(default)]
+    reader: Option<String>,
 }
 
 #[utoipa::path(
@@ -646,19 +659,42 @@ async fn retry(
     summary = "Refund a captured payment (all that is left, or `amount`)",
     params(("id" = String, Path, description = "The payment's id (`pay_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "The same key answers the same refund, never a second one")),
     request_body = Option<RefundBody>,
-    responses((status = 201, description = "The refund", body = RefundView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "Nothing was captured to refund (`invalid_state`), or the key was used with another body", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    responses((status = 201, description = "The refund", body = RefundView), (status = 202, description = "A refund on the reader, queued: `pending` until the card is presented and Stripe made the refund", body = RefundView), (status = 400, description = "Bad input (the message names it), or Stripe refused the request for good", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment or reader, or not the caller's to see", body = Envelope), (status = 409, description = "Nothing was captured to refund (`invalid_state`), or the key was used with another body", body = Envelope), (status = 429, description = "The reader's queue is full (`queue_full`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
     security(("bearer" = []))
 )]
 async fn refund(
+    State(state): State<AppState>,
     Extension(engine): Extension<Engine>,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    visible(&engine, &caller, &id)?;
+    let p = visible(&engine, &caller, &id)?;
     let b: RefundBody = optional_body(&body)?;
     let key = idempotency_key(&headers)?;
+    if b.on_reader {
+        let reader = match b.reader.as_deref() {
+            Some(r) => Some(usable_reader(&state, &caller, r, Some(&p.merchant))?.id),
+            None => None,
+        };
+        let (p, r) = engine
+            .refund_on_reader(
+                &id,
+                b.amount,
+                b.merchant.as_deref(),
+                reader.as_deref(),
+                &caller.name,
+                key.as_deref(),
+            )
+            .await?;
+        return Ok((StatusCode::ACCEPTED, Json(RefundView::new(&r, &p))).into_response());
+    }
+    if b.reader.is_some() {
+        return Err(ApiError::bad_request(
+            "reader is for a refund made on_reader",
+        ));
+    }
     let (p, r) = engine
         .refund_for(
             &id,

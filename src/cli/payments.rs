@@ -124,7 +124,19 @@ pub enum PaymentsAction {
         merchant: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Refund on a reader: the refund waits for the customer's card (required for
+        /// Interac); the command waits until it is done, failed or canceled.
+        #[arg(long)]
+        on_reader: bool,
+        /// With --on-reader: the reader (id or label); the payment's own by default.
+        #[arg(long, requires = "on_reader")]
+        reader: Option<String>,
+        /// With --on-reader: print the queued refund and return at once.
+        #[arg(long, requires = "on_reader")]
+        no_wait: bool,
     },
+    /// Cancel a refund that waits for the card on a reader (its amount is freed).
+    CancelRefund { id: String, refund: String },
     /// Follow a payment live until it settles.
     Follow { id: String },
 }
@@ -398,6 +410,40 @@ pub async fn follow(
     }
 }
 
+/// Waits for a refund on a reader to leave `pending` (the customer presents the card, walks
+/// away, or the point of sale cancels), reading it once a second.
+async fn wait_refund(
+    c: &ApiClient,
+    payment: &str,
+    r: &Value,
+    quiet: bool,
+) -> Result<Value, ClientError> {
+    let rid = r["id"].as_str().unwrap_or_default().to_string();
+    if !quiet {
+        println!(
+            "refund {rid} waits for the customer's card on reader {}",
+            r["on_reader"]["reader"].as_str().unwrap_or("?")
+        );
+    }
+    let mut r = r.clone();
+    while r["status"] == "pending" {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        r = c
+            .get(&format!("/v1/payments/{payment}/refunds/{rid}"))
+            .await?;
+    }
+    if !quiet {
+        if let Some(f) = r["on_reader"]["failure"].as_object() {
+            println!(
+                "  {}: {}",
+                f.get("code").and_then(Value::as_str).unwrap_or("?"),
+                f.get("message").and_then(Value::as_str).unwrap_or("")
+            );
+        }
+    }
+    Ok(r)
+}
+
 /// What to run to send a declined payment back to its reader (same PaymentIntent).
 pub fn retry_hint(id: &str) -> String {
     format!("to try again on the reader (same PaymentIntent): readerd payments retry {id}")
@@ -501,6 +547,9 @@ impl PaymentsCmd {
                     amount,
                     merchant,
                     idempotency_key,
+                    on_reader,
+                    reader,
+                    no_wait,
                 } => {
                     let mut body = json!({});
                     if let Some(a) = amount {
@@ -509,13 +558,22 @@ impl PaymentsCmd {
                     if let Some(m) = merchant {
                         body["merchant"] = json!(m);
                     }
-                    let r = c
+                    if on_reader {
+                        body["on_reader"] = json!(true);
+                        if let Some(r) = reader {
+                            body["reader"] = json!(r);
+                        }
+                    }
+                    let mut r = c
                         .post_idempotent(
                             &format!("/v1/payments/{id}/refunds"),
                             &body,
                             idempotency_key.as_deref(),
                         )
                         .await?;
+                    if on_reader && !no_wait {
+                        r = wait_refund(&c, &id, &r, json_out).await?;
+                    }
                     if json_out {
                         print_json(&r);
                     } else {
@@ -524,6 +582,26 @@ impl PaymentsCmd {
                             r["id"].as_str().unwrap_or("?"),
                             money::format_json(&r["amount"], &r["payment_object"]["currency"]),
                             r["status"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                PaymentsAction::CancelRefund { id, refund } => {
+                    let r = c
+                        .post_empty(&format!("/v1/payments/{id}/refunds/{refund}/cancel"))
+                        .await?;
+                    if json_out {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "refund {refund}: {}{}",
+                            r["status"].as_str().unwrap_or("?"),
+                            if r["on_reader"]["cancel_requested"] == true
+                                && r["status"] == "pending"
+                            {
+                                " (cancel requested: readerd clears the reader)"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }

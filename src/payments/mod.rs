@@ -29,6 +29,7 @@ pub mod index;
 pub mod inputs;
 pub mod machine;
 pub mod queue;
+pub mod reader_refunds;
 pub mod refunds;
 pub mod report;
 pub mod setups;

@@ -20,6 +20,13 @@ pub enum Job {
     Inputs { id: String, merchant: String },
     /// Save a card for later (by setup id).
     Setup { id: String, merchant: String },
+    /// A refund that waits for the customer's card on the reader (by refund id, with its
+    /// payment's id, which leads to the record).
+    Refund {
+        id: String,
+        payment: String,
+        merchant: String,
+    },
 }
 
 impl Job {
@@ -28,7 +35,8 @@ impl Job {
             Job::Payment { id, .. }
             | Job::Display { id, .. }
             | Job::Inputs { id, .. }
-            | Job::Setup { id, .. } => id,
+            | Job::Setup { id, .. }
+            | Job::Refund { id, .. } => id,
         }
     }
     pub fn merchant(&self) -> &str {
@@ -36,7 +44,8 @@ impl Job {
             Job::Payment { merchant, .. }
             | Job::Display { merchant, .. }
             | Job::Inputs { merchant, .. }
-            | Job::Setup { merchant, .. } => merchant,
+            | Job::Setup { merchant, .. }
+            | Job::Refund { merchant, .. } => merchant,
         }
     }
 }

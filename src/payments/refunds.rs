@@ -70,6 +70,10 @@ pub struct RefundRecord {
     /// Stripe refused the reversal: left for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_error: Option<String>,
+    /// A refund made on a reader (Stripe's `refund_payment`, the customer's card presented
+    /// again): its reader job. `stripe_key` is then the current attempt's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_reader: Option<crate::payments::reader_refunds::OnReader>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -236,6 +240,7 @@ mod tests {
             reversal_key: None,
             reversal: None,
             reversal_error: None,
+            on_reader: None,
         }
     }
 

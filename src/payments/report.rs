@@ -258,6 +258,7 @@ mod tests {
             reversal_key: None,
             reversal: None,
             reversal_error: None,
+            on_reader: None,
         }
     }
 

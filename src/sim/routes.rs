@@ -524,6 +524,9 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "process_setup_intent"]) => {
             st.process_setup_intent(scope, id, f, auto_present)
         }
+        ("POST", ["v1", "terminal", "readers", id, "refund_payment"]) => {
+            st.refund_payment(scope, id, f, auto_present)
+        }
         ("POST", ["v1", "terminal", "readers", id, "collect_inputs"]) => {
             st.collect_inputs(scope, id, f, auto_present)
         }

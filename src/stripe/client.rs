@@ -1006,6 +1006,21 @@ impl StripeClient {
         ))
         .await
     }
+    /// A refund that waits for the customer's card on the reader.
+    pub async fn refund_payment(
+        &self,
+        reader: &str,
+        p: &RefundPayment,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/refund_payment",
+            path("/v1/terminal/readers", reader, "/refund_payment"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
 
     // SetupIntents (o.account = the connected account for direct charges) --------------
     pub async fn create_setup_intent(

@@ -475,6 +475,33 @@ impl CreateRefund {
     }
 }
 
+/// `POST /v1/terminal/readers/{id}/refund_payment`: a refund that waits for the customer's
+/// card on the reader (needed for Interac). The Connect flags as [`CreateRefund`]'s, sent
+/// only when true; no `reason` (the reader action takes none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefundPayment {
+    pub payment_intent: String,
+    pub amount: Option<i64>,
+    pub metadata: Metadata,
+    pub reverse_transfer: bool,
+    pub refund_application_fee: bool,
+}
+
+impl RefundPayment {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent)
+            .push_opt("amount", self.amount)
+            .push_map("metadata", &self.metadata)
+            .push_opt("reverse_transfer", self.reverse_transfer.then_some(true))
+            .push_opt(
+                "refund_application_fee",
+                self.refund_application_fee.then_some(true),
+            );
+        p
+    }
+}
+
 /// `POST /v1/transfers` (separate charges and transfers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateTransfer {

@@ -693,6 +693,28 @@ pub struct ProcessSetupIntentAction {
     pub process_config: Option<ProcessSetupConfig>,
 }
 
+/// `action.refund_payment`: an in-person refund waiting for the customer's card; `refund`
+/// once the card was presented and Stripe made the refund.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefundPaymentAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<Expandable<ObjectRef>>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<Expandable<ObjectRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<Expandable<ObjectRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_application_fee: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_transfer: Option<bool>,
+}
+
 /// `reader.action`: the reader's latest action, kept until replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReaderAction {
@@ -711,7 +733,7 @@ pub struct ReaderAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_reader_display: Option<SetReaderDisplayAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refund_payment: Option<serde_json::Value>,
+    pub refund_payment: Option<RefundPaymentAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_setup_intent: Option<ProcessSetupIntentAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

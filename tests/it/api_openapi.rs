@@ -442,6 +442,39 @@ async fn every_documented_answer_matches_the_document() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A refund on the reader, canceled from the point of sale while it waits for the card.
+    let (s, rf) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/payments/{paid}/refunds"),
+            json!({"amount": 100, "on_reader": true}),
+        )
+        .await;
+    assert_eq!(s, 202, "{rf}");
+    let refund = format!("/v1/payments/{paid}/refunds/{}", rf["id"].as_str().unwrap());
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["on_reader"]["step"] == "on_reader" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds/{refund}/cancel",
+        &format!("{refund}/cancel"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for _ in 0..500 {
+        if env.get(&env.admin_token, &refund).await.1["status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pay = json!({"merchant": "florist", "reader": reader, "amount": 700, "currency": "eur"});
     let (s, p) = env
         .post(env.pos("florist"), "/v1/payments", pay.clone())
@@ -512,6 +545,18 @@ async fn every_documented_answer_matches_the_document() {
         "/v1/setups",
         own,
         Some(&json!({"merchant": "florist", "reader": reader, "allow_redisplay": "always"})),
+    )
+    .await;
+    assert_eq!(s, 429, "{b}");
+    // So do refunds on the reader.
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/refunds",
+        &format!("/v1/payments/{paid}/refunds"),
+        own,
+        Some(&json!({"amount": 100, "on_reader": true})),
     )
     .await;
     assert_eq!(s, 429, "{b}");

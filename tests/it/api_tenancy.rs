@@ -134,6 +134,13 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         // Every change of the payments the caller may see (the bakery's stream stays silent).
         row("GET",  "/v1/events",                   "/v1/events",                        null.clone(), [200, 200, 200, 401, 401]),
         row("POST", "/v1/payments/{id}/refunds",    "/v1/payments/{paid}/refunds",       json!({"amount": 100}), [201, 201, 404, 401, 401]),
+        // A refund on the reader is queued; the bakery's till cannot name the florist's
+        // payment (nor its reader).
+        row("POST", "/v1/payments/{id}/refunds",    "/v1/payments/{paid}/refunds",       json!({"amount": 100, "on_reader": true, "reader": "{reader}"}), [202, 202, 404, 401, 401]),
+        row("GET",  "/v1/payments/{id}/refunds/{refund}", "/v1/payments/{paid}/refunds/{refund}", null.clone(), [200, 200, 404, 401, 401]),
+        row("GET",  "/v1/payments/{id}/refunds/{refund}/events", "/v1/payments/{paid}/refunds/{refund}/events", null.clone(), [200, 200, 404, 401, 401]),
+        // An ordinary refund has no reader job to cancel.
+        row("POST", "/v1/payments/{id}/refunds/{refund}/cancel", "/v1/payments/{paid}/refunds/{refund}/cancel", null.clone(), [409, 409, 404, 401, 401]),
         // A second capture answers the captured payment again.
         row("POST", "/v1/payments/{id}/capture",    "/v1/payments/{authorised}/capture", null.clone(), [200, 200, 404, 401, 401]),
         row("POST", "/v1/payments/{id}/cancel",     "/v1/payments/{to_cancel}/cancel",   null.clone(), [200, 200, 404, 401, 401]),
@@ -405,6 +412,15 @@ pub(crate) async fn world_with(
     );
     objects.insert("answered", florist_inputs(&env, &reader).await);
     objects.insert("saved", florist_setup(&env, &reader).await);
+    let (s, rf) = env
+        .post(
+            env.pos("florist"),
+            &format!("/v1/payments/{}/refunds", objects["paid"]),
+            json!({"amount": 10}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rf}");
+    objects.insert("refund", rf["id"].as_str().unwrap().to_string());
     // From here on, what the accepted calls start ends quickly (and sends nothing more).
     assert!(env.sim.set_reader_online(&reader, false));
     objects.insert("reader", reader);

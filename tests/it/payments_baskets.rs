@@ -843,3 +843,55 @@ async fn the_emulator_refuses_transfers_and_reversals_stripe_refuses() {
     assert!(kinds.iter().any(|k| k == "transfer.created"));
     assert!(kinds.iter().any(|k| k == "transfer.reversed"));
 }
+
+/// A basket's refund on the reader takes the same shape as a plain one: out of the named
+/// merchant's share, then the reversal of that merchant's transfer once the refund is made.
+#[tokio::test]
+async fn a_basket_refund_on_the_reader_reverses_the_merchants_transfer_once_made() {
+    let h = hall().await;
+    let p = paid(&h, THREE).await;
+    let e = &h.env.engine;
+    let r = h.env.readers[0].clone();
+    let (_, rf) = e
+        .refund_on_reader(&p.id, Some(200), Some("florist"), None, "hall", None)
+        .await
+        .unwrap();
+    assert_eq!((rf.split, rf.reversal_amount), (Some(1), 191));
+    assert!(
+        !rf.reverse_transfer,
+        "a separate charge's transfer is ours to reverse"
+    );
+    // Pending, it holds the florist's share back.
+    assert!(e
+        .refund_for(&p.id, Some(251), Some("florist"), "hall", None)
+        .await
+        .is_err());
+    for _ in 0..500 {
+        let on = h.env.stripe.retrieve_reader(&r).await.unwrap().action;
+        if on.is_some_and(|a| a.refund_payment.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(e
+        .refund_record(&p.id, &rf.id)
+        .unwrap()
+        .unwrap()
+        .reversal
+        .is_none());
+    h.env.sim.present_card(&r, None).unwrap();
+    let mut done = None;
+    for _ in 0..500 {
+        let x = e.refund_record(&p.id, &rf.id).unwrap().unwrap();
+        if x.reversal.is_some() {
+            done = Some(x);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let done = done.expect("the reversal is made after the refund");
+    assert_eq!(done.status, RefundStatus::Succeeded);
+    let p2 = e.get(&p.id).unwrap().unwrap();
+    assert_eq!((p2.splits[1].refunded, p2.splits[1].reversed), (200, 191));
+    books_match_report(&h);
+}

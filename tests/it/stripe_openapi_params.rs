@@ -710,6 +710,7 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(reader_json("tmr_1")),
         ok(reader_json("tmr_1")),
         ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
         ok(json!({"id": "acct_platform", "object": "account"})),
         ok(token),
         ok(reader_json("tmr_1")),
@@ -1003,6 +1004,26 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     )
     .await
     .unwrap();
+    c.refund_payment(
+        "tmr_1",
+        &RefundPayment {
+            payment_intent: "pi_1".into(),
+            amount: full.then_some(100),
+            metadata: if full {
+                BTreeMap::from([
+                    ("readerd_payment".to_string(), "pay_1".to_string()),
+                    ("readerd_refund".to_string(), "rf_1".to_string()),
+                ])
+            } else {
+                Metadata::new()
+            },
+            reverse_transfer: full,
+            refund_application_fee: full,
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
     c.succeed_input_collection(
         "tmr_1",
         &SucceedInputCollection {
@@ -1174,6 +1195,7 @@ const ALL_OPERATIONS: &[&str] = &[
     "GET /v1/account",
     "POST /v1/terminal/connection_tokens",
     "POST /v1/terminal/readers/{reader}/collect_inputs",
+    "POST /v1/terminal/readers/{reader}/refund_payment",
     "POST /v1/test_helpers/terminal/readers/{reader}/succeed_input_collection",
     "POST /v1/test_helpers/terminal/readers/{reader}/timeout_input_collection",
     "POST /v1/terminal/readers/{reader}/collect_payment_method",

@@ -324,6 +324,7 @@ impl Engine {
         // Its input collections on their way too (a queued one is not put in twice).
         self.resume_inputs()?;
         self.resume_setups()?;
+        self.resume_reader_refunds()?;
         slot.work.notify_one();
         Ok(())
     }

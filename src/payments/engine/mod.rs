@@ -36,6 +36,7 @@ mod events;
 mod inputs;
 mod leases;
 mod reader_ops;
+mod reader_refund;
 mod reconcile;
 mod refund;
 mod retention;
@@ -230,6 +231,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Payment>,
     input_events: broadcast::Sender<super::inputs::InputCollection>,
     setup_events: broadcast::Sender<super::setups::Setup>,
+    /// Every change of a refund made on a reader, as it is written.
+    refund_events: broadcast::Sender<super::refunds::RefundRecord>,
     pub(crate) stats: Mutex<super::stats::Stats>,
     /// Whether webhooks track payments.
     pub(crate) webhooks: events::WebhookHealth,
@@ -302,6 +305,7 @@ impl Engine {
         let (events, _) = broadcast::channel(1024);
         let (input_events, _) = broadcast::channel(256);
         let (setup_events, _) = broadcast::channel(256);
+        let (refund_events, _) = broadcast::channel(256);
         Engine {
             inner: Arc::new(Inner {
                 registry,
@@ -317,6 +321,7 @@ impl Engine {
                 events,
                 input_events,
                 setup_events,
+                refund_events,
                 stats: Mutex::new(Default::default()),
                 webhooks: Default::default(),
                 cluster: links.cluster.clone().map(leases::Cluster::new),

@@ -59,6 +59,8 @@ impl Engine {
         resumed += self.resume_inputs()?;
         // So do cards being saved.
         resumed += self.resume_setups()?;
+        // So do refunds waiting for a card on a reader (never sent with `POST /v1/refunds`).
+        resumed += self.resume_reader_refunds()?;
         // Refunds left pending by a crash are re-sent with their own keys, and the
         // reversals they owe made after them.
         for r in refunds::pending(&self.inner.registry)? {
@@ -134,7 +136,9 @@ impl Engine {
         // Refunds whose outcome stayed unknown (Stripe unreachable, or a stored 5xx not yet
         // resolved) are sent again with their own keys.
         let pending = refunds::pending(&self.inner.registry).unwrap_or_default();
-        for r in pending {
+        // A refund on a reader whose job stopped goes back to its reader's queue instead.
+        n += self.requeue_reader_refunds(&pending);
+        for r in pending.into_iter().filter(|r| r.on_reader.is_none()) {
             let lock = self.op_lock(&r.payment);
             let _g = lock.lock().await;
             let still = self

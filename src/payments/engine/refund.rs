@@ -66,6 +66,31 @@ impl Engine {
                 return Ok((self.load(id)?, rec));
             }
         }
+        let rec = self.plan_refund(&p, amount, merchant)?;
+        let rid = rec.id.clone();
+        let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));
+        refunds::write(&self.inner.registry, &k, &rec)?;
+        failpoint("before_refund");
+        let rec = self.send_refund(rec).await?;
+        let rec = if rec.reversal_due() {
+            self.send_reversal(rec).await?
+        } else {
+            rec
+        };
+        Ok((self.load(id)?, rec))
+    }
+
+    /// Decides a refund of `p` (all that is left when `amount` is `None`), the one rule for
+    /// a refund sent to Stripe and one made on a reader: only a succeeded payment, never more
+    /// than is left (pending refunds count), a basket's merchant's share and its transfer
+    /// reversal, a destination charge's `reverse_transfer`. Nothing is written.
+    pub(super) fn plan_refund(
+        &self,
+        p: &Payment,
+        amount: Option<i64>,
+        merchant: Option<&str>,
+    ) -> Result<RefundRecord, PaymentError> {
+        let id = p.id.as_str();
         if p.status != Status::Succeeded {
             return Err(PaymentError::conflict(
                 "invalid_state",
@@ -75,8 +100,8 @@ impl Engine {
                 ),
             ));
         }
-        let split = split_of(&p, merchant)?;
-        let all = self.refunds_of(id)?;
+        let split = split_of(p, merchant)?;
+        let all = self.refunds_of(&p.id)?;
         let committed: i64 = all
             .iter()
             .filter(|r| r.status.commits_money())
@@ -121,9 +146,9 @@ impl Engine {
             .as_ref()
             .map(|s| splits::reversal_for(s, amount))
             .unwrap_or(0);
-        let rec = RefundRecord {
+        Ok(RefundRecord {
             id: rid.clone(),
-            payment: id.to_string(),
+            payment: p.id.clone(),
             amount,
             stripe_key: format!("readerd:refund:{id}:{rid}"),
             status: RefundStatus::Pending,
@@ -136,17 +161,8 @@ impl Engine {
             reversal_key: (reversal_amount > 0).then(|| format!("readerd:reversal:{id}:{rid}")),
             reversal: None,
             reversal_error: None,
-        };
-        let k = rkey.unwrap_or_else(|| refunds::key(id, &rid));
-        refunds::write(&self.inner.registry, &k, &rec)?;
-        failpoint("before_refund");
-        let rec = self.send_refund(rec).await?;
-        let rec = if rec.reversal_due() {
-            self.send_reversal(rec).await?
-        } else {
-            rec
-        };
-        Ok((self.load(id)?, rec))
+            on_reader: None,
+        })
     }
 
     /// Reverses (part of) the split's transfer for a refund that went through, with the
@@ -298,6 +314,10 @@ impl Engine {
         &self,
         rec: RefundRecord,
     ) -> Result<RefundRecord, PaymentError> {
+        if rec.on_reader.is_some() {
+            // Made on the reader, never with `POST /v1/refunds`: its worker follows it.
+            return Ok(rec);
+        }
         let p = self.load(&rec.payment)?;
         let (rec, res) = self.create_refund(&p, rec).await?;
         if res.is_ok() {
@@ -316,6 +336,21 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        let rec = self.settle_refund(rec, status, refund)?;
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(rec),
+        }
+    }
+
+    /// Records what Stripe said of a refund (its status and `re_…`), then the payment's
+    /// refunded total and the splits' totals.
+    pub(super) fn settle_refund(
+        &self,
+        rec: RefundRecord,
+        status: RefundStatus,
+        refund: Option<String>,
+    ) -> Result<RefundRecord, PaymentError> {
         let rec = {
             let _g = self.write_lock(&rec.payment);
             let mut updated = rec;
@@ -334,10 +369,7 @@ impl Engine {
         if rec.split.is_some() {
             self.sync_splits(&rec.payment)?;
         }
-        match err {
-            Some(e) => Err(e.into()),
-            None => Ok(rec),
-        }
+        Ok(rec)
     }
 
     /// The refund on Stripe: created with the record's key; after a 5xx that Stripe stored

@@ -351,6 +351,7 @@ mod tests {
             reversal_key: None,
             reversal: None,
             reversal_error: None,
+            on_reader: None,
         };
         let rkey = refunds::key("pay_refunding", "rf_1");
         refunds::write(&registry, &rkey, &refund).unwrap();

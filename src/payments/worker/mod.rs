@@ -27,6 +27,7 @@ mod dispatch;
 mod display;
 mod inputs;
 mod intent;
+mod refund;
 mod review;
 mod setups;
 mod watch;
@@ -112,6 +113,7 @@ pub(crate) async fn run(engine: Engine, slot: Arc<ReaderSlot>) {
             Job::Display { id, .. } => display::show(&engine, &slot, id).await,
             Job::Inputs { id, .. } => inputs::collect(&engine, &slot, id).await,
             Job::Setup { id, .. } => setups::save(&engine, &slot, id).await,
+            Job::Refund { id, payment, .. } => refund::run(&engine, &slot, payment, id).await,
         }
         *slot.current.lock().expect("current") = None;
     }

@@ -27,6 +27,7 @@ mod connect;
 mod directory;
 mod inputs;
 mod payments;
+mod reader_refunds;
 mod readers;
 mod review;
 mod setups;
@@ -309,6 +310,8 @@ pub struct ReaderRec {
     /// An authorisation finished while the reader was offline: it could not report, and
     /// reports `connection_error` when it comes back.
     pub unreported: bool,
+    /// The account of the charge a `refund_payment` action refunds.
+    pub refund_owner: Option<String>,
 }
 
 /// Work to schedule after a delay.

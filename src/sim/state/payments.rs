@@ -461,32 +461,47 @@ impl State {
             }
         }
         let charge_id = match (f.str(&["payment_intent"]), f.str(&["charge"])) {
-            (Some(pi), _) => {
-                let rec = self
-                    .intent_mut(scope, pi)
-                    .map_err(|e| e.with_param("payment_intent").status(400))?;
-                match &rec.obj.latest_charge {
-                    Some(c) if rec.obj.status == PaymentIntentStatus::Succeeded => c.id().to_string(),
-                    _ => {
-                        return Err(SimError::invalid(
-                            Some("charge_not_refundable"),
-                            format!("This PaymentIntent ({pi}) does not have a successful charge to refund."),
-                        )
-                        .with_param("payment_intent"))
-                    }
-                }
-            }
+            (Some(pi), _) => self.refundable_charge(scope, pi)?,
             (None, Some(ch)) => ch.to_string(),
             (None, None) => return Err(SimError::missing("payment_intent")),
         };
-        let refund_id = self.id("re");
-        match self.charges.get(&charge_id) {
-            Some(c) if &c.owner == scope => self.check_refund_connect(&c.obj, connect)?,
-            _ => return Err(SimError::no_such("charge", &charge_id, Some("charge")).status(400)),
+        self.check_refund(scope, &charge_id, amount, connect)?;
+        let mut metadata = Metadata::new();
+        f.apply_metadata(&mut metadata)?;
+        let refund = self.book_refund(scope, &charge_id, amount, reason, metadata, connect)?;
+        Ok(to_value(&refund))
+    }
+
+    /// The charge of a PaymentIntent that can be refunded: the PaymentIntent succeeded.
+    pub(super) fn refundable_charge(&mut self, scope: &Option<String>, pi: &str) -> Res<String> {
+        let rec = self
+            .intent_mut(scope, pi)
+            .map_err(|e| e.with_param("payment_intent").status(400))?;
+        match &rec.obj.latest_charge {
+            Some(c) if rec.obj.status == PaymentIntentStatus::Succeeded => Ok(c.id().to_string()),
+            _ => Err(SimError::invalid(
+                Some("charge_not_refundable"),
+                format!("This PaymentIntent ({pi}) does not have a successful charge to refund."),
+            )
+            .with_param("payment_intent")),
         }
-        let Some(ch) = self.charges.get_mut(&charge_id) else {
-            return Err(SimError::no_such("charge", &charge_id, Some("charge")).status(400));
+    }
+
+    /// Stripe's refusals of a refund of `amount` (all that is left when `None`) of a charge,
+    /// checked before anything is booked: a reader's `refund_payment` is refused up front.
+    /// The amount to refund.
+    pub(super) fn check_refund(
+        &self,
+        scope: &Option<String>,
+        charge_id: &str,
+        amount: Option<i64>,
+        connect: RefundConnect,
+    ) -> Res<i64> {
+        let ch = match self.charges.get(charge_id) {
+            Some(c) if &c.owner == scope => c,
+            _ => return Err(SimError::no_such("charge", charge_id, Some("charge")).status(400)),
         };
+        self.check_refund_connect(&ch.obj, connect)?;
         if !ch.obj.captured {
             return Err(SimError::invalid(
                 Some("charge_not_refundable"),
@@ -508,18 +523,35 @@ impl State {
             )
             .with_param("amount"));
         }
-        let mut metadata = Metadata::new();
-        f.apply_metadata(&mut metadata)?;
+        Ok(amount)
+    }
+
+    /// Makes the refund (checked again: the charge may have moved since) and books what it
+    /// moves between accounts; `charge.refunded` is emitted.
+    pub(super) fn book_refund(
+        &mut self,
+        scope: &Option<String>,
+        charge_id: &str,
+        amount: Option<i64>,
+        reason: Option<String>,
+        metadata: Metadata,
+        connect: RefundConnect,
+    ) -> Res<Refund> {
+        let amount = self.check_refund(scope, charge_id, amount, connect)?;
+        let refund_id = self.id("re");
+        let Some(ch) = self.charges.get_mut(charge_id) else {
+            return Err(SimError::no_such("charge", charge_id, Some("charge")).status(400));
+        };
         ch.obj.amount_refunded += amount;
         ch.obj.refunded = ch.obj.amount_refunded >= ch.obj.amount_captured;
         let currency = ch.obj.currency.clone();
         let payment_intent = ch.obj.payment_intent.clone();
-        let reversal = self.refund_booked(&charge_id, amount, connect);
+        let reversal = self.refund_booked(charge_id, amount, connect);
         let refund = Refund {
             id: refund_id.clone(),
             object: "refund".into(),
             amount,
-            charge: Some(charge_id.clone()),
+            charge: Some(charge_id.to_string()),
             created: now_secs(),
             currency,
             metadata,
@@ -537,11 +569,11 @@ impl State {
                 obj: refund.clone(),
             },
         );
-        if let Some(c) = self.charges.get(&charge_id) {
+        if let Some(c) = self.charges.get(charge_id) {
             let v = to_value(&c.obj);
             self.emit("charge.refunded", scope.clone(), v);
         }
-        Ok(to_value(&refund))
+        Ok(refund)
     }
 
     pub fn get_charge(&self, scope: &Option<String>, id: &str) -> Res<Value> {

@@ -140,6 +140,7 @@ impl State {
                 generation: 0,
                 authorizing: None,
                 unreported: false,
+                refund_owner: None,
             },
         );
         Ok(self.reader_view(&id, &expand))
@@ -587,6 +588,9 @@ impl State {
             return self.present_setup(id, card);
         }
         let rec = self.reader_mut(scope, id)?;
+        if Self::refund_waiting(rec) {
+            return self.present_for_refund(id);
+        }
         let waiting = rec.obj.action.as_ref().is_some_and(|a| {
             a.kind == ActionType::ProcessPaymentIntent && a.status == ActionStatus::InProgress
         });
@@ -819,12 +823,13 @@ impl State {
             return Err(SimError::no_such("terminal.reader", id, None));
         };
         let waiting = rec.authorizing.is_none()
-            && rec.obj.action.as_ref().is_some_and(|a| {
-                matches!(
-                    a.kind,
-                    ActionType::ProcessPaymentIntent | ActionType::CollectPaymentMethod
-                ) && a.status == ActionStatus::InProgress
-            });
+            && (Self::refund_waiting(rec)
+                || rec.obj.action.as_ref().is_some_and(|a| {
+                    matches!(
+                        a.kind,
+                        ActionType::ProcessPaymentIntent | ActionType::CollectPaymentMethod
+                    ) && a.status == ActionStatus::InProgress
+                }));
         if !waiting || !rec.online {
             return Err(SimError::invalid(
                 None,
