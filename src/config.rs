@@ -212,7 +212,7 @@ impl StoreConfig {
                         ))
                     }
                 };
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                if let Err(e) = crate::store::check_url(&url) {
                     let key = if self.url.is_some() {
                         "store.url"
                     } else {

@@ -174,7 +174,7 @@ fn owner_of(owner: Option<String>) -> Option<String> {
 }
 
 /// The registry's owner → the API's spelling.
-fn owner_name(owner: &Option<String>) -> String {
+pub(super) fn owner_name(owner: &Option<String>) -> String {
     owner.clone().unwrap_or_else(|| PLATFORM_OWNER.to_string())
 }
 
@@ -189,6 +189,12 @@ pub struct LocationView {
     pub merchant: Option<String>,
     /// Deleted on Stripe (seen missing by a sync).
     pub gone: bool,
+    /// The Terminal Configuration attached to it on Stripe (`tmc_…`), if any.
+    #[serde(default)]
+    pub configuration: Option<String>,
+    /// That configuration's tip suggestions by currency; `null` = no tipping set.
+    #[serde(default)]
+    pub tipping: Option<std::collections::BTreeMap<String, super::tipping::TipSuggestionsBody>>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -202,6 +208,8 @@ impl From<&LocationRecord> for LocationView {
             address: (&l.address).into(),
             merchant: l.merchant.clone(),
             gone: l.gone,
+            configuration: l.configuration.clone(),
+            tipping: l.tipping.as_ref().map(super::tipping::view),
             created_at: timestamp(l.created_at),
             updated_at: timestamp(l.updated_at),
         }
@@ -236,7 +244,7 @@ pub struct UpdateReaderBody {
 }
 
 /// Tells a field that is present but `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -340,7 +348,7 @@ fn reader_view(
 }
 
 /// The caller's `Idempotency-Key`, scoped to the caller, for Stripe calls it causes.
-fn caller_key(caller: &Caller, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn caller_key(caller: &Caller, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {

@@ -212,7 +212,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<InputCollectionView>, ApiError> {
     visible(&engine, &caller, &id)?;
-    Ok(Json((&engine.cancel_inputs(&id)?).into()))
+    Ok(Json((&engine.cancel_inputs(&id).await?).into()))
 }
 
 /// Server-Sent Events: the collection as it is now, then one `input_collection` event per

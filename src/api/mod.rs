@@ -25,6 +25,7 @@ pub mod request_id;
 pub mod routes;
 pub mod scope;
 pub mod setups;
+pub mod tipping;
 pub mod tls;
 pub mod tokens;
 pub mod webhooks;
@@ -99,7 +100,8 @@ pub fn router(state: AppState, extra: Vec<Routes>) -> (Router, Vec<Route>) {
     let mut all = fleet::routes()
         .merge(ops::routes())
         .merge(console::routes())
-        .merge(tokens::routes());
+        .merge(tokens::routes())
+        .merge(tipping::routes());
     for e in extra {
         all = all.merge(e);
     }

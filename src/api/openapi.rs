@@ -13,7 +13,8 @@
 
 use super::error::Envelope;
 use super::{
-    console, events, fleet, inputs, ops, payments, reader_refunds, setups, tokens, webhooks, Route,
+    console, events, fleet, inputs, ops, payments, reader_refunds, setups, tipping, tokens,
+    webhooks, Route,
 };
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -40,6 +41,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         fleet::create_location,
         fleet::list_locations,
         fleet::show_location,
+        tipping::update_location,
         fleet::register_reader,
         fleet::list_readers,
         fleet::show_reader,

@@ -102,6 +102,28 @@ pub enum LocationsAction {
     },
     /// List locations.
     List,
+    /// Set a location's tip suggestions in one currency (a Terminal Configuration on
+    /// Stripe, attached to the location), or remove them with `--remove`. Several
+    /// currencies at once: `POST /v1/locations/{id}` of the API.
+    Tipping {
+        /// The location, `tml_…`.
+        id: String,
+        /// The currency of the suggestions (lowercase, as Stripe: usd, eur, gbp, cad, aud…).
+        #[arg(long, default_value = "usd")]
+        currency: String,
+        /// Up to three percentages, comma-separated: `10,15,20`.
+        #[arg(long, value_delimiter = ',')]
+        percentages: Vec<i64>,
+        /// Up to three fixed amounts in minor units, comma-separated: `100,200,300`.
+        #[arg(long, value_delimiter = ',')]
+        fixed_amounts: Vec<i64>,
+        /// In minor units: fixed amounts below it, percentages from it (needs both).
+        #[arg(long)]
+        smart_tip_threshold: Option<i64>,
+        /// Remove the location's tipping (its configuration stays attached).
+        #[arg(long, conflicts_with_all = ["percentages", "fixed_amounts", "smart_tip_threshold"])]
+        remove: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +242,42 @@ fn locations_table(list: Vec<LocationView>) -> Table {
             or_dash(l.address.city),
             or_dash(l.merchant),
             if l.gone { "gone" } else { "present" }.to_string(),
+        ]);
+    }
+    t
+}
+
+/// A location's tipping, one row per currency.
+fn tipping_table(l: LocationView) -> Table {
+    let mut t = Table::new(&[
+        "LOCATION",
+        "CONFIGURATION",
+        "CURRENCY",
+        "PERCENTAGES",
+        "FIXED_AMOUNTS",
+        "SMART_TIP_THRESHOLD",
+    ]);
+    let list =
+        |v: Option<Vec<i64>>| v.map(|v| v.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+    let tipping = l.tipping.unwrap_or_default();
+    if tipping.is_empty() {
+        t.row(vec![
+            l.id.clone(),
+            or_dash(l.configuration.clone()),
+            "-".into(),
+            "none".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    for (currency, s) in tipping {
+        t.row(vec![
+            l.id.clone(),
+            or_dash(l.configuration.clone()),
+            currency,
+            or_dash(list(s.percentages)),
+            or_dash(list(s.fixed_amounts)),
+            or_dash(s.smart_tip_threshold.map(|n| n.to_string())),
         ]);
     }
     t
@@ -348,6 +406,34 @@ impl LocationsCmd {
                     output(a, v, |l: LocationView| locations_table(vec![l]))
                 }
                 LocationsAction::List => output(a, c.get("/v1/locations").await?, locations_table),
+                LocationsAction::Tipping {
+                    id,
+                    currency,
+                    percentages,
+                    fixed_amounts,
+                    smart_tip_threshold,
+                    remove,
+                } => {
+                    let tipping = if remove {
+                        Value::Null
+                    } else {
+                        let mut s = json!({});
+                        if !percentages.is_empty() {
+                            s["percentages"] = json!(percentages);
+                        }
+                        if !fixed_amounts.is_empty() {
+                            s["fixed_amounts"] = json!(fixed_amounts);
+                        }
+                        if let Some(th) = smart_tip_threshold {
+                            s["smart_tip_threshold"] = json!(th);
+                        }
+                        json!({ currency: s })
+                    };
+                    let v = c
+                        .post(&format!("/v1/locations/{id}"), &json!({"tipping": tipping}))
+                        .await?;
+                    output(a, v, tipping_table)
+                }
             }
         })
     }

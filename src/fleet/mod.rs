@@ -16,12 +16,14 @@
 
 mod records;
 mod sync;
+mod tipping;
 mod tokens;
 
 pub use records::{
     AddressRecord, ChargeType, LocationRecord, MerchantRecord, ReaderRecord, Settlement,
 };
 pub use sync::SyncReport;
+pub use tipping::{LocationTipping, TipSuggestions, TIPPING_CURRENCIES};
 pub use tokens::IssuedToken;
 
 use crate::clock::Timestamp;
@@ -938,6 +940,11 @@ pub(crate) fn location_record(
             .or_else(|| owner.clone()),
         owner,
         gone: false,
+        configuration: loc.configuration_overrides.clone(),
+        // The configuration's tipping is not in the location: a sync reads it with the
+        // account's configurations (`tipping::synced`).
+        tipping: existing.and_then(|e| e.tipping.clone()),
+        tipping_write: existing.and_then(|e| e.tipping_write.clone()),
         synced_at: now,
         created_at: existing.map(|e| e.created_at).unwrap_or(now),
         updated_at: now,

@@ -148,6 +148,16 @@ pub struct LocationRecord {
     /// No longer on Stripe (seen missing by a sync).
     #[serde(default)]
     pub gone: bool,
+    /// The Terminal Configuration attached on Stripe (`configuration_overrides`, `tmc_…`).
+    #[serde(default)]
+    pub configuration: Option<String>,
+    /// That configuration's tipping, by currency, as the last write or sync saw it.
+    #[serde(default)]
+    pub tipping: Option<super::tipping::LocationTipping>,
+    /// A tipping write not known to have finished: its step and the idempotency key that
+    /// was on disk before the step was sent (see `fleet::tipping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tipping_write: Option<super::tipping::TippingWrite>,
     pub synced_at: Timestamp,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

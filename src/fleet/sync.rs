@@ -2,13 +2,15 @@
 //! and those of every merchant's connected account (merchant-owned, listed with
 //! `Stripe-Account`).
 //!
-//! It costs two list calls per account (one read per page of 100), never a read per reader,
+//! It costs three list calls per account (locations, readers, Terminal Configurations for
+//! the locations' tipping; one read per page of 100), never a read per reader or location,
 //! so it can run every few minutes within Stripe's read allocation. The Stripe reads finish
 //! before the registry is touched. A record missing from Stripe's lists is marked `gone`
 //! only if it was last written before the sync began, so a reader registered while the
 //! lists were in flight is not mistaken for a deleted one, and only if its owner's account
 //! was listed: an account Stripe refused to list (disconnected, say) loses nothing.
 
+use super::tipping::{self, LocationTipping};
 use super::{location_record, reader_record, Fleet, FleetError, LocationRecord, ReaderRecord};
 use crate::clock::Timestamp;
 use crate::store::Tree;
@@ -37,16 +39,19 @@ pub struct Counts {
 }
 
 /// What one account's lists returned: its owner (`None` = the platform), its locations
-/// and readers.
-type Listed = (Option<String>, Vec<Location>, Vec<Reader>);
+/// and readers, and its configurations' tipping.
+type Listed = (Option<String>, Vec<Location>, Vec<Reader>, Configs);
+
+/// Tipping by configuration id.
+type Configs = HashMap<String, Option<LocationTipping>>;
 
 pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
     let _one_at_a_time = fleet.sync_lock.lock().await;
     let started = Timestamp::now();
     let mut listed: Vec<Listed> = Vec::new();
     let platform = RequestOptions::platform();
-    let (locations, readers) = list_account(fleet, &platform).await?;
-    listed.push((None, locations, readers));
+    let (locations, readers, configs) = list_account(fleet, &platform).await?;
+    listed.push((None, locations, readers, configs));
     // One listing per connected account, under the first merchant (by id) that names it.
     let mut merchants = fleet.merchants()?;
     merchants.sort_by(|a, b| a.id.cmp(&b.id));
@@ -56,7 +61,9 @@ pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
             continue;
         }
         match list_account(fleet, &RequestOptions::account(&m.account)).await {
-            Ok((locations, readers)) => listed.push((Some(m.id), locations, readers)),
+            Ok((locations, readers, configs)) => {
+                listed.push((Some(m.id), locations, readers, configs))
+            }
             Err(FleetError::Stripe(e)) if e.disposition() == Disposition::Definitive => {
                 // The account can no longer be read (disconnected, or a key without
                 // access): its objects are kept as they are, not marked gone.
@@ -74,17 +81,18 @@ pub(super) async fn run(fleet: &Arc<Fleet>) -> Result<SyncReport, FleetError> {
 async fn list_account(
     fleet: &Fleet,
     o: &RequestOptions,
-) -> Result<(Vec<Location>, Vec<Reader>), FleetError> {
+) -> Result<(Vec<Location>, Vec<Reader>, Configs), FleetError> {
     let locations = fleet.observed(fleet.stripe.list_locations_on(o)).await?;
     let readers = fleet
         .observed(fleet.stripe.list_readers_on(&ListReaders::default(), o))
         .await?;
-    Ok((locations, readers))
+    let configs = tipping::list_tipping(fleet, o).await?;
+    Ok((locations, readers, configs))
 }
 
 /// The registry half of a sync: no network, under the fleet's write lock.
 fn apply(fleet: &Fleet, started: Timestamp, listed: &[Listed]) -> Result<SyncReport, FleetError> {
-    let owners: HashSet<Option<String>> = listed.iter().map(|(o, _, _)| o.clone()).collect();
+    let owners: HashSet<Option<String>> = listed.iter().map(|(o, ..)| o.clone()).collect();
     let now = Timestamp::now();
     let mut report = SyncReport::default();
     let _w = fleet.writing();
@@ -95,11 +103,12 @@ fn apply(fleet: &Fleet, started: Timestamp, listed: &[Listed]) -> Result<SyncRep
         .map(|l| (l.id.clone(), l))
         .collect();
     let mut seen = HashSet::new();
-    for (owner, locations, _) in listed {
+    for (owner, locations, _, configs) in listed {
         for loc in locations {
             seen.insert(loc.id.clone());
             let existing = known.get(&loc.id);
-            let (record, changed) = location_record(loc, existing, owner.clone(), now);
+            let (mut record, changed) = location_record(loc, existing, owner.clone(), now);
+            let changed = tipping::synced(&mut record, configs, now) || changed;
             if changed {
                 fleet.registry.put(Tree::Locations, &record.id, &record)?;
                 if existing.is_some() {
@@ -131,7 +140,7 @@ fn apply(fleet: &Fleet, started: Timestamp, listed: &[Listed]) -> Result<SyncRep
         .map(|r| (r.id.clone(), r))
         .collect();
     let mut seen = HashSet::new();
-    for (owner, _, readers) in listed {
+    for (owner, _, readers, _) in listed {
         for r in readers {
             seen.insert(r.id.clone());
             let existing = known.get(&r.id);

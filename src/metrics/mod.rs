@@ -101,6 +101,9 @@ pub struct Metrics {
     pub lease_losses: CounterVec,
     /// `readerd_lease_handovers_total`: readers this instance took over from another tenure.
     pub lease_handovers: CounterVec,
+    /// `readerd_operations_forwarded_total{op}`: captures, cancels, refunds and retries
+    /// asked here about a reader another instance works, handed to that instance.
+    pub operations_forwarded: CounterVec,
     build_info: GaugeVec,
     start_time: GaugeVec,
     collectors: Mutex<Vec<Collector>>,
@@ -277,6 +280,12 @@ impl Metrics {
                 "readerd_lease_handovers_total",
                 "Readers taken over from another tenure.",
                 &[],
+            ),
+            operations_forwarded: CounterVec::new(
+                r,
+                "readerd_operations_forwarded_total",
+                "Payment operations handed to the instance working the reader.",
+                &["op"],
             ),
             stripe_request_duration: HistogramVec::new(
                 r,

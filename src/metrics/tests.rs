@@ -124,7 +124,7 @@ fn every_family_has_help_and_type_once() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), n);
-    assert_eq!(n, 25);
+    assert_eq!(n, 26);
     assert_eq!(out.lines().filter(|l| l.starts_with("# HELP ")).count(), n);
 }
 

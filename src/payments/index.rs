@@ -176,6 +176,16 @@ pub(crate) fn for_each_open(
     for_each_under(registry, &prefixes, f)
 }
 
+/// Calls `f` with the id of every payment in `status`, oldest first, reading the status
+/// index a chunk at a time.
+pub(crate) fn for_each_in_status(
+    registry: &Registry,
+    status: Status,
+    f: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for_each_under(registry, &[format!("s/{}/", status.as_str())], f)
+}
+
 /// Calls `f` with the id of every payment that owes transfers, oldest first.
 pub(crate) fn for_each_transfers_due(
     registry: &Registry,

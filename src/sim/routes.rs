@@ -500,6 +500,12 @@ fn dispatch(
         ("POST", ["v1", "terminal", "locations", id]) => st.update_location(scope, id, f),
         ("DELETE", ["v1", "terminal", "locations", id]) => st.delete_location(scope, id),
 
+        ("POST", ["v1", "terminal", "configurations"]) => st.create_configuration(scope, f),
+        ("GET", ["v1", "terminal", "configurations"]) => st.list_configurations(scope, f),
+        ("GET", ["v1", "terminal", "configurations", id]) => st.get_configuration(scope, id),
+        ("POST", ["v1", "terminal", "configurations", id]) => st.update_configuration(scope, id, f),
+        ("DELETE", ["v1", "terminal", "configurations", id]) => st.delete_configuration(scope, id),
+
         ("POST", ["v1", "terminal", "connection_tokens"]) => st.create_connection_token(scope, f),
         ("POST", ["v1", "terminal", "readers"]) => st.register_reader(scope, f),
         ("GET", ["v1", "terminal", "readers"]) => st.list_readers(scope, f),
@@ -644,9 +650,15 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
                 .unwrap_or(super::DEFAULT_CARD)
                 .to_string();
             let tip = v.get("amount_tip").and_then(Value::as_i64).unwrap_or(0);
+            let suggestion = v.get("tip_suggestion").and_then(Value::as_u64);
             with_state(&mut |st| {
                 let Some(owner) = st.readers.get(*id).map(|r| r.owner.clone()) else {
                     return sim_error(StatusCode::NOT_FOUND, format!("No such reader: '{id}'"));
+                };
+                // `tip_suggestion`: the customer picks that suggestion of the tip screen.
+                let tip = match suggestion {
+                    Some(i) => st.suggested_tip(id, i as usize).unwrap_or(0),
+                    None => tip,
                 };
                 let r = TestCard::from_number(&number)
                     .and_then(|card| st.present(&owner, id, card, tip));

@@ -10,10 +10,11 @@
 //! and the schema migrations that go with it.
 
 pub mod binding;
+mod pg_tls;
 mod postgres;
 mod sled_store;
 
-pub use postgres::{redact_url, PgStore};
+pub use postgres::{check_url, redact_url, PgStore, JOBS_CHANNEL};
 pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -41,7 +42,7 @@ impl Location {
         let url = s.strip_prefix("postgres:").filter(|u| !u.starts_with("//"));
         let url = url.unwrap_or(s);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") || s != url {
-            url.parse::<tokio_postgres::Config>()
+            check_url(url)
                 .map_err(|e| format!("{}: not a PostgreSQL URL: {e}", redact_url(url)))?;
             return Ok(Location::Postgres(url.to_string()));
         }
@@ -101,10 +102,16 @@ pub enum Tree {
     InputCollections,
     /// Cards saved on a reader (`process_setup_intent` jobs).
     Setups,
+    /// Operations forwarded to a reader's holder (`payments::engine::forward`), keyed
+    /// `<reader>/<command>`, removed once answered.
+    Commands,
+    /// Cart displays on a shared store, waiting or shown (`payments::engine::reader_ops`),
+    /// keyed `<reader>/<display>`.
+    Displays,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Merchants,
         Tree::Locations,
@@ -116,6 +123,8 @@ impl Tree {
         Tree::PaymentIndex,
         Tree::InputCollections,
         Tree::Setups,
+        Tree::Commands,
+        Tree::Displays,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +140,8 @@ impl Tree {
             Tree::PaymentIndex => "payment_index",
             Tree::InputCollections => "input_collections",
             Tree::Setups => "setups",
+            Tree::Commands => "commands",
+            Tree::Displays => "displays",
         }
     }
 }
@@ -161,6 +172,38 @@ pub struct Lease {
     pub owner: String,
     pub token: i64,
 }
+
+/// What [`Store::job_notifications`] tells a listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobNotice {
+    /// A job (a payment, an input collection: its id) was written for this reader.
+    Job { reader: String, job: String },
+    /// Notices may have been missed (the listening connection was lost and is back, or the
+    /// listener fell behind): look at every reader.
+    Missed,
+}
+
+impl JobNotice {
+    /// The notice a payload of [`Store::notify_job`] carries (`<reader> <job>`); one that
+    /// cannot be read means that something was missed.
+    pub fn from_payload(payload: &str) -> JobNotice {
+        match payload.split_once(' ') {
+            Some((reader, job)) if !reader.is_empty() && !job.is_empty() => JobNotice::Job {
+                reader: reader.to_string(),
+                job: job.to_string(),
+            },
+            _ => JobNotice::Missed,
+        }
+    }
+
+    /// The payload that [`JobNotice::from_payload`] reads.
+    pub fn payload(reader: &str, job: &str) -> String {
+        format!("{reader} {job}")
+    }
+}
+
+/// How many notices a listener may fall behind before it is told [`JobNotice::Missed`].
+pub const JOB_NOTICES_BUFFER: usize = 1024;
 
 /// Byte-level storage. Implementations flush every write before returning.
 pub trait Store: Send + Sync + 'static {
@@ -226,6 +269,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` (all or none) only while `lease` is held, checked in the same
     /// transaction as the writes; `Ok(false)` (nothing written) when it is not.
     fn apply_fenced(&self, batch: Batch, lease: &Lease) -> Result<bool, StoreError>;
+
+    /// Tells every process on this store, this one included, that `reader` has a new job
+    /// `job` in the store (called right after the job's write). One machine (sled): an
+    /// in-process wakeup; PostgreSQL: `NOTIFY readerd_jobs, '<reader> <job>'`, heard by
+    /// every instance's listener. Ids hold no space.
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError>;
+    /// The notices of [`Store::notify_job`], from now on. A receiver that falls behind sees
+    /// `Lagged`, which means the same as [`JobNotice::Missed`].
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice>;
 }
 
 /// One write of a [`Batch`].

@@ -23,17 +23,26 @@
 //! connection pool, behind the `Store` seam; split, each part would be read only with the
 //! others.
 
-use super::{Lease, Store, StoreError, Tree};
+use super::pg_tls::{self, Target};
+use super::{JobNotice, Lease, Store, StoreError, Tree, JOB_NOTICES_BUFFER};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Connections per instance. Store operations are short; four keep a burst of payment
 /// steps from queueing behind one slow scan.
 pub const POOL_SIZE: usize = 4;
 /// How long an operation waits for an unreachable database before it fails.
 pub const OUTAGE_WAIT: Duration = Duration::from_secs(30);
+/// The channel of [`Store::notify_job`]: its payload is the reader's id.
+pub const JOBS_CHANNEL: &str = "readerd_jobs";
+/// The listening connection is checked this often (a `SELECT 1`), so that a connection
+/// cut without a word (a network partition) is noticed and replaced.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
+/// The listener reconnects after this long at first, doubling up to [`LISTEN_BACKOFF_MAX`].
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The versioned schema migrations, applied in order at start, each once, in one
 /// transaction under an advisory lock so that instances starting together do not race.
@@ -44,6 +53,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, MIGRATION_3),
     (4, MIGRATION_4),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
+    (7, MIGRATION_7),
 ];
 
 /// The first schema: every tree, with its operator-facing columns.
@@ -160,6 +171,30 @@ CREATE TABLE setups (
 CREATE INDEX setups_reader ON setups (reader, created_at);
 "#;
 
+/// Operations forwarded to a reader's holder (tree `commands`), with the columns an
+/// operator looks for when one waits.
+const MIGRATION_6: &str = r#"
+CREATE TABLE commands (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    payment text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,payment}') STORED,
+    op text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,op,op}') STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+"#;
+
+/// Cart displays waiting for, or shown on, a reader (tree `displays`).
+const MIGRATION_7: &str = r#"
+CREATE TABLE displays (
+    key text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL,
+    reader text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,reader}') STORED,
+    shown boolean GENERATED ALWAYS AS (((value::jsonb) #>> '{data,shown}')::boolean) STORED,
+    created_at text GENERATED ALWAYS AS ((value::jsonb) #>> '{data,created_at}') STORED
+);
+"#;
+
 /// An arbitrary constant naming readerd's migration lock among the database's advisory
 /// locks.
 const MIGRATION_LOCK: i64 = 0x7265_6164_6572_6431;
@@ -184,6 +219,8 @@ enum Op {
     Apply(Vec<(Tree, String, Option<String>)>),
     /// prefix, start after, limit, reverse.
     ScanRange(Tree, String, Option<String>, i64, bool),
+    /// `NOTIFY readerd_jobs, '<reader> <job>'`.
+    Notify(String),
 }
 
 enum Reply {
@@ -203,12 +240,23 @@ struct Job {
 /// The PostgreSQL store. Dropping it closes its connections.
 pub struct PgStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    config: Target,
+    /// The pool's runtime, where the listener runs once someone asks for notices.
+    pool: tokio::runtime::Handle,
+    notices: tokio::sync::broadcast::Sender<JobNotice>,
+    listening: std::sync::Once,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PgStore")
     }
+}
+
+/// Whether `url` is a PostgreSQL URL readerd can use (its TLS settings included: a root
+/// certificate file named must be readable).
+pub fn check_url(url: &str) -> Result<(), String> {
+    pg_tls::parse(url).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A database URL with its password hidden, for messages.
@@ -238,14 +286,11 @@ impl PgStore {
     /// Connects to the database at `url` (a `postgres://` URL or a key-value connection
     /// string) and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Engine(format!(
-                "the PostgreSQL URL {} is invalid: {e}",
-                redact_url(url)
-            ))
-        })?;
+        let config = pg_tls::parse(url)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+        let pool_config = config.clone();
         std::thread::Builder::new()
             .name("readerd-postgres".into())
             .spawn(move || {
@@ -253,9 +298,10 @@ impl PgStore {
                     .enable_all()
                     .build()
                     .expect("a tokio runtime for the PostgreSQL pool");
+                let _ = handle_tx.send(rt.handle().clone());
                 rt.block_on(async move {
                     let tasks: Vec<_> = (0..POOL_SIZE)
-                        .map(|_| tokio::spawn(connection_task(config.clone(), rx.clone())))
+                        .map(|_| tokio::spawn(connection_task(pool_config.clone(), rx.clone())))
                         .collect();
                     for t in tasks {
                         let _ = t.await;
@@ -263,7 +309,17 @@ impl PgStore {
                 });
             })
             .map_err(|e| StoreError::Engine(format!("cannot start the PostgreSQL pool: {e}")))?;
-        let store = PgStore { jobs: tx };
+        let pool = handle_rx
+            .recv()
+            .map_err(|_| StoreError::Engine("the PostgreSQL pool did not start".into()))?;
+        let (notices, _) = tokio::sync::broadcast::channel(JOB_NOTICES_BUFFER);
+        let store = PgStore {
+            jobs: tx,
+            config,
+            pool,
+            notices,
+            listening: std::sync::Once::new(),
+        };
         store.call(Op::Migrate)?;
         Ok(store)
     }
@@ -467,6 +523,106 @@ impl Store for PgStore {
             r => Err(unexpected(r)),
         }
     }
+
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError> {
+        match self.call(Op::Notify(JobNotice::payload(reader, job)))? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice> {
+        let receiver = self.notices.subscribe();
+        // One listening connection per store, opened for the first listener (a store that
+        // only copies or tests opens none).
+        self.listening.call_once(|| {
+            self.pool
+                .spawn(listen(self.config.clone(), self.notices.clone()));
+        });
+        receiver
+    }
+}
+
+/// The listening connection: `LISTEN readerd_jobs`, each notification passed on as a
+/// [`JobNotice`]. A lost connection is replaced (with backoff); once it is back, listeners
+/// are told [`JobNotice::Missed`], since notifications sent meanwhile went to nobody.
+async fn listen(config: Target, notices: tokio::sync::broadcast::Sender<JobNotice>) {
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    let mut lost = false;
+    // It runs as long as the store's pool (dropping the store ends it).
+    loop {
+        let e = listen_once(&config, &notices, &mut lost, &mut backoff).await;
+        if !lost {
+            tracing::warn!(error = %e, "PostgreSQL job notifications lost; reconnecting");
+        }
+        lost = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+    }
+}
+
+/// One listening connection, until it fails; returns why.
+async fn listen_once(
+    config: &Target,
+    notices: &tokio::sync::broadcast::Sender<JobNotice>,
+    lost: &mut bool,
+    backoff: &mut Duration,
+) -> String {
+    match listen_on(config, notices, lost, backoff).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn listen_on(
+    config: &Target,
+    notices: &tokio::sync::broadcast::Sender<JobNotice>,
+    lost: &mut bool,
+    backoff: &mut Duration,
+) -> Result<std::convert::Infallible, String> {
+    let (client, mut connection) = config
+        .config
+        .connect(config.tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
+    let forward = notices.clone();
+    tokio::spawn(async move {
+        let why = loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.channel() == JOBS_CHANNEL {
+                        let _ = forward.send(JobNotice::from_payload(n.payload()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e.to_string(),
+                None => break "closed".to_string(),
+            }
+        };
+        let _ = closed_tx.send(why);
+    });
+    client
+        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    *backoff = LISTEN_BACKOFF_MIN;
+    if std::mem::take(lost) {
+        tracing::info!("PostgreSQL job notifications back");
+        let _ = notices.send(JobNotice::Missed);
+    }
+    loop {
+        tokio::select! {
+            why = &mut closed => return Err(why.unwrap_or_else(|_| "closed".into())),
+            _ = tokio::time::sleep(LISTEN_CHECK) => {
+                match tokio::time::timeout(LISTEN_CHECK / 2, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("no answer to a check".into()),
+                }
+            }
+        }
+    }
 }
 
 /// The puts and removes of a batch, inside `tx`.
@@ -520,8 +676,8 @@ impl Conn {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(config: &Target) -> Result<Conn, tokio_postgres::Error> {
+    let (client, connection) = config.config.connect(config.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection closed");
@@ -552,13 +708,21 @@ fn is_unreachable(e: &tokio_postgres::Error) -> bool {
         Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
         // No SQL state: unreachable only for an I/O error (refused, reset, timed out), not
         // for a parameter that cannot be encoded or a TLS setting that cannot be met.
-        None => std::error::Error::source(e)
-            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+        // A certificate refused (or a name that cannot be one) is an I/O error too, from the
+        // TLS handshake: no wait will change it.
+        None => std::error::Error::source(e).is_some_and(|s| {
+            s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() != std::io::ErrorKind::InvalidInput
+                    && io
+                        .get_ref()
+                        .is_none_or(|inner| inner.downcast_ref::<rustls::Error>().is_none())
+            })
+        }),
     }
 }
 
 async fn connection_task(
-    config: tokio_postgres::Config,
+    config: Target,
     jobs: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
 ) {
     let mut conn: Option<Conn> = None;
@@ -577,7 +741,9 @@ async fn connection_task(
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         continue;
                     }
-                    Err(e) => break Err(StoreError::Engine(format!("PostgreSQL: {e}"))),
+                    Err(e) => {
+                        break Err(StoreError::Engine(format!("PostgreSQL: {}", describe(&e))))
+                    }
                 }
             }
             let c = conn.as_mut().expect("connected above");
@@ -606,7 +772,11 @@ async fn connection_task(
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // With its cause: "error performing TLS handshake" alone does not say what to fix.
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -720,6 +890,15 @@ async fn execute(c: &mut Conn, op: &Op, retried: bool) -> Result<Reply, Failure>
             Ok(Reply::Swapped(true))
         }
         Op::Migrate => migrate(c).await.map(|()| Reply::Done),
+        Op::Notify(payload) => {
+            // Outside any transaction: delivered at once. A retry may deliver it twice,
+            // which only wakes a listener twice.
+            let s = c
+                .statement(format!("SELECT pg_notify('{JOBS_CHANNEL}', $1)"))
+                .await?;
+            c.client.execute(&s, &[payload]).await?;
+            Ok(Reply::Done)
+        }
         Op::Apply(ops) => {
             // Idempotent as a whole (puts and removes of given values), so a retry after a
             // lost commit answer writes the same.

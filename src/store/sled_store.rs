@@ -1,6 +1,6 @@
 //! [`Store`] on sled: one sled tree per [`Tree`], flushed after every write.
 
-use super::{Batch, Lease, Op, Store, StoreError, Tree};
+use super::{Batch, JobNotice, Lease, Op, Store, StoreError, Tree, JOB_NOTICES_BUFFER};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +14,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct SledStore {
     db: sled::Db,
     trees: HashMap<Tree, sled::Tree>,
+    /// Job notices: one machine, so they never leave the process.
+    notices: tokio::sync::broadcast::Sender<JobNotice>,
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -62,7 +64,8 @@ impl SledStore {
         for t in Tree::ALL {
             trees.insert(t, db.open_tree(t.name()).map_err(engine)?);
         }
-        Ok(SledStore { db, trees })
+        let (notices, _) = tokio::sync::broadcast::channel(JOB_NOTICES_BUFFER);
+        Ok(SledStore { db, trees, notices })
     }
 
     fn tree(&self, t: Tree) -> &sled::Tree {
@@ -255,6 +258,19 @@ impl Store for SledStore {
     fn apply_fenced(&self, batch: Batch, _lease: &Lease) -> Result<bool, StoreError> {
         // One machine: this instance holds every lease.
         self.apply(batch).map(|()| true)
+    }
+
+    fn notify_job(&self, reader: &str, job: &str) -> Result<(), StoreError> {
+        // Nobody listening is not an error.
+        let _ = self.notices.send(JobNotice::Job {
+            reader: reader.to_string(),
+            job: job.to_string(),
+        });
+        Ok(())
+    }
+
+    fn job_notifications(&self) -> tokio::sync::broadcast::Receiver<JobNotice> {
+        self.notices.subscribe()
     }
 }
 

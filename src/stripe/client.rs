@@ -820,6 +820,64 @@ impl StripeClient {
         .await
     }
 
+    // Terminal configurations (the platform's, or a merchant's with `Stripe-Account`) -----
+    pub async fn create_configuration(
+        &self,
+        p: &CreateConfiguration,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/configurations",
+            "/v1/terminal/configurations".into(),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn retrieve_configuration(
+        &self,
+        id: &str,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::GET,
+            "/v1/terminal/configurations/{id}",
+            path("/v1/terminal/configurations", id, ""),
+            Params::new(),
+            Some(o),
+        ))
+        .await
+    }
+    pub async fn update_configuration(
+        &self,
+        id: &str,
+        p: &UpdateConfiguration,
+        o: &RequestOptions,
+    ) -> Result<TerminalConfiguration> {
+        self.execute(self.call(
+            Method::POST,
+            "/v1/terminal/configurations/{id}",
+            path("/v1/terminal/configurations", id, ""),
+            p.to_params(),
+            Some(o),
+        ))
+        .await
+    }
+    /// Every configuration of the account `o` names, all pages.
+    pub async fn list_configurations_on(
+        &self,
+        o: &RequestOptions,
+    ) -> Result<Vec<TerminalConfiguration>> {
+        self.list_all(
+            "/v1/terminal/configurations",
+            "/v1/terminal/configurations",
+            Params::new(),
+            Some(o),
+        )
+        .await
+    }
+
     // Readers (the platform's, or a merchant's with `Stripe-Account`) ----------------------------------------------------------------
     pub async fn register_reader(&self, p: &RegisterReader, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.call(

@@ -4,7 +4,7 @@
 
 use super::form::Params;
 use super::wire::{
-    Address, CaptureMethod, Cart, CollectedInput, Metadata, ProcessConfig, ReaderStatus,
+    Address, CaptureMethod, Cart, CollectedInput, Metadata, ProcessConfig, ReaderStatus, Tipping,
 };
 
 fn push_address(p: &mut Params, prefix: &str, a: &Address) {
@@ -40,6 +40,8 @@ pub struct UpdateLocation {
     pub display_name: Option<String>,
     pub address: Option<Address>,
     pub metadata: Metadata,
+    /// `Some("")` detaches the location's configuration; `None` leaves it as it is.
+    pub configuration_overrides: Option<String>,
 }
 
 impl UpdateLocation {
@@ -49,7 +51,10 @@ impl UpdateLocation {
         if let Some(a) = &self.address {
             push_address(&mut p, "address", a);
         }
-        p.push_map("metadata", &self.metadata);
+        p.push_map("metadata", &self.metadata).push_opt(
+            "configuration_overrides",
+            self.configuration_overrides.as_ref(),
+        );
         p
     }
 }
@@ -541,6 +546,56 @@ impl CreateTransferReversal {
         let mut p = Params::new();
         p.push_opt("amount", self.amount)
             .push_map("metadata", &self.metadata);
+        p
+    }
+}
+
+/// `tipping[<currency>][…]` for every currency; `tipping=""` (Stripe's way to unset it)
+/// when there is none.
+fn push_tipping(p: &mut Params, tipping: Option<&Tipping>) {
+    match tipping {
+        Some(t) if !t.is_empty() => {
+            for (currency, c) in t {
+                let at = |field: &str| format!("tipping[{currency}][{field}]");
+                if let Some(list) = &c.fixed_amounts {
+                    p.push_list(&at("fixed_amounts"), list);
+                }
+                if let Some(list) = &c.percentages {
+                    p.push_list(&at("percentages"), list);
+                }
+                p.push_opt(at("smart_tip_threshold"), c.smart_tip_threshold);
+            }
+        }
+        _ => {
+            p.push("tipping", "");
+        }
+    }
+}
+
+/// `POST /v1/terminal/configurations`: a configuration holding tipping only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CreateConfiguration {
+    pub tipping: Tipping,
+}
+
+impl CreateConfiguration {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        push_tipping(&mut p, Some(&self.tipping));
+        p
+    }
+}
+
+/// `POST /v1/terminal/configurations/{id}`: its tipping replaced, or unset (`None`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpdateConfiguration {
+    pub tipping: Option<Tipping>,
+}
+
+impl UpdateConfiguration {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        push_tipping(&mut p, self.tipping.as_ref());
         p
     }
 }

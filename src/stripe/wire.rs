@@ -122,7 +122,8 @@ has_id!(
     TransferReversal,
     ApplicationFee,
     SetupIntent,
-    SetupAttempt
+    SetupAttempt,
+    TerminalConfiguration
 );
 
 /// `{"object": "list", "data": [...], "has_more", "url"}`.
@@ -369,6 +370,55 @@ pub struct Location {
     pub livemode: bool,
     #[serde(default)]
     pub metadata: Metadata,
+}
+
+// ---------------------------------------------------------------------------------------
+// Terminal configurations
+
+/// One currency's tip suggestions (`terminal.configuration.tipping.<currency>`): amounts in
+/// the currency's minor units, percentages as whole numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencyTipping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_amounts: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentages: Option<Vec<i64>>,
+    /// Below it the reader suggests the fixed amounts, from it the percentages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smart_tip_threshold: Option<i64>,
+}
+
+/// `terminal.configuration.tipping`: by lowercase currency code. A currency Stripe adds is
+/// data like any other; a currency Stripe writes as `null` is left out.
+pub type Tipping = BTreeMap<String, CurrencyTipping>;
+
+fn tipping_without_nulls<'de, D>(d: D) -> Result<Option<Tipping>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: Option<BTreeMap<String, Option<CurrencyTipping>>> = Option::deserialize(d)?;
+    Ok(raw.map(|m| {
+        m.into_iter()
+            .filter_map(|(currency, config)| config.map(|c| (currency, c)))
+            .collect()
+    }))
+}
+
+/// `terminal.configuration`: how the readers it applies to behave (a location's through
+/// its `configuration_overrides`). readerd reads and writes its `tipping` only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TerminalConfiguration {
+    pub id: String,
+    pub object: String,
+    #[serde(default)]
+    pub is_account_default: Option<bool>,
+    pub livemode: bool,
+    #[serde(
+        default,
+        deserialize_with = "tipping_without_nulls",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tipping: Option<Tipping>,
 }
 
 // ---------------------------------------------------------------------------------------

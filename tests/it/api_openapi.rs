@@ -183,10 +183,12 @@ async fn every_documented_answer_matches_the_document() {
     let reader = w.objects["reader"].clone();
     let paid = w.objects["paid"].clone();
     let declined = w.objects["declined"].clone();
+    let location = w.objects["location"].clone();
     let bad = json!({"no_such_field": 1});
     let bad_input: &[(&str, String)] = &[
         ("/v1/merchants", "/v1/merchants".into()),
         ("/v1/locations", "/v1/locations".into()),
+        ("/v1/locations/{id}", format!("/v1/locations/{location}")),
         ("/v1/readers", "/v1/readers".into()),
         ("/v1/readers/{id}", format!("/v1/readers/{reader}")),
         (
@@ -259,6 +261,12 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/readers/tmr_nothing/clear",
             Some(json!({"payment_intent": "pi_x"})),
         ),
+        (
+            "POST",
+            "/v1/locations/{id}",
+            "/v1/locations/tml_nothing",
+            Some(json!({"tipping": null})),
+        ),
     ];
     for (method, route, path, body) in unknown {
         let (s, _) = sample(env, &mut samples, method, route, path, admin, body.as_ref()).await;
@@ -307,6 +315,51 @@ async fn every_documented_answer_matches_the_document() {
         .await;
         assert_eq!(s, 409, "POST {path}: {b}");
     }
+    // Tipping on a location whose configuration another location uses (attached on
+    // Stripe directly, then synced): readerd does not change it.
+    let (_, l) = env
+        .get(&env.admin_token, &format!("/v1/locations/{location}"))
+        .await;
+    let tmc = l["configuration"]
+        .as_str()
+        .expect("the table set tipping")
+        .to_string();
+    let (s, kiosk) = env
+        .post(
+            &env.admin_token,
+            "/v1/locations",
+            json!({"display_name": "Kiosk 2", "merchant": "florist",
+                   "address": {"line1": "1 Rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{kiosk}");
+    let kiosk = kiosk["id"].as_str().unwrap().to_string();
+    env.stripe()
+        .update_location(
+            &kiosk,
+            &readerd::stripe::params::UpdateLocation {
+                configuration_overrides: Some(tmc),
+                ..Default::default()
+            },
+            &readerd::stripe::RequestOptions::platform(),
+        )
+        .await
+        .unwrap();
+    let (s, _) = env
+        .post(&env.admin_token, "/v1/readers/sync", json!(null))
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/locations/{id}",
+        &format!("/v1/locations/{kiosk}"),
+        admin,
+        Some(&json!({"tipping": {"eur": {"percentages": [5]}}})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
 
     // Inputs for a merchant the reader does not serve: the admin learns why.
     let email = json!([{"type": "email", "custom_text": {"title": "Email"}}]);

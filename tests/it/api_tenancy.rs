@@ -105,6 +105,7 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         row("GET",  "/v1/locations",                "/v1/locations",                     null.clone(), [200, 200, 200, 401, 401]),
         row("GET",  "/v1/locations/{id}",           "/v1/locations/{location}",          null.clone(), [200, 200, 404, 401, 401]),
         row("POST", "/v1/locations",                "/v1/locations",                     kiosk,        [201, 403, 403, 401, 401]),
+        row("POST", "/v1/locations/{id}",           "/v1/locations/{location}",          json!({"tipping": {"eur": {"percentages": [10, 15, 20]}}}), [200, 403, 403, 401, 401]),
         // Readers: admin changes; pos reads what the allowlist lets it see.
         row("GET",  "/v1/readers",                  "/v1/readers",                       null.clone(), [200, 200, 200, 401, 401]),
         row("GET",  "/v1/readers/{id}",             "/v1/readers/{reader}",              null.clone(), [200, 200, 404, 401, 401]),

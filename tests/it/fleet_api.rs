@@ -523,10 +523,10 @@ async fn sync_pulls_what_was_done_on_stripe_directly() {
         "{calls:?}"
     );
     assert!(
-        calls
-            .iter()
-            .all(|c| c == "GET /v1/terminal/locations" || c == "GET /v1/terminal/readers"),
-        "a sync is list calls only, no per-reader reads: {calls:?}"
+        calls.iter().all(|c| c == "GET /v1/terminal/locations"
+            || c == "GET /v1/terminal/readers"
+            || c == "GET /v1/terminal/configurations"),
+        "a sync is list calls only (locations, readers, configurations), no per-object reads: {calls:?}"
     );
 
     let (_, r) = env.get(&admin, &format!("/v1/readers/{}", direct.id)).await;

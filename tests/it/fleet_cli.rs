@@ -299,3 +299,58 @@ async fn client_option_mistakes_are_named() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn locations_tipping_sets_and_removes_a_locations_tip_suggestions() {
+    let env = TestEnv::start().await;
+    let admin = env.admin_token.clone();
+    let bar = env.add_location("Bar", "US", None).await;
+    let args = [
+        "locations",
+        "tipping",
+        &bar,
+        "--percentages",
+        "10,15,20",
+        "--fixed-amounts",
+        "100,200",
+        "--smart-tip-threshold",
+        "1000",
+    ];
+    let out = readerd(&env, &admin, &args).await;
+    let table = ok(&out);
+    assert!(table.starts_with("LOCATION"), "{table}");
+    assert!(
+        table.contains("usd") && table.contains("10,15,20") && table.contains("100,200"),
+        "{table}"
+    );
+    let (_, l) = env.get(&admin, &format!("/v1/locations/{bar}")).await;
+    assert_eq!(
+        l["tipping"],
+        serde_json::json!({"usd": {"percentages": [10, 15, 20], "fixed_amounts": [100, 200], "smart_tip_threshold": 1000}})
+    );
+    assert!(
+        table.contains(l["configuration"].as_str().unwrap()),
+        "{table}"
+    );
+
+    // Stripe's limit, named by the daemon; nothing changes.
+    let out = readerd(
+        &env,
+        &admin,
+        &["locations", "tipping", &bar, "--percentages", "5,10,15,20"],
+    )
+    .await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("percentages"), "{}", out.stderr);
+
+    let out = readerd(
+        &env,
+        &admin,
+        &["locations", "tipping", &bar, "--remove", "--json"],
+    )
+    .await;
+    let v: Value = serde_json::from_str(ok(&out)).unwrap();
+    assert_eq!(v["tipping"], Value::Null);
+    assert_eq!(v["configuration"], l["configuration"]);
+    env.stop().await;
+}

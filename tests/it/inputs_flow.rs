@@ -173,7 +173,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action() {
     let r = env.readers[0].clone();
     let c = collect(&env, &r);
     wait_collecting(&env, &c.id).await;
-    let asked = env.engine.cancel_inputs(&c.id).unwrap();
+    let asked = env.engine.cancel_inputs(&c.id).await.unwrap();
     assert!(asked.cancel_requested);
     let c = wait_final(&env, &c.id, InputStatus::Canceled).await;
     assert!(c.cancel_requested);
@@ -186,7 +186,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action() {
         .action
         .is_none());
     // Final: a second cancel is a conflict.
-    assert!(env.engine.cancel_inputs(&c.id).is_err());
+    assert!(env.engine.cancel_inputs(&c.id).await.is_err());
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn a_queued_collection_canceled_never_reaches_the_reader() {
     let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     let c = collect(&env, &r);
-    let c = env.engine.cancel_inputs(&c.id).unwrap();
+    let c = env.engine.cancel_inputs(&c.id).await.unwrap();
     assert_eq!(c.status, InputStatus::Canceled);
     env.sim.present_card(&r, None).unwrap();
     wait_status(&env.engine, &p.id, Status::Succeeded).await;

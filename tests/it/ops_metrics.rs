@@ -174,6 +174,12 @@ const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
         &[],
     ),
     (
+        "readerd_operations_forwarded_total",
+        "counter",
+        "Payment operations handed to the instance working the reader.",
+        &["op"],
+    ),
+    (
         "readerd_stripe_request_duration_seconds",
         "histogram",
         "Latency of Stripe API request attempts.",

@@ -2,7 +2,7 @@
 //! rely on from `Store` holds the same on sled and on PostgreSQL.
 
 use crate::common::pg::pg;
-use readerd::store::{Location, PgStore, Registry, SledStore, Store, StoreError, Tree};
+use readerd::store::{JobNotice, Location, PgStore, Registry, SledStore, Store, StoreError, Tree};
 use std::sync::Arc;
 
 /// Runs `check` on a fresh sled store and on a fresh PostgreSQL database.
@@ -501,7 +501,7 @@ async fn a_daemon_on_postgres_keeps_its_records_across_a_restart() {
 
 #[test]
 fn a_setting_that_cannot_be_met_fails_at_once_instead_of_waiting() {
-    // TLS is not supported by this release: asking for it is an error, not an outage.
+    // TLS asked of a server without it is an error, not an outage.
     let url = format!("{}?sslmode=require", pg().fresh_db());
     let started = std::time::Instant::now();
     let err = PgStore::connect(&url).unwrap_err();
@@ -555,4 +555,184 @@ fn a_batch_is_all_or_nothing_across_trees_and_a_range_pages_both_ways() {
             .collect();
         assert_eq!(all, ["a", "a/1", "a/2", "a/3", "a/4", "b/1"], "{b}");
     });
+}
+
+/// Waits up to `within` for the next notice about a job (skipping `Missed`).
+fn next_job(
+    rx: &mut tokio::sync::broadcast::Receiver<JobNotice>,
+    within: std::time::Duration,
+) -> Option<(String, String)> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        match rx.try_recv() {
+            Ok(JobNotice::Job { reader, job }) => return Some((reader, job)),
+            Ok(JobNotice::Missed) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    None
+}
+
+/// Sends notices until one arrives (a listener may still be connecting); returns it.
+fn notify_until_heard(
+    from: &dyn Store,
+    rx: &mut tokio::sync::broadcast::Receiver<JobNotice>,
+    reader: &str,
+    job: &str,
+) -> (String, String) {
+    for _ in 0..50 {
+        from.notify_job(reader, job).unwrap();
+        if let Some(got) = next_job(rx, std::time::Duration::from_millis(200)) {
+            return got;
+        }
+    }
+    panic!("no notice of {job} on {reader} heard");
+}
+
+#[test]
+fn a_job_notice_reaches_every_listener_on_the_store() {
+    on_both(|s| {
+        let b = s.backend();
+        let mut rx = s.job_notifications();
+        let got = notify_until_heard(&*s, &mut rx, "tmr_1", "pay_1");
+        assert_eq!(got, ("tmr_1".into(), "pay_1".into()), "{b}");
+        // Notices come in order, each once.
+        s.notify_job("tmr_2", "inp_2").unwrap();
+        s.notify_job("tmr_1", "pay_3").unwrap();
+        let within = std::time::Duration::from_secs(5);
+        assert_eq!(
+            next_job(&mut rx, within),
+            Some(("tmr_2".into(), "inp_2".into())),
+            "{b}"
+        );
+        assert_eq!(
+            next_job(&mut rx, within),
+            Some(("tmr_1".into(), "pay_3".into())),
+            "{b}"
+        );
+    });
+}
+
+#[test]
+fn job_notices_cross_instances_and_survive_a_lost_listening_connection() {
+    let url = pg().fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let owner = PgStore::connect(&url).unwrap();
+    let other = PgStore::connect(&url).unwrap();
+    let mut rx = owner.job_notifications();
+    let got = notify_until_heard(&other, &mut rx, "tmr_a", "pay_a");
+    assert_eq!(got, ("tmr_a".into(), "pay_a".into()));
+    // The listening connection is cut (a network partition, a database restart): the
+    // listener reconnects, says that notices may have been missed, and hears again.
+    let killed = pg().psql(
+        &db,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND query = 'LISTEN {}'",
+            readerd::store::JOBS_CHANNEL
+        ),
+    );
+    assert_eq!(killed, "1", "one listening connection");
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(JobNotice::Missed) => break,
+            Ok(other) => panic!("{other:?} before the reconnect"),
+            Err(_) => {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the listener never came back"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+    let got = notify_until_heard(&other, &mut rx, "tmr_b", "inp_b");
+    assert_eq!(got, ("tmr_b".into(), "inp_b".into()));
+}
+
+#[test]
+fn a_job_notice_payload_reads_back_and_garbage_means_missed() {
+    assert_eq!(
+        JobNotice::from_payload(&JobNotice::payload("tmr_1", "pay_1")),
+        JobNotice::Job {
+            reader: "tmr_1".into(),
+            job: "pay_1".into()
+        }
+    );
+    for bad in ["", "tmr_1", " pay_1", "tmr_1 "] {
+        assert_eq!(JobNotice::from_payload(bad), JobNotice::Missed, "{bad:?}");
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (PEM: CA, certificate, key).
+fn tls_files(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgres_is_encrypted_and_verified_against_the_urls_root_certificate() {
+    let server = crate::common::pg::PgServer::private();
+    let (ca, cert, key) = tls_files("readerd test database CA");
+    server.enable_tls(&cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let (other_ca, _, _) = tls_files("someone else's CA");
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let url = server.fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+
+    for mode in ["require", "verify-full"] {
+        let s = PgStore::connect(&format!(
+            "{url}?sslmode={mode}&sslrootcert={}",
+            ca_file.display()
+        ))
+        .unwrap();
+        s.put(Tree::Merchants, "m", &rec(1)).unwrap();
+        assert_eq!(s.get(Tree::Merchants, "m").unwrap(), Some(rec(1)), "{mode}");
+        let encrypted = server.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND datname = '{db}'"
+            ),
+        );
+        assert_ne!(encrypted, "0", "{mode}: the store's sessions are encrypted");
+    }
+    // A server whose certificate the root does not vouch for is refused at once (not
+    // waited for as an outage), and says why.
+    let started = std::time::Instant::now();
+    let err = PgStore::connect(&format!(
+        "{url}?sslmode=require&sslrootcert={}",
+        other_file.display()
+    ))
+    .unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // A root file that cannot be read is a bad URL.
+    assert!(readerd::store::check_url(&format!("{url}?sslrootcert=/nonexistent.pem")).is_err());
+    // No sslmode (prefer), or disable: plain text, as before (a server's self-signed
+    // certificate does not break a URL that worked).
+    for url in [url.clone(), format!("{url}?sslmode=disable")] {
+        let plain = PgStore::connect(&url).unwrap();
+        plain.put(Tree::Merchants, "m", &rec(2)).unwrap();
+    }
 }

@@ -669,6 +669,9 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     let setup_intent = json!({"id": "seti_1", "object": "setup_intent", "created": 1,
         "livemode": false, "status": "requires_payment_method",
         "payment_method_types": ["card_present"]});
+    let configuration = json!({"id": "tmc_1", "object": "terminal.configuration",
+        "livemode": false, "is_account_default": false,
+        "tipping": {"usd": {"percentages": [10, 15, 20]}}});
     let server = Server::start(vec![
         ok(json!({"id": "acct_1", "object": "account"})),
         ok(location_json("tml_1")),
@@ -718,6 +721,13 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(setup_intent.clone()),
         ok(setup_intent),
         ok(reader_json("tmr_1")),
+        ok(configuration.clone()),
+        ok(configuration.clone()),
+        ok(configuration.clone()),
+        ok(json!({"object": "list", "url": "/v1/terminal/configurations", "has_more": true,
+            "data": [configuration.clone()]})),
+        ok(json!({"object": "list", "url": "/v1/terminal/configurations", "has_more": false,
+            "data": [json!({"id": "tmc_2", "object": "terminal.configuration", "livemode": false})]})),
     ])
     .await;
     let c = StripeClient::new(config(server.base())).unwrap();
@@ -756,6 +766,7 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
             display_name: some("Bakery 2"),
             address: full.then(full_address),
             metadata: meta.clone(),
+            configuration_overrides: some("tmc_1"),
         },
         &platform,
     )
@@ -1110,6 +1121,36 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     )
     .await
     .unwrap();
+    // Tipping per location: a Terminal Configuration created, read, updated (or its
+    // tipping unset) and listed.
+    let tip = |p: Vec<i64>| CurrencyTipping {
+        percentages: Some(p),
+        fixed_amounts: full.then(|| vec![100, 200, 300]),
+        smart_tip_threshold: full.then_some(1000),
+    };
+    let mut tipping = Tipping::from([("usd".to_string(), tip(vec![10, 15, 20]))]);
+    if full {
+        tipping.insert("eur".into(), tip(vec![5, 10]));
+    }
+    c.create_configuration(
+        &CreateConfiguration {
+            tipping: tipping.clone(),
+        },
+        &acct,
+    )
+    .await
+    .unwrap();
+    c.retrieve_configuration("tmc_1", &acct).await.unwrap();
+    c.update_configuration(
+        "tmc_1",
+        &UpdateConfiguration {
+            tipping: full.then_some(tipping),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.list_configurations_on(&acct).await.unwrap();
     server.seen()
 }
 
@@ -1209,6 +1250,10 @@ const ALL_OPERATIONS: &[&str] = &[
     "GET /v1/setup_intents/{intent}",
     "POST /v1/setup_intents/{intent}/cancel",
     "POST /v1/terminal/readers/{reader}/process_setup_intent",
+    "POST /v1/terminal/configurations",
+    "GET /v1/terminal/configurations/{configuration}",
+    "POST /v1/terminal/configurations/{configuration}",
+    "GET /v1/terminal/configurations",
 ];
 
 async fn check_all(minimal: bool) {
@@ -1236,6 +1281,7 @@ async fn check_all(minimal: bool) {
         "/v1/terminal/readers?",
         "/v1/terminal/locations?",
         "/v1/payment_intents?",
+        "/v1/terminal/configurations?",
     ] {
         assert!(
             seen.iter()

@@ -242,6 +242,7 @@ impl Engine {
             .accepted(&id, std::time::Instant::now());
         let _ = self.inner.events.send(p.clone());
         slot.work.notify_one();
+        self.announce(&p.reader, &p.id);
         Ok(p)
     }
 

@@ -3,6 +3,7 @@
 //! fresh key; one on the reader through its worker. A retry puts a declined payment's
 //! PaymentIntent back in the reader's queue.
 
+use super::forward::CommandOp;
 use super::{server_side, Engine, PaymentError};
 use crate::payments::ids::new_id;
 use crate::payments::machine::{IntentView, Observation, Payment, Source, Status};
@@ -27,6 +28,10 @@ impl Engine {
     /// authorised or declined one by canceling its PaymentIntent; one on the reader by asking
     /// the worker, which reports what really happens (`canceled` only once Stripe confirms).
     pub async fn cancel(&self, id: &str) -> Result<Payment, PaymentError> {
+        let reader = self.load(id)?.reader;
+        if let Some(done) = self.forwarded(&reader, id, CommandOp::Cancel).await {
+            return done.and_then(|()| self.load(id));
+        }
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;
@@ -132,6 +137,10 @@ impl Engine {
 
     /// After a decline: the same PaymentIntent goes back to the reader.
     pub async fn retry(&self, id: &str) -> Result<Payment, PaymentError> {
+        let reader = self.load(id)?.reader;
+        if let Some(done) = self.forwarded(&reader, id, CommandOp::Retry).await {
+            return done.and_then(|()| self.load(id));
+        }
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;
@@ -161,6 +170,7 @@ impl Engine {
             p
         };
         slot.work.notify_one();
+        self.announce(&p.reader, &p.id);
         Ok(p)
     }
 }

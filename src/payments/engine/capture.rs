@@ -2,6 +2,7 @@
 //! replayed after any failure; a new key only after a stored 5xx and a read showing the
 //! PaymentIntent still uncaptured.
 
+use super::forward::CommandOp;
 use super::{server_side, Engine, PaymentError};
 use crate::payments::failpoint::failpoint;
 use crate::payments::ids::new_id;
@@ -14,6 +15,11 @@ impl Engine {
     /// Captures an authorised payment, fully or partially. At most one capture: its key is
     /// written first and replayed on a retry.
     pub async fn capture(&self, id: &str, amount: Option<i64>) -> Result<Payment, PaymentError> {
+        let reader = self.load(id)?.reader;
+        let op = CommandOp::Capture { amount };
+        if let Some(done) = self.forwarded(&reader, id, op).await {
+            return done.and_then(|()| self.load(id));
+        }
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;

@@ -2,6 +2,7 @@
 //! queued like a payment), reading it, canceling it, and resuming the unfinished ones at
 //! start-up. The reader's part is [`crate::payments::worker`]'s.
 
+use super::forward::CommandOp;
 use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
 use crate::payments::ids::new_id;
@@ -157,6 +158,7 @@ impl Engine {
         })?;
         drop(q);
         slot.work.notify_one();
+        self.announce(&c.reader, &c.id);
         let _ = self.inner.input_events.send(c.clone());
         Ok(c)
     }
@@ -195,7 +197,10 @@ impl Engine {
                 .get(Tree::InputCollections, id)?
                 .ok_or(PaymentError::NotFound("input_collection"))?;
             f(&mut c)?;
-            self.inner.registry.put(Tree::InputCollections, id, &c)?;
+            // Fenced by the reader's lease on a shared store, as a payment's steps are.
+            let mut batch = crate::store::Batch::default();
+            batch.put_record(Tree::InputCollections, id, &c);
+            self.write_job(&c.reader, id, batch)?;
             c
         };
         let _ = self.inner.input_events.send(c.clone());
@@ -225,10 +230,17 @@ impl Engine {
     /// The point of sale cancels: a collection still waiting in the queue is canceled at
     /// once; one on the reader is canceled by its worker (our own `cancel_action`, only
     /// while the reader still shows our action). A final one is `409`.
-    pub fn cancel_inputs(&self, id: &str) -> Result<InputCollection, PaymentError> {
+    pub async fn cancel_inputs(&self, id: &str) -> Result<InputCollection, PaymentError> {
         let c = self
             .input_collection(id)?
             .ok_or(PaymentError::NotFound("input_collection"))?;
+        // On a shared store, only the reader's holder writes its collections.
+        if let Some(done) = self.forwarded(&c.reader, id, CommandOp::CancelInputs).await {
+            done?;
+            return self
+                .input_collection(id)?
+                .ok_or(PaymentError::NotFound("input_collection"));
+        }
         if c.status.is_final() {
             return Err(PaymentError::conflict(
                 "invalid_state",
@@ -249,9 +261,16 @@ impl Engine {
     /// Start-up: every input collection that is not final goes back to the front of its
     /// reader's queue; its worker reads the reader before it sends anything.
     pub(super) fn resume_inputs(&self) -> Result<usize, PaymentError> {
+        self.resume_inputs_of(None)
+    }
+
+    /// [`Engine::resume_inputs`] for one reader (one taken over), or all.
+    pub(super) fn resume_inputs_of(&self, reader: Option<&str>) -> Result<usize, PaymentError> {
         let all: Vec<InputCollection> = self.inner.registry.list(Tree::InputCollections)?;
-        let mut open: Vec<InputCollection> =
-            all.into_iter().filter(|c| !c.status.is_final()).collect();
+        let mut open: Vec<InputCollection> = all
+            .into_iter()
+            .filter(|c| !c.status.is_final() && reader.is_none_or(|r| c.reader == r))
+            .collect();
         open.sort_by_key(|c| c.created_at);
         for c in &open {
             let slot = self.slot(&c.reader);

@@ -21,6 +21,8 @@
 //! - [`events`]: Stripe's events as observations, and whether webhooks track payments.
 //! - [`leases`]: on a shared store, reader leases decide where each worker runs, and fence
 //!   the writes of its payments.
+//! - [`forward`]: on a shared store, capture, cancel, refund and retry asked of an instance
+//!   that does not work the reader are carried out by the reader's holder.
 //!
 //! This file holds the engine itself: its tunables, errors, per-reader slots, and the
 //! record access every stage shares (load, update, observe).
@@ -33,6 +35,7 @@ mod accept;
 mod cancel;
 mod capture;
 mod events;
+mod forward;
 mod inputs;
 mod leases;
 mod reader_ops;

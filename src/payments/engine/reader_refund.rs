@@ -69,6 +69,7 @@ impl Engine {
         })?;
         drop(q);
         slot.work.notify_one();
+        self.announce(&info.id, &rec.id);
         tracing::info!(payment = %id, refund = %rec.id, reader = %info.id, amount = rec.amount, "refund queued on the reader");
         Ok((p, rec))
     }

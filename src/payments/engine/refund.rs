@@ -3,6 +3,7 @@
 //! for refused while its outcome is unknown (it stays pending and is sent again with its
 //! key).
 
+use super::forward::CommandOp;
 use super::{server_side, Engine, PaymentError};
 use crate::clock::Timestamp;
 use crate::payments::failpoint::failpoint;
@@ -39,6 +40,25 @@ impl Engine {
         client: &str,
         key: Option<&str>,
     ) -> Result<(Payment, RefundRecord), PaymentError> {
+        let reader = self.load(id)?.reader;
+        // Forwarded with a key (the caller's, or one made here), so that the holder, or
+        // the next one after a crash, refunds once however often it carries it out.
+        let fkey = key.map_or_else(|| new_id("fwd"), str::to_string);
+        let op = CommandOp::Refund {
+            amount,
+            merchant: merchant.map(str::to_string),
+            client: client.to_string(),
+            key: fkey.clone(),
+        };
+        if let Some(done) = self.forwarded(&reader, id, op).await {
+            done?;
+            let rec = self
+                .inner
+                .registry
+                .get::<RefundRecord>(Tree::Refunds, &refunds::idempotent_key(id, client, &fkey))?
+                .ok_or(PaymentError::NotFound("refund"))?;
+            return Ok((self.load(id)?, rec));
+        }
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;

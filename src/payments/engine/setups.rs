@@ -123,6 +123,7 @@ impl Engine {
         })?;
         drop(q);
         slot.work.notify_one();
+        self.announce(&s.reader, &s.id);
         let _ = self.inner.setup_events.send(s.clone());
         Ok(s)
     }
@@ -179,7 +180,10 @@ impl Engine {
                 .get(Tree::Setups, id)?
                 .ok_or(PaymentError::NotFound("setup"))?;
             f(&mut s)?;
-            self.inner.registry.put(Tree::Setups, id, &s)?;
+            // Fenced by the reader's lease on a shared store, as a payment's steps are.
+            let mut batch = crate::store::Batch::default();
+            batch.put_record(Tree::Setups, id, &s);
+            self.write_job(&s.reader, id, batch)?;
             s
         };
         let _ = self.inner.setup_events.send(s.clone());
@@ -232,8 +236,16 @@ impl Engine {
     /// front of its reader's queue; its worker replays the SetupIntent's creation key and
     /// reads the reader before it sends anything.
     pub(super) fn resume_setups(&self) -> Result<usize, PaymentError> {
+        self.resume_setups_of(None)
+    }
+
+    /// [`Engine::resume_setups`] for one reader (one taken over), or all.
+    pub(super) fn resume_setups_of(&self, reader: Option<&str>) -> Result<usize, PaymentError> {
         let all: Vec<Setup> = self.inner.registry.list(Tree::Setups)?;
-        let mut open: Vec<Setup> = all.into_iter().filter(|s| !s.status.is_final()).collect();
+        let mut open: Vec<Setup> = all
+            .into_iter()
+            .filter(|s| !s.status.is_final() && reader.is_none_or(|r| s.reader == r))
+            .collect();
         open.sort_by_key(|s| s.created_at);
         for s in &open {
             let slot = self.slot(&s.reader);

@@ -218,7 +218,9 @@ impl Flow {
             .expect("stats")
             .dispatching(&self.id, std::time::Instant::now());
         self.e.count(step.endpoint());
-        *self.slot_shows_our_cart() = false;
+        if std::mem::take(&mut *self.slot_shows_our_cart()) {
+            self.e.cart_cleared(&self.slot.id);
+        }
         let res = match step {
             ReaderStep::Process => {
                 self.e

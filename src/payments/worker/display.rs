@@ -10,7 +10,7 @@ use tokio::time::{sleep, Instant};
 /// A cart display job: shown only when the reader is free; it never replaces an action in
 /// progress.
 pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
-    let Some(req) = engine.inner.displays.lock().expect("displays").remove(id) else {
+    let Some(req) = engine.take_display(id) else {
         return;
     };
     slot.known_free
@@ -40,6 +40,7 @@ pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
         }
         if Instant::now() >= until {
             tracing::warn!(reader = %req.reader, display = %id, "display dropped: the reader stayed busy");
+            engine.display_over(&req.reader, id, false);
             return;
         }
         sleep(backoff(n)).await;
@@ -54,10 +55,11 @@ pub(super) async fn show(engine: &Engine, slot: &ReaderSlot, id: &str) {
             &slot.options().key(format!("readerd:display:{id}")),
         )
         .await;
-    match res {
+    match &res {
         Ok(_) => *slot.shows_our_cart.lock().expect("display flag") = true,
         Err(e) => {
             tracing::warn!(reader = %req.reader, display = %id, error = %e, "display refused")
         }
     }
+    engine.display_over(&req.reader, id, res.is_ok());
 }

@@ -266,13 +266,14 @@ impl State {
             return Err(SimError::missing("address[country]"));
         };
         address.country = Some(country.to_ascii_uppercase());
+        let configuration_overrides = self.check_configuration_param(scope, f)?.flatten();
         let mut metadata = Metadata::new();
         f.apply_metadata(&mut metadata)?;
         let loc = Location {
             id: self.id("tml"),
             object: "terminal.location".into(),
             address,
-            configuration_overrides: f.str(&["configuration_overrides"]).map(str::to_string),
+            configuration_overrides,
             display_name,
             livemode: self.livemode,
             metadata,
@@ -295,13 +296,15 @@ impl State {
 
     pub fn update_location(&mut self, scope: &Option<String>, id: &str, f: &Form) -> Res<Value> {
         f.only(Self::LOCATION_PARAMS)?;
+        self.location_mut(scope, id)?;
+        let configuration = self.check_configuration_param(scope, f)?;
         let rec = self.location_mut(scope, id)?;
         if let Some(n) = f.str(&["display_name"]) {
             rec.obj.display_name = n.to_string();
         }
         Self::apply_address(f, "address", &mut rec.obj.address);
-        if let Some(c) = f.str(&["configuration_overrides"]) {
-            rec.obj.configuration_overrides = (!c.is_empty()).then(|| c.to_string());
+        if let Some(c) = configuration {
+            rec.obj.configuration_overrides = c;
         }
         f.apply_metadata(&mut rec.obj.metadata)?;
         Ok(to_value(&rec.obj))

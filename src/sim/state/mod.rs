@@ -23,6 +23,7 @@
 //! ownership, the two worlds, the dispatch of every operation, and the unit tests that
 //! cross the state's parts.
 
+mod configurations;
 mod connect;
 mod directory;
 mod inputs;
@@ -335,6 +336,8 @@ pub struct State {
     pub platform: Account,
     pub accounts: BTreeMap<String, Rec<Account>>,
     pub locations: BTreeMap<String, Rec<Location>>,
+    /// Terminal Configurations (`tmc_…`), each of its account.
+    pub configurations: BTreeMap<String, Rec<TerminalConfiguration>>,
     pub readers: BTreeMap<String, ReaderRec>,
     pub intents: BTreeMap<String, Rec<PaymentIntent>>,
     /// SetupIntents (cards saved on a reader) and their attempts.
@@ -639,6 +642,7 @@ impl State {
             platform,
             accounts: BTreeMap::new(),
             locations: BTreeMap::new(),
+            configurations: BTreeMap::new(),
             readers: BTreeMap::new(),
             intents: BTreeMap::new(),
             setup_intents: BTreeMap::new(),

@@ -600,6 +600,16 @@ impl State {
                 format!("Reader {id} is not waiting for a payment method: it has no in-progress process_payment_intent or collect_payment_method action."),
             ));
         }
+        // With `process_config[skip_tipping]` the customer saw no tip screen.
+        let skip = rec
+            .obj
+            .action
+            .as_ref()
+            .and_then(|a| a.process_payment_intent.as_ref())
+            .and_then(|p| p.process_config.as_ref())
+            .and_then(|c| c.skip_tipping)
+            == Some(true);
+        let tip = if skip { 0 } else { tip };
         rec.authorizing = Some(Pending { card, tip });
         let generation = rec.generation;
         if zero {
@@ -865,7 +875,9 @@ impl State {
             .and_then(|a| a.payment_intent_id())
             .map(str::to_string);
         let card = TestCard::from_number(DEFAULT_CARD).ok()?;
-        self.present(&owner, reader_id, card, 0).ok()?;
+        // On a tip screen, the simulated customer picks the first suggestion.
+        let tip = self.suggested_tip(reader_id, 0).unwrap_or(0);
+        self.present(&owner, reader_id, card, tip).ok()?;
         pi
     }
 }

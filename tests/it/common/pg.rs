@@ -215,6 +215,45 @@ impl PgServer {
         }
     }
 
+    /// Turns TLS on with this certificate and key (PEM), by a configuration reload.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        for f in [&cert, &key] {
+            if self.as_postgres_user {
+                assert!(Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(f)
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            assert!(Command::new("chmod")
+                .arg("600")
+                .arg(f)
+                .status()
+                .unwrap()
+                .success());
+        }
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        );
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql("postgres", "SHOW ssl") != "on" {
+            assert!(Instant::now() < deadline, "the server never turned TLS on");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs one SQL statement as the superuser on database `db`.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))

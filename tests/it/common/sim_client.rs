@@ -399,10 +399,17 @@ pub fn check_any(v: &Value) {
                 check_any(item);
             }
         }
-        "terminal.reader" | "terminal.location" | "payment_intent" | "charge" | "account"
-        | "refund" | "transfer" | "application_fee" | "setup_intent" | "setup_attempt" => {
-            check(kind, v)
-        }
+        "terminal.reader"
+        | "terminal.location"
+        | "payment_intent"
+        | "charge"
+        | "account"
+        | "refund"
+        | "transfer"
+        | "application_fee"
+        | "setup_intent"
+        | "setup_attempt"
+        | "terminal.configuration" => check(kind, v),
         // Outside the OpenAPI subset: the top-level fields of Stripe's Capability object.
         "capability" => {
             const FIELDS: &[&str] = &[
@@ -461,6 +468,10 @@ pub fn check(kind: &str, v: &Value) {
         }
         "setup_attempt" => {
             let _: wire::SetupAttempt = serde_json::from_value(v.clone()).expect("a SetupAttempt");
+        }
+        "terminal.configuration" => {
+            let _: wire::TerminalConfiguration =
+                serde_json::from_value(v.clone()).expect("a TerminalConfiguration");
         }
         "list" => {
             let l: wire::List<Value> = serde_json::from_value(v.clone()).expect("a List");
