@@ -390,6 +390,9 @@ pub struct PaymentsConfig {
     pub busy_wait: HumanDuration,
     /// How long to wait for an offline reader before failing `reader_offline`.
     pub offline_wait: HumanDuration,
+    /// A reviewed payment not confirmed this long after its card was read is canceled,
+    /// and its reader freed.
+    pub review_timeout: HumanDuration,
 }
 
 impl Default for PaymentsConfig {
@@ -403,6 +406,7 @@ impl Default for PaymentsConfig {
             action_deadline: e.action_deadline.into(),
             busy_wait: e.busy_wait.into(),
             offline_wait: e.offline_wait.into(),
+            review_timeout: e.review_timeout.into(),
         }
     }
 }
@@ -418,6 +422,7 @@ impl PaymentsConfig {
             action_deadline: self.action_deadline.0,
             busy_wait: self.busy_wait.0,
             offline_wait: self.offline_wait.0,
+            review_timeout: self.review_timeout.0,
             ..crate::payments::EngineConfig::default()
         }
     }
