@@ -390,6 +390,9 @@ pub struct PaymentsConfig {
     pub busy_wait: HumanDuration,
     /// How long to wait for an offline reader before failing `reader_offline`.
     pub offline_wait: HumanDuration,
+    /// A reviewed payment not confirmed this long after its card was read is canceled,
+    /// and its reader freed.
+    pub review_timeout: HumanDuration,
 }
 
 impl Default for PaymentsConfig {
@@ -403,6 +406,7 @@ impl Default for PaymentsConfig {
             action_deadline: e.action_deadline.into(),
             busy_wait: e.busy_wait.into(),
             offline_wait: e.offline_wait.into(),
+            review_timeout: e.review_timeout.into(),
         }
     }
 }
@@ -422,6 +426,7 @@ impl PaymentsConfig {
             // 2.5 × poll_max (5 s by default), never faster than poll_max (at most 1 s).
             list_poll: self.poll_max.0.min(std::time::Duration::from_secs(1)),
             list_poll_alone: (self.poll_max.0 * 5 / 2).min(std::time::Duration::from_secs(5)),
+            review_timeout: self.review_timeout.0,
             ..crate::payments::EngineConfig::default()
         }
     }

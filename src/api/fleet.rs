@@ -60,6 +60,10 @@ pub struct AddMerchantBody {
     pub settlement: Settlement,
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
+    /// The most a reviewed payment (`"flow": "review"`) may be surcharged at its confirm,
+    /// in minor units; absent: no surcharge.
+    #[serde(default)]
+    pub surcharge_max: Option<i64>,
 }
 
 fn default_charge_type() -> ChargeType {
@@ -75,6 +79,10 @@ pub struct MerchantView {
     pub charge_type: ChargeType,
     pub settlement: Settlement,
     pub application_fee_amount: Option<i64>,
+    /// The most a reviewed payment may be surcharged at its confirm (minor units); `null`:
+    /// no surcharge.
+    #[serde(default)]
+    pub surcharge_max: Option<i64>,
     pub country: Option<String>,
     pub default_currency: Option<String>,
     /// Stripe's `capabilities.card_payments` (`active`, `inactive`, `pending`, `none`).
@@ -100,6 +108,7 @@ impl From<&MerchantRecord> for MerchantView {
             charge_type: m.charge_type,
             settlement: m.settlement,
             application_fee_amount: m.application_fee_amount,
+            surcharge_max: m.surcharge_max,
             country: m.country.clone(),
             default_currency: m.default_currency.clone(),
             card_payments: m.card_payments.clone(),
@@ -381,6 +390,7 @@ async fn add_merchant(
             charge_type: body.charge_type,
             settlement: body.settlement,
             application_fee_amount: body.application_fee_amount,
+            surcharge_max: body.surcharge_max,
         })
         .await?;
     let status = match how {

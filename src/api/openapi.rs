@@ -53,6 +53,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         payments::show,
         payments::events,
         payments::cancel,
+        payments::confirm,
         payments::capture,
         payments::retry,
         payments::refund,

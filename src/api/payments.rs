@@ -16,7 +16,7 @@ use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Routes};
 use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
 use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE};
-use crate::payments::machine::{CaptureMode, Failure, HistoryEntry};
+use crate::payments::machine::{CaptureMode, Card, Failure, HistoryEntry, PaymentFlow};
 use crate::payments::reader_refunds::OnReader;
 use crate::payments::splits::{Split, TransferStatus};
 use crate::payments::RefundRecord;
@@ -39,6 +39,7 @@ pub fn routes(engine: Engine) -> Routes {
         .get("/v1/payments/{id}", show)
         .get("/v1/payments/{id}/events", events)
         .post("/v1/payments/{id}/cancel", cancel)
+        .post("/v1/payments/{id}/confirm", confirm)
         .post("/v1/payments/{id}/capture", capture)
         .post("/v1/payments/{id}/retry", retry)
         .post("/v1/payments/{id}/refunds", refund)
@@ -101,6 +102,19 @@ pub struct PaymentView {
     pub tip: Option<i64>,
     /// `false` when the reader's tip screen is skipped for this payment.
     pub tipping: bool,
+    /// `process` (the default), or `review`: the card is shown (`requires_confirmation`)
+    /// before it is authorised.
+    #[serde(default)]
+    pub flow: PaymentFlow,
+    /// A reviewed payment's card, once read: what the point of sale reviews.
+    #[serde(default)]
+    pub card: Option<Card>,
+    /// The surcharge added at the confirm (minor units), once on the PaymentIntent.
+    #[serde(default)]
+    pub surcharge: Option<i64>,
+    /// Until when an unconfirmed reviewed payment waits (RFC 3339), then it is canceled.
+    #[serde(default)]
+    pub review_until: Option<String>,
     /// Why it was declined or failed.
     pub failure: Option<Failure>,
     /// When an uncaptured authorisation is released (RFC 3339).
@@ -175,6 +189,13 @@ impl From<&Payment> for PaymentView {
             amount_refunded: p.amount_refunded,
             tip: p.tip,
             tipping: !p.skip_tipping,
+            flow: p.flow,
+            card: p.card.clone(),
+            surcharge: p.surcharge,
+            review_until: (p.status == Status::RequiresConfirmation)
+                .then_some(p.review_until)
+                .flatten()
+                .map(super::json::timestamp),
             failure: p.failure.clone(),
             capture_before: p
                 .capture_before
@@ -529,6 +550,38 @@ async fn cancel(
 ) -> Result<Json<PaymentView>, ApiError> {
     visible(&engine, &caller, &id)?;
     Ok(Json((&engine.cancel(&id).await?).into()))
+}
+
+/// A confirm: the surcharge to add to the amount first, if any.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// Minor units added to the amount before the card is authorised; at most the
+    /// merchant's `surcharge_max`.
+    #[serde(default)]
+    surcharge: Option<i64>,
+}
+
+#[utoipa::path(
+    post,
+    operation_id = "confirm_payment",
+    path = "/v1/payments/{id}/confirm",
+    tag = "payments",
+    summary = "Confirm a reviewed payment (`requires_confirmation`), with an optional surcharge",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    request_body = Option<ConfirmBody>,
+    responses((status = 200, description = "The payment: the reader authorises the card next (`processing`, then its outcome)", body = PaymentView), (status = 400, description = "Bad input, or a surcharge over the merchant's `surcharge_max` (`surcharge_too_high`): nothing is changed", body = Envelope), (status = 401, description = "No token, or an unknown one", body = Envelope), (status = 404, description = "No such payment, or not the caller's to see", body = Envelope), (status = 409, description = "The payment is not a reviewed one waiting for its confirm (`invalid_state`)", body = Envelope), (status = 503, description = "Stripe cannot be reached right now, or readerd is shutting down", body = Envelope)),
+    security(("bearer" = []))
+)]
+async fn confirm(
+    Extension(engine): Extension<Engine>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PaymentView>, ApiError> {
+    visible(&engine, &caller, &id)?;
+    let b: ConfirmBody = optional_body(&body)?;
+    Ok(Json((&engine.confirm(&id, b.surcharge).await?).into()))
 }
 
 /// An amount, or nothing for all of what is left.

@@ -277,6 +277,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
                     description: None,
                     metadata: Default::default(),
                     tipping: None,
+                    flow: None,
                     splits: None,
                     tip_merchant: None,
                 },

@@ -6,12 +6,13 @@
 //! merchants (Connect accounts created on the emulator), a location each, and two simulated
 //! readers that both merchants share. It prints the API address and the tokens, then runs
 //! until Ctrl-C. `--tour` then takes a scripted set of payments through the API (a success,
-//! a decline then a retry, a manual capture, a cancel) and an email asked for on a reader's
-//! screen, shows each one live, and exits 0 only if every one ended as expected.
+//! a decline then a retry, a manual capture, a cancel, a basket), an email asked for on a
+//! reader's screen and a reviewed payment confirmed with a surcharge once its card is shown,
+//! shows each one live, and exits 0 only if every one ended as expected.
 
 use crate::api::auth::token_sha256;
 use crate::cli::client::{ApiArgs, ApiClient, ClientError};
-use crate::cli::payments::describe;
+use crate::cli::payments::{awaits_confirm, card_line, describe};
 use crate::config::{ClientEntry, Config, Role, Secrets, WebhookSecret};
 use crate::daemon::Daemon;
 use crate::sim::{self, SimConfig, SimHandle, WebhookTarget};
@@ -217,9 +218,11 @@ async fn set_up(
     let mut readers = Vec::new();
     for (i, (id, name, charge, street)) in merchants.iter().enumerate() {
         let acct = sim.create_account("FR", "eur", CapabilityStatus::Active);
+        // A reviewed payment may be surcharged up to 2.00 EUR.
         c.post(
             "/v1/merchants",
-            &json!({"id": id, "account": acct, "display_name": name, "charge_type": charge}),
+            &json!({"id": id, "account": acct, "display_name": name, "charge_type": charge,
+                    "surcharge_max": 200}),
         )
         .await?;
         let loc = c
@@ -528,6 +531,49 @@ async fn tour(s: &Setup, sim: &SimHandle) -> Result<bool, ClientError> {
         "email input",
         v["status"] == "succeeded" && !email.is_empty(),
         &v,
+    );
+
+    println!("7. A reviewed payment: 20.00 EUR at the bar on till-1; the card is shown first, and the bar adds a 1.50 EUR surcharge before confirming");
+    let mut body = create(2000, "automatic", "till-1");
+    body["flow"] = json!("review");
+    let p = c
+        .post_idempotent("/v1/payments", &body, Some(&token_key()))
+        .await?;
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    let mut p = p;
+    let mut last = String::new();
+    for _ in 0..1200 {
+        p = c.get(&format!("/v1/payments/{id}")).await?;
+        let line = describe(&p);
+        if line != last {
+            println!("    {line}");
+            last = line;
+        }
+        if awaits_confirm(&p) || p["status"] != "queued" && p["status"] != "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = awaits_confirm(&p);
+    if shown {
+        println!(
+            "    the bar sees {} and confirms with a 1.50 EUR surcharge",
+            card_line(&p["card"])
+        );
+        c.post(
+            &format!("/v1/payments/{id}/confirm"),
+            &json!({"surcharge": 150}),
+        )
+        .await?;
+    }
+    let p = follow_with(&c, &id, |_| async { Ok(()) }).await?;
+    check(
+        "reviewed payment with a surcharge",
+        shown
+            && p["status"] == "succeeded"
+            && p["surcharge"] == 150
+            && p["amount_captured"] == 2150,
+        &p,
     );
     Ok(all_ok)
 }

@@ -50,6 +50,10 @@ pub enum MerchantsAction {
         /// A fixed platform fee per payment, in minor units.
         #[arg(long)]
         application_fee_amount: Option<i64>,
+        /// The most a reviewed payment may be surcharged at its confirm, in minor units
+        /// (absent: no surcharge).
+        #[arg(long)]
+        surcharge_max: Option<i64>,
     },
     /// List merchants.
     List,
@@ -323,6 +327,7 @@ impl MerchantsCmd {
                     charge_type,
                     settlement,
                     application_fee_amount,
+                    surcharge_max,
                 } => {
                     let id = id.or(id_flag);
                     let account = account.or(account_flag);
@@ -336,6 +341,9 @@ impl MerchantsCmd {
                     }
                     if let Some(f) = application_fee_amount {
                         body["application_fee_amount"] = json!(f);
+                    }
+                    if let Some(m) = surcharge_max {
+                        body["surcharge_max"] = json!(m);
                     }
                     let v = c.post("/v1/merchants", &body).await?;
                     output(a, v, |m: MerchantView| merchants_table(vec![m]))

@@ -50,6 +50,18 @@ pub struct PayCmd {
     /// Skip the reader's tip screen for this payment.
     #[arg(long)]
     pub no_tipping: bool,
+    /// Review the card before it is authorised: the card is shown and you are asked
+    /// whether to confirm (no: the payment is canceled).
+    #[arg(long)]
+    pub review: bool,
+    /// With `--review`: add this surcharge (minor units, within the merchant's
+    /// `surcharge_max`) at the confirm.
+    #[arg(long, requires = "review")]
+    pub surcharge: Option<i64>,
+    /// With `--review`: confirm without asking (scripts, tests). Without a terminal and
+    /// without `--yes`, the reviewed payment is canceled.
+    #[arg(long, short = 'y', requires = "review")]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +107,13 @@ pub enum PaymentsAction {
     },
     /// Send a declined payment back to its reader (same PaymentIntent).
     Retry { id: String },
+    /// Confirm a reviewed payment (`requires_confirmation`), with an optional surcharge.
+    Confirm {
+        id: String,
+        /// Minor units added to the amount first (within the merchant's `surcharge_max`).
+        #[arg(long)]
+        surcharge: Option<i64>,
+    },
     /// Refund a succeeded payment, fully or `--amount` of it.
     Refund {
         id: String,
@@ -158,6 +177,9 @@ impl PayCmd {
             if self.no_tipping {
                 body["tipping"] = json!(false);
             }
+            if self.review {
+                body["flow"] = json!("review");
+            }
             let p = c.post_idempotent("/v1/payments", &body, Some(&key)).await?;
             if self.api.json && self.no_follow {
                 print_json(&p);
@@ -174,7 +196,10 @@ impl PayCmd {
                 return Ok(());
             }
             let id = p["id"].as_str().unwrap_or_default().to_string();
-            let last = follow(&c, &id, true).await?;
+            let mut last = follow(&c, &id, true).await?;
+            if last["status"] == "requires_confirmation" {
+                last = self.decide(&c, &id, &last).await?;
+            }
             if self.api.json {
                 print_json(&last);
             }
@@ -191,6 +216,69 @@ impl PayCmd {
         }
         code
     }
+}
+
+impl PayCmd {
+    /// A reviewed payment's card is shown: confirm it (asked, or `--yes`) with the
+    /// surcharge, or cancel it; then follow it to its outcome.
+    async fn decide(&self, c: &ApiClient, id: &str, p: &Value) -> Result<Value, ClientError> {
+        let amount = money::format_json(&p["amount"], &p["currency"]);
+        let total = match self.surcharge {
+            Some(s) if s > 0 => format!(
+                "{amount} + {} surcharge",
+                money::format(s, p["currency"].as_str().unwrap_or(&self.currency))
+            ),
+            _ => amount,
+        };
+        let yes = if self.yes {
+            true
+        } else if std::io::stdin().is_terminal() {
+            print!("confirm {total} on this card? [y/N] ");
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            matches!(answer.trim(), "y" | "Y" | "yes")
+        } else {
+            println!("no terminal to ask on, and no --yes: canceling");
+            false
+        };
+        if yes {
+            let body = match self.surcharge {
+                Some(s) => json!({ "surcharge": s }),
+                None => json!({}),
+            };
+            c.post(&format!("/v1/payments/{id}/confirm"), &body).await?;
+            println!("confirmed: {total}");
+        } else {
+            c.post_empty(&format!("/v1/payments/{id}/cancel")).await?;
+        }
+        follow(c, id, true).await
+    }
+}
+
+/// A reviewed payment's card as one line: `visa •••• 4242 (credit, apple_pay)`.
+pub fn card_line(card: &Value) -> String {
+    let mut s = format!(
+        "{} •••• {}",
+        card["brand"].as_str().unwrap_or("card"),
+        card["last4"].as_str().unwrap_or("????")
+    );
+    let extra: Vec<&str> = [card["funding"].as_str(), card["wallet"].as_str()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !extra.is_empty() {
+        s.push_str(&format!(" ({})", extra.join(", ")));
+    }
+    s
+}
+
+/// Whether a reviewed payment shows its card and waits for the point of sale.
+pub fn awaits_confirm(p: &Value) -> bool {
+    p["status"] == "requires_confirmation"
+        && p["waiting_for"] == "confirmation"
+        && p["card"].is_object()
+        && p["cancel_requested"] != true
 }
 
 /// The line shown for a payment's current state.
@@ -211,6 +299,14 @@ pub fn describe(p: &Value) -> String {
             "processing: the reader has not picked the payment up…".to_string()
         }
         ("processing", _) => "processing…".to_string(),
+        ("requires_confirmation", _) if awaits_confirm(p) => format!(
+            "card read: {}; waiting for the confirm",
+            card_line(&p["card"])
+        ),
+        ("requires_confirmation", Some("authorisation")) => {
+            "confirmed: handing the card to the reader for authorisation…".to_string()
+        }
+        ("requires_confirmation", _) => "requires_confirmation…".to_string(),
         ("requires_capture", _) => format!(
             "authorised: capture before {}",
             p["capture_before"]
@@ -235,11 +331,12 @@ pub fn describe(p: &Value) -> String {
     s
 }
 
-fn settled(status: &str) -> bool {
+/// Whether following stops here: an outcome, or a reviewed card waiting for its confirm.
+fn settled(status: &str, p: &Value) -> bool {
     matches!(
         status,
         "succeeded" | "canceled" | "failed" | "declined" | "requires_capture"
-    )
+    ) || awaits_confirm(p)
 }
 
 /// How long to wait before opening the stream again when it ended early (the daemon
@@ -292,7 +389,7 @@ pub async fn follow(
                 last_line = line;
             }
             let status = p["status"].as_str().unwrap_or("");
-            if settled(status) {
+            if settled(status, &p) {
                 if tty {
                     println!();
                 }
@@ -424,6 +521,18 @@ impl PaymentsCmd {
                         None => json!({}),
                     };
                     show(&c.post(&format!("/v1/payments/{id}/capture"), &body).await?)
+                }
+                PaymentsAction::Confirm { id, surcharge } => {
+                    let body = match surcharge {
+                        Some(s) => json!({ "surcharge": s }),
+                        None => json!({}),
+                    };
+                    c.post(&format!("/v1/payments/{id}/confirm"), &body).await?;
+                    if json_out {
+                        print_json(&c.get(&format!("/v1/payments/{id}")).await?);
+                    } else {
+                        follow(&c, &id, true).await?;
+                    }
                 }
                 PaymentsAction::Retry { id } => {
                     let p = c.post_empty(&format!("/v1/payments/{id}/retry")).await?;

@@ -214,6 +214,8 @@ pub struct NewMerchant {
     pub charge_type: ChargeType,
     pub settlement: Settlement,
     pub application_fee_amount: Option<i64>,
+    /// The most a reviewed payment may be surcharged (minor units); `None`: none.
+    pub surcharge_max: Option<i64>,
 }
 
 /// A new location.
@@ -380,6 +382,11 @@ impl Fleet {
                 "settlement \"platform\" applies to destination charges only: a direct charge settles on the merchant's account".into(),
             ));
         }
+        if matches!(new.surcharge_max, Some(a) if a < 0) {
+            return Err(FleetError::Invalid(
+                "surcharge_max must not be negative".into(),
+            ));
+        }
         if matches!(new.application_fee_amount, Some(a) if a < 0) {
             return Err(FleetError::Invalid(
                 "application_fee_amount must not be negative".into(),
@@ -429,6 +436,7 @@ impl Fleet {
             charge_type: new.charge_type,
             settlement: new.settlement,
             application_fee_amount: new.application_fee_amount,
+            surcharge_max: new.surcharge_max,
             country: None,
             default_currency: None,
             card_payments: String::new(),

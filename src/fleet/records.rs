@@ -71,6 +71,10 @@ pub struct MerchantRecord {
     /// A fixed platform fee per payment, in minor units.
     #[serde(default)]
     pub application_fee_amount: Option<i64>,
+    /// The most a reviewed payment may be surcharged at its confirm, in minor units
+    /// (`None`: no surcharge).
+    #[serde(default)]
+    pub surcharge_max: Option<i64>,
     /// ISO country of the account: locations serving it must be in the same country.
     #[serde(default)]
     pub country: Option<String>,

@@ -134,6 +134,11 @@ pub trait Directory: Send + Sync + 'static {
     fn observe_reader(&self, _reader: &Reader) {}
     /// Stripe answered 404 for a reader the directory knows: it was deleted there.
     fn reader_missing(&self, _id: &str) {}
+    /// The most a reviewed payment of the merchant may be surcharged at its confirm, in
+    /// minor units; `None`: no surcharge.
+    fn surcharge_max(&self, _merchant: &str) -> Option<i64> {
+        None
+    }
 }
 
 /// An in-memory directory, for tests, benchmarks and the demo.
@@ -141,6 +146,7 @@ pub trait Directory: Send + Sync + 'static {
 pub struct StaticDirectory {
     merchants: RwLock<HashMap<String, MerchantInfo>>,
     readers: RwLock<HashMap<String, ReaderInfo>>,
+    surcharge_max: RwLock<HashMap<String, i64>>,
 }
 
 impl StaticDirectory {
@@ -153,6 +159,13 @@ impl StaticDirectory {
             .expect("directory lock")
             .insert(m.id.clone(), m);
     }
+    /// The merchant's surcharge limit (see [`Directory::surcharge_max`]).
+    pub fn set_surcharge_max(&self, merchant: &str, max: i64) {
+        self.surcharge_max
+            .write()
+            .expect("directory lock")
+            .insert(merchant.to_string(), max);
+    }
     pub fn add_reader(&self, r: ReaderInfo) {
         self.readers
             .write()
@@ -162,6 +175,13 @@ impl StaticDirectory {
 }
 
 impl Directory for StaticDirectory {
+    fn surcharge_max(&self, merchant: &str) -> Option<i64> {
+        self.surcharge_max
+            .read()
+            .expect("directory lock")
+            .get(merchant)
+            .copied()
+    }
     fn merchant(&self, id: &str) -> Option<MerchantInfo> {
         self.merchants
             .read()
@@ -192,6 +212,9 @@ impl Directory for StaticDirectory {
 pub struct FleetDirectory(pub Arc<Fleet>);
 
 impl Directory for FleetDirectory {
+    fn surcharge_max(&self, merchant: &str) -> Option<i64> {
+        self.0.merchant(merchant).ok()??.surcharge_max
+    }
     fn merchant(&self, id: &str) -> Option<MerchantInfo> {
         let m = self.0.merchant(id).ok()??;
         Some(MerchantInfo {

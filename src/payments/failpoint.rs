@@ -4,7 +4,8 @@
 //! step's record is on disk: `before_pi_create`, `after_pi_created`, `after_pi_persisted`,
 //! `before_dispatch`, `after_dispatch`, `after_dispatch_persisted`, `before_inputs_send`,
 //! `after_inputs_sent`, `before_setup_send`, `after_setup_sent`, `before_reader_refund`,
-//! `after_reader_refund_sent`, `before_capture`, `after_capture`, `before_refund`,
+//! `after_reader_refund_sent`, a reviewed payment's `before_surcharge`, `after_surcharge`,
+//! `before_confirm`, `after_confirm`, `before_capture`, `after_capture`, `before_refund`,
 //! `after_refund`, for separate charges `before_transfer`, `after_transfer`,
 //! `before_reversal`, `after_reversal`, and archiving: `archive_marked`,
 //! `archive_half_written`, `archive_file_synced`.

@@ -56,9 +56,10 @@ fn position(p: &Payment) -> String {
 }
 
 /// The statuses that are not final, whose payments reconcile and the sweep read.
-pub const OPEN: [Status; 4] = [
+pub const OPEN: [Status; 5] = [
     Status::Queued,
     Status::Processing,
+    Status::RequiresConfirmation,
     Status::RequiresCapture,
     Status::Declined,
 ];

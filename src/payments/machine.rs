@@ -29,6 +29,9 @@ use std::collections::BTreeMap;
 pub enum Status {
     Queued,
     Processing,
+    /// A reviewed payment (`flow: review`): the card is read, not yet authorised; the
+    /// point of sale confirms (with a surcharge, perhaps) or cancels.
+    RequiresConfirmation,
     RequiresCapture,
     Succeeded,
     Declined,
@@ -37,9 +40,10 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Queued,
         Status::Processing,
+        Status::RequiresConfirmation,
         Status::RequiresCapture,
         Status::Succeeded,
         Status::Declined,
@@ -56,12 +60,22 @@ impl Status {
         match self {
             Status::Queued => "queued",
             Status::Processing => "processing",
+            Status::RequiresConfirmation => "requires_confirmation",
             Status::RequiresCapture => "requires_capture",
             Status::Succeeded => "succeeded",
             Status::Declined => "declined",
             Status::Canceled => "canceled",
             Status::Failed => "failed",
         }
+    }
+
+    /// The payment holds its reader: waiting in line, on the reader, or read and waiting
+    /// for the point of sale's confirm.
+    pub fn on_reader(self) -> bool {
+        matches!(
+            self,
+            Status::Queued | Status::Processing | Status::RequiresConfirmation
+        )
     }
 
     pub fn parse(s: &str) -> Option<Status> {
@@ -101,6 +115,54 @@ impl CaptureMode {
             CaptureMode::Manual => "manual",
         }
     }
+}
+
+/// How the card is taken: `process` (read and authorised in one reader action) or
+/// `review` (read with `collect_payment_method`, shown to the point of sale, authorised
+/// with `confirm_payment_intent` once it confirms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlow {
+    #[default]
+    Process,
+    Review,
+}
+
+/// The card a reviewed payment read, as the point of sale sees it before confirming.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Card {
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+    /// `credit`, `debit`, `prepaid` or `unknown`.
+    pub funding: Option<String>,
+    /// The wallet it was tapped from (`apple_pay`, `google_pay`, …), when Stripe tells.
+    pub wallet: Option<String>,
+}
+
+impl Card {
+    /// The card of a PaymentMethod a reader collected.
+    pub fn of(pm: &wire::PaymentMethod) -> Option<Card> {
+        let c = pm.card()?;
+        Some(Card {
+            brand: c.brand.clone(),
+            last4: c.last4.clone(),
+            funding: c.funding.clone(),
+            wallet: c.wallet.as_ref().map(|w| w.kind.clone()),
+        })
+    }
+}
+
+/// The point of sale confirmed a reviewed payment: the surcharge, and the key of the
+/// PaymentIntent's amount update, both on disk before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmRequest {
+    /// Minor units added to the amount before the card is authorised (0: none).
+    pub surcharge: i64,
+    /// Idempotency key of the amount update (replayed after a crash).
+    pub update_key: String,
+    /// Stripe's PaymentIntent shows the new amount.
+    #[serde(default)]
+    pub updated: bool,
 }
 
 /// Where the PaymentIntent lives.
@@ -197,6 +259,21 @@ pub struct Payment {
     /// The reader skips its tip screen for this payment (`process_config[skip_tipping]`).
     #[serde(default)]
     pub skip_tipping: bool,
+    /// `review`: the card is shown to the point of sale before it is authorised.
+    #[serde(default)]
+    pub flow: PaymentFlow,
+    /// The card read, once a reviewed payment reached `requires_confirmation`.
+    #[serde(default)]
+    pub card: Option<Card>,
+    /// The surcharge added to the PaymentIntent's amount at the confirm.
+    #[serde(default)]
+    pub surcharge: Option<i64>,
+    /// The confirm asked for, carried out by the reader's worker.
+    #[serde(default)]
+    pub confirm: Option<ConfirmRequest>,
+    /// When an unconfirmed reviewed payment is canceled (`[payments] review_timeout`).
+    #[serde(default)]
+    pub review_until: Option<Timestamp>,
     pub payment_intent: Option<String>,
     /// Idempotency key of the PaymentIntent creation, on disk before the request is sent.
     pub intent_key: String,
@@ -382,6 +459,11 @@ impl Payment {
             application_fee_amount: n.application_fee_amount,
             on_behalf_of: n.on_behalf_of,
             skip_tipping: n.skip_tipping,
+            flow: PaymentFlow::Process,
+            card: None,
+            surcharge: None,
+            confirm: None,
+            review_until: None,
             payment_intent: None,
             intent_key: n.intent_key,
             attempt: 0,
@@ -462,6 +544,13 @@ impl Payment {
                 Ok(self.apply_intent(view, reader_done, source, now))
             }
             Observation::Dispatched => match self.status {
+                Status::RequiresConfirmation => {
+                    // The reader took the confirm: the card is being authorised.
+                    self.step = Step::Dispatched;
+                    let ch = self.set(Status::Processing, source, now, None);
+                    self.waiting_for = Some("authorisation".into());
+                    Ok(Some(ch))
+                }
                 Status::Queued => {
                     self.step = Step::Dispatched;
                     let ch = self.set(Status::Processing, source, now, None);
@@ -523,6 +612,10 @@ impl Payment {
                 }
                 self.failure = None;
                 self.step = Step::IntentCreated;
+                // A reviewed payment reads the card again and waits for a new confirm.
+                self.card = None;
+                self.confirm = None;
+                self.review_until = None;
                 Ok(Some(self.set(
                     Status::Queued,
                     source,
@@ -620,6 +713,19 @@ impl Payment {
                     }
                     _ => None,
                 }
+            }
+            PaymentIntentStatus::RequiresConfirmation
+                if self.flow == PaymentFlow::Review
+                    && self.status == Status::Processing
+                    && reader_done =>
+            {
+                // The card is read, not authorised: the point of sale reviews it. A confirm
+                // that ended without a result (or was cut by a restart) leaves it here too;
+                // the worker decides whether the confirm asked for is sent again.
+                self.review_until = None;
+                let ch = self.set(Status::RequiresConfirmation, source, now, late);
+                self.waiting_for = Some("confirmation".into());
+                Some(ch)
             }
             // Collected or authorising: wait for Stripe to decide.
             _ => None,

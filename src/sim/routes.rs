@@ -521,6 +521,12 @@ fn dispatch(
         ("POST", ["v1", "terminal", "readers", id, "cancel_action"]) => {
             st.cancel_action(scope, id, f)
         }
+        ("POST", ["v1", "terminal", "readers", id, "collect_payment_method"]) => {
+            st.collect_payment_method(scope, id, f, auto_present)
+        }
+        ("POST", ["v1", "terminal", "readers", id, "confirm_payment_intent"]) => {
+            st.confirm_payment_intent(scope, id, f)
+        }
         ("POST", ["v1", "terminal", "readers", id, "process_setup_intent"]) => {
             st.process_setup_intent(scope, id, f, auto_present)
         }

@@ -979,6 +979,36 @@ impl StripeClient {
         ))
         .await
     }
+    /// Reader command (long timeout): the card is read, not authorised.
+    pub async fn collect_payment_method(
+        &self,
+        reader: &str,
+        p: &CollectPaymentMethod,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/collect_payment_method",
+            path("/v1/terminal/readers", reader, "/collect_payment_method"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
+    /// Reader command (long timeout): the collected card is authorised.
+    pub async fn confirm_payment_intent(
+        &self,
+        reader: &str,
+        p: &ConfirmPaymentIntent,
+        o: &RequestOptions,
+    ) -> Result<Reader> {
+        self.execute(self.reader_command(
+            "/v1/terminal/readers/{id}/confirm_payment_intent",
+            path("/v1/terminal/readers", reader, "/confirm_payment_intent"),
+            p.to_params(),
+            o,
+        ))
+        .await
+    }
     /// Reader command (long timeout).
     pub async fn cancel_action(&self, reader: &str, o: &RequestOptions) -> Result<Reader> {
         self.execute(self.reader_command(

@@ -156,6 +156,38 @@ impl ProcessPaymentIntent {
     }
 }
 
+/// `POST /v1/terminal/readers/{id}/collect_payment_method`: the card is read and attached
+/// to the PaymentIntent (`requires_confirmation`), not yet authorised.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CollectPaymentMethod {
+    pub payment_intent: String,
+    pub skip_tipping: Option<bool>,
+}
+
+impl CollectPaymentMethod {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent)
+            .push_opt("collect_config[skip_tipping]", self.skip_tipping);
+        p
+    }
+}
+
+/// `POST /v1/terminal/readers/{id}/confirm_payment_intent`: the collected card is
+/// authorised for the PaymentIntent's amount as it stands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfirmPaymentIntent {
+    pub payment_intent: String,
+}
+
+impl ConfirmPaymentIntent {
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("payment_intent", &self.payment_intent);
+        p
+    }
+}
+
 /// `POST /v1/terminal/readers/{id}/set_reader_display` (`type=cart`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SetReaderDisplay {

@@ -642,6 +642,89 @@ pub struct CollectInputsAction {
     pub metadata: Metadata,
 }
 
+/// `payment_method.card_present.wallet`: the wallet a card was tapped from, when Stripe
+/// tells (best effort).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CardWallet {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `payment_method.card_present` (or `interac_present`): what the reader read of the card.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresentCard {
+    #[serde(default)]
+    pub brand: Option<String>,
+    #[serde(default)]
+    pub last4: Option<String>,
+    #[serde(default)]
+    pub funding: Option<String>,
+    #[serde(default)]
+    pub exp_month: Option<i64>,
+    #[serde(default)]
+    pub exp_year: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<CardWallet>,
+}
+
+/// A PaymentMethod as a reader action shows it (`collect_payment_method.payment_method`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentMethod {
+    pub id: String,
+    #[serde(default)]
+    pub object: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_present: Option<PresentCard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interac_present: Option<PresentCard>,
+    #[serde(default)]
+    pub livemode: bool,
+}
+
+impl PaymentMethod {
+    /// The card read, whichever present type it is.
+    pub fn card(&self) -> Option<&PresentCard> {
+        self.card_present.as_ref().or(self.interac_present.as_ref())
+    }
+}
+
+/// `collect_config` of `collect_payment_method`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_tipping: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_customer_cancellation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tipping: Option<TippingConfig>,
+}
+
+/// `action.collect_payment_method`: the PaymentIntent, and once the card is read the
+/// PaymentMethod attached to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectPaymentMethodAction {
+    pub payment_intent: Expandable<PaymentIntent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<PaymentMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_config: Option<CollectConfig>,
+    /// The account the PaymentIntent belongs to (platform-owned-reader preview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+/// `action.confirm_payment_intent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmPaymentIntentAction {
+    pub payment_intent: Expandable<PaymentIntent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
 /// `process_config` of `process_setup_intent`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSetupConfig {
@@ -705,14 +788,33 @@ pub struct ReaderAction {
     pub process_setup_intent: Option<ProcessSetupIntentAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect_inputs: Option<CollectInputsAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_payment_method: Option<CollectPaymentMethodAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_payment_intent: Option<ConfirmPaymentIntentAction>,
 }
 
 impl ReaderAction {
-    /// The PaymentIntent id of a `process_payment_intent` action.
+    /// The PaymentIntent id of a payment action: `process_payment_intent`,
+    /// `collect_payment_method` or `confirm_payment_intent`.
     pub fn payment_intent_id(&self) -> Option<&str> {
-        self.process_payment_intent
+        if let Some(p) = &self.process_payment_intent {
+            return Some(p.payment_intent.id());
+        }
+        if let Some(c) = &self.collect_payment_method {
+            return Some(c.payment_intent.id());
+        }
+        self.confirm_payment_intent
             .as_ref()
-            .map(|p| p.payment_intent.id())
+            .map(|c| c.payment_intent.id())
+    }
+
+    /// The PaymentMethod a `collect_payment_method` action collected.
+    pub fn collected_payment_method(&self) -> Option<&PaymentMethod> {
+        self.collect_payment_method
+            .as_ref()?
+            .payment_method
+            .as_ref()
     }
 
     /// The SetupIntent id of a `process_setup_intent` action.

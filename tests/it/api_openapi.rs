@@ -213,6 +213,10 @@ async fn every_documented_answer_matches_the_document() {
             "/v1/payments/{id}/refunds",
             format!("/v1/payments/{paid}/refunds"),
         ),
+        (
+            "/v1/payments/{id}/confirm",
+            format!("/v1/payments/{paid}/confirm"),
+        ),
     ];
     for (route, path) in bad_input {
         let (s, _) = sample(env, &mut samples, "POST", route, path, admin, Some(&bad)).await;
@@ -432,6 +436,32 @@ async fn every_documented_answer_matches_the_document() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A reviewed payment: its card shown, then confirmed.
+    let review = json!({"merchant": "florist", "reader": reader, "amount": 600, "currency": "eur", "flow": "review"});
+    let (s, p) = env.post(env.pos("florist"), "/v1/payments", review).await;
+    assert_eq!(s, 201, "{p}");
+    let reviewed = p["id"].as_str().unwrap().to_string();
+    wait_payment(env, &reviewed, "on the reader", |p| {
+        p["status"] == "processing" && p["waiting_for"] == "card"
+    })
+    .await;
+    env.sim.present_card(&reader, None).unwrap();
+    wait_payment(env, &reviewed, "showing its card", |p| {
+        p["status"] == "requires_confirmation" && p["card"]["last4"] == "4242"
+    })
+    .await;
+    let (s, b) = sample(
+        env,
+        &mut samples,
+        "POST",
+        "/v1/payments/{id}/confirm",
+        &format!("/v1/payments/{reviewed}/confirm"),
+        own,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    wait_payment(env, &reviewed, "paid", |p| p["status"] == "succeeded").await;
     // A card being saved, canceled from the point of sale.
     let (s, c) = env
         .post(

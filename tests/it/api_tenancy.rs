@@ -146,6 +146,8 @@ pub(crate) fn table(new_account: &str) -> Vec<Row> {
         row("POST", "/v1/payments/{id}/capture",    "/v1/payments/{authorised}/capture", null.clone(), [200, 200, 404, 401, 401]),
         row("POST", "/v1/payments/{id}/cancel",     "/v1/payments/{to_cancel}/cancel",   null.clone(), [200, 200, 404, 401, 401]),
         row("POST", "/v1/payments/{id}/retry",      "/v1/payments/{declined}/retry",     null.clone(), [409, 200, 404, 401, 401]),
+        // Only a reviewed payment waiting for its confirm is confirmed.
+        row("POST", "/v1/payments/{id}/confirm",    "/v1/payments/{paid}/confirm",       json!({"surcharge": 100}), [409, 409, 404, 401, 401]),
         row("POST", "/v1/payments",                 "/v1/payments",                      pay,          [201, 201, 404, 401, 401]),
         // Connection tokens: within the caller's merchants; a location it cannot see is 404.
         row("POST", "/v1/connection_tokens",        "/v1/connection_tokens",             json!({"merchant": "{merchant}"}), [201, 201, 201, 401, 401]),

@@ -14,7 +14,7 @@
 //! few more for the checks above), one kill, one pause, `lease_ttl` 2 s, and PostgreSQL
 //! stopped for 3 s instead of the issue's 10 s. The full exercise of the issue (20 readers,
 //! 300 payments, two kills with the killed instance rejoining, 10 s without the database)
-//! is `#[ignore]`d for its length; how to run it is on its test.
+//! is `#[ignore]`d in the parallel suite and run alone by `.ci/run`, after it.
 
 use crate::common::{free_port, get_json};
 use serde_json::{json, Value};
@@ -353,11 +353,11 @@ async fn three_instances_fail_over_without_double_charges() {
 }
 
 /// The full exercise of the issue (20 readers, 300 payments, two kills with the killed
-/// instance rejoining, a pause, 10 s without PostgreSQL): a few minutes, too long for
-/// every CI run. Run it with
-/// `cargo test --release --test it cluster::full_scale -- --ignored --nocapture`.
+/// instance rejoining, a pause, 10 s without PostgreSQL): about a minute in a debug build,
+/// and timing-sensitive beside the rest of the suite, so `.ci/run` runs it alone after
+/// `cargo test`: `cargo test --test it cluster::full_scale -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the full-scale exercise takes minutes; see its comment"]
+#[ignore = "run alone by .ci/run after the suite; see its comment"]
 async fn full_scale_three_instances_twenty_readers_three_hundred_payments() {
     run(FULL).await
 }

@@ -101,6 +101,7 @@ fn basket(reader: &str, shares: &[(&str, i64)], capture: CaptureMode) -> CreateP
         description: Some("basket".into()),
         metadata: BTreeMap::new(),
         tipping: None,
+        flow: None,
         splits: Some(
             shares
                 .iter()

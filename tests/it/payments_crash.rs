@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const ADMIN: &str = "crash-admin";
-const POS: &str = "crash-pos";
+pub(crate) const ADMIN: &str = "crash-admin";
+pub(crate) const POS: &str = "crash-pos";
 
 /// A child process killed when dropped.
 pub(crate) struct Proc(pub(crate) Child);
@@ -106,7 +106,7 @@ impl Ctx {
             .send()
             .await
     }
-    async fn get(&self, id: &str) -> Value {
+    pub(crate) async fn get(&self, id: &str) -> Value {
         self.call(
             self.http
                 .get(format!("{}/v1/payments/{id}", self.api))
@@ -116,13 +116,13 @@ impl Ctx {
         .1
     }
     /// Waits until the payment is on the reader, waiting for the card.
-    async fn wait_on_reader(&self, id: &str) -> Value {
+    pub(crate) async fn wait_on_reader(&self, id: &str) -> Value {
         self.wait(id, "on the reader", |p| {
             p["status"] == "processing" && p["waiting_for"] == "card"
         })
         .await
     }
-    async fn wait(&self, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(&self, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         for _ in 0..1000 {
             let p = self.get(id).await;
@@ -171,7 +171,7 @@ impl Ctx {
         stats["payment_intents"][account].as_u64().unwrap_or(0)
     }
     /// Stripe's own test helper: the customer taps the default test card.
-    async fn present(&self, reader: &str) {
+    pub(crate) async fn present(&self, reader: &str) {
         let mut req = self
             .http
             .post(format!(

@@ -51,7 +51,7 @@ fn reads(env: &Env) -> Vec<String> {
         .collect()
 }
 
-async fn paid(env: &Env) -> Payment {
+pub(crate) async fn paid(env: &Env) -> Payment {
     let r = env.readers[0].clone();
     let p = bakery_payment(env, &r);
     wait_on_reader(env, &p.id).await;
@@ -59,7 +59,7 @@ async fn paid(env: &Env) -> Payment {
     wait_status(&env.engine, &p.id, Status::Succeeded).await
 }
 
-fn slow_safety_net() -> EngineConfig {
+pub(crate) fn slow_safety_net() -> EngineConfig {
     EngineConfig {
         webhook_poll: Duration::from_secs(60),
         ..fast_config()

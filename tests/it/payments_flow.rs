@@ -41,6 +41,7 @@ pub fn fast_config() -> EngineConfig {
         action_deadline: Duration::from_secs(20),
         busy_wait: Duration::from_secs(20),
         offline_wait: Duration::from_millis(300),
+        review_timeout: Duration::from_secs(20),
         create_window: Duration::from_secs(10),
         dispatch_attempts: 3,
         webhook_poll: Duration::from_secs(5),
@@ -167,6 +168,7 @@ pub fn req(merchant: &str, reader: &str, amount: i64, capture: CaptureMode) -> C
         description: Some("test".into()),
         metadata: BTreeMap::new(),
         tipping: None,
+        flow: None,
         splits: None,
         tip_merchant: None,
     }

@@ -206,6 +206,54 @@ fn outside_subset(method: &str, path: &str) -> Option<(&'static str, Value)> {
                 }
             }),
         )),
+        // "Collect a PaymentMethod using a Reader" and "Confirm a PaymentIntent using a
+        // Reader" (GA 2025-06-30.basil): `payment_intent` (required); `collect_config` with
+        // `allow_redisplay` (always, limited, unspecified), `enable_customer_cancellation`
+        // and `skip_tipping` (booleans), `tipping[amount_eligible]` (integer);
+        // `confirm_config[return_url]`.
+        ["v1", "terminal", "readers", _, "collect_payment_method"] => Some((
+            "/v1/terminal/readers/{reader}/collect_payment_method",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["payment_intent"],
+                "properties": {
+                    "expand": expand,
+                    "payment_intent": {"type": "string", "maxLength": 5000},
+                    "collect_config": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "allow_redisplay": {"type": "string", "enum": ["always", "limited", "unspecified"]},
+                            "enable_customer_cancellation": {"type": "boolean"},
+                            "skip_tipping": {"type": "boolean"},
+                            "tipping": {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "properties": {"amount_eligible": {"type": "integer"}}
+                            }
+                        }
+                    }
+                }
+            }),
+        )),
+        ["v1", "terminal", "readers", _, "confirm_payment_intent"] => Some((
+            "/v1/terminal/readers/{reader}/confirm_payment_intent",
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["payment_intent"],
+                "properties": {
+                    "expand": expand,
+                    "payment_intent": {"type": "string", "maxLength": 5000},
+                    "confirm_config": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {"return_url": {"type": "string"}}
+                    }
+                }
+            }),
+        )),
         ["v1", "test_helpers", "terminal", "readers", _, "succeed_input_collection"] => Some((
             "/v1/test_helpers/terminal/readers/{reader}/succeed_input_collection",
             json!({
@@ -664,6 +712,8 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
         ok(reader_json("tmr_1")),
         ok(reader_json("tmr_1")),
         ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
+        ok(reader_json("tmr_1")),
         ok(json!({"id": "acct_platform", "object": "account"})),
         ok(token),
         ok(reader_json("tmr_1")),
@@ -997,6 +1047,26 @@ async fn send_everything(minimal: bool) -> Vec<crate::stripe_client::Seen> {
     c.timeout_input_collection("tmr_1", &platform)
         .await
         .unwrap();
+    // Review before confirm: the card read, then authorised.
+    c.collect_payment_method(
+        "tmr_1",
+        &CollectPaymentMethod {
+            payment_intent: "pi_1".into(),
+            skip_tipping: full.then_some(true),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
+    c.confirm_payment_intent(
+        "tmr_1",
+        &ConfirmPaymentIntent {
+            payment_intent: "pi_1".into(),
+        },
+        &platform,
+    )
+    .await
+    .unwrap();
     // The store's binding, a connection token, a merchant-owned reader's read.
     c.retrieve_own_account().await.unwrap();
     c.create_connection_token(
@@ -1169,6 +1239,8 @@ const ALL_OPERATIONS: &[&str] = &[
     "POST /v1/terminal/readers/{reader}/refund_payment",
     "POST /v1/test_helpers/terminal/readers/{reader}/succeed_input_collection",
     "POST /v1/test_helpers/terminal/readers/{reader}/timeout_input_collection",
+    "POST /v1/terminal/readers/{reader}/collect_payment_method",
+    "POST /v1/terminal/readers/{reader}/confirm_payment_intent",
     "POST /v1/transfers",
     "GET /v1/transfers",
     "GET /v1/transfers/{id}",
@@ -1264,6 +1336,9 @@ fn the_checker_refuses_typos_wrong_types_and_missing_parameters() {
         ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=email&inputs[0][custom_text][title]=x&inputs[0][custom_text][skip_button]=a%20very%20long%20label"),
         ("POST", "/v1/terminal/readers/tmr_1/collect_inputs", "inputs[0][type]=selection&inputs[0][custom_text][title]=x&inputs[0][selection][choices][0][text]=a"),
         ("POST", "/v1/test_helpers/terminal/readers/tmr_1/succeed_input_collection", "skip_non_required_inputs=some"),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_payment_method", "collect_config[skip_tipping]=true"),
+        ("POST", "/v1/terminal/readers/tmr_1/collect_payment_method", "payment_intent=pi_1&collect_config[skip_tiping]=true"),
+        ("POST", "/v1/terminal/readers/tmr_1/confirm_payment_intent", "payment_intent=pi_1&surcharge=150"),
     ];
     for (method, target, body) in bad {
         let (op, errs) = validate(&spec, method, target, body);

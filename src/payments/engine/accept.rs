@@ -5,8 +5,8 @@ use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
 use crate::payments::directory::{MerchantInfo, ReaderInfo};
 use crate::payments::ids::new_id;
-use crate::payments::machine::ChargeType;
 use crate::payments::machine::{CaptureMode, Failure, NewPayment, Observation, Payment, Source};
+use crate::payments::machine::{ChargeType, PaymentFlow};
 use crate::payments::queue::{Job, QueueFull};
 use crate::payments::splits::Split;
 use crate::store::Tree;
@@ -33,6 +33,10 @@ pub struct CreatePayment {
     /// otherwise applies).
     #[serde(default)]
     pub tipping: Option<bool>,
+    /// `review`: the card is read and shown (`requires_confirmation`) before it is
+    /// authorised; the point of sale confirms it, with a surcharge perhaps, or cancels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<PaymentFlow>,
     /// A basket: one share per merchant, every one `separate`; `amount` is their sum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splits: Option<Vec<SplitRequest>>,
@@ -192,6 +196,7 @@ impl Engine {
             },
             at,
         );
+        p.flow = req.flow.unwrap_or_default();
         p.tip_split = req
             .tip_merchant
             .as_ref()
@@ -495,6 +500,7 @@ mod tests {
             description: None,
             metadata: BTreeMap::new(),
             tipping: None,
+            flow: None,
             splits: None,
             tip_merchant: None,
         }

@@ -224,7 +224,10 @@ impl Engine {
             self.hint_intent(&pi.id);
             return;
         }
-        if matches!(p.status, Status::Queued | Status::Processing) {
+        if matches!(
+            p.status,
+            Status::Queued | Status::Processing | Status::RequiresConfirmation
+        ) {
             self.hint_reader(&p.reader);
         }
     }

@@ -359,7 +359,7 @@ impl Engine {
                 self.index_intent(pi, &p.id);
             }
             match p.status {
-                Status::Queued | Status::Processing => {
+                Status::Queued | Status::Processing | Status::RequiresConfirmation => {
                     slot.queue
                         .lock()
                         .expect("queue lock")

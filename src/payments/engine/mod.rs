@@ -12,6 +12,7 @@
 //! - [`capture`]: capture of an authorised payment, at most once.
 //! - [`refund`]: refunds, never more than captured (the records: [`super::refunds`]).
 //! - [`inputs`]: inputs on a reader's screen (accepted, read, canceled, resumed).
+//! - [`review`]: the point of sale's confirm of a reviewed payment (surcharge checked).
 //! - [`setups`]: cards saved on a reader (accepted, read, canceled, resumed).
 //! - [`reader_ops`]: cart displays and the operator's force-clear of a reader.
 //! - [`transfers`]: separate charges' transfers after the capture, one per split.
@@ -45,6 +46,7 @@ mod reader_refund;
 mod reconcile;
 mod refund;
 mod retention;
+mod review;
 mod setups;
 mod transfers;
 
@@ -103,6 +105,8 @@ pub struct EngineConfig {
     pub create_window: Duration,
     /// `process_payment_intent` re-sends after `terminal_reader_timeout` (each with a new key).
     pub dispatch_attempts: u32,
+    /// A reviewed payment not confirmed this long after its card was read is canceled.
+    pub review_timeout: Duration,
     /// While webhooks track payments, the watch polls only this often (a safety net).
     pub webhook_poll: Duration,
     /// The least time an action's event may take before webhooks count as down (the bound
@@ -128,6 +132,7 @@ impl Default for EngineConfig {
             offline_wait: Duration::from_secs(30),
             create_window: Duration::from_secs(120),
             dispatch_attempts: 3,
+            review_timeout: Duration::from_secs(120),
             webhook_poll: Duration::from_secs(30),
             webhook_grace: Duration::from_secs(10),
             list_poll: Duration::from_secs(1),

@@ -32,7 +32,7 @@ impl Engine {
             );
             resumed += 1;
             match p.status {
-                Status::Queued | Status::Processing => {
+                Status::Queued | Status::Processing | Status::RequiresConfirmation => {
                     let slot = self.slot(&p.reader);
                     slot.queue
                         .lock()
@@ -104,10 +104,7 @@ impl Engine {
         let succeeded: Vec<Payment> = self.transfers_owed().unwrap_or_default();
         // A payment on its way whose flow stopped (an error it could not get past) goes back
         // to its reader's queue, first in line.
-        for p in all
-            .iter()
-            .filter(|p| matches!(p.status, Status::Queued | Status::Processing))
-        {
+        for p in all.iter().filter(|p| p.status.on_reader()) {
             let slot = self.slot(&p.reader);
             let current = slot.current.lock().expect("current").clone();
             let mut q = slot.queue.lock().expect("queue lock");
@@ -234,7 +231,9 @@ impl Engine {
             return;
         };
         match p.status {
-            Status::Queued | Status::Processing => self.hint_reader(&p.reader),
+            Status::Queued | Status::Processing | Status::RequiresConfirmation => {
+                self.hint_reader(&p.reader)
+            }
             Status::RequiresCapture | Status::Declined | Status::Succeeded => {
                 let id = p.id.clone();
                 let engine = self.clone();

@@ -424,3 +424,83 @@ fn statuses_serialise_as_the_contract_spells_them() {
         [Status::Succeeded, Status::Canceled, Status::Failed]
     );
 }
+
+fn reviewed(s: Status) -> Payment {
+    let mut p = in_status(s);
+    p.flow = PaymentFlow::Review;
+    p
+}
+
+#[test]
+fn a_reviewed_card_read_waits_for_the_confirm() {
+    let mut p = reviewed(Status::Processing);
+    // Still on the reader: nothing decided yet.
+    let obs = Observation::Intent {
+        view: IntentView::of(P::RequiresConfirmation),
+        reader_done: false,
+    };
+    assert_eq!(apply(&mut p, obs).unwrap(), None);
+    let ch = apply(&mut p, intent(P::RequiresConfirmation))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ch.to, Status::RequiresConfirmation);
+    assert!(!p.status.is_final());
+    assert!(p.status.on_reader());
+    assert_eq!(p.waiting_for.as_deref(), Some("confirmation"));
+}
+
+#[test]
+fn a_processed_payment_never_stops_for_a_review() {
+    let mut p = in_status(Status::Processing);
+    assert_eq!(
+        apply(&mut p, intent(P::RequiresConfirmation)).unwrap(),
+        None
+    );
+    assert_eq!(p.status, Status::Processing);
+}
+
+#[test]
+fn the_confirm_on_the_reader_is_processing_again_and_a_decline_is_a_decline() {
+    let mut p = reviewed(Status::RequiresConfirmation);
+    let ch = apply(&mut p, Observation::Dispatched).unwrap().unwrap();
+    assert_eq!(ch.to, Status::Processing);
+    let obs = Observation::Intent {
+        view: declined_view(),
+        reader_done: true,
+    };
+    assert_eq!(apply(&mut p, obs).unwrap().unwrap().to, Status::Declined);
+    // Retry forgets the card and the confirm: the card is read again.
+    p.card = Some(Card::default());
+    p.confirm = Some(ConfirmRequest {
+        surcharge: 150,
+        update_key: "k".into(),
+        updated: true,
+    });
+    assert_eq!(
+        apply(&mut p, Observation::Retry).unwrap().unwrap().to,
+        Status::Queued
+    );
+    assert_eq!((p.card.clone(), p.confirm.clone()), (None, None));
+}
+
+#[test]
+fn an_unconfirmed_payment_is_canceled_only_by_stripe() {
+    let mut p = reviewed(Status::RequiresConfirmation);
+    assert!(apply(&mut p, Observation::CanceledBeforeStripe).is_err());
+    assert!(apply(&mut p, Observation::Fail(Failure::new("x", "y"))).is_err());
+    assert_eq!(
+        apply(&mut p, intent(P::Canceled)).unwrap().unwrap().to,
+        Status::Canceled
+    );
+}
+
+#[test]
+fn a_confirmed_payment_authorised_is_money() {
+    for (pi, want) in [
+        (P::Succeeded, Status::Succeeded),
+        (P::RequiresCapture, Status::RequiresCapture),
+    ] {
+        let mut p = reviewed(Status::Processing);
+        assert_eq!(apply(&mut p, intent(pi)).unwrap().unwrap().to, want);
+    }
+}

@@ -4,6 +4,7 @@
 //! sent. A refusal that may be a false negative (busy, timeout, a 5xx, no answer) is matched
 //! on the reader before anything is re-sent.
 
+use super::review::ReaderStep;
 use super::{backoff, is_our_action, Flow, R};
 use crate::payments::engine::has_money;
 use crate::payments::failpoint::failpoint;
@@ -64,7 +65,7 @@ impl Flow {
             let Some(a) = action else {
                 return Ok(Preflight::Free);
             };
-            if a.kind == ActionType::ProcessPaymentIntent && a.payment_intent_id() == Some(pi) {
+            if is_our_action(&r, pi).is_some() {
                 return Ok(Preflight::Ours);
             }
             if let Some(stale) = a
@@ -195,11 +196,13 @@ impl Flow {
         })
     }
 
-    /// One `process_payment_intent` attempt, its key written first. `Ok`: the reader has
-    /// it (and the record says so).
+    /// One attempt of the payment's reader action, its key written first: for a reviewed
+    /// payment `collect_payment_method`, then once confirmed `confirm_payment_intent`;
+    /// otherwise `process_payment_intent`. `Ok`: the reader has it (and the record says so).
     async fn send(&self, p: &Payment, pi: &str) -> R<Result<Payment, StripeError>> {
+        let step = ReaderStep::of(p);
         let attempt = p.attempt + 1;
-        let key = format!("readerd:ppi:{pi}:{attempt}:{}", new_id("k"));
+        let key = format!("readerd:{}:{pi}:{attempt}:{}", step.key_part(), new_id("k"));
         let k = key.clone();
         self.e.update(&self.id, |p| {
             p.attempt = attempt;
@@ -207,37 +210,41 @@ impl Flow {
             p.step = Step::Dispatching;
             Ok(())
         })?;
-        failpoint("before_dispatch");
+        failpoint(step.before());
         self.e
             .inner
             .stats
             .lock()
             .expect("stats")
             .dispatching(&self.id, std::time::Instant::now());
-        self.e.count("process_payment_intent");
+        self.e.count(step.endpoint());
         if std::mem::take(&mut *self.slot_shows_our_cart()) {
             self.e.cart_cleared(&self.slot.id);
         }
-        let res = self
-            .e
-            .stripe()
-            .process_payment_intent(
-                &self.slot.id,
-                &ProcessPaymentIntent {
-                    payment_intent: pi.to_string(),
-                    process_config: p.skip_tipping.then(|| ProcessConfig {
-                        skip_tipping: Some(true),
-                        ..ProcessConfig::default()
-                    }),
-                },
-                &self.slot.options().key(key),
-            )
-            .await;
+        let res = match step {
+            ReaderStep::Process => {
+                self.e
+                    .stripe()
+                    .process_payment_intent(
+                        &self.slot.id,
+                        &ProcessPaymentIntent {
+                            payment_intent: pi.to_string(),
+                            process_config: p.skip_tipping.then(|| ProcessConfig {
+                                skip_tipping: Some(true),
+                                ..ProcessConfig::default()
+                            }),
+                        },
+                        &self.slot.options().key(key),
+                    )
+                    .await
+            }
+            ReaderStep::Collect | ReaderStep::Confirm => self.send_review(p, pi, step, key).await,
+        };
         match res {
             Ok(r) => {
                 // Where the reader stands, for the batched poll of its location.
                 self.e.learn_place(&self.slot, &r);
-                failpoint("after_dispatch");
+                failpoint(step.after());
                 let p = self.observe(Observation::Dispatched, Source::Poll)?;
                 failpoint("after_dispatch_persisted");
                 Ok(Ok(p))

@@ -487,6 +487,8 @@ mod tests {
                 }],
                 metadata: [(METADATA_KEY.to_string(), id.to_string())].into(),
             }),
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod display;
 mod inputs;
 mod intent;
 mod refund;
+mod review;
 mod setups;
 mod watch;
 
@@ -129,10 +130,17 @@ struct Flow {
     reader_missing: AtomicBool,
 }
 
+/// The status of the reader's action for our PaymentIntent: `process_payment_intent`, or a
+/// reviewed payment's `collect_payment_method` or `confirm_payment_intent`.
 fn is_our_action(r: &Reader, pi: &str) -> Option<ActionStatus> {
     let a = r.action.as_ref()?;
-    (a.kind == ActionType::ProcessPaymentIntent && a.payment_intent_id() == Some(pi))
-        .then(|| a.status.clone())
+    (matches!(
+        a.kind,
+        ActionType::ProcessPaymentIntent
+            | ActionType::CollectPaymentMethod
+            | ActionType::ConfirmPaymentIntent
+    ) && a.payment_intent_id() == Some(pi))
+    .then(|| a.status.clone())
 }
 
 fn backoff(n: u32) -> Duration {
@@ -160,8 +168,24 @@ impl Flow {
     }
 
     async fn run(&self) -> R<()> {
+        self.take().await?;
+        // A reviewed payment whose card was read keeps the reader until it is confirmed,
+        // canceled, or times out.
+        if self.load()?.status == Status::RequiresConfirmation {
+            self.review().await?;
+        }
+        Ok(())
+    }
+
+    /// The payment's way to the reader and back: the PaymentIntent, the dispatch, the watch.
+    async fn take(&self) -> R<()> {
         let p = self.load()?;
-        if p.status.is_final() || matches!(p.status, Status::RequiresCapture | Status::Declined) {
+        if p.status.is_final()
+            || matches!(
+                p.status,
+                Status::RequiresCapture | Status::Declined | Status::RequiresConfirmation
+            )
+        {
             return Ok(());
         }
         let resumed = matches!(
@@ -233,7 +257,7 @@ impl Flow {
         // authorisation to end (bounded), then cancel again or report what it became.
         let until = Instant::now() + self.cfg.action_deadline;
         let mut n = 0;
-        while matches!(p.status, Status::Queued | Status::Processing) && Instant::now() < until {
+        while p.status.on_reader() && Instant::now() < until {
             sleep(backoff(n).max(self.cfg.poll_max)).await;
             n += 1;
             p = self.load()?;

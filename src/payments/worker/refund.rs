@@ -504,6 +504,8 @@ mod tests {
             }),
             process_setup_intent: None,
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         r
     }

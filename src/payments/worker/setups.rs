@@ -614,6 +614,8 @@ mod tests {
                 process_config: None,
             }),
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         }
     }
 

@@ -128,12 +128,22 @@ impl Flow {
                     self.e.expect_event(&self.slot, &w.pi);
                 }
             }
-            if from_event && ours == Some(ActionStatus::Succeeded) {
+            let collected = reader
+                .as_ref()
+                .and_then(|r| super::review::collected_card(r, &w.pi));
+            if from_event && ours == Some(ActionStatus::Succeeded) && collected.is_none() {
                 // The PaymentIntent's own event usually follows at once and spares a read.
                 if let Some(p) = self.pi_event(PI_EVENT_WAIT).await? {
                     self.reader_done_mark();
                     return self.after(p).await;
                 }
+            }
+            if let Some(card) = collected {
+                // A reviewed payment's card was read: the point of sale sees it.
+                p = self.e.update(&self.id, |p| {
+                    p.card = Some(card);
+                    Ok(())
+                })?;
             }
             match self.decide(&p, reader.as_ref(), ours, &mut w).await? {
                 Look::Again => {}

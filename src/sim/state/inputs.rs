@@ -55,6 +55,8 @@ impl State {
             refund_payment: None,
             process_setup_intent: None,
             collect_inputs: Some(CollectInputsAction { inputs, metadata }),
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         let generation = rec.generation;
         if auto_answer {

@@ -30,6 +30,7 @@ mod inputs;
 mod payments;
 mod reader_refunds;
 mod readers;
+mod review;
 mod setups;
 
 pub use connect::{Book, Books};
@@ -359,6 +360,8 @@ pub struct State {
     pub events: Vec<Event>,
     /// Delayed work not yet handed to the scheduler.
     pub timers: Vec<Timer>,
+    /// Cards read by `collect_payment_method`, by PaymentIntent, for its confirm.
+    pub collected: BTreeMap<String, Pending>,
     /// The request being handled (copied into events' `request`).
     pub request: Option<EventRequest>,
     pub auth_delay_zero: bool,
@@ -653,6 +656,7 @@ impl State {
             outbox: Vec::new(),
             events: Vec::new(),
             timers: Vec::new(),
+            collected: BTreeMap::new(),
             request: None,
             auth_delay_zero: false,
             platform_owned_readers: true,

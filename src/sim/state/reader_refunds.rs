@@ -76,6 +76,8 @@ impl State {
             }),
             process_setup_intent: None,
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         rec.refund_owner = owner;
         let generation = rec.generation;

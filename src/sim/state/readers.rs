@@ -397,6 +397,8 @@ impl State {
             refund_payment: None,
             process_setup_intent: None,
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         let generation = rec.generation;
         if auto_present {
@@ -489,6 +491,8 @@ impl State {
             refund_payment: None,
             process_setup_intent: None,
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         Ok(self.reader_view(id, &expand))
     }
@@ -572,6 +576,14 @@ impl State {
         if rec.authorizing.is_some() {
             return Err(SimError::reader_busy());
         }
+        let collecting = rec.obj.action.as_ref().is_some_and(|a| {
+            a.kind == ActionType::CollectPaymentMethod && a.status == ActionStatus::InProgress
+        });
+        if collecting {
+            // Read, not authorised: `confirm_payment_intent` authorises it.
+            self.collect_card(id, card, tip);
+            return Ok(());
+        }
         if self.waits_for_setup(id) {
             return self.present_setup(id, card);
         }
@@ -585,7 +597,7 @@ impl State {
         if !waiting {
             return Err(SimError::invalid(
                 None,
-                format!("Reader {id} is not waiting for a payment method: it has no in-progress process_payment_intent action."),
+                format!("Reader {id} is not waiting for a payment method: it has no in-progress process_payment_intent or collect_payment_method action."),
             ));
         }
         // With `process_config[skip_tipping]` the customer saw no tip screen.
@@ -624,6 +636,11 @@ impl State {
             return;
         };
         let online = rec.online;
+        let confirming = rec
+            .obj
+            .action
+            .as_ref()
+            .is_some_and(|a| a.kind == ActionType::ConfirmPaymentIntent);
         let location = rec.obj.location.as_ref().map(|l| l.id().to_string());
         let Some(pi_id) = rec
             .obj
@@ -641,124 +658,130 @@ impl State {
             return;
         };
         let owner = pi_rec.owner.clone();
-        let result: Result<(), ApiErrorObject> =
-            if pi_rec.obj.status != PaymentIntentStatus::RequiresPaymentMethod {
-                Err(ApiErrorObject::new(
-                    ErrorType::InvalidRequestError,
-                    Some("intent_invalid_state"),
-                    format!(
-                        "The PaymentIntent has a status of {} and can no longer be processed.",
-                        pi_rec.obj.status
-                    ),
-                ))
-            } else {
-                let pi = &mut pi_rec.obj;
-                let amount = pi.amount + pending.tip;
-                let card = &pending.card;
-                let details = CardPresentDetails {
-                    amount_authorized: Some(amount),
-                    brand: Some(card.brand.to_string()),
-                    capture_before: Some(if card.brand == "visa" {
-                        now + 4 * 86400 + 18 * 3600
-                    } else {
-                        now + 2 * 86400
-                    }),
-                    exp_month: 12,
-                    exp_year: 2030,
-                    funding: Some(card.funding.to_string()),
-                    incremental_authorization_supported: false,
-                    last4: Some(card.last4()),
-                    overcapture_supported: false,
-                    read_method: Some("contactless_emv".into()),
-                    reader: Some(reader_id.to_string()),
-                    location: location.clone(),
-                };
-                let automatic = pi.capture_method != CaptureMethod::Manual;
-                let mut charge = Charge {
-                    id: charge_id.clone(),
-                    object: "charge".into(),
-                    amount,
-                    amount_captured: 0,
-                    amount_refunded: 0,
-                    captured: false,
-                    created: now,
-                    currency: pi.currency.clone(),
-                    failure_code: None,
-                    failure_message: None,
-                    livemode: self.livemode,
-                    metadata: pi.metadata.clone(),
-                    paid: false,
-                    payment_intent: Some(pi.id.clone()),
-                    payment_method_details: Some(PaymentMethodDetails {
-                        kind: "card_present".into(),
-                        card_present: Some(details),
-                    }),
-                    refunded: false,
-                    status: "failed".into(),
-                    application_fee: None,
-                    application_fee_amount: pi.application_fee_amount,
-                    transfer: None,
-                };
-                pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
-                let r = match card.outcome(amount) {
-                    Some((code, decline)) => {
-                        let msg = decline_message(code, decline);
-                        charge.failure_code = Some(code.to_string());
-                        charge.failure_message = Some(msg.to_string());
-                        let mut err = ApiErrorObject::new(ErrorType::CardError, Some(code), msg);
-                        err.decline_code = decline.map(str::to_string);
-                        err.charge = Some(charge_id.clone());
-                        err.payment_method_type = Some("card_present".into());
-                        err.doc_url = Some(format!(
-                            "https://stripe.com/docs/error-codes/{}",
-                            code.replace('_', "-")
-                        ));
-                        pi.last_payment_error = Some(err.clone());
-                        pi.payment_method = None;
-                        Err(err)
-                    }
-                    None => {
-                        if pending.tip > 0 {
-                            pi.amount = amount;
-                            pi.amount_details = Some(AmountDetails {
-                                tip: Some(Tip {
-                                    amount: Some(pending.tip),
-                                }),
-                            });
-                        }
-                        charge.paid = true;
-                        charge.status = "succeeded".into();
-                        pi.last_payment_error = None;
-                        pi.payment_method = Some(Expandable::Id(pm_id));
-                        if automatic {
-                            charge.captured = true;
-                            charge.amount_captured = amount;
-                            pi.status = PaymentIntentStatus::Succeeded;
-                            pi.amount_received = amount;
-                            pi.amount_capturable = 0;
-                        } else {
-                            pi.status = PaymentIntentStatus::RequiresCapture;
-                            pi.amount_capturable = amount;
-                        }
-                        Ok(())
-                    }
-                };
-                let seq = self.seq + 1;
-                self.seq = seq;
-                let captured = charge.captured;
-                self.charges.insert(
-                    charge_id.clone(),
-                    Rec {
-                        owner: owner.clone(),
-                        seq,
-                        obj: charge,
-                    },
-                );
-                if captured {
-                    self.charge_captured(&charge_id);
-                }
-                r
+        // A confirm authorises the card collected before (`requires_confirmation`).
+        let expected = if confirming {
+            PaymentIntentStatus::RequiresConfirmation
+        } else {
+            PaymentIntentStatus::RequiresPaymentMethod
+        };
+        let result: Result<(), ApiErrorObject> = if pi_rec.obj.status != expected {
+            Err(ApiErrorObject::new(
+                ErrorType::InvalidRequestError,
+                Some("intent_invalid_state"),
+                format!(
+                    "The PaymentIntent has a status of {} and can no longer be processed.",
+                    pi_rec.obj.status
+                ),
+            ))
+        } else {
+            let pi = &mut pi_rec.obj;
+            let amount = pi.amount + pending.tip;
+            let card = &pending.card;
+            let details = CardPresentDetails {
+                amount_authorized: Some(amount),
+                brand: Some(card.brand.to_string()),
+                capture_before: Some(if card.brand == "visa" {
+                    now + 4 * 86400 + 18 * 3600
+                } else {
+                    now + 2 * 86400
+                }),
+                exp_month: 12,
+                exp_year: 2030,
+                funding: Some(card.funding.to_string()),
+                incremental_authorization_supported: false,
+                last4: Some(card.last4()),
+                overcapture_supported: false,
+                read_method: Some("contactless_emv".into()),
+                reader: Some(reader_id.to_string()),
+                location: location.clone(),
             };
+            let automatic = pi.capture_method != CaptureMethod::Manual;
+            let mut charge = Charge {
+                id: charge_id.clone(),
+                object: "charge".into(),
+                amount,
+                amount_captured: 0,
+                amount_refunded: 0,
+                captured: false,
+                created: now,
+                currency: pi.currency.clone(),
+                failure_code: None,
+                failure_message: None,
+                livemode: self.livemode,
+                metadata: pi.metadata.clone(),
+                paid: false,
+                payment_intent: Some(pi.id.clone()),
+                payment_method_details: Some(PaymentMethodDetails {
+                    kind: "card_present".into(),
+                    card_present: Some(details),
+                }),
+                refunded: false,
+                status: "failed".into(),
+                application_fee: None,
+                application_fee_amount: pi.application_fee_amount,
+                transfer: None,
+            };
+            pi.latest_charge = Some(Expandable::Id(charge_id.clone()));
+            let r = match card.outcome(amount) {
+                Some((code, decline)) => {
+                    let msg = decline_message(code, decline);
+                    charge.failure_code = Some(code.to_string());
+                    charge.failure_message = Some(msg.to_string());
+                    let mut err = ApiErrorObject::new(ErrorType::CardError, Some(code), msg);
+                    err.decline_code = decline.map(str::to_string);
+                    err.charge = Some(charge_id.clone());
+                    err.payment_method_type = Some("card_present".into());
+                    err.doc_url = Some(format!(
+                        "https://stripe.com/docs/error-codes/{}",
+                        code.replace('_', "-")
+                    ));
+                    pi.last_payment_error = Some(err.clone());
+                    pi.payment_method = None;
+                    pi.status = PaymentIntentStatus::RequiresPaymentMethod;
+                    Err(err)
+                }
+                None => {
+                    if pending.tip > 0 {
+                        pi.amount = amount;
+                        pi.amount_details = Some(AmountDetails {
+                            tip: Some(Tip {
+                                amount: Some(pending.tip),
+                            }),
+                        });
+                    }
+                    charge.paid = true;
+                    charge.status = "succeeded".into();
+                    pi.last_payment_error = None;
+                    pi.payment_method = Some(Expandable::Id(pm_id));
+                    if automatic {
+                        charge.captured = true;
+                        charge.amount_captured = amount;
+                        pi.status = PaymentIntentStatus::Succeeded;
+                        pi.amount_received = amount;
+                        pi.amount_capturable = 0;
+                    } else {
+                        pi.status = PaymentIntentStatus::RequiresCapture;
+                        pi.amount_capturable = amount;
+                    }
+                    Ok(())
+                }
+            };
+            let seq = self.seq + 1;
+            self.seq = seq;
+            let captured = charge.captured;
+            self.charges.insert(
+                charge_id.clone(),
+                Rec {
+                    owner: owner.clone(),
+                    seq,
+                    obj: charge,
+                },
+            );
+            if captured {
+                self.charge_captured(&charge_id);
+            }
+            r
+        };
         let pi_view = self.intents.get(&pi_id).map(|r| to_value(&r.obj));
         let pi_status = self.intents.get(&pi_id).map(|r| r.obj.status.clone());
         match (&result, pi_view) {
@@ -812,8 +835,10 @@ impl State {
         let waiting = rec.authorizing.is_none()
             && (Self::refund_waiting(rec)
                 || rec.obj.action.as_ref().is_some_and(|a| {
-                    a.kind == ActionType::ProcessPaymentIntent
-                        && a.status == ActionStatus::InProgress
+                    matches!(
+                        a.kind,
+                        ActionType::ProcessPaymentIntent | ActionType::CollectPaymentMethod
+                    ) && a.status == ActionStatus::InProgress
                 }));
         if !waiting || !rec.online {
             return Err(SimError::invalid(

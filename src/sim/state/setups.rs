@@ -242,6 +242,8 @@ impl State {
                 }),
             }),
             collect_inputs: None,
+            collect_payment_method: None,
+            confirm_payment_intent: None,
         });
         let generation = rec.generation;
         if auto_present {

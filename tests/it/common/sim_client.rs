@@ -285,6 +285,12 @@ const NEWER: &[&str] = &[
     // 2025-05): `inputs[]` (type, custom_text, required, skipped, the typed value objects,
     // selection, toggles) and `metadata`. A suffix, so every field below it is allowed.
     "action.collect_inputs",
+    // action.collect_payment_method and action.confirm_payment_intent: Stripe's API
+    // reference (GA 2025-06-30.basil): `payment_intent`, `payment_method` (the PaymentMethod,
+    // with `card_present` brand, last4, funding, wallet), `collect_config`, `confirm_config`
+    // and (preview) `account`. Suffixes, so every field below them is allowed.
+    "action.collect_payment_method",
+    "action.confirm_payment_intent",
     // charge.payment_method_details.card_present.reader / .location: newer schema.
     "card_present.reader",
     "card_present.location",
