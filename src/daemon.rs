@@ -1003,6 +1003,11 @@ enum Signal {
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    /// SIGINT as its own stream, installed with the others: `tokio::signal::ctrl_c()` only
+    /// takes over SIGINT when first polled, which left a window at start-up in which a
+    /// SIGINT killed the daemon instead of stopping it.
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -1014,6 +1019,7 @@ impl Signals {
             use tokio::signal::unix::{signal, SignalKind};
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
                 hup: signal(SignalKind::hangup()).ok(),
             }
         }
@@ -1032,6 +1038,14 @@ impl Signals {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let int = async {
+                match &mut self.int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let hup = async {
                 match &mut self.hup {
                     Some(s) => {
@@ -1042,7 +1056,7 @@ impl Signals {
             };
             tokio::select! {
                 _ = term => Signal::Stop,
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = int => Signal::Stop,
                 _ = hup => Signal::Reload,
             }
         }
