@@ -195,6 +195,95 @@ impl Ctx {
 }
 
 /// The `[store]` section of a sled store in `dir`.
+/// What every crash test of a reader job starts from: a real `readerd sim` with one French
+/// account, and the config of a `readerd run` beside it (a sled store in `dir`, the `ADMIN`
+/// and `POS` tokens, the merchant "bakery") whose store already holds that merchant (with
+/// the fields of `merchant` added), a location and one reader labelled "till".
+pub(crate) struct OneReader {
+    pub(crate) sim: Proc,
+    pub(crate) ctx: Ctx,
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) reader: String,
+    /// The merchant's connected account on the emulator.
+    pub(crate) account: String,
+}
+
+pub(crate) async fn one_reader(dir: &tempfile::TempDir, merchant: Value) -> OneReader {
+    let sim_port = free_port();
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let sim = Proc(
+        readerd()
+            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
+    let acct: Value = http
+        .post(format!("{sim_url}/_sim/accounts"))
+        .json(&json!({"country": "FR", "default_currency": "eur"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = acct["id"].as_str().unwrap().to_string();
+    let api_port = free_port();
+    let config = dir.path().join("readerd.toml");
+    std::fs::write(
+        &config,
+        crate::common::daemon_toml(
+            &sim_url,
+            &sled_store(dir),
+            api_port,
+            (ADMIN, POS),
+            &["bakery"],
+            "",
+        ),
+    )
+    .unwrap();
+    let ctx = Ctx {
+        http,
+        api: format!("http://127.0.0.1:{api_port}"),
+        sim: sim_url,
+        reader_account: None,
+    };
+    let reader = {
+        let _d = ctx.daemon(&config, None).await;
+        let mut m = json!({"id": "bakery", "account": account});
+        if let (Some(m), Some(extra)) = (m.as_object_mut(), merchant.as_object()) {
+            m.extend(extra.clone());
+        }
+        let answer = ctx.admin_post("/v1/merchants", m).await;
+        for (k, v) in merchant.as_object().into_iter().flatten() {
+            assert_eq!(&answer[k], v, "the merchant's {k}");
+        }
+        let loc = ctx
+            .admin_post(
+                "/v1/locations",
+                json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
+            )
+            .await;
+        let r = ctx
+            .admin_post(
+                "/v1/readers",
+                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
+            )
+            .await;
+        r["id"].as_str().unwrap().to_string()
+    };
+    OneReader {
+        sim,
+        ctx,
+        config,
+        reader,
+        account,
+    }
+}
+
 pub(crate) fn sled_store(dir: &tempfile::TempDir) -> String {
     format!(
         "path = {:?}",

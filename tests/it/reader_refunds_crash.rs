@@ -3,14 +3,10 @@
 //! card; restarted on the same store, each refund ends once, with exactly one
 //! `refund_payment` carried out on the reader and exactly one refund on Stripe.
 
-use crate::common::{free_port, get_json};
-use crate::payments_crash::{readerd, wait_up, Ctx, Proc};
+use crate::common::get_json;
+use crate::payments_crash::{one_reader, Ctx, OneReader, POS};
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
-
-const ADMIN: &str = "rrefund-admin";
-const POS: &str = "rrefund-pos";
 
 async fn get(ctx: &Ctx, path: &str) -> Value {
     ctx.http
@@ -65,81 +61,17 @@ async fn refund(ctx: &Ctx, pay: &str, key: &str) -> reqwest::Result<reqwest::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_around_refund_payment_each_refund_ends_once() {
     let dir = tempfile::tempdir().unwrap();
-    let sim_port = free_port();
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    let _sim = Proc(
-        readerd()
-            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let http = reqwest::Client::new();
-    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
-    let acct: Value = http
-        .post(format!("{sim_url}/_sim/accounts"))
-        .json(&json!({"country": "FR", "default_currency": "eur"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let api_port = free_port();
-    let config = dir.path().join("readerd.toml");
-    std::fs::write(
-        &config,
-        crate::common::daemon_toml(
-            &sim_url,
-            &crate::payments_crash::sled_store(&dir),
-            api_port,
-            (ADMIN, POS),
-            &["bakery"],
-            "",
-        ),
-    )
-    .unwrap();
-    let ctx = Ctx {
-        http: http.clone(),
-        api: format!("http://127.0.0.1:{api_port}"),
-        sim: sim_url.clone(),
-        reader_account: None,
-    };
-    // A merchant, a reader, and a payment of 1000 that succeeded.
-    let (reader, pay) = {
+    let OneReader {
+        sim: _sim,
+        ctx,
+        config,
+        reader,
+        ..
+    } = one_reader(&dir, json!({})).await;
+    let (http, sim_url) = (ctx.http.clone(), ctx.sim.clone());
+    // A payment of 1000 that succeeded.
+    let pay = {
         let _d = ctx.daemon(&config, None).await;
-        let admin = |path: &'static str, body: Value| {
-            let ctx = &ctx;
-            async move {
-                let r = ctx
-                    .http
-                    .post(format!("{}{path}", ctx.api))
-                    .bearer_auth(ADMIN)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "{path}");
-                r.json::<Value>().await.unwrap()
-            }
-        };
-        admin(
-            "/v1/merchants",
-            json!({"id": "bakery", "account": acct["id"]}),
-        )
-        .await;
-        let loc = admin(
-            "/v1/locations",
-            json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
-        )
-        .await;
-        let r = admin(
-            "/v1/readers",
-            json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
-        )
-        .await;
-        let reader = r["id"].as_str().unwrap().to_string();
         let p: Value = http
             .post(format!("{}/v1/payments", ctx.api))
             .bearer_auth(POS)
@@ -157,7 +89,7 @@ async fn killed_around_refund_payment_each_refund_ends_once() {
         wait(&ctx, &path, "on the reader", |p| p["waiting_for"] == "card").await;
         present(&ctx, &reader).await;
         wait(&ctx, &path, "succeeded", |p| p["status"] == "succeeded").await;
-        (reader, pay)
+        pay
     };
 
     let mut sent_before = 0;

@@ -5,81 +5,22 @@
 //! `after_confirm`); restarted on the same store, each payment ends once, paid the amount
 //! plus the surcharge, with the card collected once and authorised once on the reader.
 
-use crate::common::free_port;
-use crate::payments_crash::{readerd, sled_store, wait_up, Ctx, Proc, ADMIN, POS};
+use crate::payments_crash::{one_reader, OneReader, POS};
 use serde_json::{json, Value};
-use std::process::Stdio;
 
 const COLLECT: [&str; 2] = ["before_dispatch", "after_dispatch"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_around_each_step_of_a_review_each_payment_is_paid_once() {
     let dir = tempfile::tempdir().unwrap();
-    let sim_port = free_port();
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    let _sim = Proc(
-        readerd()
-            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let http = reqwest::Client::new();
-    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
-    let acct: Value = http
-        .post(format!("{sim_url}/_sim/accounts"))
-        .json(&json!({"country": "FR", "default_currency": "eur"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let acct = acct["id"].as_str().unwrap().to_string();
-    let api_port = free_port();
-    let config = dir.path().join("readerd.toml");
-    std::fs::write(
-        &config,
-        crate::common::daemon_toml(
-            &sim_url,
-            &sled_store(&dir),
-            api_port,
-            (ADMIN, POS),
-            &["bakery"],
-            "",
-        ),
-    )
-    .unwrap();
-    let ctx = Ctx {
-        http: http.clone(),
-        api: format!("http://127.0.0.1:{api_port}"),
-        sim: sim_url.clone(),
-        reader_account: None,
-    };
-    let reader = {
-        let _d = ctx.daemon(&config, None).await;
-        let m = ctx
-            .admin_post(
-                "/v1/merchants",
-                json!({"id": "bakery", "account": acct, "surcharge_max": 300}),
-            )
-            .await;
-        assert_eq!(m["surcharge_max"], 300);
-        let loc = ctx
-            .admin_post(
-                "/v1/locations",
-                json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
-            )
-            .await;
-        let r = ctx
-            .admin_post(
-                "/v1/readers",
-                json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
-            )
-            .await;
-        r["id"].as_str().unwrap().to_string()
-    };
+    let OneReader {
+        sim: _sim,
+        ctx,
+        config,
+        reader,
+        account: acct,
+    } = one_reader(&dir, json!({"surcharge_max": 300})).await;
+    let (http, sim_url) = (ctx.http.clone(), ctx.sim.clone());
     let pay = |key: String| {
         let ctx = &ctx;
         async move {

@@ -3,14 +3,9 @@
 //! the customer's card; restarted on the same store, each setup ends once, with one
 //! SetupIntent and exactly one `process_setup_intent` carried out on the reader.
 
-use crate::common::free_port;
-use crate::payments_crash::{readerd, wait_up, Ctx, Proc};
+use crate::payments_crash::{one_reader, Ctx, OneReader, POS};
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
-
-const ADMIN: &str = "setups-admin";
-const POS: &str = "setups-pos";
 
 async fn list(ctx: &Ctx) -> Vec<Value> {
     let v: Value = ctx
@@ -51,81 +46,13 @@ async fn wait_status(ctx: &Ctx, id: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_around_process_setup_intent_each_setup_ends_once() {
     let dir = tempfile::tempdir().unwrap();
-    let sim_port = free_port();
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    let _sim = Proc(
-        readerd()
-            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let http = reqwest::Client::new();
-    wait_up(&http, &format!("{sim_url}/_sim/stats")).await;
-    let acct: Value = http
-        .post(format!("{sim_url}/_sim/accounts"))
-        .json(&json!({"country": "FR", "default_currency": "eur"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let api_port = free_port();
-    let config = dir.path().join("readerd.toml");
-    std::fs::write(
-        &config,
-        crate::common::daemon_toml(
-            &sim_url,
-            &crate::payments_crash::sled_store(&dir),
-            api_port,
-            (ADMIN, POS),
-            &["bakery"],
-            "",
-        ),
-    )
-    .unwrap();
-    let ctx = Ctx {
-        http: http.clone(),
-        api: format!("http://127.0.0.1:{api_port}"),
-        sim: sim_url.clone(),
-        reader_account: None,
-    };
-    let admin_post = |path: &'static str, body: Value| {
-        let ctx = &ctx;
-        async move {
-            let r = ctx
-                .http
-                .post(format!("{}{path}", ctx.api))
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{path}");
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let reader = {
-        let _d = ctx.daemon(&config, None).await;
-        admin_post(
-            "/v1/merchants",
-            json!({"id": "bakery", "account": acct["id"]}),
-        )
-        .await;
-        let loc = admin_post(
-            "/v1/locations",
-            json!({"display_name": "Shop", "address": {"line1": "1 rue", "city": "Paris", "postal_code": "75001", "country": "FR"}}),
-        )
-        .await;
-        let r = admin_post(
-            "/v1/readers",
-            json!({"registration_code": "simulated-wpe", "label": "till", "location": loc["id"]}),
-        )
-        .await;
-        r["id"].as_str().unwrap().to_string()
-    };
+    let OneReader {
+        sim: _sim,
+        ctx,
+        config,
+        reader,
+        ..
+    } = one_reader(&dir, json!({})).await;
 
     let mut sent_before = 0;
     for (n, step) in ["before_setup_send", "after_setup_sent"]
