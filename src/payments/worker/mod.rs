@@ -38,7 +38,7 @@ use super::machine::{Failure, Observation, Payment, Source, Status, Step};
 use super::queue::Job;
 use crate::clock::Timestamp;
 use crate::stripe::wire::{ActionStatus, ActionType, PaymentIntent, Reader};
-use crate::stripe::{Disposition, StripeError};
+use crate::stripe::{Disposition, StripeClient, StripeError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +145,38 @@ fn is_our_action(r: &Reader, pi: &str) -> Option<ActionStatus> {
 
 fn backoff(n: u32) -> Duration {
     Duration::from_millis((250u64 << n.min(5)).min(5_000))
+}
+
+/// A reader job's read of its reader (inputs, setups, refunds on the reader), through
+/// `stripe` (a handle at the job's priority): the fleet learns what the reader shows; a
+/// definitive refusal (a 404 also marks the reader missing) or 9 failed tries in a row give
+/// `None`, which the job treats as "unknown for now".
+async fn read_job_reader(e: &Engine, slot: &ReaderSlot, stripe: &StripeClient) -> Option<Reader> {
+    let mut n = 0;
+    loop {
+        e.count("retrieve_reader");
+        match stripe.retrieve_reader_on(&slot.id, &slot.options()).await {
+            Ok(r) => {
+                e.inner.directory.observe_reader(&r);
+                return Some(r);
+            }
+            Err(err) if err.disposition() == Disposition::Definitive => {
+                tracing::warn!(reader = %slot.id, error = %err, "reader unreadable");
+                if err.status() == Some(404) {
+                    e.inner.directory.reader_missing(&slot.id);
+                }
+                return None;
+            }
+            Err(err) => {
+                if n >= 8 {
+                    tracing::warn!(reader = %slot.id, error = %err, "reader read keeps failing");
+                    return None;
+                }
+                sleep(backoff(n).max(Duration::from_millis(100))).await;
+                n += 1;
+            }
+        }
+    }
 }
 
 impl Flow {

@@ -20,7 +20,6 @@ use crate::stripe::params::RefundPayment;
 use crate::stripe::wire::{ActionStatus, ActionType, Reader};
 use crate::stripe::{Disposition, StripeError};
 use std::collections::BTreeMap;
-use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 /// What a reader read says about refund `id`.
@@ -430,36 +429,7 @@ impl Job<'_> {
     }
 
     async fn read_reader(&self) -> Option<Reader> {
-        let mut n = 0;
-        loop {
-            self.e.count("retrieve_reader");
-            match self
-                .e
-                .stripe()
-                .retrieve_reader_on(&self.slot.id, &self.slot.options())
-                .await
-            {
-                Ok(r) => {
-                    self.e.inner.directory.observe_reader(&r);
-                    return Some(r);
-                }
-                Err(e) if e.disposition() == Disposition::Definitive => {
-                    tracing::warn!(reader = %self.slot.id, error = %e, "reader unreadable");
-                    if e.status() == Some(404) {
-                        self.e.inner.directory.reader_missing(&self.slot.id);
-                    }
-                    return None;
-                }
-                Err(e) => {
-                    if n >= 8 {
-                        tracing::warn!(reader = %self.slot.id, error = %e, "reader read keeps failing");
-                        return None;
-                    }
-                    sleep(backoff(n).max(Duration::from_millis(100))).await;
-                    n += 1;
-                }
-            }
-        }
+        super::read_job_reader(self.e, self.slot, self.e.stripe()).await
     }
 }
 
