@@ -182,6 +182,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         dir.add_reader(ReaderInfo {
             id: r.id.clone(),
             label: Some(r.label),
+            location: Some(loc.id.clone()),
             country: Some("FR".into()),
             allowed_merchants: None,
             owner: None,

@@ -89,6 +89,8 @@ pub struct ReaderInfo {
     /// `tmr_…`.
     pub id: String,
     pub label: Option<String>,
+    /// The reader's location (`tml_…`), when known: where the batched poller lists it.
+    pub location: Option<String>,
     /// The country of the reader's location, when known.
     pub country: Option<String>,
     /// When set, only these merchants may use the reader.
@@ -257,6 +259,7 @@ impl Directory for FleetDirectory {
         Some(ReaderInfo {
             id: r.id,
             label: Some(r.label),
+            location: r.location,
             country,
             allowed_merchants: r.merchants,
             owner,
@@ -331,6 +334,7 @@ mod tests {
         d.add_reader(ReaderInfo {
             id: "tmr_1".into(),
             label: Some("front".into()),
+            location: None,
             country: Some("FR".into()),
             allowed_merchants: Some(vec!["bakery".into()]),
             owner: None,

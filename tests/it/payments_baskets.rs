@@ -48,6 +48,7 @@ async fn hall_with(sim: SimConfig) -> Hall {
     env.dir.add_reader(ReaderInfo {
         id: r.id.clone(),
         label: Some(r.label.clone()),
+        location: None,
         country: Some("US".into()),
         allowed_merchants: None,
         owner: None,

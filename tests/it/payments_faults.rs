@@ -230,6 +230,7 @@ async fn a_reader_moved_to_another_country_fails_the_payment_clearly() {
     env.dir.add_reader(ReaderInfo {
         id: reader.id.clone(),
         label: Some("moved".into()),
+        location: None,
         country: Some("FR".into()),
         allowed_merchants: None,
         owner: None,

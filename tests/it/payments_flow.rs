@@ -100,6 +100,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
         dir.add_reader(ReaderInfo {
             id: r.id.clone(),
             label: Some(r.label.clone()),
+            location: None,
             country: Some("FR".into()),
             allowed_merchants: None,
             owner: None,

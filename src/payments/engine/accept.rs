@@ -510,6 +510,7 @@ mod tests {
         ReaderInfo {
             id: "tmr_1".into(),
             label: None,
+            location: None,
             country: Some(country.into()),
             allowed_merchants: allowed,
             owner: None,
