@@ -18,6 +18,7 @@ fn a_bench_with_more_readers_registered_than_busy_reports_both_memories() {
             "6",
             "--merchants",
             "2",
+            "--webhooks",
         ])
         .output()
         .expect("readerd runs");
