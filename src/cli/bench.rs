@@ -156,6 +156,9 @@ pub struct BenchReport {
     pub peak_rss_kib: Option<u64>,
     /// The daemon (this process) after the run, before the bench's own read of the results.
     pub daemon: Memory,
+    /// The daemon's `VmRSS` when the first payment was submitted (fleet set up, engine
+    /// started), KiB.
+    pub daemon_rss_at_start_kib: Option<u64>,
     /// The daemon's `VmRSS` once the first 10,000 payments had ended: (payments ended when
     /// it was read, KiB).
     pub daemon_rss_at_10k: Option<(u64, u64)>,
@@ -572,6 +575,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             }
         })
     };
+    let at_start = Memory::of(None).rss_kib;
     let mut taps_at = Instant::now();
     let mut at_10k = None;
     let mut sample = |settled: u64| {
@@ -690,6 +694,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         ),
         peak_rss_kib: daemon.peak_kib,
         daemon,
+        daemon_rss_at_start_kib: at_start,
         daemon_rss_at_10k: at_10k.filter(|_| args.payments as u64 >= 2 * FIRST_SAMPLE_AT),
         emulator,
     })
@@ -759,8 +764,9 @@ impl std::fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "daemon memory (this process: engine, store, webhook intake, the bench's client): peak VmHWM {}, VmRSS after the run {}",
+            "daemon memory (this process: engine, store, webhook intake, the bench's client): peak VmHWM {}, VmRSS at the first payment {}, after the run {}",
             mib(self.daemon.peak_kib),
+            mib(self.daemon_rss_at_start_kib),
             mib(self.daemon.rss_kib)
         )?;
         if let Some((ended, at_10k)) = self.daemon_rss_at_10k {
