@@ -69,6 +69,10 @@ struct PollState {
     asked: HashMap<Place, Vec<Asked>>,
     /// Lone places whose next turn is a peek at the PaymentIntent, not a list.
     peek_next: HashSet<Place>,
+    /// When each place was last listed: no place is listed more often than `list_poll`,
+    /// pre-flight checks included (they wait for the next list instead). Pruned with the
+    /// places nobody watches or asks about.
+    last_listed: HashMap<Place, Instant>,
 }
 
 /// An account and a location: what one list call covers.
@@ -243,10 +247,19 @@ impl Engine {
         // Places nobody watches any more are forgotten.
         st.due.retain(|p, _| by_place.contains_key(p));
         st.peek_next.retain(|p| by_place.contains_key(p));
+        st.last_listed.retain(|p, at| {
+            by_place.contains_key(p) || now.saturating_duration_since(*at) < cfg.list_poll
+        });
         let mut out: Vec<Place> = st
             .asked
             .keys()
-            .filter(|p| !st.listing.contains(*p))
+            .filter(|p| {
+                !st.listing.contains(*p)
+                    && st
+                        .last_listed
+                        .get(*p)
+                        .is_none_or(|at| now.saturating_duration_since(*at) >= cfg.list_poll)
+            })
             .cloned()
             .collect();
         let mut peeks = Vec::new();
@@ -282,6 +295,13 @@ impl Engine {
     /// Lists one place and hands each watched reader what the list said.
     async fn list_place(&self, place: &Place) {
         let sent = Instant::now();
+        self.inner
+            .poller
+            .state
+            .lock()
+            .expect("poller")
+            .last_listed
+            .insert(place.clone(), sent);
         let filter = ListReaders {
             location: Some(place.location.clone()),
             ..ListReaders::default()
