@@ -9,6 +9,14 @@
 //! waits behind a sync, and a poll that waits simply happens later (a reader has at most one
 //! poll waiting, so polls stretch out rather than pile up).
 //!
+//! One exception keeps customers from being starved by a rush: while payment writes and
+//! reads for customers at a reader both wait, they take turns (every other permit is a
+//! customer's read). Strictly writes-first, a thousand new payments submitted together
+//! hold every permit for as long as their creates and dispatches last (tens of seconds at
+//! 100 per second), and the customers who tapped meanwhile wait that long to see their
+//! outcome recorded; a reader whose outcome is not recorded is a reader that takes no
+//! next payment either. Background requests never get a turn while either waits.
+//!
 //! Time is tokio's, so tests drive it with the paused clock.
 
 use std::collections::BTreeSet;
@@ -33,9 +41,40 @@ pub enum Priority {
 struct State {
     /// The earliest instant the next permit may be handed out.
     next: Instant,
-    /// Waiting requests, `(priority, ticket)`: the first is served next.
+    /// Waiting requests, `(priority, ticket)`: the first is served next, but for the
+    /// customers' turn (see [`State::head`]).
     waiting: BTreeSet<(Priority, u64)>,
     tickets: u64,
+    /// The last permit went to a payment write while a customer's read waited.
+    write_went_first: bool,
+}
+
+impl State {
+    /// The waiter the next permit goes to: the first in priority order, except that a
+    /// customer's read waiting behind payment writes takes every other permit.
+    fn head(&self) -> Option<(Priority, u64)> {
+        let first = *self.waiting.first()?;
+        if first.0 == Priority::Write && self.write_went_first {
+            if let Some(c) = self.first_customer() {
+                return Some(c);
+            }
+        }
+        Some(first)
+    }
+
+    fn first_customer(&self) -> Option<(Priority, u64)> {
+        self.waiting
+            .range((Priority::Customer, 0)..)
+            .next()
+            .filter(|k| k.0 == Priority::Customer)
+            .copied()
+    }
+
+    /// Hands the permit to `key`, keeping the turns.
+    fn grant(&mut self, key: (Priority, u64)) {
+        self.waiting.remove(&key);
+        self.write_went_first = key.0 == Priority::Write && self.first_customer().is_some();
+    }
 }
 
 /// A shared request budget. See the module documentation.
@@ -77,6 +116,7 @@ impl Budget {
                 next: Instant::now(),
                 waiting: BTreeSet::new(),
                 tickets: 0,
+                write_went_first: false,
             }),
             changed: Notify::new(),
         }
@@ -99,11 +139,11 @@ impl Budget {
             changed.as_mut().enable();
             let wait = {
                 let mut st = self.state.lock().expect("budget lock");
-                if st.waiting.first() == Some(&key) {
+                if st.head() == Some(key) {
                     let now = Instant::now();
                     if now >= st.next {
                         st.next = now + self.period;
-                        st.waiting.remove(&key);
+                        st.grant(key);
                         drop(st);
                         std::mem::forget(ticket);
                         self.changed.notify_waiters();
@@ -179,6 +219,40 @@ mod tests {
             last - asked >= Duration::from_millis(4_500),
             "{:?}",
             last - asked
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn customers_take_every_other_permit_while_payment_writes_wait() {
+        let b = Arc::new(Budget::new(10));
+        b.acquire(Priority::Background).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // A rush of payment writes, customer reads and a sync, all waiting at once.
+        for (p, n) in [
+            (Priority::Background, 3),
+            (Priority::Write, 6),
+            (Priority::Customer, 3),
+        ] {
+            for _ in 0..n {
+                let (b, order) = (b.clone(), order.clone());
+                tasks.push(tokio::spawn(async move {
+                    b.acquire(p).await;
+                    order.lock().unwrap().push(p);
+                }));
+                tokio::task::yield_now().await;
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        use Priority::*;
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec![
+                Write, Customer, Write, Customer, Write, Customer, Write, Write, Write, Background,
+                Background, Background
+            ]
         );
     }
 
