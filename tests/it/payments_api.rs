@@ -856,13 +856,17 @@ async fn reader_reads_of_a_payment_keep_the_listed_reader_fresh_without_a_sync()
     let seen = |v: &Value| v["last_seen_at"].as_str().unwrap().to_string();
     // RFC 3339 UTC strings of one format order as their times do.
     assert!(seen(&after) > seen(&before), "{before} → {after}");
-    // Only the payment's own reads: no list (sync) and no extra read by the fleet.
+    // Only the payment's own looks: no sync (it lists the locations, then the readers) and
+    // no extra read by the fleet. The one reader list is the pre-flight check of the
+    // reader's location.
     let log = api.sim.requests();
-    assert!(
-        !log.iter()
-            .any(|q| q.method == "GET" && q.path == "/v1/terminal/readers"),
-        "{log:?}"
-    );
+    let gets = |path: &str| {
+        log.iter()
+            .filter(|q| q.method == "GET" && q.path == path)
+            .count()
+    };
+    assert_eq!(gets("/v1/terminal/locations"), 0, "{log:?}");
+    assert!(gets("/v1/terminal/readers") <= 1, "{log:?}");
 }
 
 #[tokio::test]

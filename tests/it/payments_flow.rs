@@ -100,7 +100,7 @@ pub async fn env_with(sim_cfg: SimConfig, cfg: EngineConfig, n: usize) -> Env {
         dir.add_reader(ReaderInfo {
             id: r.id.clone(),
             label: Some(r.label.clone()),
-            location: None,
+            location: Some(loc.id.clone()),
             country: Some("FR".into()),
             allowed_merchants: None,
             owner: None,

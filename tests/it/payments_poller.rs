@@ -187,3 +187,77 @@ async fn healthy_webhooks_stop_the_lists_and_dying_ones_bring_them_back() {
     assert_eq!(reads, 0, "and stand for the reads");
     all_paid(&env, &ids).await;
 }
+
+fn pi_reads(env: &Env) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/payment_intents/"))
+        .count()
+}
+
+#[tokio::test]
+async fn readers_starting_together_are_checked_by_one_list_not_one_read_each() {
+    let env = env_with(instant_sim(), listing(), 4).await;
+    env.sim.reset_requests();
+    // No job has run on these readers yet: none is known to be free.
+    let ids = all_busy(&env).await;
+    let (lists, reads) = lists_and_reads(&env);
+    assert_eq!(
+        reads, 0,
+        "no pre-flight read: the list of their location stood for them"
+    );
+    assert!(
+        (1..=3).contains(&lists),
+        "{lists} lists for four pre-flight checks"
+    );
+    all_paid(&env, &ids).await;
+}
+
+#[tokio::test]
+async fn a_reader_a_list_shows_busy_is_read_before_anything_is_sent() {
+    let env = env_with(instant_sim(), listing(), 1).await;
+    let reader = env.readers[0].clone();
+    // Someone else's payment is on the reader.
+    crate::common::start_foreign_payment(&env.stripe, &env.accounts["bakery"], &reader, "foreign")
+        .await;
+    env.sim.reset_requests();
+    let p = bakery_payment(&env, &reader);
+    // The list shows it busy: it is read, and the payment waits instead of being sent.
+    crate::payments_flow::wait_until(&env.engine, &p.id, "waiting for the reader", |p| {
+        p.waiting_for.as_deref() == Some("reader_busy")
+    })
+    .await;
+    let (lists, reads) = lists_and_reads(&env);
+    assert!(lists >= 1 && reads >= 1, "{lists} lists, {reads} reads");
+    assert!(
+        !env.sim
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/process_payment_intent")),
+        "nothing sent to a busy reader"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_reader_takes_turns_between_a_list_and_a_look_at_its_payment_intent() {
+    let env = env_with(instant_sim(), listing(), 1).await;
+    let reader = env.readers[0].clone();
+    let id = bakery_payment(&env, &reader).id;
+    wait_on_reader(&env, &id).await;
+    env.sim.reset_requests();
+    // The first list after the dispatch shows the customer has not tapped yet…
+    for _ in 0..200 {
+        if lists_and_reads(&env).0 >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lists_and_reads(&env), (1, 0));
+    // …the customer taps: the next turn is the PaymentIntent's, which settles the payment.
+    env.sim.present_card(&reader, None).unwrap();
+    let p = wait_status(&env.engine, &id, Status::Succeeded).await;
+    assert_eq!(p.amount_captured, 1000);
+    assert_eq!(lists_and_reads(&env), (1, 0), "no second list, no read");
+    assert_eq!(pi_reads(&env), 1, "one look at the PaymentIntent decided");
+}

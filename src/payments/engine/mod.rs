@@ -223,6 +223,9 @@ pub(crate) struct ReaderSlot {
     /// The last job ended with the reader showing its action over: the next payment is
     /// sent without a pre-flight read (a busy reader still refuses it, and is read then).
     pub known_free: AtomicBool,
+    /// The batched poller asks the watch of a lone busy reader to look at its
+    /// PaymentIntent instead of a list (see [`poller`]).
+    pub peek_intent: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -557,6 +560,7 @@ impl Engine {
             shows_our_cart: Mutex::new(false),
             seen: Mutex::default(),
             known_free: AtomicBool::new(false),
+            peek_intent: AtomicBool::new(false),
         });
         readers.insert(reader.to_string(), slot.clone());
         tokio::spawn(worker::run(self.clone(), slot.clone()));

@@ -1,4 +1,5 @@
-//! Steps 2 and 3: the pre-flight read of the reader (someone else's action: wait, bounded,
+//! Steps 2 and 3: the pre-flight check of the reader (from the next list of its place when
+//! that shows it free, else a read; someone else's action: wait, bounded,
 //! never cancel it; a stale action of one of our finished payments, or our own cart display:
 //! clear it), then `process_payment_intent` with a new key per attempt, written before it is
 //! sent. A refusal that may be a false negative (busy, timeout, a 5xx, no answer) is matched
@@ -185,6 +186,22 @@ impl Flow {
             // The last job left the reader with its action over: no pre-flight read. A reader
             // someone took since refuses with `terminal_reader_busy`, and is read then.
             return Ok(None);
+        }
+        if a.resends == 0 {
+            // The next list of the reader's place is the pre-flight check, shared with every
+            // reader there that starts now. Only a reader it shows free is taken from it;
+            // anything in progress (ours after a restart, a stale one, someone else's) is
+            // read and handled below.
+            let wait = self.cfg.list_poll_alone;
+            if let Some(r) = self.e.listed_view(&self.slot, wait).await {
+                let busy = r
+                    .action
+                    .as_ref()
+                    .is_some_and(|a| a.status == ActionStatus::InProgress);
+                if !busy {
+                    return Ok(None);
+                }
+            }
         }
         Ok(match self.preflight(&a.pi, a.busy_until).await? {
             Preflight::Done => Some(Next::Stop),

@@ -57,6 +57,7 @@ impl Flow {
         // A resumed payment looks at once; otherwise every look follows a wait.
         let mut look_now = first == Source::Reconcile;
         // Without webhooks, the reader list of its location stands for this reader's polls.
+        self.slot.peek_intent.store(false, Ordering::SeqCst);
         let _listed = self.e.list_watch(&self.slot);
         loop {
             if !look_now {
@@ -84,6 +85,11 @@ impl Flow {
                 let authorised = matches!(p.status, Status::Succeeded | Status::RequiresCapture);
                 self.slot.known_free.store(authorised, Ordering::SeqCst);
                 return self.after(p).await;
+            }
+            if self.slot.peek_intent.swap(false, Ordering::SeqCst) && !p.cancel_requested {
+                if let Some(p) = self.peek_intent(&p).await? {
+                    return self.after(p).await;
+                }
             }
             let mut canceled_now = false;
             if p.cancel_requested && !w.cancel_sent {
@@ -150,6 +156,33 @@ impl Flow {
                 Look::Done => return Ok(()),
             }
         }
+    }
+
+    /// A lone reader's turn to look at its PaymentIntent instead of a list (see the
+    /// poller). An authorised PaymentIntent settles the payment: the reader's action is over
+    /// once the PaymentIntent it processes is authorised. Anything else waits for the next
+    /// list: a decline or a cancel shows on the reader, and the PaymentIntent decides then.
+    async fn peek_intent(&self, p: &Payment) -> R<Option<Payment>> {
+        let intent = self.read_intent(p).await?;
+        if !matches!(
+            intent.status,
+            PaymentIntentStatus::RequiresCapture | PaymentIntentStatus::Succeeded
+        ) {
+            return Ok(None);
+        }
+        self.reader_done_mark();
+        let p = self.observe(
+            Observation::Intent {
+                view: IntentView::from(&intent),
+                reader_done: true,
+            },
+            Source::Poll,
+        )?;
+        if matches!(p.status, Status::Queued | Status::Processing) {
+            return Ok(None);
+        }
+        self.slot.known_free.store(true, Ordering::SeqCst);
+        Ok(Some(p))
     }
 
     /// Waits up to `wait` for an event to settle the payment; the payment once settled.
