@@ -13,7 +13,8 @@
 //! readers the flow saw (the `process_payment_intent` answer, reads). A place is listed
 //! every `list_poll_alone / busy` (never more often than `list_poll`): one busy reader alone
 //! pays no more than it would for reads at that pace, and a hundred busy readers share one
-//! request. A reader whose place is unknown, or that a list of its place did not carry (moved,
+//! request. `busy` is the most readers busy there at once within the last 30 s, so that the
+//! last customers of a rush are listed at the rush's pace, not at a lone reader's. A reader whose place is unknown, or that a list of its place did not carry (moved,
 //! deleted), or whose place's list failed, is read by its own job as before.
 //!
 //! Two more uses of the same lists:
@@ -73,6 +74,25 @@ struct PollState {
     /// pre-flight checks included (they wait for the next list instead). Pruned with the
     /// places nobody watches or asks about.
     last_listed: HashMap<Place, Instant>,
+    /// The most readers busy at once at each watched place within [`BUSY_HELD`], and since
+    /// when: a place where a rush is ending keeps the pace of the rush for its last
+    /// customers instead of falling back to a lone reader's.
+    busiest: HashMap<Place, (u32, Instant)>,
+}
+
+/// How long a place keeps the list pace of its busiest moment.
+const BUSY_HELD: Duration = Duration::from_secs(30);
+
+impl PollState {
+    /// How busy `place` counts as: its busy readers now, or more if it had more within
+    /// [`BUSY_HELD`].
+    fn busy_lately(&mut self, place: &Place, now_busy: u32, now: Instant) -> u32 {
+        let e = self.busiest.entry(place.clone()).or_insert((now_busy, now));
+        if now_busy >= e.0 || now.saturating_duration_since(e.1) > BUSY_HELD {
+            *e = (now_busy, now);
+        }
+        e.0.max(now_busy).max(1)
+    }
 }
 
 /// An account and a location: what one list call covers.
@@ -247,6 +267,7 @@ impl Engine {
         // Places nobody watches any more are forgotten.
         st.due.retain(|p, _| by_place.contains_key(p));
         st.peek_next.retain(|p| by_place.contains_key(p));
+        st.busiest.retain(|p, _| by_place.contains_key(p));
         st.last_listed.retain(|p, at| {
             by_place.contains_key(p) || now.saturating_duration_since(*at) < cfg.list_poll
         });
@@ -264,7 +285,7 @@ impl Engine {
             .collect();
         let mut peeks = Vec::new();
         for (place, slots) in by_place {
-            let busy = slots.len() as u32;
+            let busy = st.busy_lately(&place, slots.len() as u32, now);
             let every = (cfg.list_poll_alone / busy).max(cfg.list_poll);
             if st.listing.contains(&place) {
                 continue;
