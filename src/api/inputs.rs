@@ -149,17 +149,7 @@ async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<InputsQuery>,
 ) -> Result<Json<Vec<InputCollectionView>>, ApiError> {
-    let reader = match q.reader.as_deref().filter(|r| !r.is_empty()) {
-        None => None,
-        // By id or label, like the other reader routes; an unknown reader lists nothing.
-        Some(r) => Some(
-            state
-                .fleet
-                .find_reader(r)?
-                .map(|rec| rec.id)
-                .unwrap_or_else(|| r.to_string()),
-        ),
-    };
+    let reader = super::page::reader(&state, q.reader.as_deref())?;
     Ok(Json(
         engine
             .list_inputs(reader.as_deref())?

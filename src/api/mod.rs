@@ -19,6 +19,7 @@ pub mod inputs;
 pub mod json;
 pub mod openapi;
 pub mod ops;
+mod page;
 pub mod payments;
 pub mod reader_refunds;
 pub mod request_id;

@@ -15,7 +15,7 @@ use super::scope::{self, Object};
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Routes};
 use crate::clock::Timestamp;
 use crate::fleet::ReaderRecord;
-use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter, DEFAULT_PAGE, MAX_PAGE};
+use crate::payments::engine::{CreatePayment, PaymentError, PaymentFilter};
 use crate::payments::machine::{CaptureMode, Card, Failure, HistoryEntry, PaymentFlow};
 use crate::payments::reader_refunds::OnReader;
 use crate::payments::splits::{Split, TransferStatus};
@@ -393,19 +393,6 @@ pub struct ListQuery {
     created_lt: Option<String>,
 }
 
-/// `limit`: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
-fn list_limit(q: Option<&str>) -> Result<usize, ApiError> {
-    let Some(s) = q.filter(|s| !s.is_empty()) else {
-        return Ok(DEFAULT_PAGE);
-    };
-    match s.parse::<usize>() {
-        Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        _ => Err(ApiError::bad_request(format!(
-            "limit must be a whole number from 1 to {MAX_PAGE}, not {s:?}"
-        ))),
-    }
-}
-
 /// A time bound of the list, `None` when absent or empty.
 fn list_time(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     match v.filter(|s| !s.is_empty()) {
@@ -453,31 +440,21 @@ async fn list(
         created_gte: list_time("created_gte", q.created_gte.as_deref())?,
         created_lt: list_time("created_lt", q.created_lt.as_deref())?,
         starting_after: nonempty(&q.starting_after),
-        limit: list_limit(q.limit.as_deref())?,
+        limit: super::page::limit(q.limit.as_deref())?,
     };
     let page = engine.list(&filter)?;
     let body: Vec<PaymentView> = page.items.iter().map(PaymentView::from).collect();
     let mut resp = Json(body).into_response();
     if let (true, Some(last)) = (page.has_more, page.items.last()) {
-        // The same query, with the cursor moved to this page's last payment.
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
+        let query = [
             ("merchant", &q.merchant),
             ("reader", &q.reader),
             ("status", &q.status),
             ("limit", &q.limit),
             ("created_gte", &q.created_gte),
             ("created_lt", &q.created_lt),
-        ] {
-            if let Some(v) = v {
-                next.append_pair(k, v);
-            }
-        }
-        next.append_pair("starting_after", &last.id);
-        let link = format!("</v1/payments?{}>; rel=\"next\"", next.finish());
-        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
-            resp.headers_mut().insert(axum::http::header::LINK, v);
-        }
+        ];
+        super::page::link_next(&mut resp, "/v1/payments", &query, &last.id);
     }
     Ok(resp)
 }

@@ -10,7 +10,7 @@
 use super::error::Envelope;
 use super::scope::{self, Object};
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller, Routes};
-use crate::payments::engine::{CreateSetup, DEFAULT_PAGE, MAX_PAGE};
+use crate::payments::engine::CreateSetup;
 use crate::payments::machine::Failure;
 use crate::payments::setups::SetupHistory;
 use crate::payments::{AllowRedisplay, Engine, Setup, SetupStatus};
@@ -182,28 +182,8 @@ async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<SetupsQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => DEFAULT_PAGE,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be a whole number from 1 to {MAX_PAGE}, not {s:?}"
-                )))
-            }
-        },
-    };
-    let reader = match q.reader.as_deref().filter(|r| !r.is_empty()) {
-        None => None,
-        // By id or label, like the other reader routes; an unknown reader lists nothing.
-        Some(r) => Some(
-            state
-                .fleet
-                .find_reader(r)?
-                .map(|rec| rec.id)
-                .unwrap_or_else(|| r.to_string()),
-        ),
-    };
+    let limit = super::page::limit(q.limit.as_deref())?;
+    let reader = super::page::reader(&state, q.reader.as_deref())?;
     let after = q.starting_after.as_deref().filter(|s| !s.is_empty());
     let page = engine.list_setups(
         |s| {
@@ -216,17 +196,8 @@ async fn list(
     let body: Vec<SetupView> = page.items.iter().map(SetupView::from).collect();
     let mut resp = Json(body).into_response();
     if let (true, Some(last)) = (page.has_more, page.items.last()) {
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [("reader", &q.reader), ("limit", &q.limit)] {
-            if let Some(v) = v {
-                next.append_pair(k, v);
-            }
-        }
-        next.append_pair("starting_after", &last.id);
-        let link = format!("</v1/setups?{}>; rel=\"next\"", next.finish());
-        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
-            resp.headers_mut().insert(axum::http::header::LINK, v);
-        }
+        let query = [("reader", &q.reader), ("limit", &q.limit)];
+        super::page::link_next(&mut resp, "/v1/setups", &query, &last.id);
     }
     Ok(resp)
 }
