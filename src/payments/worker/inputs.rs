@@ -296,20 +296,12 @@ impl Job<'_> {
     /// Someone else's action holds the reader: wait (bounded), never cancel it. `false`
     /// once the wait is over (the collection failed as `reader_busy`).
     async fn wait_busy(&self, until: Instant, n: &mut u32) -> R<bool> {
-        if Instant::now() >= until {
-            self.observe(
-                InputObservation::Failed(Failure::new(
-                    "reader_busy",
-                    "the reader stayed busy with another action",
-                )),
-                Source::Poll,
-            )?;
-            return Ok(false);
+        if super::wait_for_free_reader(self.slot, until, n).await {
+            return Ok(true);
         }
-        let wait = backoff(*n).min(until.saturating_duration_since(Instant::now()));
-        let _ = tokio::time::timeout(wait, self.slot.hint.notified()).await;
-        *n += 1;
-        Ok(true)
+        let busy = InputObservation::Failed(super::reader_stayed_busy());
+        self.observe(busy, Source::Poll)?;
+        Ok(false)
     }
 
     fn refused(&self, e: &StripeError) -> R<()> {

@@ -147,6 +147,25 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis((250u64 << n.min(5)).min(5_000))
 }
 
+/// A reader job (inputs, setups) found someone else's action on its reader: wait for a
+/// nudge or the next backoff step (`n` counts them), never past `until`, and never cancel
+/// that action. `false` once `until` has passed: the job then fails with
+/// [`reader_stayed_busy`].
+async fn wait_for_free_reader(slot: &ReaderSlot, until: Instant, n: &mut u32) -> bool {
+    if Instant::now() >= until {
+        return false;
+    }
+    let wait = backoff(*n).min(until.saturating_duration_since(Instant::now()));
+    let _ = tokio::time::timeout(wait, slot.hint.notified()).await;
+    *n += 1;
+    true
+}
+
+/// How a reader job fails when [`wait_for_free_reader`] gave up.
+fn reader_stayed_busy() -> Failure {
+    Failure::new("reader_busy", "the reader stayed busy with another action")
+}
+
 /// A reader job's read of its reader (inputs, setups, refunds on the reader), through
 /// `stripe` (a handle at the job's priority): the fleet learns what the reader shows; a
 /// definitive refusal (a 404 also marks the reader missing) or 9 failed tries in a row give

@@ -306,18 +306,12 @@ impl Job<'_> {
     /// Someone else's action holds the reader: wait (bounded), never cancel it. `false`
     /// once the wait is over (the setup failed as `reader_busy`).
     async fn wait_busy(&self, seti: &str, until: Instant, n: &mut u32) -> R<bool> {
-        if Instant::now() >= until {
-            self.fail_and_close(
-                seti,
-                Failure::new("reader_busy", "the reader stayed busy with another action"),
-            )
-            .await?;
-            return Ok(false);
+        if super::wait_for_free_reader(self.slot, until, n).await {
+            return Ok(true);
         }
-        let wait = backoff(*n).min(until.saturating_duration_since(Instant::now()));
-        let _ = tokio::time::timeout(wait, self.slot.hint.notified()).await;
-        *n += 1;
-        Ok(true)
+        self.fail_and_close(seti, super::reader_stayed_busy())
+            .await?;
+        Ok(false)
     }
 
     async fn refused(&self, seti: &str, e: &StripeError) -> R<()> {
