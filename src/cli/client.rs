@@ -402,6 +402,54 @@ fn parse_block(block: &str) -> Option<SseEvent> {
     })
 }
 
+/// Follows one object (`path`, such as `/v1/setups/{id}`) through `{path}/events` until
+/// `is_final` says its status is final, printing `describe`'s line whenever it changes and
+/// reading the stream again after a pause when it drops. The first Ctrl-C asks
+/// `{path}/cancel` and follows on to the end. `event` is the stream's event name; `noun`
+/// names the object when an event's data is not JSON.
+pub async fn follow_until_final(
+    c: &ApiClient,
+    path: &str,
+    event: &str,
+    noun: &str,
+    describe: impl Fn(&Value) -> String,
+    is_final: impl Fn(&str) -> bool,
+) -> Result<Value, ClientError> {
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let mut interrupted = false;
+    let events_path = format!("{path}/events");
+    let mut last = String::new();
+    loop {
+        let mut events = c.events(&events_path).await?;
+        loop {
+            let next = tokio::select! {
+                e = events.next() => e?,
+                _ = &mut ctrl_c, if !interrupted => {
+                    interrupted = true;
+                    println!("cancelling…");
+                    c.post_empty(&format!("{path}/cancel")).await?;
+                    continue;
+                }
+            };
+            let Some(next) = next else { break };
+            if next.event != event {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&next.data)
+                .map_err(|_| ClientError::Unexpected(format!("not {noun}: {}", next.data)))?;
+            let line = describe(&v);
+            if line != last {
+                println!("{line}");
+                last = line;
+            }
+            if is_final(v["status"].as_str().unwrap_or("")) {
+                return Ok(v);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Decodes an answer into a typed view.
 pub fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ClientError> {
     serde_json::from_value(v).map_err(|e| ClientError::Unexpected(e.to_string()))

@@ -3,11 +3,12 @@
 //! stream until the customer answers (exit 0, the answers printed), walks away or it is
 //! canceled (exit 1); Ctrl-C asks the daemon to cancel and keeps following.
 
-use super::client::{block_on, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table};
+use super::client::{
+    block_on, follow_until_final, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table,
+};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct InputsCmd {
@@ -142,40 +143,9 @@ fn describe(c: &Value) -> String {
 
 /// Follows an input collection until it is final, printing each change.
 async fn follow(c: &ApiClient, id: &str) -> Result<Value, ClientError> {
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let mut interrupted = false;
-    let path = format!("/v1/input_collections/{id}/events");
-    let mut last = String::new();
-    loop {
-        let mut events = c.events(&path).await?;
-        loop {
-            let event = tokio::select! {
-                e = events.next() => e?,
-                _ = &mut ctrl_c, if !interrupted => {
-                    interrupted = true;
-                    println!("cancelling…");
-                    c.post_empty(&format!("/v1/input_collections/{id}/cancel")).await?;
-                    continue;
-                }
-            };
-            let Some(event) = event else { break };
-            if event.event != "input_collection" {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&event.data).map_err(|_| {
-                ClientError::Unexpected(format!("not an input collection: {}", event.data))
-            })?;
-            let line = describe(&v);
-            if line != last {
-                println!("{line}");
-                last = line;
-            }
-            if final_status(v["status"].as_str().unwrap_or("")) {
-                return Ok(v);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let path = format!("/v1/input_collections/{id}");
+    let noun = "an input collection";
+    follow_until_final(c, &path, "input_collection", noun, describe, final_status).await
 }
 
 impl InputsCmd {

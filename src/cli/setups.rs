@@ -3,11 +3,12 @@
 //! until the card is saved (exit 0, the reusable payment method printed), refused, walked
 //! away from or canceled (exit 1); Ctrl-C asks the daemon to cancel and keeps following.
 
-use super::client::{block_on, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table};
+use super::client::{
+    block_on, follow_until_final, or_dash, print_json, ApiArgs, ApiClient, ClientError, Table,
+};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct SetupsCmd {
@@ -77,39 +78,8 @@ fn describe(v: &Value) -> String {
 
 /// Follows a setup until it is final, printing each change.
 async fn follow(c: &ApiClient, id: &str) -> Result<Value, ClientError> {
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let mut interrupted = false;
-    let path = format!("/v1/setups/{id}/events");
-    let mut last = String::new();
-    loop {
-        let mut events = c.events(&path).await?;
-        loop {
-            let event = tokio::select! {
-                e = events.next() => e?,
-                _ = &mut ctrl_c, if !interrupted => {
-                    interrupted = true;
-                    println!("cancelling…");
-                    c.post_empty(&format!("/v1/setups/{id}/cancel")).await?;
-                    continue;
-                }
-            };
-            let Some(event) = event else { break };
-            if event.event != "setup" {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&event.data)
-                .map_err(|_| ClientError::Unexpected(format!("not a setup: {}", event.data)))?;
-            let line = describe(&v);
-            if line != last {
-                println!("{line}");
-                last = line;
-            }
-            if final_status(v["status"].as_str().unwrap_or("")) {
-                return Ok(v);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let path = format!("/v1/setups/{id}");
+    follow_until_final(c, &path, "setup", "a setup", describe, final_status).await
 }
 
 impl SetupsCmd {
