@@ -146,7 +146,8 @@ pub struct StoreConfig {
     /// A file holding the PostgreSQL connection URL (one that holds a password).
     pub url_file: Option<PathBuf>,
     /// sled's page cache, MiB (its own default, 1 GiB, would let the daemon's memory grow
-    /// with its history).
+    /// with its history). 16 keeps a store of a million payments under 200 MB through
+    /// thousands of list calls (docs/BENCHMARKS.md); the pages did not slow down.
     pub cache_mb: u64,
     /// Final payments created longer ago than this are moved from the live store to a daily
     /// export file under `archive_dir`; absent = keep everything.
@@ -162,7 +163,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("/var/lib/readerd"),
             url: None,
             url_file: None,
-            cache_mb: 64,
+            cache_mb: 16,
             keep_final: None,
             archive_dir: None,
         }

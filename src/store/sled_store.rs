@@ -5,11 +5,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use std::collections::HashMap;
 use std::path::Path;
 
-/// sled's page cache when the config says nothing: 64 MiB. sled's own default is 1 GiB,
-/// which a store of a million payments fills as lists and migrations read it, so the
-/// daemon's memory would grow with its history. sled's own bookkeeping (its page table)
-/// still grows with the store's size on top of the cache (measured in docs/BENCHMARKS.md).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache when the config says nothing: 16 MiB (`[store] cache_mb`). sled's own
+/// default is 1 GiB, which a store of a million payments fills as lists and migrations
+/// read it, so the daemon's memory would grow with its history. sled's own bookkeeping
+/// (its page table) still grows with the store's size on top of the cache, about 20 bytes
+/// a key with the fixes of `vendor/sled` (measured in docs/BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,

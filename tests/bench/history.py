@@ -6,8 +6,10 @@
 Fills a test store with N final payments (`readerd bench --fill-store`, skipped when DIR
 already holds one), starts `readerd run` on it and reports: start to ready (spawn to the
 API answering), 1,000 list calls (pages of 100 followed through their Link headers, a
-merchant's pages, a rare status) with their p50/p99, the daemon's RSS after them, and the
-archive rate (`readerd archive now` on the oldest tenth, daemon stopped).
+merchant's pages, a rare status) with their p50/p99, the daemon's RSS (VmRSS, its peak
+VmHWM, and its anonymous and file-backed parts) at ready and after each kind of call, and
+the archive rate (`readerd archive now` on the oldest tenth, daemon stopped).
+`--env NAME=VALUE` sets the daemon's environment, `--wrap CMD` runs it under a command.
 """
 
 import argparse
@@ -56,8 +58,8 @@ def rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0]) / 1024
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[k] = round(int(v.split()[0]) / 1024, 1)
     return out
 
 
@@ -67,8 +69,21 @@ def main():
     ap.add_argument("--payments", type=int, default=1_000_000)
     ap.add_argument("--store", help="keep (or reuse) the filled store here")
     ap.add_argument("--calls", type=int, default=1000)
-    ap.add_argument("--cache-mb", type=int, default=64, help="[store] cache_mb")
+    ap.add_argument("--cache-mb", type=int, default=16, help="[store] cache_mb (its default)")
     ap.add_argument("--no-archive", action="store_true", help="leave the store as it is")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the daemon's environment (e.g. MALLOC_ARENA_MAX=2); repeatable",
+    )
+    ap.add_argument(
+        "--wrap",
+        default="",
+        help="a command to run the daemon under (e.g. '/usr/bin/time -v'); the RSS printed is "
+        "then the wrapper's. Heap profilers that hook malloc see nothing of a jemalloc build",
+    )
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="readerd-history-")
     store = a.store or os.path.join(work, "store")
@@ -107,10 +122,15 @@ level = "warn"
 """
         )
     env = dict(os.environ, READERD_STRIPE_SECRET_KEY="sk_test_bench")
+    for kv in a.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
     base = f"http://127.0.0.1:{port}"
     t = time.perf_counter()
     d = subprocess.Popen(
-        [a.binary, "run", "--config", config], env=env, stderr=subprocess.DEVNULL
+        a.wrap.split() + [a.binary, "run", "--config", config],
+        env=env,
+        stderr=subprocess.DEVNULL,
     )
     try:
         while True:
@@ -137,7 +157,7 @@ level = "warn"
                 p = next_of(link) or path
             print(
                 f"{name}: {n} calls, p50 {quantile(times, 0.5) * 1000:.1f} ms, "
-                f"p99 {quantile(times, 0.99) * 1000:.1f} ms"
+                f"p99 {quantile(times, 0.99) * 1000:.1f} ms; RSS {rss_mib(d.pid)}"
             )
         print(f"RSS after {a.calls} list calls: {rss_mib(d.pid)}")
         # The settlement report of one day, for ten days spread over the filled year.
@@ -155,21 +175,21 @@ level = "warn"
     finally:
         d.terminate()
         d.wait()
-    if a.no_archive:
-        return 0
-    # Archive the oldest tenth (the filled payments span 365 days ending now).
-    before = time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 365 * 86400 * 0.9)
-    )
-    out = subprocess.run(
-        [a.binary, "archive", "--config", config, "now", "--before", before],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    print("archive:", out.stdout.strip())
-    if not a.store:
-        shutil.rmtree(work)
+    if not a.no_archive:
+        # Archive the oldest tenth (the filled payments span 365 days ending now).
+        before = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 365 * 86400 * 0.9)
+        )
+        out = subprocess.run(
+            [a.binary, "archive", "--config", config, "now", "--before", before],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print("archive:", out.stdout.strip())
+    # The config, the archive and a store of our own; a --store given is kept.
+    shutil.rmtree(work)
+    return 0
 
 
 if __name__ == "__main__":
