@@ -62,7 +62,7 @@ pub enum Command {
     Setups(setups::SetupsCmd),
     /// The settlement report of a period: per merchant and currency, from readerd's records.
     Report(payments::ReportCmd),
-    /// Benchmark the payment flow against the in-process emulator (or, with
+    /// Benchmark the payment flow against the emulator in a child process (or, with
     /// `--fill-store`, fill a test store with a large history).
     Bench(bench::BenchArgs),
     /// Copy every record of a stopped daemon's store into an empty one (sled to PostgreSQL).

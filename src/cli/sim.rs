@@ -23,6 +23,14 @@ pub struct SimArgs {
     /// Tap the default Visa by itself this long after `process_payment_intent` (demo mode).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub auto_present: Option<Duration>,
+    /// With --auto-present: each customer taps after a delay drawn evenly (seeded) between
+    /// --auto-present and this, like real customers who take their time.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "auto_present")]
+    pub auto_present_max: Option<Duration>,
+    /// Stop when standard input is closed: for a parent process that starts the emulator
+    /// and keeps its stdin open, so that the emulator never outlives it.
+    #[arg(long, hide = true)]
+    pub exit_with_stdin: bool,
     /// Send webhook events to this URL.
     #[arg(long, requires = "webhook_secret")]
     pub webhook_url: Option<String>,
@@ -76,7 +84,7 @@ impl SimArgs {
             seed: self.seed,
             auth_delay: self.auth_delay,
             auto_present: self.auto_present,
-            auto_present_max: None,
+            auto_present_max: self.auto_present_max,
             webhook: match (&self.webhook_url, &self.webhook_secret) {
                 (Some(url), Some(secret)) => Some(WebhookTarget {
                     url: url.clone(),
@@ -134,12 +142,39 @@ pub fn run(args: SimArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("readerd sim: Stripe emulator listening on http://{addr} (any sk_test_ key; control routes under /_sim/)");
-        serve(listener, args.config(), async {
-            let _ = tokio::signal::ctrl_c().await;
+        let exit_with_stdin = args.exit_with_stdin;
+        serve(listener, args.config(), async move {
+            if exit_with_stdin {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = stdin_closed() => {}
+                }
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         })
         .await;
         ExitCode::SUCCESS
     })
+}
+
+/// Completes when standard input reaches its end or fails (the writing side is gone).
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // A plain thread: a blocking read of stdin cannot be cancelled, and this one must not
+    // hold the runtime's shutdown.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 #[cfg(test)]

@@ -111,6 +111,37 @@ pub struct RequestRecord {
     pub request_id: String,
 }
 
+/// How many `/v1` requests of one kind were answered with one status
+/// (`GET /_sim/requests/counts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RequestCount {
+    pub method: String,
+    /// The path with every id segment as `{id}`: `/v1/terminal/readers/{id}`.
+    pub endpoint: String,
+    /// As in [`RequestRecord::status`].
+    pub status: u16,
+    pub count: u64,
+}
+
+/// A request path with its id segments (any with a digit or a capital letter, as every
+/// Stripe id has) replaced by `{id}`.
+pub fn endpoint_of(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg
+                .chars()
+                .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                && seg != "v1"
+            {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The request log and the event list keep at most this many entries (the oldest tenth
 /// goes when it is reached), so a long-running emulator does not grow without bound.
 pub const MAX_LOG: usize = 100_000;
@@ -133,7 +164,10 @@ pub(crate) struct Shared {
     auto_present: Option<Duration>,
     auto_present_max: Option<Duration>,
     /// When each auto-present tapped, by PaymentIntent (kept only with `auto_present`).
-    taps: Mutex<Vec<(String, std::time::Instant)>>,
+    taps: Mutex<Vec<(String, std::time::SystemTime)>>,
+    /// Requests by method, endpoint (ids as `{id}`) and status, never trimmed, unlike
+    /// `log`: what a long run cost, for a reader of `GET /_sim/requests/counts`.
+    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,7 +212,45 @@ impl Shared {
             auto_present: config.auto_present,
             auto_present_max: config.auto_present_max,
             taps: Mutex::new(Vec::new()),
+            counts: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Logs and counts one answered (or dropped) `/v1` request.
+    fn record_request(&self, record: RequestRecord) {
+        *lock(&self.counts)
+            .entry((
+                record.method.clone(),
+                endpoint_of(&record.path),
+                record.status,
+            ))
+            .or_default() += 1;
+        let mut log = lock(&self.log);
+        if log.len() >= MAX_LOG {
+            log.drain(..MAX_LOG / 10);
+        }
+        log.push(record);
+    }
+
+    fn request_counts(&self) -> Vec<RequestCount> {
+        lock(&self.counts)
+            .iter()
+            .map(|((method, endpoint, status), count)| RequestCount {
+                method: method.clone(),
+                endpoint: endpoint.clone(),
+                status: *status,
+                count: *count,
+            })
+            .collect()
+    }
+
+    /// Empties the request log and its counts; returns how many entries the log had.
+    fn reset_requests(&self) -> usize {
+        lock(&self.counts).clear();
+        let mut log = lock(&self.log);
+        let n = log.len();
+        log.clear();
+        n
     }
 
     /// The world of a test (`false`) or live (`true`) key, and its idempotency keys.
@@ -230,7 +302,7 @@ impl Shared {
                     }
                     state::Timer::Present { reader, generation } => {
                         if let Some(pi) = st.auto_present(&reader, generation) {
-                            lock(&shared.taps).push((pi, std::time::Instant::now()));
+                            lock(&shared.taps).push((pi, std::time::SystemTime::now()));
                         }
                     }
                     state::Timer::Answer { reader, generation } => {
@@ -388,13 +460,21 @@ impl SimHandle {
         lock(&self.shared.log).clone()
     }
 
-    /// When each auto-present customer tapped: (PaymentIntent, instant).
-    pub fn taps(&self) -> Vec<(String, std::time::Instant)> {
+    /// When each auto-present customer tapped: (PaymentIntent, wall-clock time).
+    pub fn taps(&self) -> Vec<(String, std::time::SystemTime)> {
         lock(&self.shared.taps).clone()
     }
 
+    /// Every `/v1` request since the start (or the last reset) counted by method, endpoint
+    /// and status, as `GET /_sim/requests/counts` shows them; unlike [`Self::requests`],
+    /// never trimmed.
+    pub fn request_counts(&self) -> Vec<RequestCount> {
+        self.shared.request_counts()
+    }
+
+    /// Empties the request log and its counts.
     pub fn reset_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.shared.reset_requests();
     }
 
     /// PaymentIntents on `account` (`None` = the platform's own).

@@ -67,7 +67,7 @@ async fn handle(
             let mut st = lock(&shared.state);
             super::state::random_id(&mut st.rng, "req", 14)
         };
-        let mut resp = control(&shared, &method, rest, &body);
+        let mut resp = control(&shared, &method, rest, uri.query(), &body);
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("request-id", v);
         }
@@ -234,13 +234,7 @@ async fn api(
         request_id = %record.request_id,
         "sim request"
     );
-    {
-        let mut log = lock(&shared.log);
-        if log.len() >= super::MAX_LOG {
-            log.drain(..super::MAX_LOG / 10);
-        }
-        log.push(record);
-    }
+    shared.record_request(record);
     if dropped {
         conn.kill.store(true, Ordering::SeqCst);
     }
@@ -620,7 +614,13 @@ fn control_error(e: SimError) -> Response {
     )
 }
 
-fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> Response {
+fn control(
+    shared: &Arc<Shared>,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Response {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let with_state = |f: &mut dyn FnMut(&mut super::state::State) -> Response| {
         let mut st = lock(&shared.state);
@@ -631,11 +631,31 @@ fn control(shared: &Arc<Shared>, method: &Method, rest: &str, body: &Bytes) -> R
     };
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["requests"]) => ok_json(&*lock(&shared.log)),
+        ("GET", ["requests", "counts"]) => ok_json(shared.request_counts()),
         ("POST", ["reset-requests"]) => {
-            let mut log = lock(&shared.log);
-            let n = log.len();
-            log.clear();
+            let n = shared.reset_requests();
             json_response(StatusCode::OK, json!({"cleared": n}))
+        }
+        ("GET", ["taps"]) => {
+            // `?after=N`: only the taps after the first N (the list only grows).
+            let after = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|kv| kv.strip_prefix("after="))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            let taps: Vec<Value> = lock(&shared.taps)
+                .iter()
+                .skip(after)
+                .map(|(pi, at)| {
+                    let us = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as u64)
+                        .unwrap_or(0);
+                    json!({"payment_intent": pi, "tapped_at_us": us})
+                })
+                .collect();
+            ok_json(taps)
         }
         ("POST", ["readers", id, state @ ("online" | "offline")]) => {
             with_state(&mut |st| match st.set_online(id, *state == "online") {

@@ -4,6 +4,7 @@ mod api_openapi;
 mod api_request_ids;
 mod api_tenancy;
 mod api_tls;
+mod bench_cli;
 mod cluster;
 mod common;
 mod connect_modes;
