@@ -14,8 +14,9 @@
 //! every `list_poll_alone / busy` (never more often than `list_poll`): one busy reader alone
 //! pays no more than it would for reads at that pace, and a hundred busy readers share one
 //! request. `busy` is the most readers busy there at once within the last 30 s, so that the
-//! last customers of a rush are listed at the rush's pace, not at a lone reader's. A reader whose place is unknown, or that a list of its place did not carry (moved,
-//! deleted), or whose place's list failed, is read by its own job as before.
+//! last customers of a rush are listed at the rush's pace, not at a lone reader's. A reader
+//! whose place is unknown, or that a list of its place did not carry (moved, deleted), or
+//! whose place's list failed, is read by its own job as before.
 //!
 //! Two more uses of the same lists:
 //! - **The pre-flight check.** A job that does not know its reader to be free asks for
