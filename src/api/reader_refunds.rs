@@ -67,7 +67,7 @@ async fn cancel(
     if engine.refund_record(&id, &refund)?.is_none() {
         return Err(ApiError::not_found("refund", &refund));
     }
-    let r = engine.cancel_reader_refund(&id, &refund)?;
+    let r = engine.cancel_reader_refund(&id, &refund).await?;
     let p = engine.load(&id)?;
     Ok(Json(RefundView::new(&r, &p)))
 }

@@ -244,7 +244,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<SetupView>, ApiError> {
     visible(&engine, &caller, &id)?;
-    Ok(Json((&engine.cancel_setup(&id)?).into()))
+    Ok(Json((&engine.cancel_setup(&id).await?).into()))
 }
 
 /// Server-Sent Events: the setup as it is now, then one `setup` event per status change;

@@ -102,7 +102,9 @@ pub struct Metrics {
     /// `readerd_lease_handovers_total`: readers this instance took over from another tenure.
     pub lease_handovers: CounterVec,
     /// `readerd_operations_forwarded_total{op}`: captures, cancels, refunds and retries
-    /// asked here about a reader another instance works, handed to that instance.
+    /// (and cancels of input collections, refunds on a reader and their cancels, cancels
+    /// of setups) asked here about a reader another instance works, handed to that
+    /// instance.
     pub operations_forwarded: CounterVec,
     build_info: GaugeVec,
     start_time: GaugeVec,

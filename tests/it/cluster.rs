@@ -6,8 +6,8 @@
 //!
 //! A payment or an input collection accepted by an instance that does not work its reader
 //! must start promptly (announced by `NOTIFY`, not found by a poll), and so must a cart
-//! display; a capture, cancel or refund asked of such an instance is carried out by the
-//! reader's holder, once; a display and an input collection waiting for a paused holder
+//! display; a capture, cancel or refund (and a refund on the reader, its cancel, a setup's
+//! cancel) asked of such an instance is carried out by the reader's holder, once; a display and an input collection waiting for a paused holder
 //! are shown and collected by its successor.
 //!
 //! Two sizes. CI runs a scaled-down exercise (about 25 s): 6 readers, 36 payments (and a
@@ -326,6 +326,20 @@ impl Cluster {
             .unwrap_or(0.0)
     }
 
+    /// `readerd_operations_forwarded_total{op}` summed over the live instances.
+    async fn forwarded(&self, op: &str) -> f64 {
+        let mut n = 0.0;
+        for i in self.live() {
+            n += self
+                .metric(
+                    &i.api,
+                    &format!("readerd_operations_forwarded_total{{op=\"{op}\"}}"),
+                )
+                .await;
+        }
+        n
+    }
+
     /// Waits until every reader has a live worker; returns how long that took.
     async fn wait_all_worked(&self, since: Instant, what: &str) -> Duration {
         let live: HashSet<String> = self.live().map(|i| i.name.clone()).collect();
@@ -603,6 +617,106 @@ async fn run(scale: Scale) {
             "capture, cancel, refund and the refused capture"
         );
         ids.push(to_capture);
+
+        // A refund on the reader, its cancel and a setup's cancel asked of an instance that
+        // does not work the reader: its holder accepts, and cancels, them too.
+        let (s, r) = c
+            .pos_post(
+                &not_holder(&r4),
+                &format!("/v1/payments/{to_refund}/refunds"),
+                json!({"amount": 300, "on_reader": true}),
+            )
+            .await;
+        assert_eq!(s, 202, "{r:#}");
+        assert_eq!(r["status"], "pending", "{r:#}");
+        let made = r["id"].as_str().unwrap().to_string();
+        wait_refund(&c, &to_refund, &made, "succeeded").await;
+        // The payment's refunded total follows the refund's status.
+        wait_status(&c, &to_refund, |p| p["amount_refunded"] == 800).await;
+        // r5 is kept busy (offline, its payment waits for it), so that what follows waits
+        // in its holder's queue: only the holder can take it out of there, and a cancel
+        // is final at once only if the holder carried it out.
+        set_online(&c, &r5, false).await;
+        let blocker = c
+            .pay_with(0, "pay-fwd-blocker", &r5, 2400, "automatic")
+            .await;
+        wait_status(&c, &blocker, |p| {
+            p["history"].as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|e| e["note"] == "reader offline; waiting for it")
+            })
+        })
+        .await;
+        let (s, r) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/payments/{to_refund}/refunds"),
+                json!({"amount": 200, "on_reader": true, "reader": r5}),
+            )
+            .await;
+        assert_eq!(s, 202, "{r:#}");
+        assert_eq!(r["on_reader"]["reader"], r5.as_str(), "{r:#}");
+        let queued = r["id"].as_str().unwrap().to_string();
+        let (s, r) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/payments/{to_refund}/refunds/{queued}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r:#}");
+        assert_eq!(r["status"], "canceled", "{r:#}");
+        let (s, e) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/payments/{to_refund}/refunds/{queued}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 409, "{e:#}");
+        assert_eq!(e["error"]["code"], "invalid_state", "{e:#}");
+        let (s, v) = c
+            .pos_post(
+                &not_holder(&r5),
+                "/v1/setups",
+                json!({"merchant": "bakery", "reader": r5, "allow_redisplay": "limited"}),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {v:#}");
+        let setup = v["id"].as_str().unwrap().to_string();
+        let (s, v) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/setups/{setup}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v:#}");
+        assert_eq!(v["status"], "canceled", "{v:#}");
+        let (s, e) = c
+            .pos_post(
+                &not_holder(&r5),
+                &format!("/v1/setups/{setup}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 409, "{e:#}");
+        assert_eq!(e["error"]["code"], "invalid_state", "{e:#}");
+        set_online(&c, &r5, true).await;
+        assert_eq!(c.forwarded("refund_on_reader").await, 2.0);
+        assert_eq!(
+            c.forwarded("cancel_refund").await,
+            2.0,
+            "with the refused one"
+        );
+        assert_eq!(
+            c.forwarded("cancel_setup").await,
+            2.0,
+            "with the refused one"
+        );
+        let p = c.payment(&to_refund).await;
+        assert_eq!(p["amount_refunded"], 800, "nothing more: {p:#}");
+        ids.push(blocker);
         ids.push(to_refund);
         other_intents += 1; // the canceled one's
     }
@@ -794,6 +908,44 @@ async fn run(scale: Scale) {
         started.elapsed(),
         scale.outage.as_secs()
     );
+}
+
+/// Puts the emulator's `reader` online or offline.
+async fn set_online(c: &Cluster, reader: &str, online: bool) {
+    let state = if online { "online" } else { "offline" };
+    let resp = c
+        .http
+        .post(format!("{}/_sim/readers/{reader}/{state}", c.sim))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{reader} {state}");
+}
+
+/// Waits until refund `refund` of `payment` is `status`.
+async fn wait_refund(c: &Cluster, payment: &str, refund: &str, status: &str) {
+    let start = Instant::now();
+    loop {
+        let api = &c.live().next().unwrap().api;
+        let r: Value = c
+            .http
+            .get(format!("{api}/v1/payments/{payment}/refunds/{refund}"))
+            .bearer_auth(POS)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if r["status"] == status {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "refund {refund} never {status}: {r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
 }
 
 fn cart() -> Value {

@@ -209,7 +209,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action() {
     let pay = paid(&env).await;
     let rf = on_reader(&env, &pay, Some(300)).await;
     wait_waiting(&env, &pay, &rf.id).await;
-    let asked = env.engine.cancel_reader_refund(&pay, &rf.id).unwrap();
+    let asked = env.engine.cancel_reader_refund(&pay, &rf.id).await.unwrap();
     assert!(asked.on_reader.unwrap().cancel_requested);
     let rf = wait_final(&env, &pay, &rf.id, RefundStatus::Canceled).await;
     assert_eq!(count(&env, "/cancel_action"), 1);
@@ -221,7 +221,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action() {
         .action
         .is_none());
     // Final: a second cancel is a conflict; nothing was refunded.
-    assert!(env.engine.cancel_reader_refund(&pay, &rf.id).is_err());
+    assert!(env.engine.cancel_reader_refund(&pay, &rf.id).await.is_err());
     assert_eq!(env.engine.get(&pay).unwrap().unwrap().amount_refunded, 0);
 }
 
@@ -233,7 +233,7 @@ async fn a_queued_refund_canceled_never_reaches_the_reader() {
     let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     let rf = on_reader(&env, &pay, Some(300)).await;
-    let rf = env.engine.cancel_reader_refund(&pay, &rf.id).unwrap();
+    let rf = env.engine.cancel_reader_refund(&pay, &rf.id).await.unwrap();
     assert_eq!(rf.status, RefundStatus::Canceled);
     env.sim.present_card(&r, None).unwrap();
     wait_status(&env.engine, &p.id, Status::Succeeded).await;

@@ -190,7 +190,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action_and_the_setup_intent(
     let r = env.readers[0].clone();
     let s = save(&env, "bakery", &r);
     wait_processing(&env, &s.id).await;
-    let asked = env.engine.cancel_setup(&s.id).unwrap();
+    let asked = env.engine.cancel_setup(&s.id).await.unwrap();
     assert!(asked.cancel_requested);
     let s = wait_final(&env, &s.id, SetupStatus::Canceled).await;
     assert_eq!(count(&env, "/cancel_action"), 1);
@@ -208,7 +208,7 @@ async fn a_cancel_from_the_point_of_sale_clears_our_action_and_the_setup_intent(
         Some("requested_by_customer")
     );
     // Final: a second cancel is a conflict.
-    assert!(env.engine.cancel_setup(&s.id).is_err());
+    assert!(env.engine.cancel_setup(&s.id).await.is_err());
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn a_queued_setup_canceled_never_reaches_stripe() {
     let p = bakery_payment(&env, &r);
     wait_on_reader(&env, &p.id).await;
     let s = save(&env, "bakery", &r);
-    let s = env.engine.cancel_setup(&s.id).unwrap();
+    let s = env.engine.cancel_setup(&s.id).await.unwrap();
     assert_eq!(s.status, SetupStatus::Canceled);
     env.sim.present_card(&r, None).unwrap();
     wait_status(&env.engine, &p.id, Status::Succeeded).await;

@@ -182,13 +182,7 @@ impl Engine {
             .action
             .as_ref()
             .and_then(|a| a.payment_intent_id())
-            .is_some_and(|pi| {
-                self.inner
-                    .by_intent
-                    .lock()
-                    .expect("intent index")
-                    .contains_key(pi)
-            });
+            .is_some_and(|pi| self.is_our_intent(pi));
         if ours {
             // `created` is whole seconds: count from the end of that second.
             let lag_ms = (crate::clock::now_ms() - sent * 1000 - 999).max(0) as u64;

@@ -1,5 +1,6 @@
-//! Capture, cancel, refund and retry (and the cancel of an input collection) asked of an
-//! instance that does not work the reader: carried out by the reader's holder, never here.
+//! Capture, cancel, refund and retry (and the cancel of an input collection, a refund on
+//! the reader accepted or canceled, the cancel of a setup) asked of an instance that does
+//! not work the reader: carried out by the reader's holder, never here.
 //!
 //! Only the holder of a reader's lease writes the steps of that reader's payments, each
 //! write fenced by the lease. An API call that lands elsewhere (any instance serves the
@@ -57,6 +58,20 @@ pub(crate) enum CommandOp {
         /// The caller's `Idempotency-Key`, or one made for the forwarded refund.
         key: String,
     },
+    /// A refund made on the command's reader (which may not be the payment's own).
+    RefundOnReader {
+        amount: Option<i64>,
+        merchant: Option<String>,
+        client: String,
+        /// The caller's `Idempotency-Key`, or one made for the forwarded refund.
+        key: String,
+    },
+    /// Cancel of a refund made on the command's reader.
+    CancelReaderRefund {
+        refund: String,
+    },
+    /// Cancel of a setup (its id is the command's `payment`).
+    CancelSetup,
 }
 
 /// A forwarded operation and, once carried out, its outcome.
@@ -64,7 +79,8 @@ pub(crate) enum CommandOp {
 pub(crate) struct Command {
     pub id: String,
     pub reader: String,
-    /// The payment (or, for [`CommandOp::CancelInputs`], the input collection).
+    /// The payment (or, for [`CommandOp::CancelInputs`], the input collection; for
+    /// [`CommandOp::CancelSetup`], the setup).
     pub payment: String,
     pub op: CommandOp,
     /// The instance that was asked.
@@ -137,6 +153,8 @@ const NOT_FOUND: &[&str] = &[
     "payment",
     "payment_intent",
     "reader",
+    "refund",
+    "setup",
 ];
 
 fn code(s: &str) -> &'static str {
@@ -252,6 +270,9 @@ impl Engine {
             CommandOp::Retry => "retry",
             CommandOp::CancelInputs => "cancel_inputs",
             CommandOp::Refund { .. } => "refund",
+            CommandOp::RefundOnReader { .. } => "refund_on_reader",
+            CommandOp::CancelReaderRefund { .. } => "cancel_refund",
+            CommandOp::CancelSetup => "cancel_setup",
         };
         self.inner.links.metrics.operations_forwarded.inc(&[name]);
         let cmd = Command {
@@ -367,6 +388,27 @@ impl Engine {
                     )
                     .await
                     .map(|_| ()),
+                CommandOp::RefundOnReader {
+                    amount,
+                    merchant,
+                    client,
+                    key,
+                } => engine
+                    .refund_on_reader(
+                        &cmd.payment,
+                        *amount,
+                        merchant.as_deref(),
+                        Some(&cmd.reader),
+                        client,
+                        Some(key),
+                    )
+                    .await
+                    .map(|_| ()),
+                CommandOp::CancelReaderRefund { refund } => engine
+                    .cancel_reader_refund(&cmd.payment, refund)
+                    .await
+                    .map(|_| ()),
+                CommandOp::CancelSetup => engine.cancel_setup(&cmd.payment).await.map(|_| ()),
             };
             if let Err(e) = &result {
                 tracing::info!(payment = %cmd.payment, command = %cmd.id, error = %e, "forwarded operation refused");
@@ -444,5 +486,36 @@ mod tests {
             })
         ));
         assert!(Outcome::of(&Ok(())).into_result().is_ok());
+        // The refusals of a refund on the reader and of the cancels keep their "what".
+        for what in ["refund", "setup"] {
+            let back = Outcome::of(&Err(PaymentError::NotFound(what)))
+                .into_result()
+                .unwrap_err();
+            assert!(matches!(back, PaymentError::NotFound(w) if w == what));
+        }
+    }
+
+    #[test]
+    fn every_operation_is_read_back_as_it_was_written() {
+        let ops = [
+            CommandOp::RefundOnReader {
+                amount: Some(300),
+                merchant: Some("bakery".into()),
+                client: "pos".into(),
+                key: "k".into(),
+            },
+            CommandOp::CancelReaderRefund {
+                refund: "rf_1".into(),
+            },
+            CommandOp::CancelSetup,
+        ];
+        for op in ops {
+            let json = serde_json::to_string(&op).unwrap();
+            assert_eq!(
+                serde_json::from_str::<CommandOp>(&json).unwrap(),
+                op,
+                "{json}"
+            );
+        }
     }
 }

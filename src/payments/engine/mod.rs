@@ -76,10 +76,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
-/// The PaymentIntent index is pruned of payments that ended over [`INDEX_KEEPS_FINAL`]
-/// ago when it reaches this size (then twice what remains).
-const INDEX_PRUNE_AT: usize = 20_000;
-const INDEX_KEEPS_FINAL: Duration = Duration::from_secs(3600);
+/// The in-memory PaymentIntent index is pruned of payments that ended when it reaches this
+/// size (then twice what remains): the store's intent index knows them.
+const INDEX_PRUNE_AT: usize = 4_096;
 /// Per-payment operation locks nobody holds are dropped when there are this many.
 const OP_LOCKS_PRUNE_AT: usize = 1_024;
 
@@ -241,7 +240,8 @@ pub(crate) struct Inner {
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     readers: Mutex<HashMap<String, Arc<ReaderSlot>>>,
     /// PaymentIntent id → payment id, for webhook events: open payments and those that
-    /// ended lately (pruned when it reaches `index_prune_at`).
+    /// ended since the last pruning (at `index_prune_at`); the store's intent index
+    /// answers for the others.
     by_intent: Mutex<HashMap<String, String>>,
     index_prune_at: std::sync::atomic::AtomicUsize,
     pub(crate) displays: Mutex<HashMap<String, DisplayRequest>>,
@@ -507,18 +507,28 @@ impl Engine {
         let mut index = self.inner.by_intent.lock().expect("intent index");
         index.insert(pi.to_string(), payment.to_string());
         if index.len() >= self.inner.index_prune_at.load(Ordering::Relaxed) {
-            // Bounded for a daemon that runs for months: a payment that ended over an hour
-            // ago leaves the index (its late events change nothing; an action of it still
-            // on a reader is cleared by then or waited out like anyone else's).
-            let cutoff = Timestamp::now().as_ms() - INDEX_KEEPS_FINAL.as_millis() as i64;
-            index.retain(|_, id| match self.get(id) {
-                Ok(Some(p)) => !p.status.is_final() || p.updated_at.as_ms() >= cutoff,
-                _ => false,
-            });
+            // Bounded by the open payments, not by a time: at a stadium's pace an hour is
+            // a hundred thousand payments. An ended payment's late events still find it
+            // through the store's intent index (`payment_for_intent`, `is_our_intent`).
+            index.retain(|_, id| matches!(self.get(id), Ok(Some(p)) if !p.status.is_final()));
             self.inner
                 .index_prune_at
                 .store((index.len() * 2).max(INDEX_PRUNE_AT), Ordering::Relaxed);
         }
+    }
+
+    /// The PaymentIntent is one of our payments' (open, or of the history).
+    pub(crate) fn is_our_intent(&self, pi: &str) -> bool {
+        if self
+            .inner
+            .by_intent
+            .lock()
+            .expect("intent index")
+            .contains_key(pi)
+        {
+            return true;
+        }
+        matches!(index::by_intent(&self.inner.registry, pi), Ok(Some(_)))
     }
 
     /// Our payment of a PaymentIntent, if it is one of ours: the in-memory map of recent
@@ -702,6 +712,40 @@ mod tests {
             largest.1 = largest.1.max(engine.inner.op_locks.lock().unwrap().len());
         }
         assert!(largest.0 <= INDEX_PRUNE_AT, "intent index: {}", largest.0);
+        // Payments that just ended leave the in-memory index too (it once kept them an hour,
+        // a hundred thousand payments at a stadium's pace), and are still found.
+        let mut largest_final = 0;
+        for i in 0..INDEX_PRUNE_AT + 100 {
+            let mut p = crate::payments::machine::Payment::new(
+                crate::payments::machine::NewPayment {
+                    id: format!("pay_f{i}"),
+                    merchant: "m".into(),
+                    account: "acct_1".into(),
+                    charge_type: crate::payments::machine::ChargeType::Direct,
+                    reader: "tmr_1".into(),
+                    amount: 100,
+                    currency: "eur".into(),
+                    capture: crate::payments::machine::CaptureMode::Automatic,
+                    description: None,
+                    metadata: Default::default(),
+                    application_fee_amount: None,
+                    on_behalf_of: None,
+                    intent_key: format!("k:{i}"),
+                    skip_tipping: false,
+                },
+                Timestamp::now(),
+            );
+            p.payment_intent = Some(format!("pi_f{i}"));
+            p.status = Status::Succeeded;
+            index::write(&engine.inner.registry, None, &p).unwrap();
+            engine.index_intent(&format!("pi_f{i}"), &p.id);
+            largest_final = largest_final.max(engine.inner.by_intent.lock().unwrap().len());
+        }
+        assert!(largest_final <= INDEX_PRUNE_AT, "{largest_final}");
+        assert!(!engine.inner.by_intent.lock().unwrap().contains_key("pi_f0"));
+        assert!(engine.is_our_intent("pi_f0"));
+        assert_eq!(engine.payment_for_intent("pi_f0").unwrap().id, "pay_f0");
+        assert!(!engine.is_our_intent("pi_someone_elses"));
         assert!(largest.1 <= OP_LOCKS_PRUNE_AT, "op locks: {}", largest.1);
         // A lock someone holds survives the pruning.
         let held = engine.op_lock("pay_held");

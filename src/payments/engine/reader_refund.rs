@@ -3,7 +3,9 @@
 //! reading, canceling, and resuming the unfinished ones at start-up. The reader's part is
 //! [`crate::payments::worker`]'s; the status machine is [`crate::payments::reader_refunds`].
 
+use super::forward::CommandOp;
 use super::{Engine, PaymentError};
+use crate::payments::ids::new_id;
 use crate::payments::machine::{Payment, Status};
 use crate::payments::queue::Job;
 use crate::payments::reader_refunds::{self, OnReader, ReaderRefundObservation, ReaderRefundStep};
@@ -23,6 +25,36 @@ impl Engine {
         client: &str,
         key: Option<&str>,
     ) -> Result<(Payment, RefundRecord), PaymentError> {
+        // On a cluster the refund's reader's holder accepts it (the record and the queue are
+        // its to write), with a key (the caller's, or one made here) so that it is accepted
+        // once however often the holder, or the next one after a crash, carries it out. An
+        // unknown reader is refused below, here.
+        let target = {
+            let p = self.load(id)?;
+            let named = reader.unwrap_or(&p.reader);
+            self.inner.directory.reader(named).map(|r| r.id.clone())
+        };
+        if let Some(target) = target {
+            let fkey = key.map_or_else(|| new_id("fwd"), str::to_string);
+            let op = CommandOp::RefundOnReader {
+                amount,
+                merchant: merchant.map(str::to_string),
+                client: client.to_string(),
+                key: fkey.clone(),
+            };
+            if let Some(done) = self.forwarded(&target, id, op).await {
+                done?;
+                let rec = self
+                    .inner
+                    .registry
+                    .get::<RefundRecord>(
+                        Tree::Refunds,
+                        &refunds::idempotent_key(id, client, &fkey),
+                    )?
+                    .ok_or(PaymentError::NotFound("refund"))?;
+                return Ok((self.load(id)?, rec));
+            }
+        }
         let lock = self.op_lock(id);
         let _g = lock.lock().await;
         let p = self.load(id)?;
@@ -145,7 +177,8 @@ impl Engine {
     /// The point of sale cancels a refund on the reader: still in the queue, canceled at
     /// once; on the reader, canceled by its worker (our own `cancel_action`, only while the
     /// reader still shows our action). A final one, or one not made on a reader, is `409`.
-    pub fn cancel_reader_refund(
+    /// On a cluster, the holder of the refund's reader cancels it.
+    pub async fn cancel_reader_refund(
         &self,
         payment: &str,
         refund: &str,
@@ -159,6 +192,15 @@ impl Engine {
                 "only a refund made on a reader can be canceled; this one went to Stripe directly",
             ));
         };
+        let op = CommandOp::CancelReaderRefund {
+            refund: refund.to_string(),
+        };
+        if let Some(done) = self.forwarded(&job.reader, payment, op).await {
+            done?;
+            return self
+                .refund_record(payment, refund)?
+                .ok_or(PaymentError::NotFound("refund"));
+        }
         if rec.status != RefundStatus::Pending {
             return Err(PaymentError::conflict(
                 "invalid_state",

@@ -8,6 +8,7 @@
 //! charge merchant or on a reader the merchant owns, on the platform otherwise (with
 //! `on_behalf_of` when the merchant settles its destination charges).
 
+use super::forward::CommandOp;
 use super::{Engine, PaymentError};
 use crate::clock::Timestamp;
 use crate::payments::ids::new_id;
@@ -212,9 +213,14 @@ impl Engine {
 
     /// The point of sale cancels: a setup still waiting in the queue is canceled at once
     /// (nothing reached Stripe); one further on is canceled by its worker (our own
-    /// `cancel_action`, then the SetupIntent canceled). A final one is `409`.
-    pub fn cancel_setup(&self, id: &str) -> Result<Setup, PaymentError> {
+    /// `cancel_action`, then the SetupIntent canceled). A final one is `409`. On a cluster,
+    /// the holder of the setup's reader cancels it.
+    pub async fn cancel_setup(&self, id: &str) -> Result<Setup, PaymentError> {
         let s = self.setup(id)?.ok_or(PaymentError::NotFound("setup"))?;
+        if let Some(done) = self.forwarded(&s.reader, id, CommandOp::CancelSetup).await {
+            done?;
+            return self.setup(id)?.ok_or(PaymentError::NotFound("setup"));
+        }
         if s.status.is_final() {
             return Err(PaymentError::conflict(
                 "invalid_state",
