@@ -802,9 +802,12 @@ async fn connection_error_lets_the_payment_intent_decide() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        env.engine.get(&p.id).unwrap().unwrap().status,
-        Status::Processing
+    // Nothing but the PaymentIntent can have told readerd yet: a lone reader's turn to look
+    // at its PaymentIntent may already have recorded the success, never anything else.
+    let now = env.engine.get(&p.id).unwrap().unwrap().status;
+    assert!(
+        matches!(now, Status::Processing | Status::Succeeded),
+        "{now:?}"
     );
     // Back online, the reader reports connection_error; the PaymentIntent says succeeded.
     env.sim.set_reader_online(&r, true);
